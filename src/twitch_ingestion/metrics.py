@@ -1,0 +1,126 @@
+"""Every counter, gauge and histogram the service exports, in one catalogue.
+
+Prometheus text format comes from `prometheus_client`; each component imports the
+metrics it updates from here so names stay consistent and the README can list them.
+Label values are bounded sets (causes, reasons, states, topics), never channel names
+or user input, so cardinality cannot explode with the number of channels.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["REGISTRY", "render_metrics"]
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# --- Twitch source ----------------------------------------------------------------
+LINES_RECEIVED = Counter(
+    "twitch_lines_received", "IRC lines read from Twitch connections", registry=REGISTRY
+)
+BYTES_RECEIVED = Counter(
+    "twitch_bytes_received", "Bytes read from Twitch connections", registry=REGISTRY
+)
+MALFORMED_LINES = Counter(
+    "twitch_malformed_lines",
+    "Lines that could not be parsed or broke the contract, by reason",
+    ["reason"],
+    registry=REGISTRY,
+)
+DUPLICATE_MESSAGES_DROPPED = Counter(
+    "twitch_duplicate_messages_dropped",
+    "Messages seen on two connections during a RECONNECT hand-over and kept once",
+    registry=REGISTRY,
+)
+EMOTE_RANGES_SKIPPED = Counter(
+    "twitch_emote_ranges_skipped",
+    "Emote ranges from Twitch that did not fit the message text and were ignored",
+    registry=REGISTRY,
+)
+RECONNECTS = Counter(
+    "twitch_reconnects", "Connection replacements, by cause", ["cause"], registry=REGISTRY
+)
+CONNECTION_STATES = Gauge(
+    "twitch_connections",
+    "Twitch connections currently in each state",
+    ["state"],
+    registry=REGISTRY,
+)
+CHANNELS_JOINED = Gauge(
+    "twitch_channels_joined", "Channels currently joined", registry=REGISTRY
+)
+CHANNELS_FAILED = Gauge(
+    "twitch_channels_failed",
+    "Wanted channels that could not be joined (suspended, banned, no echo)",
+    registry=REGISTRY,
+)
+JOIN_QUEUE_LENGTH = Gauge(
+    "twitch_join_queue_length", "JOINs waiting for the join rate limiter", registry=REGISTRY
+)
+
+# --- Transform --------------------------------------------------------------------
+MESSAGES_PARSED = Counter(
+    "ingestion_messages_parsed",
+    "Records built from Twitch lines, by destination topic kind",
+    ["kind"],
+    registry=REGISTRY,
+)
+
+# --- Kafka sink -------------------------------------------------------------------
+MESSAGES_PRODUCED = Counter(
+    "kafka_messages_produced",
+    "Records acknowledged by Kafka, by topic kind",
+    ["kind"],
+    registry=REGISTRY,
+)
+DELIVERY_ERRORS = Counter(
+    "kafka_delivery_errors",
+    "Records Kafka did not acknowledge, by error kind",
+    ["error"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "kafka_dead_letters",
+    "Records sent to the dead-letter topic, by reason",
+    ["reason"],
+    registry=REGISTRY,
+)
+PRODUCER_QUEUE_DEPTH = Gauge(
+    "kafka_producer_queue_depth",
+    "Records handed to librdkafka and not yet acknowledged",
+    registry=REGISTRY,
+)
+KAFKA_REACHABLE = Gauge(
+    "kafka_reachable", "1 when the producer has a connection to a broker", registry=REGISTRY
+)
+DELIVERY_LATENCY = Histogram(
+    "kafka_delivery_latency_seconds",
+    "Time from reading a line off the socket to Kafka's acknowledgement",
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+    registry=REGISTRY,
+)
+
+# --- Durable buffer ---------------------------------------------------------------
+BUFFER_BYTES = Gauge("buffer_bytes", "Bytes held in the buffer", registry=REGISTRY)
+BUFFER_RECORDS = Gauge(
+    "buffer_records", "Records held in the buffer, not yet acknowledged", registry=REGISTRY
+)
+BUFFER_OLDEST_AGE = Gauge(
+    "buffer_oldest_unacked_age_seconds",
+    "Age of the oldest record not yet acknowledged by Kafka",
+    registry=REGISTRY,
+)
+BUFFER_REPLAYED = Counter(
+    "buffer_records_replayed", "Records replayed from disk at startup", registry=REGISTRY
+)
+BUFFER_DROPPED = Counter(
+    "buffer_records_dropped",
+    "Records dropped by the buffer, by reason (drop_newest policy, corrupt tail)",
+    ["reason"],
+    registry=REGISTRY,
+)
+
+
+def render_metrics() -> bytes:
+    """The Prometheus text exposition of every metric above."""
+    return generate_latest(REGISTRY)
