@@ -228,7 +228,7 @@ class Settings(BaseSettings):
 
 def _anonymous_suffix() -> int:
     # Not a secret: Twitch only wants a number that makes the guest nick unique.
-    return random.randint(10_000, 99_999_999)  # noqa: S311
+    return random.randint(10_000, 99_999_999)
 
 
 def _describe(error: dict[str, Any]) -> str:
