@@ -1,0 +1,76 @@
+# twitch-ingestion — the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+# The local broker is started unless KAFKA_BROKERS (env, else .env) points elsewhere
+# than the local default localhost:9092.
+EFFECTIVE_BROKERS := $(or $(KAFKA_BROKERS),$(shell sed -n 's/^KAFKA_BROKERS=//p' .env 2>/dev/null | tail -n 1),localhost:9092)
+LOCAL_BROKER := $(filter localhost:9092 127.0.0.1:9092,$(strip $(EFFECTIVE_BROKERS)))
+
+.PHONY: help install broker broker-stop run demo simulate tail test test-unit lint format \
+        type-check build dev bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the service with its dev tools (pinned)
+
+broker: install ## start the local single-node Kafka (KRaft) unless KAFKA_BROKERS is elsewhere
+	@if [ -n "$(LOCAL_BROKER)" ]; then scripts/kafka-local start; \
+	else echo "Using the Kafka cluster at KAFKA_BROKERS=$(EFFECTIVE_BROKERS)"; fi
+
+broker-stop: ## stop the local Kafka broker
+	scripts/kafka-local stop
+
+run: install broker ## run the service on TWITCH_CHANNEL (settings from env and .env)
+	$(BIN)/twitch-ingestion run
+
+demo: install broker ## offline demo: simulator replays real chat → service → Kafka → printed
+	$(BIN)/twitch-ingestion demo
+
+simulate: install ## run the Twitch IRC simulator on port 6667 (replaying the corpus)
+	$(BIN)/twitch-ingestion simulate --port 6667
+
+tail: install ## print the chat topic's records (key<TAB>value), from the beginning
+	$(BIN)/twitch-ingestion tail
+
+lint: install ## ruff check + ruff format --check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install ## apply ruff's formatting and safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+type-check: install ## mypy --strict over src, tests and bench
+	$(BIN)/mypy --strict
+
+test: install broker lint type-check ## everything: lint, types, unit + integration tests (real Kafka)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-unit: install ## only the offline unit tests
+	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
+
+build: install ## build the wheel into dist/
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .
+
+dev: install broker ## run the service and restart it when a source file changes
+	$(BIN)/watchfiles --filter python '$(BIN)/twitch-ingestion run' src
+
+bench: install broker ## run the benchmarks (bench/README.md)
+	$(BIN)/python -m bench
+
+clean: ## remove the venv, caches and build output (keeps the broker's jar cache)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist src/*.egg-info

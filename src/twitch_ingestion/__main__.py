@@ -1,0 +1,3 @@
+from twitch_ingestion.cli import main
+
+raise SystemExit(main())

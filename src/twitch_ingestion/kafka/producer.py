@@ -1,0 +1,159 @@
+"""confluent-kafka's `Producer` driven from the asyncio event loop.
+
+librdkafka does the batching, retries and idempotence on its own threads; Python only
+enqueues (`produce`, never blocks) and serves delivery reports (`poll`). Both happen on
+the event loop thread, so delivery callbacks need no locks. A poller task keeps reports
+flowing when no new records arrive; `produce` callers poll too, so a flood does not
+wait for the poller's next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from confluent_kafka import KafkaError, Message, Producer
+
+from twitch_ingestion.config import Settings
+from twitch_ingestion.kafka.producer_config import producer_config, redacted
+from twitch_ingestion.metrics import KAFKA_REACHABLE, PRODUCER_QUEUE_DEPTH
+
+__all__ = ["DeliveryCallback", "KafkaProducer"]
+
+log = structlog.get_logger(__name__)
+
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+# How often librdkafka reports broker states; it is how readiness learns that Kafka is
+# reachable again after an outage (error_cb only reports the way down).
+_STATISTICS_INTERVAL_MS = 2000
+# Poller cadence when there is nothing to report: short enough that delivery latency
+# stays in milliseconds, long enough that an idle service uses no CPU to speak of.
+_IDLE_POLL_INTERVAL_S = 0.005
+
+
+class KafkaProducer:
+    """One librdkafka producer, its poller task and its health signals."""
+
+    def __init__(self, settings: Settings, extra_config: dict[str, Any] | None = None) -> None:
+        conf = producer_config(settings)
+        conf.update(extra_config or {})
+        conf["error_cb"] = self._on_error
+        conf["stats_cb"] = self._on_statistics
+        conf["statistics.interval.ms"] = _STATISTICS_INTERVAL_MS
+        log.info("kafka producer configured", config=redacted(conf))
+        self._producer = Producer(conf)
+        self._reachable = False
+        self._fatal_error: KafkaError | None = None
+        self._closed = False
+
+    @property
+    def reachable(self) -> bool:
+        """True once a broker connection is up (refreshed every statistics interval)."""
+        return self._reachable
+
+    @property
+    def fatal_error(self) -> KafkaError | None:
+        return self._fatal_error
+
+    def __len__(self) -> int:
+        """Records enqueued in librdkafka and not yet acknowledged or failed."""
+        return len(self._producer)
+
+    def produce_nowait(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        timestamp_ms: int,
+        on_delivery: DeliveryCallback,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Enqueue one record; raises `BufferError` when librdkafka's queue is full."""
+        if headers is None:
+            self._producer.produce(
+                topic, value, key, timestamp=timestamp_ms, on_delivery=on_delivery
+            )
+        else:
+            self._producer.produce(
+                topic,
+                value,
+                key,
+                timestamp=timestamp_ms,
+                headers=headers,
+                on_delivery=on_delivery,
+            )
+
+    async def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        timestamp_ms: int,
+        on_delivery: DeliveryCallback,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Enqueue one record, waiting (without blocking the loop) while the queue is full."""
+        while True:
+            try:
+                self.produce_nowait(topic, key, value, timestamp_ms, on_delivery, headers)
+                return
+            except BufferError:
+                await self.wait_for_queue_space()
+
+    async def wait_for_queue_space(self) -> None:
+        """Serve delivery reports until librdkafka's local queue has room again."""
+        self._producer.poll(0)
+        await asyncio.sleep(_IDLE_POLL_INTERVAL_S)
+
+    def poll(self) -> int:
+        """Serve pending delivery reports now; returns how many were served."""
+        served: int = self._producer.poll(0)
+        return served
+
+    async def run_poller(self) -> None:
+        """Serve delivery reports until cancelled."""
+        while True:
+            served = self._producer.poll(0)
+            PRODUCER_QUEUE_DEPTH.set(len(self._producer))
+            await asyncio.sleep(0 if served else _IDLE_POLL_INTERVAL_S)
+
+    async def flush(self, timeout_s: float) -> int:
+        """Wait for outstanding records to be acknowledged; returns how many remain."""
+        deadline = time.monotonic() + timeout_s
+        while len(self._producer) and time.monotonic() < deadline:
+            self._producer.poll(0)
+            await asyncio.sleep(0.01)
+        self._producer.poll(0)
+        remaining = len(self._producer)
+        PRODUCER_QUEUE_DEPTH.set(remaining)
+        return remaining
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            # With idempotence a fatal error (e.g. out-of-sequence) poisons the producer.
+            self._fatal_error = error
+            log.error("kafka producer fatal error", error=error.str(), code=error.name())
+            return
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            if self._reachable:
+                log.warning("kafka unreachable: all brokers down", error=error.str())
+            self._reachable = False
+            KAFKA_REACHABLE.set(0)
+            return
+        log.warning("kafka client error", error=error.str(), code=error.name())
+
+    def _on_statistics(self, stats_json: str) -> None:
+        stats = json.loads(stats_json)
+        brokers = stats.get("brokers", {}).values()
+        reachable = any(
+            broker.get("state") == "UP" and broker.get("nodeid", -1) >= 0 for broker in brokers
+        )
+        if reachable != self._reachable:
+            log.info("kafka reachable" if reachable else "kafka unreachable")
+        self._reachable = reachable
+        KAFKA_REACHABLE.set(1 if reachable else 0)

@@ -1,0 +1,70 @@
+"""structlog setup: human-readable in a terminal, JSON lines everywhere else.
+
+The seed used pino + pino-pretty; this is the same split. Log events are for
+connection, producer and lifecycle changes and periodic summaries: the hot path never
+logs per chat message at info.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+from twitch_ingestion.config import LogFormat
+
+__all__ = ["configure_logging", "redact_secrets"]
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+# Keys whose values are secrets wherever they appear in an event.
+_SECRET_KEYS = frozenset(
+    {"token", "oauth_token", "twitch_oauth_token", "password", "sasl_password", "sasl.password"}
+)
+_REDACTED = "**********"
+
+
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Last line of defence: blank out any event value under a secret-looking key."""
+    for key in event_dict:
+        if key.lower() in _SECRET_KEYS:
+            event_dict[key] = _REDACTED
+    return event_dict
+
+
+def configure_logging(level: str = "info", log_format: LogFormat = LogFormat.AUTO) -> None:
+    """Configure structlog (and stdlib logging, for libraries) once at startup."""
+    numeric_level = _LEVELS.get(level.lower(), logging.INFO)
+    use_console = log_format is LogFormat.CONSOLE or (
+        log_format is LogFormat.AUTO and sys.stderr.isatty()
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_secrets,
+    ]
+    renderer: Any
+    if use_console:
+        renderer = structlog.dev.ConsoleRenderer()
+    else:
+        shared.append(structlog.processors.format_exc_info)
+        renderer = structlog.processors.JSONRenderer()
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=numeric_level, stream=sys.stderr, format="%(name)s %(message)s")

@@ -1,0 +1,208 @@
+"""Wiring and lifecycle: Twitch source → parse/route → Kafka sink, and a clean stop.
+
+Startup never waits for Kafka: records are enqueued (and, with the disk buffer, kept)
+until the broker answers, while `/readyz` says what is missing. Shutdown stops reading
+Twitch first, then flushes, so every line read before the signal reaches Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from enum import IntEnum
+
+import structlog
+from confluent_kafka.admin import AdminClient
+
+from twitch_ingestion.config import Settings
+from twitch_ingestion.health import HealthServer
+from twitch_ingestion.kafka.producer import KafkaProducer
+from twitch_ingestion.kafka.producer_config import admin_config
+from twitch_ingestion.kafka.sink import KafkaSink
+from twitch_ingestion.kafka.topics import TopicCheck, TopicSpec, ensure_topics
+from twitch_ingestion.metrics import REGISTRY
+from twitch_ingestion.twitch.pool import TwitchAuthenticationError, TwitchGaveUp, TwitchSource
+
+__all__ = ["ExitCode", "IngestionService", "topic_specs"]
+
+log = structlog.get_logger(__name__)
+
+# How often a failed topic check (broker down, topic missing) is tried again.
+_TOPIC_RECHECK_INTERVAL_S = 5.0
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILURE = 1
+    CONFIG = 2
+    TWITCH_AUTH = 3
+    TWITCH_GAVE_UP = 4
+    KAFKA_FATAL = 5
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The topics this service writes to, as configured."""
+    names = [settings.kafka_topic_chat_messages, settings.kafka_topic_chat_events]
+    if settings.kafka_topic_raw:
+        names.append(settings.kafka_topic_raw)
+    if settings.kafka_topic_dlq:
+        names.append(settings.kafka_topic_dlq)
+    return [
+        TopicSpec(name, settings.kafka_topic_partitions, settings.kafka_topic_replication_factor)
+        for name in names
+    ]
+
+
+class IngestionService:
+    """One running instance: owns the producer, the sink, the Twitch source and health."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.producer = KafkaProducer(settings)
+        self.sink = KafkaSink(settings, self.producer)
+        self.source = TwitchSource(settings, self.sink)
+        self._topic_check = TopicCheck(False, frozenset(), {"*": "not checked yet"})
+        self._stop_requested = asyncio.Event()
+        self._started_at = time.monotonic()
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        """Ready = Twitch connected with its channels joined, and Kafka reachable."""
+        twitch_ready = self.source.is_ready()
+        kafka_ready = self.producer.reachable and self._topic_check.ok
+        details: dict[str, object] = {
+            "twitch": "ready" if twitch_ready else "not ready",
+            "kafka": "ready" if kafka_ready else "not ready",
+            "failed_channels": dict(self.source.failed_channels),
+            "pending_records": self.sink.pending,
+        }
+        if self._topic_check.problems:
+            details["kafka_problems"] = dict(self._topic_check.problems)
+        return twitch_ready and kafka_ready, details
+
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+
+    async def run(self) -> ExitCode:
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        health = HealthServer(settings.health_host, settings.health_port, self.readiness)
+        if settings.health_port:
+            await health.start()
+        log.info(
+            "service starting",
+            channels=len(settings.twitch_channel),
+            twitch=f"{settings.twitch_irc_host}:{settings.twitch_irc_port}",
+            tls=settings.twitch_irc_tls,
+            anonymous=settings.is_anonymous,
+            kafka=settings.kafka_brokers,
+            topic=settings.kafka_topic_chat_messages,
+        )
+        background = [
+            asyncio.create_task(self.producer.run_poller(), name="kafka-poller"),
+            asyncio.create_task(self.sink.run_redelivery(), name="kafka-redelivery"),
+            asyncio.create_task(self._keep_topics_checked(), name="kafka-topics"),
+            asyncio.create_task(self._log_throughput(), name="stats"),
+        ]
+        source_task = asyncio.create_task(self.source.run(), name="twitch-source")
+        stop_task = asyncio.create_task(self._stop_requested.wait(), name="stop")
+        exit_code = ExitCode.OK
+        try:
+            done, _ = await asyncio.wait(
+                {source_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if source_task in done:
+                exit_code = _exit_code_for(source_task)
+        finally:
+            await self.source.stop()
+            await _cancel(source_task, stop_task)
+            remaining = await self.producer.flush(settings.shutdown_timeout_s)
+            await _cancel(*background)
+            remaining = await self.producer.flush(1.0) if remaining else 0
+            await health.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            counts = self.sink.counts
+            log.info(
+                "service stopped",
+                delivered=counts.delivered,
+                dead_lettered=counts.dead_lettered,
+                undelivered=remaining + self.sink.pending,
+            )
+            if remaining and exit_code is ExitCode.OK:
+                log.error(
+                    "records not acknowledged by Kafka before SHUTDOWN_TIMEOUT_S",
+                    records=remaining,
+                )
+                exit_code = ExitCode.FAILURE
+        return exit_code
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("shutdown requested", signal=sig.name)
+        self._stop_requested.set()
+
+    async def _keep_topics_checked(self) -> None:
+        admin = AdminClient(admin_config(self.settings))
+        specs = topic_specs(self.settings)
+        while True:
+            check = await asyncio.to_thread(
+                ensure_topics, admin, specs, create=self.settings.kafka_create_topics
+            )
+            if check.problems != self._topic_check.problems:
+                for topic, problem in check.problems.items():
+                    log.error("kafka topic problem", topic=topic, problem=problem)
+                if check.ok:
+                    log.info("kafka topics ready", topics=sorted(s.name for s in specs))
+            self._topic_check = check
+            if check.ok:
+                return
+            await asyncio.sleep(_TOPIC_RECHECK_INTERVAL_S)
+
+    async def _log_throughput(self) -> None:
+        interval = self.settings.stats_log_interval_s
+        counts = self.sink.counts
+        last_delivered = counts.delivered
+        last_lines = _lines_received()
+        while True:
+            await asyncio.sleep(interval)
+            lines = _lines_received()
+            log.info(
+                "throughput",
+                lines_per_s=round((lines - last_lines) / interval, 1),
+                delivered_per_s=round((counts.delivered - last_delivered) / interval, 1),
+                delivered_total=counts.delivered,
+                dead_lettered_total=counts.dead_lettered,
+                pending=self.sink.pending,
+                kafka_reachable=self.producer.reachable,
+            )
+            last_delivered, last_lines = counts.delivered, lines
+
+
+def _lines_received() -> float:
+    return REGISTRY.get_sample_value("twitch_lines_received_total") or 0.0
+
+
+def _exit_code_for(source_task: asyncio.Task[None]) -> ExitCode:
+    error = source_task.exception()
+    if error is None:
+        return ExitCode.OK
+    if isinstance(error, TwitchAuthenticationError):
+        log.error("twitch authentication failed", error=str(error))
+        return ExitCode.TWITCH_AUTH
+    if isinstance(error, TwitchGaveUp):
+        log.error("twitch connection gave up", error=str(error))
+        return ExitCode.TWITCH_GAVE_UP
+    log.error("twitch source crashed", error=repr(error), exc_info=error)
+    return ExitCode.FAILURE
+
+
+async def _cancel(*tasks: asyncio.Task[object] | asyncio.Task[None] | asyncio.Task[bool]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
