@@ -17,9 +17,9 @@ from twitch_ingestion.service import ExitCode, IngestionService
 __all__ = ["main"]
 
 
-def _settings_or_exit(**overrides: Any) -> Settings:
+def _settings_or_exit(*, require_channels: bool = True, **overrides: Any) -> Settings:
     try:
-        return load_settings(**overrides)
+        return load_settings(require_channels=require_channels, **overrides)
     except ConfigError as exc:
         print(f"twitch-ingestion: {exc}", file=sys.stderr)
         print("See .env.example and the README's settings table.", file=sys.stderr)
@@ -48,7 +48,7 @@ def _cmd_check_config(_args: argparse.Namespace) -> int:
 def _cmd_tail(args: argparse.Namespace) -> int:
     from twitch_ingestion.tail import tail
 
-    settings = _settings_or_exit(channel_source="kafka")
+    settings = _settings_or_exit(require_channels=False)
     topic = args.topic or settings.kafka_topic_chat_messages
     try:
         tail(

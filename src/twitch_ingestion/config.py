@@ -21,7 +21,6 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 __all__ = [
     "BufferFullPolicy",
     "BufferMode",
-    "ChannelSource",
     "ConfigError",
     "LogFormat",
     "Settings",
@@ -42,11 +41,6 @@ class BufferMode(StrEnum):
 class BufferFullPolicy(StrEnum):
     BLOCK = "block"
     DROP_NEWEST = "drop_newest"
-
-
-class ChannelSource(StrEnum):
-    ENV = "env"
-    KAFKA = "kafka"
 
 
 class LogFormat(StrEnum):
@@ -146,12 +140,6 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     stats_log_interval_s: float = Field(default=30.0, gt=0)
 
-    # --- Fleet (scale-out) --------------------------------------------------------
-    channel_source: ChannelSource = ChannelSource.ENV
-    instance_id: str | None = None
-    kafka_topic_channels: str = "twitch-channels"
-    kafka_channels_group: str = "twitch-ingestion"
-
     @field_validator("twitch_channel", mode="before")
     @classmethod
     def _split_channels(cls, value: Any) -> Any:
@@ -206,10 +194,6 @@ class Settings(BaseSettings):
                 "TWITCH_OAUTH_TOKEN must start with 'oauth:' (e.g. oauth:abc123…); "
                 "prefix the token you were given with 'oauth:'"
             )
-        if self.channel_source is ChannelSource.ENV and not self.twitch_channel:
-            raise ValueError(
-                "TWITCH_CHANNEL is not set: give one channel login or a comma-separated list"
-            )
         if self.twitch_reconnect_max_s < self.twitch_reconnect_base_s:
             raise ValueError("TWITCH_RECONNECT_MAX_S must be >= TWITCH_RECONNECT_BASE_S")
         return self
@@ -239,9 +223,17 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{location.upper()}: {message}"
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Load and validate settings; raise `ConfigError` with secret-free messages."""
+def load_settings(*, require_channels: bool = True, **overrides: Any) -> Settings:
+    """Load and validate settings; raise `ConfigError` with secret-free messages.
+
+    `require_channels=False` serves commands that never join chat (`tail`).
+    """
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError([_describe(dict(err)) for err in exc.errors()]) from None
+    if require_channels and not settings.twitch_channel:
+        raise ConfigError(
+            ["TWITCH_CHANNEL is not set: give one channel login or a comma-separated list"]
+        )
+    return settings

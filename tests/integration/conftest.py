@@ -1,0 +1,72 @@
+"""Fixtures for tests against the real local Kafka broker and the Twitch simulator."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.kafka_helpers import delete_topics
+from tests.integration.service_process import ServiceProcess
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+KAFKA_LOCAL = REPO_ROOT / "scripts" / "kafka-local"
+
+
+def _broker_answers(brokers: str) -> bool:
+    host, _, port = brokers.split(",")[0].rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_brokers() -> str:
+    """The broker the tests use: TEST_KAFKA_BROKERS, else the project's local broker."""
+    brokers = os.environ.get("TEST_KAFKA_BROKERS", "127.0.0.1:9092")
+    if "TEST_KAFKA_BROKERS" not in os.environ and not _broker_answers(brokers):
+        subprocess.run([str(KAFKA_LOCAL), "start"], check=True, stdin=subprocess.DEVNULL)
+    return brokers
+
+
+@pytest.fixture
+def topics(kafka_brokers: str) -> Iterator[dict[str, str]]:
+    """Fresh topic names for one test (deleted afterwards) and the env naming them."""
+    suffix = uuid.uuid4().hex[:10]
+    names = {
+        "KAFKA_TOPIC_CHAT_MESSAGES": f"test-chat-{suffix}",
+        "KAFKA_TOPIC_CHAT_EVENTS": f"test-events-{suffix}",
+        "KAFKA_TOPIC_DLQ": f"test-chat-{suffix}.dlq",
+    }
+    yield names
+    delete_topics(kafka_brokers, list(names.values()))
+
+
+@pytest.fixture
+def start_service(
+    tmp_path: Path, kafka_brokers: str
+) -> Iterator[Callable[[dict[str, str]], ServiceProcess]]:
+    """Start `twitch-ingestion run` subprocesses; every one is killed at teardown."""
+    started: list[ServiceProcess] = []
+
+    def start(env: dict[str, str]) -> ServiceProcess:
+        full_env = {
+            "KAFKA_BROKERS": kafka_brokers,
+            "BUFFER_DIR": str(tmp_path / "buffer"),
+            "KAFKA_TOPIC_PARTITIONS": "3",
+            **env,
+        }
+        service = ServiceProcess(tmp_path, full_env)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.close()
