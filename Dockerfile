@@ -1,0 +1,73 @@
+# syntax=docker/dockerfile:1
+# twitch-ingestion: Twitch chat → Kafka.
+#   docker build -t twitch-ingestion .
+#   docker compose up -d            (with the kafka service from docker-compose.yml)
+
+ARG PYTHON_IMAGE=python:3.11-slim
+
+# --- builder: a self-contained virtualenv in /opt/venv ---------------------------------------
+FROM ${PYTHON_IMAGE} AS builder
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+WORKDIR /build
+
+# Dependencies first, from pyproject.toml alone, so editing the source does not re-download
+# them. Every dependency is pinned there and ships manylinux wheels (confluent-kafka bundles
+# librdkafka), so this stage needs no compiler.
+COPY pyproject.toml README.md ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > requirements.txt \
+    && pip install -r requirements.txt
+
+COPY src ./src
+RUN pip install --no-deps . \
+    && twitch-ingestion --help >/dev/null
+
+# --- runtime: the venv and nothing else ---------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+
+ARG APP_UID=10001
+ARG APP_GID=10001
+
+# Settings the image fixes; everything else (TWITCH_*, KAFKA_*) comes from the environment.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HEALTH_PORT=8080 \
+    BUFFER_DIR=/var/lib/twitch-ingestion
+
+RUN groupadd --system --gid "${APP_GID}" twitch-ingestion \
+    && useradd --system --uid "${APP_UID}" --gid twitch-ingestion \
+        --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin twitch-ingestion \
+    && install -d -o "${APP_UID}" -g "${APP_GID}" -m 0750 /var/lib/twitch-ingestion
+
+COPY --from=builder /opt/venv /opt/venv
+
+# The durable buffer: messages Kafka has not acknowledged yet must survive a container restart,
+# so it lives on a volume. The directory is created above owned by the app user, and a fresh
+# named volume copies that ownership.
+VOLUME ["/var/lib/twitch-ingestion"]
+# Not the volume: the settings loader also reads ./.env, and nothing in the data volume
+# should be able to turn into configuration.
+WORKDIR /app
+
+USER ${APP_UID}:${APP_GID}
+
+# /healthz and /metrics (Prometheus).
+EXPOSE 8080
+
+# No curl in the slim image; the venv's Python is already there. urlopen raises on a refused
+# connection or a non-2xx status, which exits non-zero.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('HEALTH_PORT', '8080') + '/healthz', timeout=4)"]
+
+# Exec form: the service is PID 1 and receives SIGTERM itself, so it can flush the producer
+# and the buffer before `docker stop`'s grace period runs out (SHUTDOWN_TIMEOUT_S, 30 s).
+STOPSIGNAL SIGTERM
+CMD ["twitch-ingestion", "run"]
