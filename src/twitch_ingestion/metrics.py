@@ -46,9 +46,7 @@ CONNECTION_STATES = Gauge(
     ["state"],
     registry=REGISTRY,
 )
-CHANNELS_JOINED = Gauge(
-    "twitch_channels_joined", "Channels currently joined", registry=REGISTRY
-)
+CHANNELS_JOINED = Gauge("twitch_channels_joined", "Channels currently joined", registry=REGISTRY)
 CHANNELS_FAILED = Gauge(
     "twitch_channels_failed",
     "Wanted channels that could not be joined (suspended, banned, no echo)",

@@ -1,0 +1,1177 @@
+"""The durable buffer between parsing and the Kafka producer: at-least-once from the socket.
+
+Twitch chat cannot be replayed, so a record is written here *before* it is handed to the
+producer and stays until Kafka acknowledges it. The service's loop is::
+
+    appended = buffer.append_batch(records)             # seqs first_seq .. + accepted - 1
+    for i, record in enumerate(records[: appended.accepted]):
+        producer.produce(..., on_delivery=lambda err, msg, seq=appended.first_seq + i: ...)
+    # delivery report without error -> buffer.ack(seq)
+    # every few ms: buffer.maybe_sync(time.monotonic())
+
+and at startup, before reading Twitch, it produces everything `replay()` yields.
+
+`DiskBuffer` (BUFFER_MODE=disk) is a segment log like Vector's disk buffer or Filebeat's
+disk queue; the format is described in `segment_log`. Its guarantees:
+
+* **Process crash** (kill -9, OOM, exception): nothing appended is lost. `append_batch`
+  returns only after one `os.write` of the whole batch, and the kernel's page cache
+  outlives the process.
+* **Power loss / kernel crash**: records appended in the last `BUFFER_FSYNC_MS` before the
+  loss may be lost; older ones are on disk. This is group commit: `maybe_sync()` fsyncs the
+  active segment at most every `fsync_ms`, so 50,000 records/s cost ~20 fsyncs/s, not
+  50,000. `BUFFER_FSYNC_MS=0` fsyncs every batch before `append_batch` returns (no loss
+  window, at the disk's fsync latency per batch). A segment is fsynced when it is rotated
+  out, and the directory after a segment is created. The fsync runs on the calling
+  (event loop) thread and takes as long as the disk needs to flush `fsync_ms` of data.
+* **Duplicates, never loss**: acks are checkpointed (one `.acks` file per segment, a map of
+  every acked record) at most every `checkpoint_interval_ms` and on `close()`. After a
+  crash, records acked since the last checkpoint are replayed again; Kafka consumers must
+  tolerate duplicates anyway (the record's own id deduplicates). A sealed segment whose
+  records are all acked is deleted by the next `append_batch` or `maybe_sync` (the active
+  one when it is rotated out, or on `close()`), and a deleted segment is never replayed.
+* **Damage**: every frame carries its length and a CRC32. On `open()` a damaged or torn
+  tail is cut off (logged, counted in `buffer_records_dropped{reason="corrupt_tail"}`);
+  damage in the middle of a segment is skipped by resynchronising on the next intact
+  frame (counted as `reason="corrupt_frame"`, the lost records known from the seq gap).
+  The buffer never refuses to start because of damage.
+* **Order**: `replay()` and `unacked()` yield in append order, which is per-channel order.
+  The caller must produce in that order; the idempotent producer keeps it per partition.
+* **Capacity**: `BUFFER_MAX_BYTES` bounds the bytes of all segment files. Space comes back a
+  segment at a time, so a segment is at most a quarter of the cap. Policy `drop_newest`
+  drops the records of a batch that do not fit (`reason="buffer_full"`); policy `block`
+  accepts what fits and the caller awaits `wait_for_room()` (or uses `append_all()`). An
+  empty buffer always takes one record, so an oversized record cannot wedge `block`.
+
+`MemoryBuffer` (BUFFER_MODE=memory) keeps records in memory until acked and guarantees
+nothing across a crash, except for records the caller told it to `spill()` to disk.
+
+Neither class is thread-safe: the service calls them from the event loop thread only,
+including acks (confluent-kafka runs delivery callbacks inside `poll()`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import os
+import time
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Final, NamedTuple, Protocol
+
+import structlog
+
+from twitch_ingestion.config import BufferFullPolicy, BufferMode, Settings
+from twitch_ingestion.kafka.segment_log import (
+    ACKS_SUFFIX,
+    CORRUPT,
+    FRAME_MAGIC_BYTES,
+    KIND_RECORD,
+    KIND_TOPIC,
+    SEGMENT_HEADER_BYTES,
+    SEGMENT_SUFFIX,
+    TAIL,
+    TOPIC_DEFS_EVERY_BATCHES,
+    FrameEncoder,
+    decode_acks,
+    decode_record,
+    decode_topic,
+    encode_acks,
+    encode_segment_header,
+    iter_frames,
+    parse_segment_header,
+    record_seq_and_time,
+    segment_name,
+)
+from twitch_ingestion.metrics import (
+    BUFFER_BYTES,
+    BUFFER_DROPPED,
+    BUFFER_OLDEST_AGE,
+    BUFFER_RECORDS,
+    BUFFER_REPLAYED,
+)
+
+__all__ = [
+    "Appended",
+    "Buffer",
+    "BufferLockedError",
+    "BufferedRecord",
+    "DiskBuffer",
+    "DurableBufferError",
+    "MemoryBuffer",
+    "Record",
+    "buffer_from_settings",
+]
+
+log = structlog.get_logger(__name__)
+
+Headers = list[tuple[str, bytes]]
+# What the parser hands over: (topic, key, value, headers, created_at_ms). Plain tuples
+# keep the hot path free of object churn; `BufferedRecord` is the same shape with names.
+Record = tuple[str, bytes | None, bytes, Headers | None, int]
+
+# A segment is at most this fraction of BUFFER_MAX_BYTES, so that acked space comes back
+# in steps smaller than the whole cap (a 64 MiB segment under a 1 MiB cap would free
+# nothing until the buffer had drained completely).
+_SEGMENTS_PER_CAP: Final = 4
+_MIN_SEGMENT_BYTES: Final = 1024
+# One (seq, created_at_ms) sample per this many ms of records: enough for an age gauge.
+_AGE_SAMPLE_MS: Final = 100
+# What MemoryBuffer counts per record besides its value: the tuple, dict slot, ints, a
+# channel-name key and the odd header. An estimate, so the hot path only calls len().
+_MEMORY_RECORD_OVERHEAD: Final = 160
+_LOCK_FILE: Final = ".lock"
+
+
+class BufferedRecord(NamedTuple):
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers | None
+    created_at_ms: int
+
+
+class Appended(NamedTuple):
+    """Result of `append_batch`: records `[0, accepted)` got seqs `first_seq + i`."""
+
+    first_seq: int
+    accepted: int
+
+
+class DurableBufferError(Exception):
+    """The buffer cannot do what was asked (closed, not opened, a write failed)."""
+
+
+class BufferLockedError(DurableBufferError):
+    """Another process holds the buffer directory."""
+
+
+class Buffer(Protocol):
+    """What the Kafka sink needs from a buffer; `DiskBuffer` and `MemoryBuffer` satisfy it."""
+
+    def open(self) -> None: ...
+
+    def append_batch(self, records: Sequence[Record]) -> Appended: ...
+
+    async def append_all(self, records: Sequence[Record]) -> list[Appended]: ...
+
+    def ack(self, seq: int) -> None: ...
+
+    def has_room(self, nbytes: int) -> bool: ...
+
+    async def wait_for_room(self, nbytes: int) -> None: ...
+
+    def replay(self) -> Iterator[tuple[int, BufferedRecord]]: ...
+
+    def unacked(self) -> Iterator[tuple[int, BufferedRecord]]: ...
+
+    def maybe_sync(self, now: float | None = None) -> bool: ...
+
+    def sync(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def oldest_unacked_age_s(self, now_ms: int) -> float: ...
+
+    def update_metrics(self, now_ms: int | None = None) -> None: ...
+
+    @property
+    def records(self) -> int: ...
+
+    @property
+    def replayed(self) -> int: ...
+
+    # Last: mypy resolves later annotations in the class to this property, not the type.
+    @property
+    def bytes(self) -> int: ...
+
+
+class _RoomWaiting:
+    """`wait_for_room` and `append_all` on top of `has_room`/`append_batch`."""
+
+    _room: asyncio.Event
+    _room_wanted: bool
+    _rejected_bytes: int
+
+    def has_room(self, nbytes: int) -> bool:
+        raise NotImplementedError
+
+    def append_batch(self, records: Sequence[Record]) -> Appended:
+        raise NotImplementedError
+
+    def _reclaim(self) -> None:
+        """Free what can be freed now; called before waiting."""
+
+    async def wait_for_room(self, nbytes: int) -> None:
+        """Return once an append of `nbytes` (encoded) would be accepted.
+
+        Acks set the event from the event loop thread; no threads are involved.
+        """
+        while not self.has_room(nbytes):
+            self._reclaim()
+            if self.has_room(nbytes):
+                return
+            self._room.clear()
+            self._room_wanted = True
+            try:
+                await self._room.wait()
+            finally:
+                self._room_wanted = False
+
+    async def append_all(self, records: Sequence[Record]) -> list[Appended]:
+        """Append every record, awaiting room under `block`; one `Appended` per chunk.
+
+        Under `drop_newest` this is `append_batch` (what does not fit is dropped).
+        """
+        chunks: list[Appended] = []
+        while True:
+            appended = self.append_batch(records)
+            if appended.accepted:
+                chunks.append(appended)
+            if appended.accepted == len(records) or not self._blocks():
+                return chunks
+            records = records[appended.accepted :]
+            await self.wait_for_room(self._rejected_bytes)
+
+    def _blocks(self) -> bool:
+        raise NotImplementedError
+
+
+class _Segment:
+    """One segment file and the ack state of its records (index = seq - first_seq)."""
+
+    __slots__ = (
+        "acked",
+        "checkpointed",
+        "count",
+        "deleted",
+        "first_seq",
+        "lowest_unacked",
+        "path",
+        "sample_ms",
+        "sample_seqs",
+        "segment_id",
+        "size",
+        "topics",
+    )
+
+    def __init__(
+        self, path: Path, first_seq: int, segment_id: bytes | None, topics: dict[int, str]
+    ) -> None:
+        self.path = path
+        self.first_seq = first_seq
+        self.segment_id = segment_id
+        self.topics = topics
+        self.acked = bytearray()
+        self.count = 0
+        self.size = 0
+        self.deleted = False
+        # Every record below this index is acked: scans for unacked records start here,
+        # so they cost the in-flight window, not the segment.
+        self.lowest_unacked = 0
+        self.sample_seqs = array("q")
+        self.sample_ms = array("q")
+        # (count, pending) when the ack checkpoint was last written: unchanged -> skip.
+        self.checkpointed = (0, 0)
+
+    def add_age_sample(self, seq: int, created_at_ms: int) -> None:
+        sample_ms = self.sample_ms
+        if not sample_ms or created_at_ms >= sample_ms[-1] + _AGE_SAMPLE_MS:
+            sample_ms.append(created_at_ms)
+            self.sample_seqs.append(seq)
+
+    def drained(self) -> bool:
+        """Whether every record is acked (advances `lowest_unacked`)."""
+        index = self.acked.find(0, self.lowest_unacked)
+        if index < 0:
+            self.lowest_unacked = self.count
+            return True
+        self.lowest_unacked = index
+        return False
+
+    def pending(self) -> int:
+        """Records not yet acked."""
+        if self.drained():
+            return 0
+        return self.acked.count(0, self.lowest_unacked)
+
+    def oldest_unacked_ms(self) -> int | None:
+        """created_at_ms of (a sample at or before) the oldest unacked record."""
+        if self.drained() or not self.sample_ms:
+            return None
+        sample = bisect_right(self.sample_seqs, self.first_seq + self.lowest_unacked) - 1
+        return self.sample_ms[max(sample, 0)]
+
+    @property
+    def acks_path(self) -> Path:
+        return self.path.with_suffix(ACKS_SUFFIX)
+
+
+class DiskBuffer(_RoomWaiting):
+    """The durable segment log; see the module docstring for what it guarantees."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bytes: int = 1024 * 1024 * 1024,
+        segment_bytes: int = 64 * 1024 * 1024,
+        fsync_ms: int = 50,
+        full_policy: BufferFullPolicy = BufferFullPolicy.BLOCK,
+        checkpoint_interval_ms: int = 1000,
+    ) -> None:
+        self._dir = Path(directory)
+        self._max_bytes = max_bytes
+        self._segment_bytes = max(
+            _MIN_SEGMENT_BYTES, min(segment_bytes, max_bytes // _SEGMENTS_PER_CAP)
+        )
+        self._fsync_ms = fsync_ms
+        self._full_policy = full_policy
+        self._checkpoint_interval_ms = checkpoint_interval_ms
+        self._encoder = FrameEncoder()
+        self._segments: list[_Segment] = []
+        self._first_seqs: list[int] = []
+        self._active: _Segment | None = None
+        self._fd = -1
+        self._lock_fd = -1
+        self._next_seq = 0
+        self._bytes = 0
+        self._batches_since_topics = 0
+        self._dirty = False
+        self._dir_dirty = False
+        self._last_sync = time.monotonic()
+        self._last_checkpoint = self._last_sync
+        self._to_replay: list[_Segment] = []
+        self._replayed = 0
+        self._room = asyncio.Event()
+        self._room_wanted = False
+        self._rejected_bytes = 0
+        self._opened = False
+        self._closed = False
+        # The segment the last ack hit: acks mostly land in the same one.
+        self._no_segment = _Segment(self._dir, -1, None, {})
+        self._ack_hint = self._no_segment
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DiskBuffer:
+        return cls(
+            settings.buffer_dir,
+            max_bytes=settings.buffer_max_bytes,
+            segment_bytes=settings.buffer_segment_bytes,
+            fsync_ms=settings.buffer_fsync_ms,
+            full_policy=settings.buffer_full_policy,
+        )
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Lock the directory, validate every segment, load ack checkpoints.
+
+        Appends go to a new segment; the old ones are replayed by `replay()`.
+        """
+        if self._opened:
+            raise DurableBufferError(f"buffer {self._dir} is already open")
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        for leftover in self._dir.glob("*.tmp"):
+            leftover.unlink(missing_ok=True)
+        files = sorted(
+            (int(path.stem), path)
+            for path in self._dir.glob(f"*{SEGMENT_SUFFIX}")
+            if path.stem.isdigit()
+        )
+        next_seq = 0
+        for position, (first_seq, path) in enumerate(files):
+            following = files[position + 1][0] if position + 1 < len(files) else None
+            segment, seq_bound = self._load_segment(path, first_seq, following)
+            next_seq = max(next_seq, seq_bound)
+            if segment is not None:
+                self._segments.append(segment)
+                self._first_seqs.append(segment.first_seq)
+        live = {segment.acks_path for segment in self._segments}
+        for acks in self._dir.glob(f"*{ACKS_SUFFIX}"):
+            if acks not in live:
+                acks.unlink(missing_ok=True)
+        self._next_seq = next_seq
+        self._bytes = sum(segment.size for segment in self._segments)
+        self._to_replay = list(self._segments)
+        self._opened = True
+        log.info(
+            "buffer_opened",
+            directory=str(self._dir),
+            segments=len(self._segments),
+            records_to_replay=self.records,
+            bytes=self._bytes,
+        )
+        self.update_metrics()
+
+    def close(self) -> None:
+        """Fsync, write the ack checkpoints, release the directory; safe to call twice."""
+        if self._closed or not self._opened:
+            self._closed = True
+            return
+        self.sync()
+        active = self._active
+        if active is not None:
+            os.close(self._fd)
+            self._fd = -1
+            self._active = None
+            if active.drained():
+                self._delete_segment(active)
+        self.checkpoint()
+        self.update_metrics()
+        self._unlock()
+        self._closed = True
+
+    def abandon(self) -> None:
+        """Drop the file descriptors without fsync or checkpoint: what a crash leaves.
+
+        For crash tests; the service uses `close()`.
+        """
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._active = None
+        self._unlock()
+        self._closed = True
+
+    def _lock(self) -> None:
+        fd = os.open(self._dir / _LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise BufferLockedError(
+                    f"buffer directory {self._dir} is in use by another process "
+                    f"(pid {holder}); give each instance its own BUFFER_DIR"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    # --- recovery -------------------------------------------------------------------
+
+    def _load_segment(
+        self, path: Path, first_seq: int, following: int | None
+    ) -> tuple[_Segment | None, int]:
+        """Validate one segment; return it (None if nothing is left to deliver) and the
+        lowest seq a new segment may use."""
+        data = path.read_bytes()
+        segment = _Segment(path, first_seq, parse_segment_header(data), {})
+        last = first_seq - 1
+        gaps: list[tuple[int, int]] = []
+        damage: tuple[int, int] | None = None
+        tail: tuple[int, int] | None = None
+        for kind, offset, end in iter_frames(data):
+            if kind == KIND_RECORD:
+                seq, created_at_ms = record_seq_and_time(data, offset)
+                if seq <= last or (following is not None and seq >= following):
+                    # Intact but out of place: nothing writes that, so treat it as damage.
+                    damage = (offset, end) if damage is None else (damage[0], end)
+                    continue
+                if seq != last + 1:
+                    gaps.append((last + 1, seq))
+                if damage is not None:
+                    self._report_damage(path, damage, seq - last - 1)
+                    damage = None
+                segment.add_age_sample(seq, created_at_ms)
+                last = seq
+            elif kind == KIND_TOPIC:
+                topic_id, name = decode_topic(data, offset, end)
+                segment.topics[topic_id] = name
+            elif kind == CORRUPT:
+                damage = (offset, end) if damage is None else (damage[0], end)
+            elif kind == TAIL:
+                tail = (offset, end)
+        if damage is not None:
+            # Damage followed only by topic frames: no record is known to be missing.
+            self._report_damage(path, damage, 0)
+        if tail is not None:
+            lost = max(1, data.count(FRAME_MAGIC_BYTES, tail[0], tail[1]))
+            if following is not None and following > last + 1:
+                lost = following - last - 1
+            self._cut_tail(path, tail, lost)
+        segment.count = last - first_seq + 1
+        seq_bound = max(last + 1, first_seq)
+        if segment.count <= 0:
+            self._remove_files(segment)
+            return None, seq_bound
+        segment.size = tail[0] if tail is not None else len(data)
+        acked = bytearray(segment.count)
+        for start, stop in gaps:
+            acked[start - first_seq : stop - first_seq] = b"\x01" * (stop - start)
+        self._apply_checkpoint(segment, acked)
+        segment.acked = acked
+        segment.checkpointed = (segment.count, segment.pending())
+        if segment.drained():
+            self._remove_files(segment)
+            return None, seq_bound
+        return segment, seq_bound
+
+    @staticmethod
+    def _apply_checkpoint(segment: _Segment, acked: bytearray) -> None:
+        if segment.segment_id is None:
+            return
+        try:
+            stored = segment.acks_path.read_bytes()
+        except FileNotFoundError:
+            return
+        checkpoint = decode_acks(stored, segment.segment_id, segment.first_seq)
+        if checkpoint is None:
+            log.warning("buffer_checkpoint_ignored", segment=segment.path.name)
+            return
+        n = min(len(checkpoint), len(acked))
+        # Both maps hold only 0 and 1 per byte, so a big-int OR merges them in C.
+        merged = int.from_bytes(acked[:n], "little") | int.from_bytes(checkpoint[:n], "little")
+        acked[:n] = merged.to_bytes(n, "little")
+
+    @staticmethod
+    def _report_damage(path: Path, region: tuple[int, int], lost: int) -> None:
+        log.warning(
+            "buffer_segment_damaged",
+            segment=path.name,
+            offset=region[0],
+            bytes_skipped=region[1] - region[0],
+            records_lost=lost,
+        )
+        if lost:
+            BUFFER_DROPPED.labels(reason="corrupt_frame").inc(lost)
+
+    @staticmethod
+    def _cut_tail(path: Path, tail: tuple[int, int], lost: int) -> None:
+        log.warning(
+            "buffer_segment_tail_cut",
+            segment=path.name,
+            offset=tail[0],
+            bytes_cut=tail[1] - tail[0],
+            records_lost=lost,
+        )
+        BUFFER_DROPPED.labels(reason="corrupt_tail").inc(lost)
+        # Cut it so the next start does not report the same damage again.
+        os.truncate(path, tail[0])
+
+    # --- appending ------------------------------------------------------------------
+
+    def append_batch(self, records: Sequence[Record]) -> Appended:
+        """Write `records` with one `os.write`; return the first seq and how many fit.
+
+        Under `drop_newest` the records that did not fit are dropped and counted; under
+        `block` they are not written and the caller retries them after `wait_for_room`.
+        """
+        if not self._opened or self._closed:
+            raise DurableBufferError(f"buffer {self._dir} is not open")
+        first_seq = self._next_seq
+        total = len(records)
+        if not total:
+            return Appended(first_seq, 0)
+        parts, size, new_topics = self._encoder.encode(records, first_seq)
+        accepted = total
+        # What else this write may add: a new segment's header and topic definitions.
+        extra = SEGMENT_HEADER_BYTES + len(self._encoder.all_topic_frames)
+        if self._bytes + size + extra > self._max_bytes:
+            accepted = self._fit(parts, extra)
+            if accepted < total:
+                self._refuse(total - accepted, len(parts[2 * accepted]) + 4)
+                if not accepted:
+                    if new_topics:  # defined in the encoder, not yet in the segment
+                        self._batches_since_topics = TOPIC_DEFS_EVERY_BATCHES
+                    return Appended(first_seq, 0)
+                del parts[2 * accepted :]
+                size = sum(map(len, parts))
+        active = self._active
+        if active is None or (
+            active.size > SEGMENT_HEADER_BYTES and active.size + size > self._segment_bytes
+        ):
+            active = self._rotate()
+        self._batches_since_topics += 1
+        if self._batches_since_topics >= TOPIC_DEFS_EVERY_BATCHES:
+            parts.insert(0, self._encoder.all_topic_frames)
+            self._batches_since_topics = 0
+        elif new_topics:
+            parts.insert(0, new_topics)
+        data = b"".join(parts)
+        try:
+            self._write(data)
+        except DurableBufferError:
+            # The batch may have carried the only definition of a new topic.
+            self._batches_since_topics = TOPIC_DEFS_EVERY_BATCHES
+            raise
+        active.size += len(data)
+        active.count += accepted
+        active.acked.extend(bytes(accepted))
+        active.add_age_sample(first_seq, records[0][4])
+        self._next_seq = first_seq + accepted
+        self._bytes += len(data)
+        self._dirty = True
+        if self._fsync_ms == 0:
+            self.sync()
+        if len(self._segments) > 1:
+            self._collect_drained()
+        BUFFER_BYTES.set(self._bytes)
+        return Appended(first_seq, accepted)
+
+    def _fit(self, parts: list[bytes], extra: int) -> int:
+        """How many leading records fit (slow path, only when the cap is near)."""
+        self._reclaim()
+        room = self._max_bytes - self._bytes - extra
+        used = 0
+        accepted = 0
+        for frame in parts[::2]:
+            used += len(frame) + 4
+            if used > room:
+                break
+            accepted += 1
+        if accepted == 0 and self.records == 0:
+            return 1
+        return accepted
+
+    def _refuse(self, count: int, first_size: int) -> None:
+        if self._full_policy is BufferFullPolicy.DROP_NEWEST:
+            BUFFER_DROPPED.labels(reason="buffer_full").inc(count)
+        else:
+            self._rejected_bytes = first_size
+
+    def _blocks(self) -> bool:
+        return self._full_policy is BufferFullPolicy.BLOCK
+
+    def _write(self, data: bytes) -> None:
+        fd = self._fd
+        active = self._active
+        assert active is not None
+        view = memoryview(data)
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(fd, view[written:])
+        except OSError as exc:
+            # Take back a partial batch so the segment ends on a frame boundary.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, active.size)
+                os.lseek(fd, active.size, os.SEEK_SET)
+            raise DurableBufferError(
+                f"cannot write {len(data)} bytes to buffer segment {active.path}: "
+                f"{exc.strerror}; free disk space or lower BUFFER_MAX_BYTES"
+            ) from exc
+
+    def _rotate(self) -> _Segment:
+        if self._active is not None:
+            self._seal_active()
+        path = self._dir / segment_name(self._next_seq)
+        segment = _Segment(path, self._next_seq, os.urandom(8), self._encoder.topic_names)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        self._active = segment
+        assert segment.segment_id is not None
+        header = encode_segment_header(segment.segment_id)
+        try:
+            self._write(header)
+        except DurableBufferError:
+            # No half-made segment: the next append tries a fresh one.
+            os.close(self._fd)
+            self._fd = -1
+            self._active = None
+            path.unlink(missing_ok=True)
+            raise
+        self._segments.append(segment)
+        self._first_seqs.append(segment.first_seq)
+        segment.size = len(header)
+        self._bytes += len(header)
+        self._dir_dirty = True
+        # A segment must define every topic it uses: start it with all known ones.
+        self._batches_since_topics = TOPIC_DEFS_EVERY_BATCHES
+        return segment
+
+    def _seal_active(self) -> None:
+        active = self._active
+        assert active is not None
+        if self._dirty:
+            os.fdatasync(self._fd)
+            self._dirty = False
+        os.close(self._fd)
+        self._fd = -1
+        self._active = None
+        if active.drained():
+            self._delete_segment(active)
+
+    def _reclaim(self) -> None:
+        """Delete drained segments; a drained active one too (on demand only: rotating
+        whenever the producer catches up would churn files)."""
+        self._collect_drained()
+        active = self._active
+        if active is not None and active.drained():
+            self._seal_active()
+
+    def _collect_drained(self) -> None:
+        """Delete sealed segments whose records are all acked; wake room waiters."""
+        active = self._active
+        for segment in [s for s in self._segments if s is not active and s.drained()]:
+            self._delete_segment(segment)
+        if active is not None and active.drained():
+            self._room.set()
+
+    # --- acknowledging --------------------------------------------------------------
+
+    def ack(self, seq: int) -> None:
+        """Kafka acknowledged `seq`; any order, duplicates and unknown seqs ignored.
+
+        The hot path is one byte store. Drained segments are deleted by the next
+        `append_batch`/`maybe_sync`, or at once while a writer waits for room.
+        """
+        segment = self._ack_hint
+        index = seq - segment.first_seq
+        if 0 <= index < segment.count:
+            segment.acked[index] = 1
+        else:
+            position = bisect_right(self._first_seqs, seq) - 1
+            if position < 0:
+                return
+            segment = self._segments[position]
+            index = seq - segment.first_seq
+            if index >= segment.count:
+                return
+            segment.acked[index] = 1
+            self._ack_hint = segment
+        if self._room_wanted:
+            self._collect_drained()
+
+    def _delete_segment(self, segment: _Segment) -> None:
+        position = bisect_right(self._first_seqs, segment.first_seq) - 1
+        if position >= 0 and self._segments[position] is segment:
+            del self._segments[position]
+            del self._first_seqs[position]
+        if self._ack_hint is segment:
+            self._ack_hint = self._no_segment
+        self._bytes -= segment.size
+        self._remove_files(segment)
+        self._room.set()
+
+    @staticmethod
+    def _remove_files(segment: _Segment) -> None:
+        segment.deleted = True
+        # The checkpoint first: a crash in between replays the segment, never loses it.
+        segment.acks_path.unlink(missing_ok=True)
+        segment.path.unlink(missing_ok=True)
+
+    # --- durability -----------------------------------------------------------------
+
+    def sync(self) -> None:
+        """Fsync the active segment (and the directory after a new segment) now."""
+        if self._dirty and self._fd >= 0:
+            os.fdatasync(self._fd)
+        self._dirty = False
+        if self._dir_dirty:
+            dir_fd = os.open(self._dir, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+            self._dir_dirty = False
+        self._last_sync = time.monotonic()
+
+    def maybe_sync(self, now: float | None = None) -> bool:
+        """The periodic tick (`now` is `time.monotonic()`): group-commit fsync at most
+        every `fsync_ms`, ack checkpoint every `checkpoint_interval_ms`, gauges.
+
+        Returns whether it fsynced.
+        """
+        if not self._opened or self._closed:
+            return False
+        now = time.monotonic() if now is None else now
+        self._collect_drained()
+        synced = False
+        if (self._dirty or self._dir_dirty) and (now - self._last_sync) * 1000 >= self._fsync_ms:
+            self.sync()
+            synced = True
+        if (now - self._last_checkpoint) * 1000 >= self._checkpoint_interval_ms:
+            self.checkpoint()
+            self._last_checkpoint = now
+            self.update_metrics()
+        return synced
+
+    def checkpoint(self) -> None:
+        """Persist the ack map of every segment whose acks changed since the last one.
+
+        Written atomically (temp file + rename) but not fsynced: a checkpoint lost to a
+        power cut only means more duplicates on replay.
+        """
+        for segment in self._segments:
+            pending = segment.pending()
+            state = (segment.count, pending)
+            if state == segment.checkpointed or segment.segment_id is None:
+                continue
+            if pending < segment.count:
+                data = encode_acks(segment.segment_id, segment.first_seq, segment.acked)
+                temporary = segment.acks_path.with_suffix(".tmp")
+                temporary.write_bytes(data)
+                os.replace(temporary, segment.acks_path)
+            segment.checkpointed = state
+
+    # --- reading back ---------------------------------------------------------------
+
+    def replay(self) -> Iterator[tuple[int, BufferedRecord]]:
+        """Every record that was unacked at `open()`, in append order, once.
+
+        Records acked while replaying are skipped; each yielded record is counted in
+        `buffer_records_replayed`.
+        """
+        segments, self._to_replay = self._to_replay, []
+        return self._read(segments, count_replayed=True)
+
+    def unacked(self) -> Iterator[tuple[int, BufferedRecord]]:
+        """Every record unacked now, in append order, read back from the segments."""
+        return self._read(list(self._segments), count_replayed=False)
+
+    def _read(
+        self, segments: list[_Segment], *, count_replayed: bool
+    ) -> Iterator[tuple[int, BufferedRecord]]:
+        for segment in segments:
+            if segment.deleted:
+                continue
+            try:
+                data = segment.path.read_bytes()
+            except FileNotFoundError:
+                continue
+            yielded = 0
+            last = segment.first_seq - 1
+            try:
+                for kind, offset, end in iter_frames(data):
+                    if kind != KIND_RECORD:
+                        continue
+                    seq, _created_at_ms = record_seq_and_time(data, offset)
+                    if seq <= last:  # out of place, as `open()` found
+                        continue
+                    last = seq
+                    index = seq - segment.first_seq
+                    if not 0 <= index < segment.count or segment.acked[index]:
+                        continue
+                    record = self._decode(segment, data, offset, end)
+                    if record is None:
+                        continue
+                    yielded += 1
+                    yield seq, record
+            finally:
+                if count_replayed and yielded:
+                    self._replayed += yielded
+                    BUFFER_REPLAYED.inc(yielded)
+
+    def _decode(
+        self, segment: _Segment, data: bytes, offset: int, end: int
+    ) -> BufferedRecord | None:
+        try:
+            decoded = decode_record(data, offset, end)
+        except ValueError as exc:
+            problem = str(exc)
+            seq, _created_at_ms = record_seq_and_time(data, offset)
+        else:
+            seq = decoded.seq
+            topic = segment.topics.get(decoded.topic_id)
+            if topic is not None:
+                return BufferedRecord(
+                    topic, decoded.key, decoded.value, decoded.headers, decoded.created_at_ms
+                )
+            problem = f"no intact definition of topic id {decoded.topic_id}"
+        log.warning("buffer_record_unreadable", segment=segment.path.name, seq=seq, problem=problem)
+        BUFFER_DROPPED.labels(reason="corrupt_frame").inc()
+        self.ack(seq)
+        return None
+
+    # --- capacity and stats ---------------------------------------------------------
+
+    def has_room(self, nbytes: int) -> bool:
+        """Whether an append of `nbytes` encoded bytes would be accepted now."""
+        return self._bytes + nbytes <= self._max_bytes or self.records == 0
+
+    def oldest_unacked_age_s(self, now_ms: int) -> float:
+        """Age of the oldest unacked record (to within a batch or 100 ms of records)."""
+        for segment in self._segments:
+            created_at_ms = segment.oldest_unacked_ms()
+            if created_at_ms is not None:
+                return max(0.0, (now_ms - created_at_ms) / 1000)
+        return 0.0
+
+    def update_metrics(self, now_ms: int | None = None) -> None:
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        BUFFER_BYTES.set(self._bytes)
+        BUFFER_RECORDS.set(self.records)
+        BUFFER_OLDEST_AGE.set(self.oldest_unacked_age_s(now_ms))
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    @property
+    def records(self) -> int:
+        """Records not yet acknowledged."""
+        return sum(segment.pending() for segment in self._segments)
+
+    @property
+    def replayed(self) -> int:
+        return self._replayed
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
+
+    # Last: mypy resolves later annotations in the class to this property, not the type.
+    @property
+    def bytes(self) -> int:
+        """Bytes of segment files on disk, acked records included until their segment goes."""
+        return self._bytes
+
+
+class MemoryBuffer(_RoomWaiting):
+    """BUFFER_MODE=memory: records live in memory until acked; disk only when told.
+
+    Guarantees: a record survives producer errors and broker outages (it stays here until
+    acked, and `unacked()` hands it back for a retry) but **not a crash**, unless the
+    caller called `spill()` after appending it. `spill()` copies every record not yet on
+    disk to a `DiskBuffer` in the same directory; the service calls it when the broker is
+    unreachable or the producer's queue is full (and again on each tick while that lasts).
+    Spilled records keep living in memory too; their acks are passed on to the disk copy,
+    and on the next start `replay()` yields the spilled records that were never acked.
+
+    `BUFFER_MAX_BYTES` bounds the memory held (an estimate: each value's bytes plus a
+    fixed per-record cost) and, separately, the spill directory.
+    """
+
+    def __init__(
+        self,
+        spill_dir: Path,
+        *,
+        max_bytes: int = 1024 * 1024 * 1024,
+        segment_bytes: int = 64 * 1024 * 1024,
+        fsync_ms: int = 50,
+        full_policy: BufferFullPolicy = BufferFullPolicy.BLOCK,
+        checkpoint_interval_ms: int = 1000,
+    ) -> None:
+        self._spill_dir = Path(spill_dir)
+        self._max_bytes = max_bytes
+        self._segment_bytes = segment_bytes
+        self._fsync_ms = fsync_ms
+        self._full_policy = full_policy
+        self._checkpoint_interval_ms = checkpoint_interval_ms
+        self._records: dict[int, Record] = {}
+        self._bytes = 0
+        self._next_seq = 0
+        self._disk: DiskBuffer | None = None
+        # Seqs below this came from the disk at open (replay); the rest are ours.
+        self._disk_seqs_below = 0
+        self._spilled: dict[int, int] = {}
+        self._unspilled_from = 0
+        self._room = asyncio.Event()
+        self._room_wanted = False
+        self._rejected_bytes = 0
+        self._opened = False
+        self._closed = False
+        self._last_metrics = time.monotonic()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MemoryBuffer:
+        return cls(
+            settings.buffer_dir,
+            max_bytes=settings.buffer_max_bytes,
+            segment_bytes=settings.buffer_segment_bytes,
+            fsync_ms=settings.buffer_fsync_ms,
+            full_policy=settings.buffer_full_policy,
+        )
+
+    def open(self) -> None:
+        """Open the spill directory only if an earlier run left records there."""
+        if self._opened:
+            raise DurableBufferError(f"buffer {self._spill_dir} is already open")
+        if any(self._spill_dir.glob(f"*{SEGMENT_SUFFIX}")):
+            self._open_disk()
+        self._opened = True
+
+    def _open_disk(self) -> DiskBuffer:
+        disk = self._disk
+        if disk is None:
+            disk = DiskBuffer(
+                self._spill_dir,
+                max_bytes=self._max_bytes,
+                segment_bytes=self._segment_bytes,
+                fsync_ms=self._fsync_ms,
+                # A spill that does not fit is not a drop: the records stay in memory.
+                full_policy=BufferFullPolicy.BLOCK,
+                checkpoint_interval_ms=self._checkpoint_interval_ms,
+            )
+            disk.open()
+            self._disk = disk
+            if not self._opened:
+                self._disk_seqs_below = self._next_seq = self._unspilled_from = disk.next_seq
+        return disk
+
+    def append_batch(self, records: Sequence[Record]) -> Appended:
+        if not self._opened or self._closed:
+            raise DurableBufferError(f"buffer {self._spill_dir} is not open")
+        first_seq = self._next_seq
+        total = len(records)
+        overhead = _MEMORY_RECORD_OVERHEAD
+        sizes = [len(record[2]) + overhead for record in records]
+        size = sum(sizes)
+        accepted = total
+        if self._bytes + size > self._max_bytes:
+            room = self._max_bytes - self._bytes
+            accepted = used = 0
+            for record_size in sizes:
+                used += record_size
+                if used > room:
+                    break
+                accepted += 1
+            if accepted == 0 and not self._records:
+                accepted = 1
+            if accepted < total:
+                if self._full_policy is BufferFullPolicy.DROP_NEWEST:
+                    BUFFER_DROPPED.labels(reason="buffer_full").inc(total - accepted)
+                else:
+                    self._rejected_bytes = sizes[accepted]
+                records = records[:accepted]
+                size = sum(sizes[:accepted])
+        self._records.update(zip(range(first_seq, first_seq + accepted), records, strict=True))
+        self._next_seq = first_seq + accepted
+        self._bytes += size
+        BUFFER_BYTES.set(self.bytes)
+        BUFFER_RECORDS.set(self.records)
+        return Appended(first_seq, accepted)
+
+    def _blocks(self) -> bool:
+        return self._full_policy is BufferFullPolicy.BLOCK
+
+    def ack(self, seq: int) -> None:
+        record = self._records.pop(seq, None)
+        if record is None:
+            if seq < self._disk_seqs_below and self._disk is not None:
+                self._disk.ack(seq)
+            return
+        self._bytes -= len(record[2]) + _MEMORY_RECORD_OVERHEAD
+        if self._spilled:
+            disk_seq = self._spilled.pop(seq, None)
+            if disk_seq is not None and self._disk is not None:
+                self._disk.ack(disk_seq)
+        if self._room_wanted:
+            self._room.set()
+
+    def spill(self) -> int:
+        """Copy every in-memory record not yet on disk to the spill directory.
+
+        Returns how many were written; those that did not fit the disk cap stay in memory
+        only and are tried again on the next call.
+        """
+        if not self._opened or self._closed:
+            raise DurableBufferError(f"buffer {self._spill_dir} is not open")
+        records = self._records
+        seqs = [seq for seq in range(self._unspilled_from, self._next_seq) if seq in records]
+        if not seqs:
+            self._unspilled_from = self._next_seq
+            return 0
+        disk = self._open_disk()
+        appended = disk.append_batch([records[seq] for seq in seqs])
+        spilled = self._spilled
+        for offset, seq in enumerate(seqs[: appended.accepted]):
+            spilled[seq] = appended.first_seq + offset
+        if appended.accepted == len(seqs):
+            self._unspilled_from = self._next_seq
+        else:
+            self._unspilled_from = seqs[appended.accepted]
+        return appended.accepted
+
+    def replay(self) -> Iterator[tuple[int, BufferedRecord]]:
+        """Records spilled by an earlier run and never acked, in append order."""
+        if self._disk is None:
+            return iter(())
+        return self._disk.replay()
+
+    def unacked(self) -> Iterator[tuple[int, BufferedRecord]]:
+        """Unacked records from an earlier run's spill, then those in memory, in order."""
+        if self._disk is not None:
+            below = self._disk_seqs_below
+            for seq, record in self._disk.unacked():
+                if seq < below:
+                    yield seq, record
+        for seq, in_memory in list(self._records.items()):
+            yield seq, BufferedRecord._make(in_memory)
+
+    def has_room(self, nbytes: int) -> bool:
+        return self._bytes + nbytes <= self._max_bytes or not self._records
+
+    def maybe_sync(self, now: float | None = None) -> bool:
+        """The periodic tick: the spill's fsync and checkpoint, gauges once a second."""
+        now = time.monotonic() if now is None else now
+        synced = self._disk.maybe_sync(now) if self._disk is not None else False
+        if (now - self._last_metrics) * 1000 >= self._checkpoint_interval_ms:
+            self._last_metrics = now
+            self.update_metrics()
+        return synced
+
+    def sync(self) -> None:
+        if self._disk is not None:
+            self._disk.sync()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        if self._disk is not None:
+            self._disk.close()
+        self._closed = True
+        self.update_metrics()
+
+    def oldest_unacked_age_s(self, now_ms: int) -> float:
+        age = 0.0
+        if self._records:
+            created_at_ms = next(iter(self._records.values()))[4]
+            age = max(0.0, (now_ms - created_at_ms) / 1000)
+        if self._disk is not None:
+            age = max(age, self._disk.oldest_unacked_age_s(now_ms))
+        return age
+
+    def update_metrics(self, now_ms: int | None = None) -> None:
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        BUFFER_BYTES.set(self.bytes)
+        BUFFER_RECORDS.set(self.records)
+        BUFFER_OLDEST_AGE.set(self.oldest_unacked_age_s(now_ms))
+
+    @property
+    def records(self) -> int:
+        """Unacked records: in memory, plus an earlier run's spill not yet acked."""
+        on_disk_only = 0
+        if self._disk is not None:
+            on_disk_only = self._disk.records - len(self._spilled)
+        return len(self._records) + on_disk_only
+
+    @property
+    def replayed(self) -> int:
+        return self._disk.replayed if self._disk is not None else 0
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    @property
+    def spilled(self) -> int:
+        """Records of this run that are in memory and on disk, not yet acked."""
+        return len(self._spilled)
+
+    # Last: mypy resolves later annotations in the class to this property, not the type.
+    @property
+    def bytes(self) -> int:
+        """Bytes held in memory plus the spill directory's segment files."""
+        return self._bytes + (self._disk.bytes if self._disk is not None else 0)
+
+
+def buffer_from_settings(settings: Settings) -> DiskBuffer | MemoryBuffer:
+    """The buffer BUFFER_MODE asks for, not yet opened."""
+    if settings.buffer_mode is BufferMode.MEMORY:
+        return MemoryBuffer.from_settings(settings)
+    return DiskBuffer.from_settings(settings)
