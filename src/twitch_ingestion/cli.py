@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -50,7 +51,7 @@ def _cmd_tail(args: argparse.Namespace) -> int:
 
     settings = _settings_or_exit(require_channels=False)
     topic = args.topic or settings.kafka_topic_chat_messages
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         tail(
             settings,
             topic,
@@ -58,8 +59,6 @@ def _cmd_tail(args: argparse.Namespace) -> int:
             idle_timeout_s=args.idle_timeout_s,
             max_records=args.max_records,
         )
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

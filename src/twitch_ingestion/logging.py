@@ -67,4 +67,20 @@ def configure_logging(level: str = "info", log_format: LogFormat = LogFormat.AUT
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=numeric_level, stream=sys.stderr, format="%(name)s %(message)s")
+    # Libraries (librdkafka through confluent-kafka, asyncio, the simulator) log through
+    # the standard library: render their records the same way, so the output is one
+    # stream of JSON lines (or one pretty console), not a mix of formats.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(numeric_level)

@@ -18,6 +18,7 @@ from confluent_kafka.admin import AdminClient
 
 from twitch_ingestion.config import Settings
 from twitch_ingestion.health import HealthServer
+from twitch_ingestion.kafka.buffer import buffer_from_settings
 from twitch_ingestion.kafka.producer import KafkaProducer
 from twitch_ingestion.kafka.producer_config import admin_config
 from twitch_ingestion.kafka.sink import KafkaSink
@@ -61,7 +62,8 @@ class IngestionService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.producer = KafkaProducer(settings)
-        self.sink = KafkaSink(settings, self.producer)
+        self.buffer = buffer_from_settings(settings)
+        self.sink = KafkaSink(settings, self.producer, self.buffer)
         self.source = TwitchSource(settings, self.sink)
         self._topic_check = TopicCheck(False, frozenset(), {"*": "not checked yet"})
         self._stop_requested = asyncio.Event()
@@ -89,9 +91,12 @@ class IngestionService:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
-        health = HealthServer(settings.health_host, settings.health_port, self.readiness)
-        if settings.health_port:
-            await health.start()
+        health = HealthServer.from_port_setting(
+            settings.health_host, settings.health_port, self.readiness
+        )
+        await health.start()
+        # Opened here, not in __init__: it takes the directory lock and may scan segments.
+        self.buffer.open()
         log.info(
             "service starting",
             channels=len(settings.twitch_channel),
@@ -103,10 +108,12 @@ class IngestionService:
         )
         background = [
             asyncio.create_task(self.producer.run_poller(), name="kafka-poller"),
-            asyncio.create_task(self.sink.run_redelivery(), name="kafka-redelivery"),
+            asyncio.create_task(self.sink.run_maintenance(), name="kafka-maintenance"),
             asyncio.create_task(self._keep_topics_checked(), name="kafka-topics"),
             asyncio.create_task(self._log_throughput(), name="stats"),
         ]
+        # What an earlier run read but Kafka never acknowledged goes first, in order.
+        await self.sink.replay_buffered()
         source_task = asyncio.create_task(self.source.run(), name="twitch-source")
         stop_task = asyncio.create_task(self._stop_requested.wait(), name="stop")
         exit_code = ExitCode.OK
@@ -117,26 +124,47 @@ class IngestionService:
             if source_task in done:
                 exit_code = _exit_code_for(source_task)
         finally:
-            await self.source.stop()
-            await _cancel(source_task, stop_task)
-            remaining = await self.producer.flush(settings.shutdown_timeout_s)
-            await _cancel(*background)
-            remaining = await self.producer.flush(1.0) if remaining else 0
+            exit_code = await self._shutdown(exit_code, source_task, stop_task, background)
             await health.stop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-            counts = self.sink.counts
-            log.info(
-                "service stopped",
-                delivered=counts.delivered,
-                dead_lettered=counts.dead_lettered,
-                undelivered=remaining + self.sink.pending,
+        return exit_code
+
+    async def _shutdown(
+        self,
+        exit_code: ExitCode,
+        source_task: asyncio.Task[None],
+        stop_task: asyncio.Task[bool],
+        background: list[asyncio.Task[None]],
+    ) -> ExitCode:
+        """Stop reading, then deliver what was read, within SHUTDOWN_TIMEOUT_S."""
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        # Half the budget for a chunk the source is still handing over, the rest to flush.
+        await self.source.stop(grace_s=self.settings.shutdown_timeout_s / 2)
+        await _cancel(source_task, stop_task)
+        while self.sink.pending and time.monotonic() < deadline:
+            await self.producer.flush(min(0.5, max(0.0, deadline - time.monotonic())))
+        await _cancel(*background)
+        self.producer.poll()
+        undelivered = self.sink.pending
+        self.sink.close()
+        counts = self.sink.counts
+        log.info(
+            "service stopped",
+            enqueued=counts.enqueued,
+            delivered=counts.delivered,
+            replayed=counts.replayed,
+            dead_lettered=counts.dead_lettered,
+            undelivered=undelivered,
+        )
+        if undelivered:
+            log.error(
+                "records not acknowledged by Kafka before SHUTDOWN_TIMEOUT_S; "
+                "they stay in the buffer and are delivered on the next start",
+                records=undelivered,
+                buffer_mode=self.settings.buffer_mode.value,
             )
-            if remaining and exit_code is ExitCode.OK:
-                log.error(
-                    "records not acknowledged by Kafka before SHUTDOWN_TIMEOUT_S",
-                    records=remaining,
-                )
+            if exit_code is ExitCode.OK:
                 exit_code = ExitCode.FAILURE
         return exit_code
 
@@ -205,4 +233,3 @@ async def _cancel(*tasks: asyncio.Task[object] | asyncio.Task[None] | asyncio.Ta
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-

@@ -7,6 +7,7 @@ real consumers' offsets.
 from __future__ import annotations
 
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,8 +38,10 @@ def iter_records(
     from_beginning: bool = True,
     idle_timeout_s: float | None = None,
     max_records: int | None = None,
+    stop: threading.Event | None = None,
 ) -> Iterator[TailedRecord]:
-    """Yield records of `topic` until `max_records`, or no record for `idle_timeout_s`."""
+    """Yield records of `topic` until `max_records`, no record for `idle_timeout_s`, or
+    `stop` is set."""
     conf = admin_config(settings)
     conf.update(
         {
@@ -54,6 +57,8 @@ def iter_records(
     idle = 0.0
     try:
         while max_records is None or seen < max_records:
+            if stop is not None and stop.is_set():
+                return
             message = consumer.poll(0.5)
             if message is None:
                 idle += 0.5

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.kafka_helpers import delete_topics
+from twitch_ingestion.simulator import SimulatorConfig, SimulatorThread
 from tests.integration.service_process import ServiceProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -70,3 +71,20 @@ def start_service(
     yield start
     for service in started:
         service.close()
+
+
+@pytest.fixture
+def simulator() -> Iterator[SimulatorThread]:
+    """A Twitch IRC simulator on an ephemeral port, in a background thread."""
+    with SimulatorThread(SimulatorConfig(seed=7)) as running:
+        yield running
+
+
+def twitch_env(simulator: SimulatorThread, channels: list[str]) -> dict[str, str]:
+    """Settings that point the service at the simulator instead of Twitch."""
+    return {
+        "TWITCH_CHANNEL": ",".join(channels),
+        "TWITCH_IRC_HOST": simulator.host,
+        "TWITCH_IRC_PORT": str(simulator.port),
+        "TWITCH_IRC_TLS": "false",
+    }

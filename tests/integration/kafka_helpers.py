@@ -56,7 +56,10 @@ def collect_records(
             for message in consumer.consume(1000, 0.2):
                 error = message.error()
                 if error is not None:
-                    if error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._PARTITION_EOF):
+                    if error.code() in (
+                        KafkaError.UNKNOWN_TOPIC_OR_PART,
+                        KafkaError._PARTITION_EOF,
+                    ):
                         continue
                     raise KafkaException(error)
                 _, timestamp_ms = message.timestamp()

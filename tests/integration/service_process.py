@@ -27,7 +27,9 @@ def clean_environment(extra: dict[str, str]) -> dict[str, str]:
 class ServiceProcess:
     """A running `twitch-ingestion run`, its log file, and ways to stop or kill it."""
 
-    def __init__(self, workdir: Path, env: dict[str, str], args: tuple[str, ...] = ("run",)) -> None:
+    def __init__(
+        self, workdir: Path, env: dict[str, str], args: tuple[str, ...] = ("run",)
+    ) -> None:
         self.workdir = workdir
         self.log_path = workdir / f"service-{time.monotonic_ns()}.log"
         self._log_file = self.log_path.open("wb")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -42,10 +43,13 @@ class KafkaProducer:
     def __init__(self, settings: Settings, extra_config: dict[str, Any] | None = None) -> None:
         conf = producer_config(settings)
         conf.update(extra_config or {})
+        log.info("kafka producer configured", config=redacted(conf))
         conf["error_cb"] = self._on_error
         conf["stats_cb"] = self._on_statistics
         conf["statistics.interval.ms"] = _STATISTICS_INTERVAL_MS
-        log.info("kafka producer configured", config=redacted(conf))
+        # librdkafka's own log lines go through logging (and so through structlog's
+        # formatter) instead of straight to stderr in its `%4|…` format.
+        conf["logger"] = logging.getLogger("librdkafka")
         self._producer = Producer(conf)
         self._reachable = False
         self._fatal_error: KafkaError | None = None
@@ -84,7 +88,7 @@ class KafkaProducer:
                 value,
                 key,
                 timestamp=timestamp_ms,
-                headers=headers,
+                headers=headers,  # type: ignore[arg-type]  # the stub's list is invariant
                 on_delivery=on_delivery,
             )
 

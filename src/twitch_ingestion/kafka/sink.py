@@ -1,11 +1,15 @@
 """The Kafka sink: Twitch lines in, records on their topics out, nothing dropped.
 
 Per read chunk the source hands over its parsed lines; each is routed (chat message,
-community/moderation event, or connection-level line that stays internal), encoded
-to JSON and enqueued in librdkafka. Lines that break the contract and records Kafka
-refuses for good go to the dead-letter topic with the exact raw bytes; records whose
-delivery failed for a transient reason are enqueued again after a pause, so a broker
-outage delays records but never loses them.
+community/moderation event, or connection-level line that stays internal) and encoded
+to JSON. The chunk's records are appended to the buffer (on disk before anything else,
+in `disk` mode) and then enqueued in librdkafka, each with its buffer sequence number;
+a delivery report acknowledges that number, which is what lets the buffer forget it.
+
+Lines that break the contract go to the dead-letter topic with the exact raw bytes,
+through the buffer like any record. Records whose delivery failed for a transient
+reason are enqueued again after a pause; records Kafka refuses for good (too large,
+not authorised) are dead-lettered, or kept and retried slowly when there is no DLQ.
 """
 
 from __future__ import annotations
@@ -13,17 +17,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import msgspec
 import structlog
 from confluent_kafka import KafkaError, Message
 
 from twitch_ingestion.config import Settings
+from twitch_ingestion.kafka.buffer import Buffer, MemoryBuffer, Record
 from twitch_ingestion.kafka.producer import KafkaProducer
 from twitch_ingestion.log_throttle import ThrottledLogger
 from twitch_ingestion.metrics import (
+    BUFFER_REPLAYED,
     DEAD_LETTERS,
     DELIVERY_ERRORS,
     DELIVERY_LATENCY,
@@ -33,7 +40,13 @@ from twitch_ingestion.metrics import (
 from twitch_ingestion.twitch.irc import IrcMessage
 from twitch_ingestion.twitch.routing import ContractViolation, Destination, route_message
 
-__all__ = ["DLQ_HEADER_ERROR", "DLQ_HEADER_REASON", "DLQ_HEADER_RECEIVED_AT", "KafkaSink"]
+__all__ = [
+    "DLQ_HEADER_ERROR",
+    "DLQ_HEADER_REASON",
+    "DLQ_HEADER_RECEIVED_AT",
+    "DeliveryCounts",
+    "KafkaSink",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -45,41 +58,24 @@ DLQ_HEADER_ERROR = "dlq.error"
 _PERMANENT_ERRORS = frozenset(
     {
         KafkaError.MSG_SIZE_TOO_LARGE,
-        KafkaError._MSG_SIZE_TOO_LARGE,
         KafkaError.RECORD_LIST_TOO_LARGE,
         KafkaError.INVALID_RECORD,
         KafkaError.TOPIC_AUTHORIZATION_FAILED,
         KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-        KafkaError.INVALID_TOPIC_EXCEPTION,
+        KafkaError.TOPIC_EXCEPTION,
         KafkaError._INVALID_ARG,
     }
 )
 # A failed record waits this long before it is enqueued again (librdkafka has already
 # retried it `KAFKA_RETRIES` times within `KAFKA_MESSAGE_TIMEOUT_MS`).
 _REDELIVERY_DELAY_S = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class PendingRecord:
-    """A record to enqueue (again): everything `produce` needs."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    timestamp_ms: int
-    headers: list[tuple[str, bytes]] | None = None
-
-    @classmethod
-    def from_message(cls, message: Message) -> PendingRecord:
-        _, timestamp_ms = message.timestamp()
-        headers = message.headers()
-        return cls(
-            message.topic() or "",
-            message.key(),
-            message.value() or b"",
-            timestamp_ms,
-            list(headers) if headers else None,
-        )
+# With no DLQ to take a refused record, it is retried this rarely (and logged each time).
+_REFUSED_RETRY_DELAY_S = 30.0
+# Maintenance cadence: group commit of the buffer, redelivery, gauges.
+_TICK_S = 0.01
+# Prometheus observations cost a lock each; on the hot path they are counted locally
+# and published once per tick, and delivery latency is sampled one record in this many.
+_LATENCY_SAMPLE_EVERY = 8
 
 
 @dataclass(slots=True)
@@ -91,116 +87,107 @@ class DeliveryCounts:
     redelivered: int = 0
     dead_lettered: int = 0
     failed: int = 0
+    replayed: int = 0
 
 
 class KafkaSink:
-    """Routes, encodes and produces every line the Twitch source delivers."""
+    """Routes, encodes, buffers and produces every line the Twitch source delivers."""
 
-    def __init__(self, settings: Settings, producer: KafkaProducer) -> None:
+    def __init__(self, settings: Settings, producer: KafkaProducer, buffer: Buffer) -> None:
         self._producer = producer
+        self._buffer = buffer
         self._topics = {
             Destination.CHAT: settings.kafka_topic_chat_messages,
             Destination.EVENTS: settings.kafka_topic_chat_events,
         }
-        self._kind_by_topic = {
+        kinds = {
             settings.kafka_topic_chat_messages: "chat",
             settings.kafka_topic_chat_events: "events",
         }
         self._raw_topic = settings.kafka_topic_raw
         if self._raw_topic:
-            self._kind_by_topic[self._raw_topic] = "raw"
+            kinds[self._raw_topic] = "raw"
         self._dlq_topic = settings.kafka_topic_dlq
         if self._dlq_topic:
-            self._kind_by_topic[self._dlq_topic] = "dlq"
+            kinds[self._dlq_topic] = "dlq"
+        self._kind_by_topic = kinds
+        self._delivered_by_topic: dict[str, int] = {}
+        self._latency_tick = 0
         self._encode = msgspec.json.Encoder().encode
         self._key_cache: dict[str, bytes] = {}
-        self._redelivery: deque[tuple[float, PendingRecord]] = deque()
+        self._redelivery: deque[tuple[float, int, Record]] = deque()
         self._errors = ThrottledLogger(log, interval_s=10.0)
         self.counts = DeliveryCounts()
 
     @property
     def pending(self) -> int:
-        """Records not yet acknowledged: in librdkafka plus waiting for redelivery."""
-        return len(self._producer) + len(self._redelivery)
+        """Records not yet acknowledged by Kafka (in the buffer)."""
+        return self._buffer.records
+
+    # --- hot path ---------------------------------------------------------------------
 
     async def deliver(
         self, messages: list[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
     ) -> None:
-        """Produce one read chunk's lines; waits (only) while librdkafka's queue is full."""
-        producer = self._producer
+        """Buffer and produce one read chunk; waits only for buffer room or queue space."""
         topics = self._topics
         encode = self._encode
-        on_delivery = self._on_delivery
+        key_for = self._key
         raw_topic = self._raw_topic
-        parsed = 0
+        records: list[Record] = []
+        append = records.append
         for message in messages:
             if raw_topic is not None:
-                await producer.produce(
-                    raw_topic,
-                    self._key(message.channel or ""),
-                    message.raw.encode(),
-                    received_at_ms,
-                    on_delivery,
+                append(
+                    (
+                        raw_topic,
+                        key_for(message.channel or ""),
+                        message.raw.encode(),
+                        None,
+                        received_at_ms,
+                    )
                 )
             try:
                 routed = route_message(message, received_at_ms, room_ids)
             except ContractViolation as violation:
-                self.dead_letter(message.raw.encode(), violation.reason, received_at_ms)
-                continue
-            if routed is None:
-                continue
-            parsed += 1
-            value = encode(routed.record)
-            try:
-                producer.produce_nowait(
-                    topics[routed.destination],
-                    self._key(routed.key),
-                    value,
-                    received_at_ms,
-                    on_delivery,
+                append(
+                    self._dead_letter_record(message.raw.encode(), violation.reason, received_at_ms)
                 )
-            except BufferError:
-                await producer.produce(
-                    topics[routed.destination],
-                    self._key(routed.key),
-                    value,
-                    received_at_ms,
-                    on_delivery,
+                continue
+            if routed is not None:
+                append(
+                    (
+                        topics[routed.destination],
+                        key_for(routed.key),
+                        encode(routed.record),
+                        None,
+                        received_at_ms,
+                    )
                 )
-        self.counts.enqueued += parsed
-        if parsed:
-            MESSAGES_PARSED.labels("routed").inc(parsed)
-        producer.poll()
-
-    def dead_letter(self, raw: bytes, reason: str, received_at_ms: int) -> None:
-        """Keep a line the contract cannot hold: exact bytes, reason and time as headers."""
-        DEAD_LETTERS.labels(reason).inc()
-        self.counts.dead_lettered += 1
-        self._errors.warning("line dead-lettered", reason, reason=reason, size=len(raw))
-        if self._dlq_topic is None:
+        if not records:
             return
-        headers = [
-            (DLQ_HEADER_REASON, reason.encode()),
-            (DLQ_HEADER_RECEIVED_AT, str(received_at_ms).encode()),
-        ]
-        self._enqueue(PendingRecord(self._dlq_topic, None, raw, received_at_ms, headers))
+        MESSAGES_PARSED.labels("routed").inc(len(records))
+        offset = 0
+        for appended in await self._buffer.append_all(records):
+            await self._produce_all(records, offset, appended.accepted, appended.first_seq)
+            offset += appended.accepted
+        self.counts.enqueued += offset
+        self._producer.poll()
 
-    def _enqueue(self, record: PendingRecord, delay_s: float = 0.0) -> None:
-        """Hand a record to librdkafka now, or to the redelivery queue if it is full."""
-        if not delay_s:
+    async def _produce_all(
+        self, records: Sequence[Record], start: int, count: int, first_seq: int
+    ) -> None:
+        produce = self._producer.produce_nowait
+        on_delivery = self._on_delivery
+        seq = first_seq
+        for index in range(start, start + count):
+            topic, key, value, headers, timestamp_ms = records[index]
+            callback = partial(on_delivery, seq)
             try:
-                self._producer.produce_nowait(
-                    record.topic,
-                    record.key,
-                    record.value,
-                    record.timestamp_ms,
-                    self._on_delivery,
-                    record.headers,
-                )
-                return
+                produce(topic, key, value, timestamp_ms, callback, headers)
             except BufferError:
-                pass
-        self._redelivery.append((time.monotonic() + delay_s, record))
+                await self._producer.produce(topic, key, value, timestamp_ms, callback, headers)
+            seq += 1
 
     def _key(self, channel: str) -> bytes:
         key = self._key_cache.get(channel)
@@ -208,62 +195,165 @@ class KafkaSink:
             key = self._key_cache[channel] = channel.encode()
         return key
 
-    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
-        if error is None:
-            self.counts.delivered += 1
-            kind = self._kind_by_topic.get(message.topic() or "", "other")
-            MESSAGES_PRODUCED.labels(kind).inc()
-            _, timestamp_ms = message.timestamp()
-            DELIVERY_LATENCY.observe(max(0.0, time.time() - timestamp_ms / 1000.0))
+    # --- dead letters -------------------------------------------------------------------
+
+    def _dead_letter_record(self, raw: bytes, reason: str, received_at_ms: int) -> Record:
+        DEAD_LETTERS.labels(reason).inc()
+        self.counts.dead_lettered += 1
+        self._errors.warning("line dead-lettered", reason, reason=reason, size=len(raw))
+        headers = [
+            (DLQ_HEADER_REASON, reason.encode()),
+            (DLQ_HEADER_RECEIVED_AT, str(received_at_ms).encode()),
+        ]
+        topic = self._dlq_topic
+        if topic is None:
+            # No DLQ configured: the line is still counted and logged above; keeping it
+            # would mean retrying a record that has nowhere to go.
+            return ("", None, raw, headers, received_at_ms)
+        return (topic, None, raw, headers, received_at_ms)
+
+    def dead_letter(self, raw: bytes, reason: str, received_at_ms: int) -> None:
+        """Keep a line the source could not even decode: exact bytes, reason, time."""
+        record = self._dead_letter_record(raw, reason, received_at_ms)
+        if not record[0]:
             return
+        appended = self._buffer.append_batch([record])
+        seq = appended.first_seq if appended.accepted else -1
+        self._enqueue(seq, record)
+
+    # --- delivery reports -----------------------------------------------------------------
+
+    def _on_delivery(self, seq: int, error: KafkaError | None, message: Message) -> None:
+        if error is None:
+            if seq >= 0:
+                self._buffer.ack(seq)
+            self.counts.delivered += 1
+            topic = message.topic() or ""
+            self._delivered_by_topic[topic] = self._delivered_by_topic.get(topic, 0) + 1
+            self._latency_tick += 1
+            if self._latency_tick >= _LATENCY_SAMPLE_EVERY:
+                self._latency_tick = 0
+                _, timestamp_ms = message.timestamp()
+                DELIVERY_LATENCY.observe(max(0.0, time.time() - timestamp_ms / 1000.0))
+            return
+        self._on_delivery_failed(seq, error, message)
+
+    def _on_delivery_failed(self, seq: int, error: KafkaError, message: Message) -> None:
         self.counts.failed += 1
         DELIVERY_ERRORS.labels(error.name()).inc()
-        key = message.key()
-        channel = key.decode(errors="replace") if isinstance(key, bytes) else None
-        message_id = _message_id(message.value())
+        record = _record_of(message)
+        key = record[1]
         self._errors.warning(
             "kafka delivery failed",
             error.name(),
             error=error.str(),
             code=error.name(),
-            topic=message.topic(),
-            channel=channel,
-            message_id=message_id,
+            topic=record[0],
+            channel=key.decode(errors="replace") if key is not None else None,
+            message_id=_message_id(record[2]),
+            retrying=error.code() not in _PERMANENT_ERRORS,
         )
-        record = PendingRecord.from_message(message)
         if error.code() not in _PERMANENT_ERRORS:
-            self._enqueue(record, _REDELIVERY_DELAY_S)
-        elif self._dlq_topic is None or record.topic == self._dlq_topic:
-            # Nowhere to put it: keep retrying slowly rather than drop it, and keep saying so.
-            self._enqueue(record, _REDELIVERY_DELAY_S * 30)
+            self._enqueue(seq, record, _REDELIVERY_DELAY_S)
+        elif self._dlq_topic is None or record[0] == self._dlq_topic:
+            # Nowhere to put it: keep it and retry slowly rather than drop it.
+            self._enqueue(seq, record, _REFUSED_RETRY_DELAY_S)
         else:
             DEAD_LETTERS.labels(error.name()).inc()
             self.counts.dead_lettered += 1
             headers = [
                 (DLQ_HEADER_REASON, b"kafka-refused"),
                 (DLQ_HEADER_ERROR, error.name().encode()),
-                (DLQ_HEADER_RECEIVED_AT, str(record.timestamp_ms).encode()),
+                (DLQ_HEADER_RECEIVED_AT, str(record[4]).encode()),
+                ("dlq.topic", record[0].encode()),
             ]
-            self._enqueue(
-                PendingRecord(self._dlq_topic, record.key, record.value, record.timestamp_ms, headers)
-            )
+            # Same seq: the buffer forgets the record once its dead letter is acknowledged.
+            self._enqueue(seq, (self._dlq_topic, record[1], record[2], headers, record[4]))
 
-    async def run_redelivery(self) -> None:
-        """Enqueue again, in their original order, records whose delivery failed."""
+    def _enqueue(self, seq: int, record: Record, delay_s: float = 0.0) -> None:
+        """Hand a record to librdkafka now, or to the redelivery queue."""
+        if not delay_s:
+            topic, key, value, headers, timestamp_ms = record
+            try:
+                self._producer.produce_nowait(
+                    topic, key, value, timestamp_ms, partial(self._on_delivery, seq), headers
+                )
+                return
+            except BufferError:
+                pass
+        self._redelivery.append((time.monotonic() + delay_s, seq, record))
+
+    # --- startup and maintenance -------------------------------------------------------------
+
+    async def replay_buffered(self) -> int:
+        """Produce, in order, what an earlier run buffered and Kafka never acknowledged."""
+        replayed = 0
+        batch: list[Record] = []
+        first_seq = -1
+        for seq, record in self._buffer.replay():
+            if batch and seq != first_seq + len(batch):
+                await self._produce_all(batch, 0, len(batch), first_seq)
+                batch = []
+            if not batch:
+                first_seq = seq
+            batch.append(tuple(record))  # type: ignore[arg-type]
+            replayed += 1
+            if len(batch) >= 1000:
+                await self._produce_all(batch, 0, len(batch), first_seq)
+                batch = []
+                self._producer.poll()
+        if batch:
+            await self._produce_all(batch, 0, len(batch), first_seq)
+        if replayed:
+            BUFFER_REPLAYED.inc(replayed)
+            log.info("buffered records replayed", records=replayed)
+        self.counts.replayed = replayed
+        return replayed
+
+    async def run_maintenance(self) -> None:
+        """Group commit, redelivery, spill-when-down and metrics, every few milliseconds."""
+        buffer = self._buffer
+        last_metrics = 0.0
         while True:
             now = time.monotonic()
+            buffer.maybe_sync(now)
             while self._redelivery and self._redelivery[0][0] <= now:
-                _, record = self._redelivery.popleft()
+                _, seq, record = self._redelivery.popleft()
                 self.counts.redelivered += 1
+                topic, key, value, headers, timestamp_ms = record
                 await self._producer.produce(
-                    record.topic,
-                    record.key,
-                    record.value,
-                    record.timestamp_ms,
-                    self._on_delivery,
-                    record.headers,
+                    topic, key, value, timestamp_ms, partial(self._on_delivery, seq), headers
                 )
-            await asyncio.sleep(0.1)
+            if now - last_metrics >= 1.0:
+                last_metrics = now
+                self.publish_metrics()
+                if isinstance(buffer, MemoryBuffer) and not self._producer.reachable:
+                    buffer.spill()
+            await asyncio.sleep(_TICK_S)
+
+    def publish_metrics(self) -> None:
+        for topic, count in self._delivered_by_topic.items():
+            if count:
+                MESSAGES_PRODUCED.labels(self._kind_by_topic.get(topic, "other")).inc(count)
+        self._delivered_by_topic.clear()
+        self._buffer.update_metrics()
+
+    def close(self) -> None:
+        """Persist the buffer (what is unacknowledged stays for the next start)."""
+        self.publish_metrics()
+        self._buffer.close()
+
+
+def _record_of(message: Message) -> Record:
+    _, timestamp_ms = message.timestamp()
+    headers = message.headers()
+    return (
+        message.topic() or "",
+        message.key(),
+        message.value() or b"",
+        list(headers) if headers else None,
+        timestamp_ms,
+    )
 
 
 def _message_id(value: bytes | None) -> str | None:

@@ -78,7 +78,10 @@ def ensure_topics(
                 existing.add(name)
                 log.info("kafka topic created", topic=name)
             except KafkaException as exc:
-                error: KafkaError = exc.args[0]
+                error = exc.args[0]
+                if not isinstance(error, KafkaError):
+                    problems[name] = f"could not create topic {name!r}: {error}"
+                    continue
                 if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                     existing.add(name)
                     continue
