@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.kafka_helpers import delete_topics
-from twitch_ingestion.simulator import SimulatorConfig, SimulatorThread
 from tests.integration.service_process import ServiceProcess
+from twitch_ingestion.simulator import SimulatorConfig, SimulatorThread
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_LOCAL = REPO_ROOT / "scripts" / "kafka-local"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -93,7 +94,5 @@ def delete_topics(brokers: str, names: list[str]) -> None:
     if not doomed:
         return
     for future in admin.delete_topics(doomed, operation_timeout=30).values():
-        try:
+        with contextlib.suppress(KafkaException):
             future.result(timeout=30)
-        except KafkaException:
-            pass

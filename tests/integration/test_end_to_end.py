@@ -33,7 +33,8 @@ def _assert_seed_record(key: bytes | None, value: bytes, now_ms: int) -> dict[st
         assert field in record, f"missing {field}: {record}"
         assert isinstance(record[field], kind), f"{field} is {type(record[field])}: {record}"
     assert all(isinstance(code, str) and code for code in record["emotes"])
-    assert key is not None and key.decode() == record["channel_id"]
+    assert key is not None
+    assert key.decode() == record["channel_id"]
     assert _MIN_TS_MS <= record["timestamp"] <= now_ms + 86_400_000
     assert _MIN_TS_MS <= record["received_at"] <= now_ms + 1000
     assert isinstance(record["message_id"], str)
