@@ -1,0 +1,110 @@
+"""The shared Twitch IRC corpus: where it lives and how tests read it.
+
+The corpus is not part of this repository: it sits next to the checkout, as
+`<repo>/../shared/twitch-corpus` (`/work/shared` beside `/work/main` locally; CI clones the
+repo with `shared/` as a sibling). This module is the one place that knows that path.
+See `SOURCES.md` in that folder for provenance and caveats.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+__all__ = [
+    "CORPUS_DIR",
+    "EXCLUDED_LINES_PATH",
+    "EXPECTED_FIELDS_PATH",
+    "INDEX_PATH",
+    "RAW_LINES_PATH",
+    "IndexRow",
+    "excluded_lines",
+    "expected_fields",
+    "index_rows",
+    "iter_raw_lines",
+    "raw_lines",
+]
+
+REPO_DIR = Path(__file__).resolve().parents[1]
+CORPUS_DIR = REPO_DIR.parent / "shared" / "twitch-corpus"
+RAW_LINES_PATH = CORPUS_DIR / "raw-lines.txt"
+INDEX_PATH = CORPUS_DIR / "raw-lines.index.tsv"
+EXPECTED_FIELDS_PATH = CORPUS_DIR / "expected-fields.jsonl"
+EXCLUDED_LINES_PATH = CORPUS_DIR / "excluded-lines.jsonl"
+
+
+class IndexRow(NamedTuple):
+    """One row of `raw-lines.index.tsv`, describing the line with the same number."""
+
+    line_no: int
+    command: str
+    subtype: str
+    """`msg-id` for USERNOTICE/NOTICE; comma-separated feature flags for PRIVMSG."""
+    tier: str
+    sources: str
+    notes: str
+    """`;`-separated, e.g. `emote-index-anomaly:emote-range-out-of-bounds:25:40-44(len=44)`."""
+
+    @property
+    def features(self) -> frozenset[str]:
+        return frozenset(self.subtype.split(",")) if self.subtype else frozenset()
+
+    @property
+    def emote_anomaly(self) -> str | None:
+        """The anomaly kind (`emote-range-out-of-bounds`, …) when the line is flagged."""
+        for note in self.notes.split(";"):
+            if note.startswith("emote-index-anomaly:"):
+                return note.split(":")[1]
+        return None
+
+
+def _require(path: Path) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Twitch corpus file {path} is missing: the corpus must be checked out as "
+            f"`shared/twitch-corpus` next to the repository ({REPO_DIR})."
+        )
+    return path
+
+
+@functools.cache
+def raw_lines() -> tuple[str, ...]:
+    """All lines of `raw-lines.txt`, in file order (line N is `raw_lines()[N - 1]`)."""
+    text = _require(RAW_LINES_PATH).read_text(encoding="utf-8")
+    return tuple(text.split("\n")[:-1] if text.endswith("\n") else text.split("\n"))
+
+
+def iter_raw_lines() -> Iterator[tuple[int, str]]:
+    """`(line_no, line)` for every corpus line, 1-based like the index."""
+    return enumerate(raw_lines(), start=1)
+
+
+@functools.cache
+def index_rows() -> tuple[IndexRow, ...]:
+    """The index rows in line order (`index_rows()[N - 1]` describes line N)."""
+    rows = []
+    lines = _require(INDEX_PATH).read_text(encoding="utf-8").splitlines()
+    for text in lines[1:]:  # the first line is the header
+        line_no, command, subtype, tier, sources, notes = (text.split("\t") + [""] * 6)[:6]
+        rows.append(IndexRow(int(line_no), command, subtype, tier, sources, notes))
+    return tuple(rows)
+
+
+def _jsonl(path: Path) -> tuple[dict[str, Any], ...]:
+    with _require(path).open(encoding="utf-8") as lines:
+        return tuple(json.loads(line) for line in lines if line.strip())
+
+
+@functools.cache
+def expected_fields() -> tuple[dict[str, Any], ...]:
+    """Records of `expected-fields.jsonl`: `raw`, `source`, `test`, `normalized`, …"""
+    return _jsonl(EXPECTED_FIELDS_PATH)
+
+
+@functools.cache
+def excluded_lines() -> tuple[dict[str, Any], ...]:
+    """Records of `excluded-lines.jsonl`: `raw`, `reasons`, `sources`."""
+    return _jsonl(EXCLUDED_LINES_PATH)
