@@ -1,0 +1,3 @@
+from twitch_ingestion.simulator.cli import main
+
+raise SystemExit(main())
