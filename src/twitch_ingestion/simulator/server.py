@@ -259,6 +259,20 @@ class TwitchSimulator:
             logger.info("connection %d: RECONNECT sent, closing in %.1f s", conn.id, close_after_s)
         return len(targets)
 
+    def send_raw(self, lines: Sequence[bytes], *, connection_id: int | None = None) -> int:
+        """Write arbitrary bytes as lines (each gets `\r\n`) to logged-in connections.
+
+        For robustness tests: malformed IRC, invalid UTF-8, lines no parser expects.
+        Counted under `lines_written_by_command["RAW"]`. Returns the connections written.
+        """
+        encoded = [line + b"\r\n" for line in lines]
+        targets = [conn for conn in self._targets(connection_id) if conn.stats.logged_in]
+        for conn in targets:
+            conn.write(encoded)
+        by_command = self.stats.lines_written_by_command
+        by_command["RAW"] = by_command.get("RAW", 0) + len(encoded) * len(targets)
+        return len(targets)
+
     def drop_connections(self, *, connection_id: int | None = None, settle: bool = True) -> int:
         """Kill sockets mid-stream with a TCP RST: no RECONNECT, no FIN.
 

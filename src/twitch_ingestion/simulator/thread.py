@@ -208,6 +208,9 @@ class SimulatorThread:
     def connection_ids(self, *, nick: str | None = None) -> list[int]:
         return self.call(lambda sim: sim.connection_ids(nick=nick))
 
+    def send_raw(self, lines: Sequence[bytes], *, connection_id: int | None = None) -> int:
+        return self.call(lambda sim: sim.send_raw(lines, connection_id=connection_id))
+
     def send_reconnect(
         self, close_after_s: float = 1.0, *, connection_id: int | None = None
     ) -> int:
