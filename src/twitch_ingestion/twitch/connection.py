@@ -160,7 +160,7 @@ class TwitchConnection:
             context = self._ssl_context or ssl.create_default_context()
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
+                _open_stream(
                     self.host,
                     self.port,
                     ssl=context,
@@ -375,3 +375,42 @@ class TwitchConnection:
         task = self._keepalive_task
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
+
+
+class _DrainingStreamReader(asyncio.StreamReader):
+    """A `StreamReader` that hands out every byte received before a connection error.
+
+    asyncio's `read()` raises a stored error (ECONNRESET from a reset, say) *before*
+    returning what is already buffered, which would silently lose chat lines the
+    kernel did deliver before the reset. Here the error waits until the buffer is empty.
+    """
+
+    _held_error: BaseException | None = None
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._held_error = exc
+        self.feed_eof()
+
+    async def read(self, n: int = -1) -> bytes:
+        data = await super().read(n)
+        if not data and self._held_error is not None:
+            raise self._held_error
+        return data
+
+
+async def _open_stream(
+    host: str,
+    port: int,
+    *,
+    ssl: ssl.SSLContext | None,
+    server_hostname: str | None,
+    limit: int,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """`asyncio.open_connection`, with a reader that never drops received bytes."""
+    loop = asyncio.get_running_loop()
+    reader = _DrainingStreamReader(limit=limit, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await loop.create_connection(
+        lambda: protocol, host, port, ssl=ssl, server_hostname=server_hostname
+    )
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)

@@ -143,7 +143,7 @@ class _RecentIds:
         for message in messages:
             # Lines without an id (ROOMSTATE, CLEARCHAT…) carry their own timestamp, so
             # the raw text identifies the same event seen on both sockets.
-            key = message.tags.get("id") or message.raw
+            key = message.get_tag("id") or message.raw
             if key in seen:
                 continue
             seen[key] = None
@@ -255,6 +255,8 @@ class _Slot:
         self.wanted: dict[str, None] = dict.fromkeys(channels)
         self.failed: dict[str, str] = {}
         self._retry_at: dict[str, float] = {}
+        # Failed channels whose JOIN merely went unanswered: see _forget_join_timeouts.
+        self._timed_out: set[str] = set()
         self._retry_changed = asyncio.Event()
         self._join_progress = asyncio.Event()
         self.current: TwitchConnection | None = None
@@ -342,6 +344,7 @@ class _Slot:
                 return
             self.current = None
             self._dedup = None
+            self._forget_join_timeouts()
             healthy_for = 0.0
             if conn.logged_in_at is not None:
                 healthy_for = asyncio.get_running_loop().time() - conn.logged_in_at
@@ -430,6 +433,19 @@ class _Slot:
         log.info("twitch reconnect hand-over complete", connection=successor.name)
         if successor in self._reconnect_asked:
             self._begin_handover(successor)
+
+    def _forget_join_timeouts(self) -> None:
+        """The connection died: JOINs it left unanswered are joined again on the next one.
+
+        A stalled socket times its pending JOINs out before the keepalive declares it
+        dead (join timeout < ping interval + pong timeout); that silence was the
+        connection's, not the channel's, so waiting the retry interval would be wrong.
+        Channels Twitch refused with a NOTICE keep their retry schedule.
+        """
+        for channel in self._timed_out:
+            self._retry_at.pop(channel, None)
+        self._timed_out.clear()
+        self._retry_changed.set()
 
     def _channels_to_join(self) -> list[str]:
         # Failed channels wait for their retry timer; the rest are (re)joined now.
@@ -534,11 +550,14 @@ class _Slot:
         elif isinstance(event, ChannelJoined):
             self._on_joined(conn, event.channel)
         elif isinstance(event, JoinFailed):
+            self._timed_out.discard(event.channel)
             self._on_join_failed(event.channel, f"{event.reason_msg_id}: {event.text}")
         elif isinstance(event, JoinTimedOut):
             self._on_join_failed(
                 event.channel, f"no JOIN echo within {event.waited_s:.3g} s (no reason given)"
             )
+            if event.channel in self.failed:
+                self._timed_out.add(event.channel)
         elif isinstance(event, ChannelParted):
             if event.channel in self.wanted:
                 self._on_join_failed(event.channel, "parted by the server")
@@ -554,6 +573,7 @@ class _Slot:
             return
         reason = self.failed.pop(channel, None)
         self._retry_at.pop(channel, None)
+        self._timed_out.discard(channel)
         if reason is not None:
             log.info("twitch channel joined after failing", channel=channel, was=reason)
         self._join_progress.set()
@@ -623,6 +643,7 @@ class _Slot:
             self.wanted.pop(channel, None)
             self.failed.pop(channel, None)
             self._retry_at.pop(channel, None)
+            self._timed_out.discard(channel)
         for joiner in list(self._joiners.values()):
             joiner.discard(channels)
             joined = joiner.conn.session.joined_channels
