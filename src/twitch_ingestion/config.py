@@ -31,6 +31,9 @@ __all__ = [
 # accounts may be shorter than 4. Channel names are logins, compared lower case.
 _CHANNEL_LOGIN = re.compile(r"^[a-z0-9_]{1,25}$")
 _ANONYMOUS_PREFIX = "justinfan"
+# Twitch tokens are ASCII letters and digits; anything else is a paste error (quotes,
+# whitespace, a second "oauth:") that Twitch would answer with "Improperly formatted auth".
+_TOKEN_BODY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 class BufferMode(StrEnum):
@@ -189,11 +192,18 @@ class Settings(BaseSettings):
                 f"{missing} is not set: set both TWITCH_USERNAME and TWITCH_OAUTH_TOKEN "
                 "to log in, or neither to read chat anonymously"
             )
-        if token is not None and not token.get_secret_value().startswith("oauth:"):
-            raise ValueError(
-                "TWITCH_OAUTH_TOKEN must start with 'oauth:' (e.g. oauth:abc123…); "
-                "prefix the token you were given with 'oauth:'"
-            )
+        if token is not None:
+            value = token.get_secret_value()
+            if not value.startswith("oauth:"):
+                raise ValueError(
+                    "TWITCH_OAUTH_TOKEN must start with 'oauth:' (e.g. oauth:abc123…); "
+                    "prefix the token you were given with 'oauth:'"
+                )
+            if not _TOKEN_BODY.match(value.removeprefix("oauth:")):
+                raise ValueError(
+                    "TWITCH_OAUTH_TOKEN has nothing usable after 'oauth:' (it must be the "
+                    "token's letters and digits, with no spaces or quotes)"
+                )
         if self.twitch_reconnect_max_s < self.twitch_reconnect_base_s:
             raise ValueError("TWITCH_RECONNECT_MAX_S must be >= TWITCH_RECONNECT_BASE_S")
         return self

@@ -74,6 +74,14 @@ def test_credentials_from_dotenv_file(monkeypatch: pytest.MonkeyPatch, tmp_path:
             {"TWITCH_CHANNEL": "c", "TWITCH_USERNAME": "bot", "TWITCH_OAUTH_TOKEN": TOKEN[6:]},
             "TWITCH_OAUTH_TOKEN",
         ),
+        (
+            {"TWITCH_CHANNEL": "c", "TWITCH_USERNAME": "bot", "TWITCH_OAUTH_TOKEN": "oauth:"},
+            "TWITCH_OAUTH_TOKEN",
+        ),
+        (
+            {"TWITCH_CHANNEL": "c", "TWITCH_USERNAME": "bot", "TWITCH_OAUTH_TOKEN": TOKEN + " x"},
+            "TWITCH_OAUTH_TOKEN",
+        ),
         ({"TWITCH_CHANNEL": "c", "TWITCH_IRC_PORT": "70000"}, "TWITCH_IRC_PORT"),
         ({"TWITCH_CHANNEL": "c", "TWITCH_IRC_TLS": "maybe"}, "TWITCH_IRC_TLS"),
         ({"TWITCH_CHANNEL": "c", "LOG_LEVEL": "loud"}, "LOG_LEVEL"),

@@ -44,7 +44,7 @@ def test_margin_widens_the_window() -> None:
     limiter = JoinRateLimiter(1, 10.0, margin_s=0.5)
     limiter.take(0.0)
     assert limiter.next_allowed(1.0) == 10.5
-    assert JoinRateLimiter(20, 10.0).margin_s == 0.5  # default: 5%, at most 0.5 s
+    assert JoinRateLimiter(20, 10.0).margin_s == 1.0  # default: 10%, at most 1 s
 
 
 def test_greedy_use_of_next_allowed_never_exceeds_the_limit_in_any_window() -> None:

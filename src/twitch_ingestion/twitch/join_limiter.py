@@ -23,10 +23,10 @@ from collections.abc import Callable
 
 __all__ = ["JoinRateLimiter"]
 
-# 5% of the window, at most half a second: small next to Twitch's 10 s window and larger
-# than the scheduling jitter of a loaded event loop.
-_DEFAULT_MARGIN_FRACTION = 0.05
-_MAX_DEFAULT_MARGIN_S = 0.5
+# 10% of the window, at most a second: costs 1 s per 10 s window against Twitch and is
+# larger than network jitter or the scheduling delays of a loaded event loop.
+_DEFAULT_MARGIN_FRACTION = 0.1
+_MAX_DEFAULT_MARGIN_S = 1.0
 
 
 class JoinRateLimiter:
