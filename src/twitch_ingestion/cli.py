@@ -1,4 +1,5 @@
-"""Command line: `twitch-ingestion run | demo | simulate | tail | check-config`."""
+"""Command line: `twitch-ingestion run | demo | simulate | tail | check-config | channels |
+status`."""
 
 from __future__ import annotations
 
@@ -62,6 +63,22 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_channels(args: argparse.Namespace) -> int:
+    from twitch_ingestion.fleet.commands import run_channels
+
+    settings = _settings_or_exit(require_channels=False)
+    configure_logging(settings.log_level, settings.log_format)
+    return run_channels(args, settings)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from twitch_ingestion.fleet.commands import run_status
+
+    settings = _settings_or_exit(require_channels=False)
+    configure_logging(settings.log_level, settings.log_format)
+    return run_status(args, settings)
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from twitch_ingestion.simulator.cli import run_simulate
 
@@ -98,6 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--idle-timeout-s", type=float, default=None, help="stop after N s without records"
     )
     tail.set_defaults(handler=_cmd_tail)
+
+    from twitch_ingestion.fleet.commands import add_channels_arguments, add_status_arguments
+
+    channels = commands.add_parser(
+        "channels", help="add, remove or list the fleet's channels (CHANNEL_SOURCE=kafka)"
+    )
+    add_channels_arguments(channels)
+    channels.set_defaults(handler=_cmd_channels)
+
+    status = commands.add_parser("status", help="which instance reads which channels")
+    add_status_arguments(status)
+    status.set_defaults(handler=_cmd_status)
 
     from twitch_ingestion.simulator.cli import add_simulate_arguments
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+import socket
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -21,6 +22,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 __all__ = [
     "BufferFullPolicy",
     "BufferMode",
+    "ChannelSource",
     "ConfigError",
     "LogFormat",
     "Settings",
@@ -34,6 +36,8 @@ _ANONYMOUS_PREFIX = "justinfan"
 # Twitch tokens are ASCII letters and digits; anything else is a paste error (quotes,
 # whitespace, a second "oauth:") that Twitch would answer with "Improperly formatted auth".
 _TOKEN_BODY = re.compile(r"^[A-Za-z0-9_-]+$")
+# Kafka accepts these characters in a group.instance.id (as in topic names), up to 249.
+_INSTANCE_ID = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
 class BufferMode(StrEnum):
@@ -44,6 +48,13 @@ class BufferMode(StrEnum):
 class BufferFullPolicy(StrEnum):
     BLOCK = "block"
     DROP_NEWEST = "drop_newest"
+
+
+class ChannelSource(StrEnum):
+    """Where the channels to read come from: TWITCH_CHANNEL, or the fleet's control topic."""
+
+    ENV = "env"
+    KAFKA = "kafka"
 
 
 class LogFormat(StrEnum):
@@ -127,6 +138,20 @@ class Settings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_ca_location: str | None = None
 
+    # --- Fleet: several instances sharing the channels of a control topic (docs/scaling.md)
+    channel_source: ChannelSource = ChannelSource.ENV
+    # Static membership: an instance restarted within the session timeout keeps its channels.
+    instance_id: str = Field(default_factory=lambda: _default_instance_id())
+    kafka_topic_channels: str = "twitch-channels"
+    kafka_topic_instances: str = "twitch-ingestion-instances"
+    kafka_channels_group: str = "twitch-ingestion"
+    # The unit of hand-over: 64 lets up to 64 instances share the work evenly enough.
+    kafka_channels_partitions: int = Field(default=64, ge=1)
+    # The broker only accepts group.min/max.session.timeout.ms (6 s … 30 min by default).
+    kafka_channels_session_timeout_ms: int = Field(default=15_000, ge=1000)
+    # A released channel is read until its new owner reports it joined, at most this long.
+    kafka_channels_handover_timeout_s: float = Field(default=600.0, ge=0)
+
     # --- Durable buffer -----------------------------------------------------------
     buffer_mode: BufferMode = BufferMode.DISK
     buffer_dir: Path = Path("data/buffer")
@@ -164,6 +189,16 @@ class Settings(BaseSettings):
             if login not in normalised:
                 normalised.append(login)
         return normalised
+
+    @field_validator("instance_id")
+    @classmethod
+    def _valid_instance_id(cls, value: str) -> str:
+        if not _INSTANCE_ID.match(value):
+            raise ValueError(
+                "must be 1-249 letters, digits, '.', '_' or '-' (it becomes the Kafka "
+                "group.instance.id and client.id)"
+            )
+        return value
 
     @field_validator("twitch_username", "kafka_topic_raw", "kafka_topic_dlq", mode="before")
     @classmethod
@@ -220,6 +255,13 @@ class Settings(BaseSettings):
         return f"{_ANONYMOUS_PREFIX}{_anonymous_suffix()}"
 
 
+def _default_instance_id() -> str:
+    # Stable across restarts wherever the host name is (a StatefulSet pod, a VM), which is
+    # what static membership needs; several instances on one host must set INSTANCE_ID.
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:249]
+    return name or "twitch-ingestion"
+
+
 def _anonymous_suffix() -> int:
     # Not a secret: Twitch only wants a number that makes the guest nick unique.
     return random.randint(10_000, 99_999_999)
@@ -236,13 +278,15 @@ def _describe(error: dict[str, Any]) -> str:
 def load_settings(*, require_channels: bool = True, **overrides: Any) -> Settings:
     """Load and validate settings; raise `ConfigError` with secret-free messages.
 
-    `require_channels=False` serves commands that never join chat (`tail`).
+    `require_channels=False` serves commands that never join chat (`tail`); with
+    CHANNEL_SOURCE=kafka the channels come from the control topic, not TWITCH_CHANNEL.
     """
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError([_describe(dict(err)) for err in exc.errors()]) from None
-    if require_channels and not settings.twitch_channel:
+    from_env = settings.channel_source is ChannelSource.ENV
+    if require_channels and from_env and not settings.twitch_channel:
         raise ConfigError(
             ["TWITCH_CHANNEL is not set: give one channel login or a comma-separated list"]
         )

@@ -16,7 +16,8 @@ from enum import IntEnum
 import structlog
 from confluent_kafka.admin import AdminClient
 
-from twitch_ingestion.config import Settings
+from twitch_ingestion.config import ChannelSource, Settings
+from twitch_ingestion.fleet.assignment import FleetMember
 from twitch_ingestion.health import HealthServer
 from twitch_ingestion.kafka.buffer import buffer_from_settings
 from twitch_ingestion.kafka.producer import KafkaProducer
@@ -64,7 +65,10 @@ class IngestionService:
         self.producer = KafkaProducer(settings)
         self.buffer = buffer_from_settings(settings)
         self.sink = KafkaSink(settings, self.producer, self.buffer)
-        self.source = TwitchSource(settings, self.sink)
+        in_fleet = settings.channel_source is ChannelSource.KAFKA
+        # In a fleet the channels come from the control topic's assignment, not TWITCH_CHANNEL.
+        self.source = TwitchSource(settings, self.sink, channels=[] if in_fleet else None)
+        self.fleet = FleetMember(settings, self.source) if in_fleet else None
         self._topic_check = TopicCheck(False, frozenset(), {"*": "not checked yet"})
         self._stop_requested = asyncio.Event()
         self._started_at = time.monotonic()
@@ -100,6 +104,7 @@ class IngestionService:
         log.info(
             "service starting",
             channels=len(settings.twitch_channel),
+            channel_source=settings.channel_source.value,
             twitch=f"{settings.twitch_irc_host}:{settings.twitch_irc_port}",
             tls=settings.twitch_irc_tls,
             anonymous=settings.is_anonymous,
@@ -116,13 +121,18 @@ class IngestionService:
         await self.sink.replay_buffered()
         source_task = asyncio.create_task(self.source.run(), name="twitch-source")
         stop_task = asyncio.create_task(self._stop_requested.wait(), name="stop")
+        watched: set[asyncio.Task[None] | asyncio.Task[bool]] = {source_task, stop_task}
+        if self.fleet is not None:
+            fleet_task = asyncio.create_task(self.fleet.run(), name="fleet")
+            background.append(fleet_task)
+            watched.add(fleet_task)
         exit_code = ExitCode.OK
         try:
-            done, _ = await asyncio.wait(
-                {source_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
             if source_task in done:
                 exit_code = _exit_code_for(source_task)
+            elif done - {stop_task}:
+                exit_code = _exit_code_for(done.pop(), "fleet membership failed")
         finally:
             exit_code = await self._shutdown(exit_code, source_task, stop_task, background)
             await health.stop()
@@ -139,11 +149,17 @@ class IngestionService:
     ) -> ExitCode:
         """Stop reading, then deliver what was read, within SHUTDOWN_TIMEOUT_S."""
         deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        if self.fleet is not None:
+            # First, so that no channel is added while the source winds down.
+            await self.fleet.stop()
         # Half the budget for a chunk the source is still handing over, the rest to flush.
         await self.source.stop(grace_s=self.settings.shutdown_timeout_s / 2)
         await _cancel(source_task, stop_task)
         while self.sink.pending and time.monotonic() < deadline:
             await self.producer.flush(min(0.5, max(0.0, deadline - time.monotonic())))
+            # Records can be pending outside librdkafka (waiting for the sink's redelivery),
+            # and then flush returns at once without awaiting: let the sink's task run.
+            await asyncio.sleep(0.01)
         await _cancel(*background)
         self.producer.poll()
         undelivered = self.sink.pending
@@ -213,7 +229,9 @@ def _lines_received() -> float:
     return REGISTRY.get_sample_value("twitch_lines_received_total") or 0.0
 
 
-def _exit_code_for(source_task: asyncio.Task[None]) -> ExitCode:
+def _exit_code_for(
+    source_task: asyncio.Task[None] | asyncio.Task[bool], crashed: str = "twitch source crashed"
+) -> ExitCode:
     error = source_task.exception()
     if error is None:
         return ExitCode.OK
@@ -223,7 +241,7 @@ def _exit_code_for(source_task: asyncio.Task[None]) -> ExitCode:
     if isinstance(error, TwitchGaveUp):
         log.error("twitch connection gave up", error=str(error))
         return ExitCode.TWITCH_GAVE_UP
-    log.error("twitch source crashed", error=repr(error), exc_info=error)
+    log.error(crashed, error=repr(error), exc_info=error)
     return ExitCode.FAILURE
 
 

@@ -1,0 +1,101 @@
+"""`twitch-ingestion channels add|remove|list` and `twitch-ingestion status`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from confluent_kafka import KafkaException
+
+from twitch_ingestion.config import Settings
+from twitch_ingestion.fleet.control_topic import read_channel_table, write_channels
+from twitch_ingestion.fleet.status import describe_fleet, render_status
+
+__all__ = [
+    "add_channels_arguments",
+    "add_status_arguments",
+    "parse_channel_args",
+    "run_channels",
+    "run_status",
+]
+
+_CHANNEL_LOGIN = re.compile(r"[a-z0-9_]{1,25}")
+# Exit code for a bad argument, as for bad configuration.
+_USAGE = 2
+
+
+def add_channels_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="channels_action", required=True)
+    add = actions.add_parser("add", help="add channels to the fleet's control topic")
+    add.add_argument("channels", nargs="*", help="channel logins (`#` optional, commas allowed)")
+    add.add_argument("--file", type=Path, help="read more channel logins from a file, one a line")
+    remove = actions.add_parser("remove", help="remove channels (tombstones)")
+    remove.add_argument("channels", nargs="*", help="channel logins")
+    remove.add_argument("--file", type=Path, help="read more channel logins from a file")
+    listing = actions.add_parser("list", help="print the wanted channels, one a line")
+    listing.add_argument("--json", action="store_true", help="channel → partition as JSON")
+
+
+def add_status_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def parse_channel_args(values: list[str], file: Path | None) -> list[str]:
+    """Channel logins from arguments and an optional file; ValueError names bad ones."""
+    raw = [part for value in values for part in value.split(",")]
+    if file is not None:
+        raw.extend(file.read_text(encoding="utf-8").splitlines())
+    logins = dict.fromkeys(v.strip().removeprefix("#").lower() for v in raw if v.strip())
+    invalid = [login for login in logins if not _CHANNEL_LOGIN.fullmatch(login)]
+    if invalid:
+        raise ValueError(
+            f"not Twitch channel logins (1-25 letters, digits or underscores): {invalid[:5]}"
+        )
+    return list(logins)
+
+
+def run_channels(args: argparse.Namespace, settings: Settings) -> int:
+    action: str = args.channels_action
+    try:
+        if action == "list":
+            table = read_channel_table(settings)
+            if args.json:
+                print(json.dumps(dict(sorted(table.items())), indent=2))
+            else:
+                for channel in sorted(table):
+                    print(channel)
+            return 0
+        try:
+            channels = parse_channel_args(args.channels, args.file)
+        except (ValueError, OSError) as exc:
+            print(f"twitch-ingestion channels {action}: {exc}", file=sys.stderr)
+            return _USAGE
+        if not channels:
+            print(f"twitch-ingestion channels {action}: no channels given", file=sys.stderr)
+            return _USAGE
+        count = write_channels(settings, channels, enabled=action == "add")
+    except (KafkaException, RuntimeError, TimeoutError) as exc:
+        print(
+            f"twitch-ingestion channels {action}: Kafka at {settings.kafka_brokers}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    verb = "added" if action == "add" else "removed"
+    print(f"{count} channels {verb} ({settings.kafka_topic_channels})", file=sys.stderr)
+    return 0
+
+
+def run_status(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        status = describe_fleet(settings)
+    except (KafkaException, TimeoutError) as exc:
+        print(f"twitch-ingestion status: Kafka at {settings.kafka_brokers}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(status.to_dict(), indent=2))
+    else:
+        print(render_status(status))
+    return 0

@@ -1,0 +1,283 @@
+"""The loop side of fleet membership: assignment events in, JOIN/PART calls out; the
+instance report; the `status` view; the settings. No broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from twitch_ingestion.config import ChannelSource, ConfigError, Settings, load_settings
+from twitch_ingestion.fleet.assignment import (
+    ChannelsChanged,
+    FleetMember,
+    PartitionLoaded,
+    PartitionsAssigned,
+    PartitionsRevoked,
+    ReportReceived,
+    group_consumer_config,
+)
+from twitch_ingestion.fleet.status import (
+    InstanceReport,
+    decode_report,
+    encode_report,
+    fleet_view,
+    render_status,
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No variable from the developer's shell and no .env file leaks into a case."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+class FakeSource:
+    """Records add/remove calls the way `TwitchSource` would apply them."""
+
+    def __init__(self) -> None:
+        self.wanted: dict[str, None] = {}
+        self.calls: list[tuple[str, list[str]]] = []
+        self.ready = True
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self.wanted)
+
+    @property
+    def failed_channels(self) -> dict[str, str]:
+        return {}
+
+    def add_channels(self, channels: Iterable[str]) -> None:
+        added = list(channels)
+        self.calls.append(("add", added))
+        self.wanted.update(dict.fromkeys(added))
+
+    def remove_channels(self, channels: Iterable[str]) -> None:
+        removed = list(channels)
+        self.calls.append(("remove", removed))
+        for channel in removed:
+            self.wanted.pop(channel, None)
+
+    def is_ready(self) -> bool:
+        return self.ready
+
+    def status(self) -> dict[str, object]:
+        return {"channels_joined": len(self.wanted)}
+
+
+def settings(**overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "channel_source": "kafka",
+        "instance_id": "me",
+        "twitch_username": "fleetbot",
+        "twitch_oauth_token": "oauth:abc123",
+    }
+    return load_settings(**{**base, **overrides})
+
+
+def other(channels: list[str], *, ready: bool = True) -> ReportReceived:
+    return ReportReceived(
+        InstanceReport(
+            instance_id="other",
+            host="h",
+            pid=2,
+            login="other",
+            started_at_ms=0,
+            updated_at_ms=0,
+            channels=tuple(channels),
+            ready=ready,
+        )
+    )
+
+
+def member(**overrides: Any) -> tuple[FleetMember, FakeSource]:
+    source = FakeSource()
+    return FleetMember(settings(**overrides), source), source
+
+
+async def test_a_loaded_partition_s_channels_are_joined() -> None:
+    fleet, source = member()
+    fleet.handle_event(PartitionsAssigned((1, 2)))
+    fleet.handle_event(PartitionLoaded(1, ("a", "b")))
+    fleet.handle_event(PartitionLoaded(2, ()))
+    assert source.channels == ["a", "b"]
+    assert fleet.partitions == [1, 2]
+
+
+async def test_live_records_add_and_remove_at_once() -> None:
+    fleet, source = member()
+    fleet.handle_event(PartitionsAssigned((1,)))
+    fleet.handle_event(PartitionLoaded(1, ("a",)))
+    fleet.handle_event(ChannelsChanged(1, added=("b",), removed=()))
+    fleet.handle_event(ChannelsChanged(1, added=(), removed=("a",)))
+    assert source.channels == ["b"]
+    assert source.calls[-1] == ("remove", ["a"])
+
+
+async def test_revoked_channels_are_read_until_the_new_owner_has_joined_them() -> None:
+    fleet, source = member()
+    fleet.handle_event(PartitionsAssigned((1, 2)))
+    fleet.handle_event(PartitionLoaded(1, ("a", "b")))
+    fleet.handle_event(PartitionLoaded(2, ("c",)))
+    fleet.handle_event(PartitionsRevoked((1,), {1: ("a", "b")}, lost=False))
+    assert source.channels == ["a", "b", "c"]
+    assert fleet.partitions == [2]
+    assert sorted(fleet.releasing) == ["a", "b"]
+    fleet.handle_event(other(["a", "b"], ready=False))
+    assert source.channels == ["a", "b", "c"]
+    fleet.handle_event(other(["a", "b"]))
+    assert source.channels == ["c"]
+    assert fleet.releasing == []
+
+
+async def test_a_hand_over_nobody_completes_ends_at_the_timeout() -> None:
+    fleet, source = member(kafka_channels_handover_timeout_s=30)
+    fleet.handle_event(PartitionsAssigned((1,)))
+    fleet.handle_event(PartitionLoaded(1, ("a",)))
+    fleet.handle_event(PartitionsRevoked((1,), {1: ("a",)}, lost=True))
+    released_at = asyncio.get_running_loop().time()
+    fleet.tick(released_at + 29)
+    assert source.channels == ["a"]
+    fleet.tick(released_at + 30)
+    assert source.channels == []
+
+
+async def test_a_handover_timeout_of_zero_parts_at_revocation() -> None:
+    fleet, source = member(kafka_channels_handover_timeout_s=0)
+    fleet.handle_event(PartitionsAssigned((1,)))
+    fleet.handle_event(PartitionLoaded(1, ("a",)))
+    fleet.handle_event(PartitionsRevoked((1,), {1: ("a",)}, lost=False))
+    assert source.channels == []
+
+
+async def test_a_partition_assigned_back_during_its_hand_over_keeps_its_channels() -> None:
+    fleet, source = member()
+    fleet.handle_event(PartitionsAssigned((1,)))
+    fleet.handle_event(PartitionLoaded(1, ("a", "b")))
+    fleet.handle_event(PartitionsRevoked((1,), {1: ("a", "b")}, lost=False))
+    fleet.handle_event(PartitionsAssigned((1,)))
+    fleet.handle_event(PartitionLoaded(1, ("a",)))  # "b" was removed meanwhile
+    assert source.channels == ["a"]
+    assert fleet.releasing == []
+    fleet.handle_event(other(["a"]))  # a stray report changes nothing now
+    assert source.channels == ["a"]
+
+
+async def test_a_channel_another_owned_partition_still_wants_is_not_parted() -> None:
+    fleet, source = member()
+    fleet.handle_event(PartitionsAssigned((1, 2)))
+    # Written to two partitions by writers with different partitioners.
+    fleet.handle_event(PartitionLoaded(1, ("dup",)))
+    fleet.handle_event(PartitionLoaded(2, ("dup",)))
+    fleet.handle_event(PartitionsRevoked((1,), {1: ("dup",)}, lost=False))
+    fleet.handle_event(other(["dup"]))
+    assert source.channels == ["dup"]
+
+
+async def test_the_report_says_what_this_instance_reads_and_releases() -> None:
+    fleet, source = member()
+    fleet.handle_event(PartitionsAssigned((1, 2)))
+    fleet.handle_event(PartitionLoaded(1, ("a",)))
+    fleet.handle_event(PartitionLoaded(2, ("b",)))
+    fleet.handle_event(PartitionsRevoked((2,), {2: ("b",)}, lost=False))
+    source.ready = False
+    report = fleet.report()
+    assert report.instance_id == "me"
+    assert report.login == "fleetbot"
+    assert report.partitions == (1,)
+    assert report.channels == ("a", "b")
+    assert report.releasing == ("b",)
+    assert report.ready is False
+    assert decode_report(encode_report(report)) == report
+
+
+def test_a_foreign_record_in_the_instances_topic_is_not_a_report() -> None:
+    assert decode_report(b"hello") is None
+    assert decode_report(b'{"instance_id": "x"}') is None
+
+
+# --- the status view -----------------------------------------------------------------------
+
+
+def test_status_sets_group_assignment_beside_the_reports() -> None:
+    reports = {
+        "a": InstanceReport(
+            instance_id="a",
+            host="h1",
+            pid=1,
+            login="bot_a",
+            started_at_ms=0,
+            updated_at_ms=9_000,
+            partitions=(0,),
+            channels=("x", "y"),
+            ready=True,
+        ),
+        "crashed": InstanceReport(
+            instance_id="crashed",
+            host="h3",
+            pid=3,
+            login="bot_c",
+            started_at_ms=0,
+            updated_at_ms=1_000,
+        ),
+    }
+    status = fleet_view(
+        group="g",
+        group_state="STABLE",
+        topic="t",
+        partition_count=3,
+        members=[("a", "/10.0.0.1", [0]), ("b", "/10.0.0.2", [1])],
+        table={"x": 0, "y": 0, "z": 1, "orphan": 2},
+        reports=reports,
+        now_ms=10_000,
+    )
+    views = {v.instance_id: v for v in status.instances}
+    assert [v.instance_id for v in status.instances] == ["a", "b", "crashed"]
+    assert views["a"].assigned_channels == ["x", "y"]
+    assert views["a"].report_age_s == 1.0
+    assert views["b"].report is None
+    assert views["crashed"].in_group is False
+    assert status.unassigned_channels == ["orphan"]
+    text = render_status(status)
+    assert "no report" in text
+    assert "not read by any instance: 1 channels (orphan)" in text
+    assert status.to_dict()["channels"] == 4
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+def test_kafka_channel_source_needs_no_twitch_channel() -> None:
+    loaded = load_settings(channel_source="kafka")
+    assert loaded.channel_source is ChannelSource.KAFKA
+    assert loaded.twitch_channel == []
+
+
+def test_env_channel_source_still_needs_twitch_channel() -> None:
+    with pytest.raises(ConfigError, match="TWITCH_CHANNEL"):
+        load_settings()
+
+
+def test_instance_id_defaults_to_a_valid_host_name() -> None:
+    assert load_settings(require_channels=False).instance_id
+
+
+@pytest.mark.parametrize("bad", ["", "has space", "a/b", "x" * 250])
+def test_instance_id_must_be_a_valid_kafka_id(bad: str) -> None:
+    with pytest.raises(ConfigError, match="INSTANCE_ID"):
+        load_settings(require_channels=False, instance_id=bad)
+
+
+def test_group_consumer_is_cooperative_static_and_commits_nothing() -> None:
+    conf = group_consumer_config(settings(kafka_channels_session_timeout_ms=6000))
+    assert conf["partition.assignment.strategy"] == "cooperative-sticky"
+    assert conf["group.instance.id"] == conf["client.id"] == "me"
+    assert conf["enable.auto.commit"] is False
+    assert conf["session.timeout.ms"] == 6000
+    assert conf["heartbeat.interval.ms"] < 6000 / 3
