@@ -60,7 +60,7 @@ import os
 import time
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Final, NamedTuple, Protocol
 
@@ -143,6 +143,10 @@ class Appended(NamedTuple):
     accepted: int
 
 
+# `append_all`'s hand-over: (the records of one append, what the buffer took of them).
+OnChunk = Callable[[Sequence[Record], Appended], Awaitable[None]]
+
+
 class DurableBufferError(Exception):
     """The buffer cannot do what was asked (closed, not opened, a write failed)."""
 
@@ -158,7 +162,9 @@ class Buffer(Protocol):
 
     def append_batch(self, records: Sequence[Record]) -> Appended: ...
 
-    async def append_all(self, records: Sequence[Record]) -> list[Appended]: ...
+    async def append_all(
+        self, records: Sequence[Record], on_chunk: OnChunk | None = None
+    ) -> list[Appended]: ...
 
     def ack(self, seq: int) -> None: ...
 
@@ -223,8 +229,16 @@ class _RoomWaiting:
             finally:
                 self._room_wanted = False
 
-    async def append_all(self, records: Sequence[Record]) -> list[Appended]:
+    async def append_all(
+        self, records: Sequence[Record], on_chunk: OnChunk | None = None
+    ) -> list[Appended]:
         """Append every record, awaiting room under `block`; one `Appended` per chunk.
+
+        `on_chunk(chunk, appended)` is awaited for each chunk as soon as it is appended
+        (its first `appended.accepted` records), before waiting for room: the caller
+        hands the chunk on to Kafka there. Producing only after `append_all` returned
+        would deadlock a batch larger than the free room, since room comes back only
+        from acknowledgements of records already produced.
 
         Under `drop_newest` this is `append_batch` (what does not fit is dropped).
         """
@@ -233,6 +247,8 @@ class _RoomWaiting:
             appended = self.append_batch(records)
             if appended.accepted:
                 chunks.append(appended)
+                if on_chunk is not None:
+                    await on_chunk(records, appended)
             if appended.accepted == len(records) or not self._blocks():
                 return chunks
             records = records[appended.accepted :]

@@ -42,6 +42,11 @@ class KafkaProducer:
 
     def __init__(self, settings: Settings, extra_config: dict[str, Any] | None = None) -> None:
         conf = producer_config(settings)
+        # librdkafka must never give up on a record it has sent: it cannot know whether
+        # the broker wrote it, and a record re-produced after such a timeout would be a
+        # duplicate (its idempotent retry would not), or overtaken by younger ones.
+        # KafkaSink uses KAFKA_MESSAGE_TIMEOUT_MS as its stall timeout instead.
+        conf["message.timeout.ms"] = 0
         conf.update(extra_config or {})
         log.info("kafka producer configured", config=redacted(conf))
         conf["error_cb"] = self._on_error
@@ -113,6 +118,14 @@ class KafkaProducer:
         """Serve delivery reports until librdkafka's local queue has room again."""
         self._producer.poll(0)
         await asyncio.sleep(_IDLE_POLL_INTERVAL_S)
+
+    def purge_queued(self) -> None:
+        """Take back every record librdkafka has queued but not yet sent.
+
+        Each is reported to its delivery callback with `_PURGE_QUEUE` on a later poll.
+        Records in flight are left alone: the broker may already have written them.
+        """
+        self._producer.purge(in_queue=True, in_flight=False, blocking=False)
 
     def poll(self) -> int:
         """Serve pending delivery reports now; returns how many were served."""

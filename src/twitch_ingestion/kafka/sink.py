@@ -7,9 +7,25 @@ in `disk` mode) and then enqueued in librdkafka, each with its buffer sequence n
 a delivery report acknowledges that number, which is what lets the buffer forget it.
 
 Lines that break the contract go to the dead-letter topic with the exact raw bytes,
-through the buffer like any record. Records whose delivery failed for a transient
-reason are enqueued again after a pause; records Kafka refuses for good (too large,
-not authorised) are dead-lettered, or kept and retried slowly when there is no DLQ.
+through the buffer like any record. Records Kafka refuses for good (too large, not
+authorised) are dead-lettered, or kept and retried slowly when there is no DLQ.
+
+Outages keep each channel's order and add no duplicates. librdkafka never gives a record
+up (`KafkaProducer` sets its `message.timeout.ms` to infinite): a record already sent
+when the broker died may have been written without the acknowledgement coming back, and
+only librdkafka's idempotent retry of that same request (same producer id and sequence)
+lets the broker recognise it; a record re-produced after a timeout would be a duplicate.
+Instead, when Kafka has acknowledged nothing for `KAFKA_MESSAGE_TIMEOUT_MS` while records
+are outstanding, the sink *pauses*: new records only go to the buffer (which is sized
+for an outage; librdkafka's queue is not), librdkafka keeps and later delivers what it
+holds, and once it holds nothing the sink *rewinds*: it produces every unacknowledged
+record from the buffer, in append order, then resumes.
+
+A record that fails for another transient reason (an unknown topic, retries exhausted)
+rewinds too, after taking back what librdkafka has queued but not sent, since younger
+records would otherwise overtake it; retrying just the failed record, as a per-record
+retry queue would, breaks the order. This rare path can duplicate a record librdkafka had
+queued for a retry after an acknowledgement was lost.
 """
 
 from __future__ import annotations
@@ -26,7 +42,7 @@ import structlog
 from confluent_kafka import KafkaError, Message
 
 from twitch_ingestion.config import Settings
-from twitch_ingestion.kafka.buffer import Buffer, MemoryBuffer, Record
+from twitch_ingestion.kafka.buffer import Appended, Buffer, MemoryBuffer, Record
 from twitch_ingestion.kafka.producer import KafkaProducer
 from twitch_ingestion.log_throttle import ThrottledLogger
 from twitch_ingestion.metrics import (
@@ -66,8 +82,7 @@ _PERMANENT_ERRORS = frozenset(
         KafkaError._INVALID_ARG,
     }
 )
-# A failed record waits this long before it is enqueued again (librdkafka has already
-# retried it `KAFKA_RETRIES` times within `KAFKA_MESSAGE_TIMEOUT_MS`).
+# After a stall or a transient failure the rewind waits this long before producing again.
 _REDELIVERY_DELAY_S = 1.0
 # With no DLQ to take a refused record, it is retried this rarely (and logged each time).
 _REFUSED_RETRY_DELAY_S = 30.0
@@ -116,6 +131,23 @@ class KafkaSink:
         self._encode = msgspec.json.Encoder().encode
         self._key_cache: dict[str, bytes] = {}
         self._redelivery: deque[tuple[float, int, Record]] = deque()
+        # Buffer seqs waiting in `_redelivery` (refused records retried slowly); a rewind
+        # leaves them to it.
+        self._parked: set[int] = set()
+        # Rewind state (see the module docstring). `_paused`: new records are buffered but
+        # not produced. `_purged`: librdkafka's queue was taken back since the last rewind.
+        # `_rewind_due`: a rewind is wanted, not before this monotonic time.
+        # `_rewind_task`: the rewind producing right now.
+        self._paused = False
+        self._purged = False
+        self._rewind_due: float | None = None
+        self._rewind_task: asyncio.Task[None] | None = None
+        # Stall watchdog: Kafka has acknowledged nothing for this long while records were
+        # outstanding -> rewind. `_progress_at` is when the last acknowledgement (or an
+        # empty librdkafka queue) was seen, `_progress_count` the delivered count then.
+        self._stall_timeout_s = settings.kafka_message_timeout_ms / 1000
+        self._progress_at = time.monotonic()
+        self._progress_count = 0
         self._errors = ThrottledLogger(log, interval_s=10.0)
         self.counts = DeliveryCounts()
 
@@ -168,11 +200,22 @@ class KafkaSink:
             return
         MESSAGES_PARSED.labels("routed").inc(len(records))
         offset = 0
-        for appended in await self._buffer.append_all(records):
-            await self._produce_all(records, offset, appended.accepted, appended.first_seq)
+        for appended in await self._buffer.append_all(records, self._produce_chunk):
             offset += appended.accepted
         self.counts.enqueued += offset
+        if offset < len(records):
+            # BUFFER_FULL_POLICY=drop_newest and the buffer is full: the buffer counted
+            # them (buffer_records_dropped_total{reason="buffer_full"}); say so too.
+            self._errors.warning(
+                "buffer full; records dropped",
+                "buffer_full",
+                dropped=len(records) - offset,
+                policy="drop_newest",
+            )
         self._producer.poll()
+
+    async def _produce_chunk(self, chunk: Sequence[Record], appended: Appended) -> None:
+        await self._produce_all(chunk, 0, appended.accepted, appended.first_seq)
 
     async def _produce_all(
         self, records: Sequence[Record], start: int, count: int, first_seq: int
@@ -181,12 +224,24 @@ class KafkaSink:
         on_delivery = self._on_delivery
         seq = first_seq
         for index in range(start, start + count):
+            if self._paused:
+                # Kafka stalled or a record failed: these stay in the buffer, and the
+                # rewind produces them after every older record.
+                return
             topic, key, value, headers, timestamp_ms = records[index]
             callback = partial(on_delivery, seq)
-            try:
-                produce(topic, key, value, timestamp_ms, callback, headers)
-            except BufferError:
-                await self._producer.produce(topic, key, value, timestamp_ms, callback, headers)
+            while True:
+                try:
+                    produce(topic, key, value, timestamp_ms, callback, headers)
+                    break
+                except BufferError:
+                    # librdkafka's queue is full. Wait for room while Kafka makes progress;
+                    # once the stall watchdog pauses the sink, stop waiting (librdkafka
+                    # never times records out, so the room may not come before the broker
+                    # does) and let the buffer keep the rest.
+                    if self._paused:
+                        return
+                    await self._producer.wait_for_queue_space()
             seq += 1
 
     def _key(self, channel: str) -> bytes:
@@ -239,6 +294,11 @@ class KafkaSink:
         self._on_delivery_failed(seq, error, message)
 
     def _on_delivery_failed(self, seq: int, error: KafkaError, message: Message) -> None:
+        if error.code() == KafkaError._PURGE_QUEUE:
+            # Taken back unsent by `_pause_for_rewind`: the rewind produces it again.
+            if seq < 0:
+                self._enqueue(seq, _record_of(message), _REDELIVERY_DELAY_S)
+            return
         self.counts.failed += 1
         DELIVERY_ERRORS.labels(error.name()).inc()
         record = _record_of(message)
@@ -254,9 +314,15 @@ class KafkaSink:
             retrying=error.code() not in _PERMANENT_ERRORS,
         )
         if error.code() not in _PERMANENT_ERRORS:
-            self._enqueue(seq, record, _REDELIVERY_DELAY_S)
+            if seq < 0:
+                # Not in the buffer (it refused the record), so no rewind would find it.
+                self._enqueue(seq, record, _REDELIVERY_DELAY_S)
+            else:
+                self._pause_for_rewind(failed=True)
         elif self._dlq_topic is None or record[0] == self._dlq_topic:
             # Nowhere to put it: keep it and retry slowly rather than drop it.
+            if seq >= 0:
+                self._parked.add(seq)
             self._enqueue(seq, record, _REFUSED_RETRY_DELAY_S)
         else:
             DEAD_LETTERS.labels(error.name()).inc()
@@ -282,6 +348,60 @@ class KafkaSink:
             except BufferError:
                 pass
         self._redelivery.append((time.monotonic() + delay_s, seq, record))
+
+    def _pause_for_rewind(self, *, failed: bool) -> None:
+        """Stop producing new records until a rewind has run.
+
+        `failed`: a record failed, so the younger records librdkafka has queued for its
+        partition would reach Kafka before its redelivery; they are taken back (reported
+        as _PURGE_QUEUE; they stay in the buffer for the rewind). On a mere stall nothing
+        is taken back: librdkafka delivers what it holds, in order, once Kafka answers.
+        """
+        self._paused = True
+        if self._rewind_due is None:
+            self._rewind_due = time.monotonic() + _REDELIVERY_DELAY_S
+        if failed and not self._purged:
+            # Once per rewind: while paused nothing new reaches librdkafka's queue.
+            self._purged = True
+            self._producer.purge_queued()
+
+    async def _rewind(self) -> None:
+        """Produce every unacknowledged record again, in append order, then resume.
+
+        Runs when librdkafka holds nothing of ours, so no record is produced twice at
+        once. Records buffered meanwhile are picked up by another pass; the pass that
+        finds nothing new runs without awaiting, so nothing can slip in before `deliver`
+        produces directly again. A failure during the rewind ends it; the next one
+        starts once librdkafka is empty again.
+        """
+        self._rewind_due = None
+        self._purged = False
+        produced = 0
+        last = -1
+        while self._rewind_due is None:
+            progressed = False
+            for seq, buffered in self._buffer.unacked():
+                if seq <= last or seq in self._parked:
+                    continue
+                if self._rewind_due is not None:
+                    break
+                topic, key, value, headers, timestamp_ms = buffered
+                await self._producer.produce(
+                    topic, key, value, timestamp_ms, partial(self._on_delivery, seq), headers
+                )
+                last = seq
+                progressed = True
+                produced += 1
+            if not progressed:
+                break
+        if self._rewind_due is None:
+            self._paused = False
+        self.counts.redelivered += produced
+        log.info(
+            "kafka redelivery",
+            records=produced,
+            complete=not self._paused,
+        )
 
     # --- startup and maintenance -------------------------------------------------------------
 
@@ -317,19 +437,54 @@ class KafkaSink:
         while True:
             now = time.monotonic()
             buffer.maybe_sync(now)
+            rewind = self._rewind_task
+            if rewind is not None and rewind.done():
+                if not rewind.cancelled() and rewind.exception() is not None:
+                    log.error("kafka redelivery failed", error=repr(rewind.exception()))
+                    self._rewind_due = now + _REDELIVERY_DELAY_S
+                self._rewind_task = rewind = None
+            self._watch_for_stall(now)
+            if (
+                rewind is None
+                and self._rewind_due is not None
+                and now >= self._rewind_due
+                and not len(self._producer)
+            ):
+                # A task of its own: a large backlog must not hold up group commit.
+                self._rewind_task = asyncio.create_task(self._rewind(), name="kafka-rewind")
             while self._redelivery and self._redelivery[0][0] <= now:
-                _, seq, record = self._redelivery.popleft()
-                self.counts.redelivered += 1
+                _, seq, record = self._redelivery[0]
                 topic, key, value, headers, timestamp_ms = record
-                await self._producer.produce(
-                    topic, key, value, timestamp_ms, partial(self._on_delivery, seq), headers
-                )
+                try:
+                    self._producer.produce_nowait(
+                        topic, key, value, timestamp_ms, partial(self._on_delivery, seq), headers
+                    )
+                except BufferError:
+                    break  # librdkafka's queue is full: next tick (never block this loop)
+                self._redelivery.popleft()
+                self._parked.discard(seq)
+                self.counts.redelivered += 1
             if now - last_metrics >= 1.0:
                 last_metrics = now
                 self.publish_metrics()
                 if isinstance(buffer, MemoryBuffer) and not self._producer.reachable:
                     buffer.spill()
             await asyncio.sleep(_TICK_S)
+
+    def _watch_for_stall(self, now: float) -> None:
+        delivered = self.counts.delivered
+        if delivered != self._progress_count or not len(self._producer):
+            self._progress_at = now
+            self._progress_count = delivered
+        elif not self._paused and now - self._progress_at >= self._stall_timeout_s:
+            self._errors.warning(
+                "kafka delivery stalled",
+                "stalled",
+                outstanding=len(self._producer),
+                stalled_s=round(now - self._progress_at, 1),
+                action="new records are kept in the buffer until Kafka answers",
+            )
+            self._pause_for_rewind(failed=False)
 
     def publish_metrics(self) -> None:
         for topic, count in self._delivered_by_topic.items():
@@ -340,6 +495,8 @@ class KafkaSink:
 
     def close(self) -> None:
         """Persist the buffer (what is unacknowledged stays for the next start)."""
+        if self._rewind_task is not None:
+            self._rewind_task.cancel()
         self.publish_metrics()
         self._buffer.close()
 
