@@ -128,6 +128,7 @@ class Settings(BaseSettings):
     kafka_compression: str = "lz4"
     kafka_message_timeout_ms: int = Field(default=120_000, ge=1)
     kafka_request_timeout_ms: int = Field(default=30_000, ge=1)
+    kafka_reconnect_backoff_max_ms: int = Field(default=1000, ge=1)
     kafka_retry_backoff_ms: int = Field(default=100, ge=1)
     kafka_retry_backoff_max_ms: int = Field(default=1000, ge=1)
     kafka_queue_max_messages: int = Field(default=500_000, ge=1)

@@ -33,6 +33,7 @@ log = structlog.get_logger(__name__)
 
 # How often a failed topic check (broker down, topic missing) is tried again.
 _TOPIC_RECHECK_INTERVAL_S = 5.0
+_TOPIC_CHECK_TIMEOUT_S = 3.0
 
 
 class ExitCode(IntEnum):
@@ -192,8 +193,14 @@ class IngestionService:
         admin = AdminClient(admin_config(self.settings))
         specs = topic_specs(self.settings)
         while True:
+            # A short timeout: the call cannot be cancelled once in its thread, and a
+            # shutdown while the broker is down would otherwise wait for it.
             check = await asyncio.to_thread(
-                ensure_topics, admin, specs, create=self.settings.kafka_create_topics
+                ensure_topics,
+                admin,
+                specs,
+                create=self.settings.kafka_create_topics,
+                timeout_s=_TOPIC_CHECK_TIMEOUT_S,
             )
             if check.problems != self._topic_check.problems:
                 for topic, problem in check.problems.items():

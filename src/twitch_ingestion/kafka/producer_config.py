@@ -45,6 +45,9 @@ def producer_config(settings: Settings) -> dict[str, Any]:
             "request.timeout.ms": settings.kafka_request_timeout_ms,
             "retry.backoff.ms": settings.kafka_retry_backoff_ms,
             "retry.backoff.max.ms": settings.kafka_retry_backoff_max_ms,
+            # librdkafka's default (10 s) would leave records waiting up to 10 s after the
+            # broker is back; a second is still gentle on a broker that is restarting.
+            "reconnect.backoff.max.ms": settings.kafka_reconnect_backoff_max_ms,
             "queue.buffering.max.messages": settings.kafka_queue_max_messages,
             "queue.buffering.max.kbytes": settings.kafka_queue_max_kbytes,
             # The key is the channel: the default murmur2_random partitioner matches the
