@@ -162,7 +162,9 @@ class KafkaSink:
         self, messages: list[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
     ) -> None:
         """Buffer and produce one read chunk; waits only for buffer room or queue space."""
-        topics = self._topics
+        chat_topic = self._topics[Destination.CHAT]
+        events_topic = self._topics[Destination.EVENTS]
+        chat = Destination.CHAT
         encode = self._encode
         key_for = self._key
         raw_topic = self._raw_topic
@@ -189,7 +191,8 @@ class KafkaSink:
             if routed is not None:
                 append(
                     (
-                        topics[routed.destination],
+                        # An identity test, not a dict lookup: Enum.__hash__ runs in Python.
+                        chat_topic if routed.destination is chat else events_topic,
                         key_for(routed.key),
                         encode(routed.record),
                         None,
