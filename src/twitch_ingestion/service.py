@@ -78,6 +78,9 @@ class IngestionService:
     def readiness(self) -> tuple[bool, dict[str, object]]:
         """Ready = Twitch connected with its channels joined, and Kafka reachable."""
         twitch_ready = self.source.is_ready()
+        if self.fleet is not None and not self.fleet.settled:
+            # No channel list yet: an empty source is "ready" but reads nothing it owns.
+            twitch_ready = False
         kafka_ready = self.producer.reachable and self._topic_check.ok
         details: dict[str, object] = {
             "twitch": "ready" if twitch_ready else "not ready",

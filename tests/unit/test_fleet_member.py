@@ -110,6 +110,18 @@ async def test_a_loaded_partition_s_channels_are_joined() -> None:
     assert fleet.partitions == [1, 2]
 
 
+async def test_settled_only_once_every_assigned_partition_is_loaded() -> None:
+    fleet, _ = member()
+    assert not fleet.settled
+    fleet.handle_event(PartitionsAssigned((1, 2)))
+    fleet.handle_event(PartitionLoaded(1, ("a",)))
+    assert not fleet.settled
+    fleet.handle_event(PartitionLoaded(2, ()))
+    assert fleet.settled
+    fleet.handle_event(PartitionsAssigned((3,)))
+    assert not fleet.settled
+
+
 async def test_live_records_add_and_remove_at_once() -> None:
     fleet, source = member()
     fleet.handle_event(PartitionsAssigned((1,)))

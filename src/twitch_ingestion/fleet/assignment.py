@@ -393,6 +393,7 @@ class FleetMember:
         self._last_published_at = 0.0
         self._loaded_channels = 0
         self._loaded_partitions = 0
+        self._assigned_once = False
 
     @property
     def partitions(self) -> list[int]:
@@ -401,6 +402,13 @@ class FleetMember:
     @property
     def releasing(self) -> list[str]:
         return self._handover.channels
+
+    @property
+    def settled(self) -> bool:
+        """The group has assigned this instance its partitions and each has been read to
+        its end (its channels handed to the source): until then `/readyz` says not ready,
+        since the instance does not yet read what it owns."""
+        return self._assigned_once and self._partitions <= self._owned.keys()
 
     async def run(self) -> None:
         """Follow the assignment until `stop()`; raises `FleetError` if it cannot."""
@@ -493,6 +501,7 @@ class FleetMember:
                     still_releasing=len(self._handover),
                 )
         elif isinstance(event, PartitionsAssigned):
+            self._assigned_once = True
             self._partitions.update(event.partitions)
             log.info(
                 "fleet partitions assigned",
