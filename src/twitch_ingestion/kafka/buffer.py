@@ -62,7 +62,7 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Final, NamedTuple, Protocol
+from typing import Final, NamedTuple, Protocol, Self
 
 import structlog
 
@@ -203,6 +203,17 @@ class _RoomWaiting:
     _room: asyncio.Event
     _room_wanted: bool
     _rejected_bytes: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """Built from the BUFFER_* settings (both buffers take the same options)."""
+        return cls(
+            settings.buffer_dir,  # type: ignore[call-arg]
+            max_bytes=settings.buffer_max_bytes,
+            segment_bytes=settings.buffer_segment_bytes,
+            fsync_ms=settings.buffer_fsync_ms,
+            full_policy=settings.buffer_full_policy,
+        )
 
     def has_room(self, nbytes: int) -> bool:
         raise NotImplementedError
@@ -372,16 +383,6 @@ class DiskBuffer(_RoomWaiting):
         # The segment the last ack hit: acks mostly land in the same one.
         self._no_segment = _Segment(self._dir, -1, None, {})
         self._ack_hint = self._no_segment
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> DiskBuffer:
-        return cls(
-            settings.buffer_dir,
-            max_bytes=settings.buffer_max_bytes,
-            segment_bytes=settings.buffer_segment_bytes,
-            fsync_ms=settings.buffer_fsync_ms,
-            full_policy=settings.buffer_full_policy,
-        )
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -992,16 +993,6 @@ class MemoryBuffer(_RoomWaiting):
         self._opened = False
         self._closed = False
         self._last_metrics = time.monotonic()
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> MemoryBuffer:
-        return cls(
-            settings.buffer_dir,
-            max_bytes=settings.buffer_max_bytes,
-            segment_bytes=settings.buffer_segment_bytes,
-            fsync_ms=settings.buffer_fsync_ms,
-            full_policy=settings.buffer_full_policy,
-        )
 
     def open(self) -> None:
         """Open the spill directory only if an earlier run left records there."""
