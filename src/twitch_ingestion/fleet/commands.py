@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
 from confluent_kafka import KafkaException
 
+from twitch_ingestion.channels import normalise_logins
 from twitch_ingestion.config import Settings
 from twitch_ingestion.fleet.control_topic import read_channel_table, write_channels
 from twitch_ingestion.fleet.status import describe_fleet, render_status
@@ -22,7 +22,6 @@ __all__ = [
     "run_status",
 ]
 
-_CHANNEL_LOGIN = re.compile(r"[a-z0-9_]{1,25}")
 # Exit code for a bad argument, as for bad configuration.
 _USAGE = 2
 
@@ -48,13 +47,7 @@ def parse_channel_args(values: list[str], file: Path | None) -> list[str]:
     raw = [part for value in values for part in value.split(",")]
     if file is not None:
         raw.extend(file.read_text(encoding="utf-8").splitlines())
-    logins = dict.fromkeys(v.strip().removeprefix("#").lower() for v in raw if v.strip())
-    invalid = [login for login in logins if not _CHANNEL_LOGIN.fullmatch(login)]
-    if invalid:
-        raise ValueError(
-            f"not Twitch channel logins (1-25 letters, digits or underscores): {invalid[:5]}"
-        )
-    return list(logins)
+    return normalise_logins(raw)
 
 
 def run_channels(args: argparse.Namespace, settings: Settings) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -31,6 +30,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
+from twitch_ingestion.channels import InvalidLogin, normalise_login
 from twitch_ingestion.config import Settings
 from twitch_ingestion.kafka.producer_config import admin_config, producer_config
 from twitch_ingestion.kafka.topics import TopicCheck, TopicSpec, ensure_topics
@@ -49,8 +49,6 @@ __all__ = [
     "write_channels",
 ]
 
-# As config.py validates TWITCH_CHANNEL: 1-25 letters, digits or underscores.
-_CHANNEL_LOGIN = re.compile(r"[a-z0-9_]{1,25}")
 # Both topics hold one small record per key; compaction is what makes "read from the
 # beginning" mean "read the current state".
 _COMPACTED = (("cleanup.policy", "compact"),)
@@ -90,11 +88,11 @@ def decode_record(key: bytes | None, value: bytes | None) -> ChannelRecord | Inv
     if key is None:
         return InvalidRecord(shown, "record without a key (the key must be a channel login)")
     try:
-        login = key.decode("ascii").strip().removeprefix("#").lower()
+        login = normalise_login(key.decode("ascii"))
     except UnicodeDecodeError:
-        return InvalidRecord(shown, "key is not a Twitch channel login")
-    if not _CHANNEL_LOGIN.fullmatch(login):
-        return InvalidRecord(shown, "key is not a Twitch channel login")
+        return InvalidRecord(shown, "key is not a Twitch channel login (not ASCII)")
+    if isinstance(login, InvalidLogin):
+        return InvalidRecord(shown, f"key is not a Twitch channel login: {login.reason}")
     if value is None:
         return ChannelRecord(login, wanted=False)
     try:

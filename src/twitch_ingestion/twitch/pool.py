@@ -18,40 +18,58 @@ Each slot keeps one live `TwitchConnection` for its channels and owns its life c
 Every slot reads on its own task and awaits the sink per chunk, so a flooded channel
 slows only its own connection. Metrics are updated per chunk or per state change, never
 per line; logs are per state change, never per message.
+
+This module is the asyncio shell: what to decide (which slot a channel goes to, when a
+failed channel is retried, how long a hand-over overlaps) is `twitch.pool_policy`, pure
+code tested with a fake clock. A slot gets everything it uses from the pool as one
+explicit `SlotContext` — the sink, the shared room-id map, the join limiter, the open
+pacer, a connection factory and the callbacks through which it reports back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from itertools import islice
+from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
 
+from twitch_ingestion.channels import normalise_logins
 from twitch_ingestion.config import Settings
 from twitch_ingestion.metrics import (
     CHANNELS_FAILED,
     CHANNELS_JOINED,
     CONNECTION_STATES,
-    DUPLICATE_MESSAGES_DROPPED,
     JOIN_QUEUE_LENGTH,
-    MALFORMED_LINES,
     RECONNECTS,
 )
 from twitch_ingestion.twitch.backoff import ExponentialBackoff
 from twitch_ingestion.twitch.connection import (
+    ChatHandler,
     DisconnectCause,
+    EventHandler,
     TwitchAuthenticationError,
     TwitchConnectError,
     TwitchConnection,
     TwitchError,
 )
+from twitch_ingestion.twitch.dedup import RecentIds
 from twitch_ingestion.twitch.irc import IrcMessage
 from twitch_ingestion.twitch.join_limiter import JoinRateLimiter
+from twitch_ingestion.twitch.malformed_log import MalformedLineLog
+from twitch_ingestion.twitch.open_pacer import OpenPacer
+from twitch_ingestion.twitch.pool_policy import (
+    RECONNECT_HINTS,
+    ChannelPlan,
+    HandoverPlan,
+    HandoverStep,
+    JoinOutcome,
+    assign_channels,
+    reconnect_cause,
+)
 from twitch_ingestion.twitch.session import (
     ChannelJoined,
     ChannelParted,
@@ -66,6 +84,7 @@ from twitch_ingestion.twitch.session import (
 
 __all__ = [
     "ChatSink",
+    "SlotContext",
     "TwitchAuthenticationError",
     "TwitchError",
     "TwitchGaveUp",
@@ -74,20 +93,12 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-# Twitch logins, as config.py validates TWITCH_CHANNEL.
-_CHANNEL_LOGIN = re.compile(r"[a-z0-9_]{1,25}")
-
 # Most channels one JOIN round may take from the limiter; the session splits them into
 # 512-byte lines. Bounded so one slot's backlog cannot hold the limiter's lock for a
 # whole window while the other slots wait.
 _MAX_JOIN_BATCH = 20
-# Ids remembered per slot during a hand-over: a busy channel group sees ~10k lines/s,
-# so this covers ~10 s of overlap at that rate, at ~100 bytes an id.
-_DEDUP_CAPACITY = 100_000
-# Malformed lines: the first of each reason is logged with a sample, then at most one
-# summary per this many seconds (a flood of garbage must not become a flood of logs).
-_MALFORMED_SUMMARY_INTERVAL_S = 10.0
-_MALFORMED_SAMPLE_BYTES = 300
+# Channels listed per connection in status() (a slot can hold hundreds).
+_STATUS_WAITING_SHOWN = 20
 
 
 class ChatSink(Protocol):
@@ -103,110 +114,46 @@ class ChatSink(Protocol):
         """Keep a line that could not be decoded or parsed (exact bytes, no line end)."""
 
 
-_HINTS = {
-    "join_limit": "Twitch closed the connection while JOINs were unanswered, the usual "
-    "sign of exceeding its join rate limit: lower TWITCH_JOIN_RATE_LIMIT",
-}
-
-
-def _reconnect_cause(conn: TwitchConnection, cause: DisconnectCause) -> str:
-    """The `twitch_reconnects{cause}` label for a connection that ended unexpectedly."""
-    if cause is DisconnectCause.CONNECTION_LOST and conn.session.pending_joins:
-        # Twitch gives no reason when it drops a client over its JOIN rate; a close
-        # while JOINs await their echo is the one visible sign.
-        return "join_limit"
-    if cause is DisconnectCause.CLOSED:
-        return "connection_lost"  # closed by us, but not on purpose (a failed hand-over)
-    return cause.value
-
-
 class TwitchGaveUp(TwitchError):  # noqa: N818 - the name the service and docs use
     """`twitch_max_reconnect_attempts` connection attempts in a row failed."""
 
 
-class _RecentIds:
-    """Keys of lines delivered recently by one slot, for de-duplication during a hand-over.
-
-    Insertion-ordered dict as a bounded FIFO: O(1) lookup, oldest evicted first.
-    """
-
-    __slots__ = ("_capacity", "_seen", "expires_at")
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._seen: dict[str, None] = {}
-        self.expires_at: float | None = None
-
-    def fresh(self, messages: list[IrcMessage]) -> list[IrcMessage]:
-        seen = self._seen
-        kept: list[IrcMessage] = []
-        for message in messages:
-            # Lines without an id (ROOMSTATE, CLEARCHAT…) carry their own timestamp, so
-            # the raw text identifies the same event seen on both sockets.
-            key = message.get_tag("id") or message.raw
-            if key in seen:
-                continue
-            seen[key] = None
-            kept.append(message)
-        overflow = len(seen) - self._capacity
-        if overflow > 0:
-            for key in list(islice(seen, overflow)):
-                del seen[key]
-        dropped = len(messages) - len(kept)
-        if dropped:
-            DUPLICATE_MESSAGES_DROPPED.inc(dropped)
-        return kept
+ConnectionFactory = Callable[[str, ChatHandler, EventHandler], TwitchConnection]
+"""`(name, on_chat, on_event)` → a new, not yet connected `TwitchConnection`."""
 
 
-class _MalformedLineLog:
-    """Counts malformed lines and logs them without flooding (see the constants)."""
+@dataclass(frozen=True, slots=True)
+class SlotContext:
+    """Everything a slot uses that it does not own, handed over explicitly by the pool."""
 
-    def __init__(self) -> None:
-        self._seen_reasons: set[str] = set()
-        self._unreported: dict[str, int] = {}
-        self._last_summary = 0.0
-
-    def record(self, raw: bytes, reason: str, now: float) -> None:
-        MALFORMED_LINES.labels(reason=reason).inc()
-        if reason not in self._seen_reasons:
-            self._seen_reasons.add(reason)
-            self._last_summary = now
-            log.warning(
-                "malformed twitch line; sent to the dead-letter sink",
-                reason=reason,
-                sample=raw[:_MALFORMED_SAMPLE_BYTES].decode("utf-8", "backslashreplace"),
-            )
-            return
-        self._unreported[reason] = self._unreported.get(reason, 0) + 1
-        if now - self._last_summary >= _MALFORMED_SUMMARY_INTERVAL_S:
-            log.warning("malformed twitch lines since last report", counts=self._unreported)
-            self._unreported = {}
-            self._last_summary = now
-
-
-class _OpenPacer:
-    """At most one new socket per `interval_s` across the pool (Twitch also limits logins)."""
-
-    def __init__(self, interval_s: float) -> None:
-        self._interval_s = interval_s
-        self._next_at = float("-inf")
-        self._lock = asyncio.Lock()
-
-    async def wait_turn(self) -> None:
-        async with self._lock:
-            loop = asyncio.get_running_loop()
-            delay = self._next_at - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            self._next_at = loop.time() + self._interval_s
+    sink: ChatSink
+    # Shared by every slot: a channel's room id is learned on whichever socket joins it.
+    room_ids: dict[str, str]
+    limiter: JoinRateLimiter
+    pacer: OpenPacer
+    open_connection: ConnectionFactory
+    new_backoff: Callable[[], ExponentialBackoff]
+    join_retry_interval_s: float
+    join_timeout_s: float
+    reconnect_overlap_s: float
+    # Reports back to the pool.
+    malformed: Callable[[MalformedLine, int], None]
+    fatal: Callable[[BaseException], None]
+    is_stopping: Callable[[], bool]
+    channels_changed: Callable[[], None]
+    status_changed: Callable[[], None]
+    join_queue_changed: Callable[[], None]
 
 
 class _Joiner:
     """Feeds one connection's JOINs through the shared limiter, in batches."""
 
-    def __init__(self, conn: TwitchConnection, source: TwitchSource) -> None:
+    def __init__(
+        self, conn: TwitchConnection, limiter: JoinRateLimiter, changed: Callable[[], None]
+    ) -> None:
         self.conn = conn
-        self._source = source
+        self._limiter = limiter
+        self._changed = changed
         self.queue: dict[str, None] = {}
         self._wakeup = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"{conn.name}-joiner")
@@ -216,26 +163,25 @@ class _Joiner:
             self.queue[channel] = None
         if self.queue:
             self._wakeup.set()
-        self._source._refresh_join_queue()
+        self._changed()
 
     def discard(self, channels: Iterable[str]) -> None:
         for channel in channels:
             self.queue.pop(channel, None)
-        self._source._refresh_join_queue()
+        self._changed()
 
     def stop(self) -> None:
         self._task.cancel()
         self.queue.clear()
-        self._source._refresh_join_queue()
+        self._changed()
 
     async def _run(self) -> None:
-        limiter = self._source._limiter
         while True:
             if not self.queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            granted = await limiter.acquire(min(len(self.queue), _MAX_JOIN_BATCH))
+            granted = await self._limiter.acquire(min(len(self.queue), _MAX_JOIN_BATCH))
             # The queue may have shrunk while we waited (removed channels); the unused
             # slots are simply not used.
             batch = list(self.queue)[:granted]
@@ -243,44 +189,48 @@ class _Joiner:
                 del self.queue[channel]
             if batch:
                 self.conn.join(batch)
-            self._source._refresh_join_queue()
+            self._changed()
 
 
 class _Slot:
-    """One group of channels and the connection(s) reading them."""
+    """One group of channels and the connection(s) reading them.
 
-    def __init__(self, source: TwitchSource, slot_id: int, channels: Iterable[str]) -> None:
-        self.source = source
+    The channel bookkeeping is `self.plan` (pure); this class runs the sockets and the
+    timers around it.
+    """
+
+    def __init__(self, ctx: SlotContext, slot_id: int, channels: Iterable[str]) -> None:
+        self._ctx = ctx
         self.id = slot_id
-        self.wanted: dict[str, None] = dict.fromkeys(channels)
-        self.failed: dict[str, str] = {}
-        self._retry_at: dict[str, float] = {}
-        # Failed channels whose JOIN merely went unanswered: see _forget_join_timeouts.
-        self._timed_out: set[str] = set()
+        self.plan = ChannelPlan(channels, ctx.join_retry_interval_s)
         self._retry_changed = asyncio.Event()
-        self._join_progress = asyncio.Event()
+        # Set on every JOIN answer and when the old connection of a hand-over ends.
+        self._handover_wakeup = asyncio.Event()
         self.current: TwitchConnection | None = None
         self.successor: TwitchConnection | None = None
         self._joiners: dict[TwitchConnection, _Joiner] = {}
         self._handover: asyncio.Task[TwitchConnection | None] | None = None
+        self._handover_plan: HandoverPlan | None = None
         self._reconnect_asked: set[TwitchConnection] = set()
-        self._dedup: _RecentIds | None = None
+        self._dedup: RecentIds | None = None
         self._generation = 0
         self._all_joined_logged = False
         self.status = ConnectionStatus.CONNECTING
-        settings = source._settings
-        self.backoff = ExponentialBackoff(
-            settings.twitch_reconnect_base_s,
-            settings.twitch_reconnect_max_s,
-            reset_after_s=settings.twitch_reconnect_reset_after_s,
-            max_attempts=settings.twitch_max_reconnect_attempts,
-        )
+        self.backoff = ctx.new_backoff()
         self._tasks: list[asyncio.Task[None]] = []
         self.stopped = False
 
     @property
     def name(self) -> str:
         return f"twitch-{self.id}"
+
+    @property
+    def wanted(self) -> dict[str, None]:
+        return self.plan.wanted
+
+    @property
+    def failed(self) -> dict[str, str]:
+        return self.plan.failed
 
     def start(self) -> None:
         self._tasks = [
@@ -314,6 +264,9 @@ class _Slot:
         for conn in conns | self._joiners.keys():
             conn.cancel_reading()
 
+    def _halting(self) -> bool:
+        return self.stopped or self._ctx.is_stopping()
+
     # --- connection life cycle ---------------------------------------------------------
 
     async def _supervise(self) -> None:
@@ -322,7 +275,7 @@ class _Slot:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            self.source._fail(exc)
+            self._ctx.fatal(exc)
 
     async def _supervise_forever(self) -> None:
         conn: TwitchConnection | None = None
@@ -340,16 +293,17 @@ class _Slot:
                     conn = successor
                     continue
                 self._discard_successor(successor)
-            if self.stopped or self.source._stopping:
+            if self._halting():
                 return
             self.current = None
             self._dedup = None
-            self._forget_join_timeouts()
+            self.plan.connection_lost()
+            self._retry_changed.set()
             healthy_for = 0.0
             if conn.logged_in_at is not None:
                 healthy_for = asyncio.get_running_loop().time() - conn.logged_in_at
             self.backoff.connection_ended(healthy_for)
-            label = _reconnect_cause(conn, cause)
+            label = reconnect_cause(cause, joins_pending=bool(conn.session.pending_joins))
             RECONNECTS.labels(cause=label).inc()
             delay = self.backoff.next_delay()
             log.warning(
@@ -358,20 +312,22 @@ class _Slot:
                 cause=label,
                 connected_for_s=round(healthy_for, 3),
                 retry_in_s=round(delay, 3),
-                hint=_HINTS.get(label),
+                hint=RECONNECT_HINTS.get(label),
             )
             self._set_status(ConnectionStatus.RECONNECTING)
-            self.source._refresh_channel_metrics()
+            self._ctx.channels_changed()
             conn = None
             await asyncio.sleep(delay)
 
     def _new_connection(self) -> TwitchConnection:
         self._generation += 1
-        return self.source._make_connection(f"{self.name}.{self._generation}", self)
+        return self._ctx.open_connection(
+            f"{self.name}.{self._generation}", self.on_chat, self.on_event
+        )
 
     async def _open_once(self) -> TwitchConnection:
         """One paced connection attempt; raises TwitchConnectError/AuthenticationError."""
-        await self.source._pacer.wait_turn()
+        await self._ctx.pacer.wait_turn()
         conn = self._new_connection()
         try:
             await conn.connect()
@@ -411,7 +367,7 @@ class _Slot:
         self._all_joined_logged = False
         self._set_status(ConnectionStatus.CONNECTED)
         log.info("twitch connection ready", connection=conn.name, channels=len(self.wanted))
-        self._start_joiner(conn).add(self._channels_to_join())
+        self._start_joiner(conn).add(self.plan.to_join())
         if conn in self._reconnect_asked:
             self._begin_handover(conn)
 
@@ -422,37 +378,20 @@ class _Slot:
         if old is not None:
             self._drop_joiner(old)
             self._reconnect_asked.discard(old)
-        dedup = self._dedup
-        if dedup is not None:
+        dedup, plan = self._dedup, self._handover_plan
+        if dedup is not None and plan is not None:
             # The new socket may still hold lines the old one delivered: keep filtering
-            # for one more overlap period, then stop paying for it on the hot path.
-            grace = max(self.source._settings.twitch_reconnect_overlap_s, 1.0)
-            dedup.expires_at = asyncio.get_running_loop().time() + grace
+            # a little longer, then stop paying for it on the hot path.
+            dedup.expires_at = plan.dedup_expires_at(asyncio.get_running_loop().time())
+        self._handover_plan = None
         self._set_status(ConnectionStatus.CONNECTED)
-        self.source._refresh_channel_metrics()
+        self._ctx.channels_changed()
         log.info("twitch reconnect hand-over complete", connection=successor.name)
         if successor in self._reconnect_asked:
             self._begin_handover(successor)
 
-    def _forget_join_timeouts(self) -> None:
-        """The connection died: JOINs it left unanswered are joined again on the next one.
-
-        A stalled socket times its pending JOINs out before the keepalive declares it
-        dead (join timeout < ping interval + pong timeout); that silence was the
-        connection's, not the channel's, so waiting the retry interval would be wrong.
-        Channels Twitch refused with a NOTICE keep their retry schedule.
-        """
-        for channel in self._timed_out:
-            self._retry_at.pop(channel, None)
-        self._timed_out.clear()
-        self._retry_changed.set()
-
-    def _channels_to_join(self) -> list[str]:
-        # Failed channels wait for their retry timer; the rest are (re)joined now.
-        return [c for c in self.wanted if c not in self._retry_at]
-
     def _start_joiner(self, conn: TwitchConnection) -> _Joiner:
-        joiner = _Joiner(conn, self.source)
+        joiner = _Joiner(conn, self._ctx.limiter, self._ctx.join_queue_changed)
         self._joiners[conn] = joiner
         return joiner
 
@@ -464,7 +403,7 @@ class _Slot:
     # --- RECONNECT hand-over -------------------------------------------------------------
 
     def _begin_handover(self, old: TwitchConnection) -> None:
-        if self._handover is not None or self.stopped or self.source._stopping:
+        if self._handover is not None or self._halting():
             self._reconnect_asked.add(old)
             return
         self._reconnect_asked.discard(old)
@@ -472,16 +411,20 @@ class _Slot:
         log.info("twitch asked us to reconnect; opening a replacement first", connection=old.name)
         # Filtering starts before the new socket joins anything: from its first JOIN on,
         # a line can arrive on both.
-        self._dedup = _RecentIds(_DEDUP_CAPACITY)
-        self._handover = asyncio.create_task(self._hand_over(old), name=f"{self.name}-handover")
+        self._dedup = RecentIds()
+        self._handover_plan = HandoverPlan(self._ctx.join_timeout_s, self._ctx.reconnect_overlap_s)
+        self._handover = asyncio.create_task(
+            self._hand_over(old, self._handover_plan), name=f"{self.name}-handover"
+        )
 
-    async def _hand_over(self, old: TwitchConnection) -> TwitchConnection | None:
-        settings = self.source._settings
+    async def _hand_over(
+        self, old: TwitchConnection, plan: HandoverPlan
+    ) -> TwitchConnection | None:
         loop = asyncio.get_running_loop()
         try:
             new = await self._open_once()
         except TwitchAuthenticationError as exc:
-            self.source._fail(exc)
+            self._ctx.fatal(exc)
             return None
         except TwitchConnectError as exc:
             log.warning(
@@ -490,22 +433,28 @@ class _Slot:
                 error=str(exc),
             )
             self._dedup = None
+            self._handover_plan = None
             return None
         self.successor = new
-        self._start_joiner(new).add(self._channels_to_join())
-        # Wait until the new connection reads everything the old one does (each wanted
-        # channel joined or known-failed), bounded by the join timeout.
-        deadline = loop.time() + settings.twitch_join_timeout_s * 2 + 1.0
-        while not self._settled(new) and new.is_connected() and not old.is_closing:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            self._join_progress.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._join_progress.wait(), remaining)
-        if not old.is_closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(old.wait_ended(), settings.twitch_reconnect_overlap_s)
+        self._start_joiner(new).add(self.plan.to_join())
+        plan.successor_opened(loop.time())
+        old_ended = asyncio.create_task(old.wait_ended(), name=f"{old.name}-ended")
+        old_ended.add_done_callback(lambda _: self._handover_wakeup.set())
+        try:
+            while True:
+                self._handover_wakeup.clear()
+                step, until = plan.step(
+                    loop.time(),
+                    settled=self.plan.settled(new.session.joined_channels),
+                    successor_alive=new.is_connected(),
+                    old_closing=old.is_closing,
+                )
+                if step is HandoverStep.DROP_OLD:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._handover_wakeup.wait(), until - loop.time())
+        finally:
+            old_ended.cancel()
         old.close(DisconnectCause.CLOSED)
         if not new.is_connected():
             self._discard_successor(new)
@@ -517,10 +466,7 @@ class _Slot:
         conn.close()
         if self.successor is conn:
             self.successor = None
-
-    def _settled(self, conn: TwitchConnection) -> bool:
-        joined = conn.session.joined_channels
-        return all(c in joined or c in self.failed for c in self.wanted)
+        self._handover_plan = None
 
     # --- events from the connections -------------------------------------------------
 
@@ -529,38 +475,35 @@ class _Slot:
     ) -> None:
         dedup = self._dedup
         if dedup is not None:
-            if (
-                dedup.expires_at is not None
-                and asyncio.get_running_loop().time() >= dedup.expires_at
-            ):
+            if dedup.expires_at is not None and dedup.expired(asyncio.get_running_loop().time()):
                 self._dedup = None
             else:
                 messages = dedup.fresh(messages)
                 if not messages:
                     return
-        await self.source._sink.deliver(messages, received_at_ms, self.source._room_ids)
+        await self._ctx.sink.deliver(messages, received_at_ms, self._ctx.room_ids)
 
     def on_event(self, conn: TwitchConnection, event: Event, received_at_ms: int) -> None:
         if isinstance(event, MalformedLine):
-            self.source._malformed(event, received_at_ms)
+            self._ctx.malformed(event, received_at_ms)
         elif isinstance(event, RoomIdLearned):
-            self.source._room_ids[event.channel] = event.room_id
+            self._ctx.room_ids[event.channel] = event.room_id
         elif conn is not self.current and conn is not self.successor:
             return  # a connection on its way out
         elif isinstance(event, ChannelJoined):
             self._on_joined(conn, event.channel)
         elif isinstance(event, JoinFailed):
-            self._timed_out.discard(event.channel)
-            self._on_join_failed(event.channel, f"{event.reason_msg_id}: {event.text}")
+            now = asyncio.get_running_loop().time()
+            reason = f"{event.reason_msg_id}: {event.text}"
+            self._join_failed(event.channel, reason, self.plan.refused(event.channel, reason, now))
         elif isinstance(event, JoinTimedOut):
-            self._on_join_failed(
-                event.channel, f"no JOIN echo within {event.waited_s:.3g} s (no reason given)"
-            )
-            if event.channel in self.failed:
-                self._timed_out.add(event.channel)
+            now = asyncio.get_running_loop().time()
+            reason = f"no JOIN echo within {event.waited_s:.3g} s (no reason given)"
+            first = self.plan.timed_out(event.channel, reason, now)
+            self._join_failed(event.channel, reason, first)
         elif isinstance(event, ChannelParted):
-            if event.channel in self.wanted:
-                self._on_join_failed(event.channel, "parted by the server")
+            first = self.plan.parted(event.channel, asyncio.get_running_loop().time())
+            self._join_failed(event.channel, self.plan.failed.get(event.channel), first)
         elif isinstance(event, ReconnectRequested):
             if conn is self.current:
                 self._begin_handover(conn)
@@ -568,62 +511,53 @@ class _Slot:
                 self._reconnect_asked.add(conn)
 
     def _on_joined(self, conn: TwitchConnection, channel: str) -> None:
-        if channel not in self.wanted:
+        was = self.plan.failed.get(channel)
+        outcome = self.plan.joined(channel)
+        if outcome is JoinOutcome.UNWANTED:
             conn.part([channel])  # removed while the JOIN was in flight
             return
-        reason = self.failed.pop(channel, None)
-        self._retry_at.pop(channel, None)
-        self._timed_out.discard(channel)
-        if reason is not None:
-            log.info("twitch channel joined after failing", channel=channel, was=reason)
-        self._join_progress.set()
+        if outcome is JoinOutcome.RECOVERED:
+            log.info("twitch channel joined after failing", channel=channel, was=was)
+        self._handover_wakeup.set()
         if conn is self.current:
-            self.source._refresh_channel_metrics()
-            if not self._all_joined_logged and self._settled(conn):
+            self._ctx.channels_changed()
+            if not self._all_joined_logged and self.plan.settled(conn.session.joined_channels):
                 self._all_joined_logged = True
                 log.info(
                     "twitch channels joined",
                     connection=conn.name,
                     joined=len(conn.session.joined_channels),
-                    failed=len(self.failed),
+                    failed=len(self.plan.failed),
                 )
 
-    def _on_join_failed(self, channel: str, reason: str) -> None:
-        if channel not in self.wanted:
+    def _join_failed(self, channel: str, reason: str | None, first: bool) -> None:
+        if channel not in self.plan.wanted:
             return
-        previous = self.failed.get(channel)
-        self.failed[channel] = reason
-        retry_s = self.source._settings.twitch_join_retry_interval_s
-        self._retry_at[channel] = asyncio.get_running_loop().time() + retry_s
         self._retry_changed.set()
-        self._join_progress.set()
-        if previous is None:
+        self._handover_wakeup.set()
+        if first:
             log.warning(
                 "twitch channel could not be joined; will retry",
                 channel=channel,
                 reason=reason,
-                retry_in_s=retry_s,
+                retry_in_s=self.plan.retry_interval_s,
             )
-        self.source._refresh_channel_metrics()
+        self._ctx.channels_changed()
 
     async def _retry_failed(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             self._retry_changed.clear()
-            if not self._retry_at:
+            retry_at = self.plan.next_retry_at()
+            if retry_at is None:
                 await self._retry_changed.wait()
                 continue
-            now = loop.time()
-            due = [c for c, at in self._retry_at.items() if at <= now]
+            due = self.plan.take_due(loop.time())
             if not due:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._retry_changed.wait(), min(self._retry_at.values()) - now
-                    )
+                    await asyncio.wait_for(self._retry_changed.wait(), retry_at - loop.time())
                 continue
-            for channel in due:
-                del self._retry_at[channel]
-            # Not connected: the next (re)connect joins them, as they left _retry_at.
+            # Not connected: the next (re)connect joins them, as they left the schedule.
             for conn in (self.current, self.successor):
                 joiner = self._joiners.get(conn) if conn is not None else None
                 if joiner is not None:
@@ -632,18 +566,13 @@ class _Slot:
     # --- channel set changes ---------------------------------------------------------
 
     def add(self, channels: list[str]) -> None:
-        for channel in channels:
-            self.wanted[channel] = None
+        self.plan.add(channels)
         self._all_joined_logged = False
         for joiner in list(self._joiners.values()):
             joiner.add(channels)
 
     def remove(self, channels: list[str]) -> None:
-        for channel in channels:
-            self.wanted.pop(channel, None)
-            self.failed.pop(channel, None)
-            self._retry_at.pop(channel, None)
-            self._timed_out.discard(channel)
+        self.plan.remove(channels)
         for joiner in list(self._joiners.values()):
             joiner.discard(channels)
             joined = joiner.conn.session.joined_channels
@@ -651,14 +580,23 @@ class _Slot:
             leave = [c for c in channels if c in joined or c in pending]
             if leave:
                 joiner.conn.part(leave)
-        self.source._refresh_channel_metrics()
+        self._ctx.channels_changed()
 
     # --- state ---------------------------------------------------------------------------
 
     def _set_status(self, status: ConnectionStatus) -> None:
         if status is not self.status:
             self.status = status
-            self.source._refresh_connection_metrics()
+            self._ctx.status_changed()
+
+    def joined(self) -> frozenset[str]:
+        """Channels Twitch confirmed on a live connection of this slot (old or new)."""
+        live = [
+            c.session.joined_channels
+            for c in (self.current, self.successor)
+            if c is not None and c.is_connected()
+        ]
+        return frozenset().union(*live) & self.plan.wanted.keys()
 
     def joined_count(self) -> int:
         conn = self.current
@@ -666,21 +604,27 @@ class _Slot:
             return 0
         return len(conn.session.joined_channels)
 
+    def join_queue_length(self) -> int:
+        return sum(len(joiner.queue) for joiner in self._joiners.values())
+
     def is_ready(self) -> bool:
         conn = self.current
-        return conn is not None and conn.is_connected() and self._settled(conn)
+        return (
+            conn is not None
+            and conn.is_connected()
+            and self.plan.settled(conn.session.joined_channels)
+        )
 
     def describe(self) -> dict[str, object]:
         conn = self.current
         joined = conn.session.joined_channels if conn is not None and conn.is_connected() else set()
-        waiting = [c for c in self.wanted if c not in joined and c not in self.failed]
         return {
             "connection": self.name,
             "status": self.status.value,
             "channels": len(self.wanted),
             "joined": len(joined),
             "failed": len(self.failed),
-            "not_yet_joined": waiting[:20],
+            "not_yet_joined": self.plan.not_yet_joined(joined)[:_STATUS_WAITING_SHOWN],
             "handing_over": self.successor is not None,
         }
 
@@ -705,26 +649,44 @@ class TwitchSource:
         join_limiter: JoinRateLimiter | None = None,
     ) -> None:
         self._settings = settings
-        self._sink = sink
         self._login = settings.twitch_login
         self._token = settings.twitch_oauth_token
-        self._limiter = join_limiter or JoinRateLimiter(
-            settings.twitch_join_rate_limit, settings.twitch_join_rate_window_s
-        )
-        self._pacer = _OpenPacer(settings.twitch_connection_open_interval_s)
         self._room_ids: dict[str, str] = {}
+        self._malformed_log = MalformedLineLog()
+        self._slot_context = SlotContext(
+            sink=sink,
+            room_ids=self._room_ids,
+            limiter=join_limiter
+            or JoinRateLimiter(settings.twitch_join_rate_limit, settings.twitch_join_rate_window_s),
+            pacer=OpenPacer(settings.twitch_connection_open_interval_s),
+            open_connection=self._make_connection,
+            new_backoff=lambda: ExponentialBackoff(
+                settings.twitch_reconnect_base_s,
+                settings.twitch_reconnect_max_s,
+                reset_after_s=settings.twitch_reconnect_reset_after_s,
+                max_attempts=settings.twitch_max_reconnect_attempts,
+            ),
+            join_retry_interval_s=settings.twitch_join_retry_interval_s,
+            join_timeout_s=settings.twitch_join_timeout_s,
+            reconnect_overlap_s=settings.twitch_reconnect_overlap_s,
+            malformed=lambda event, at_ms: self._malformed(sink, event, at_ms),
+            fatal=self._fail,
+            is_stopping=lambda: self._stopping,
+            channels_changed=self._refresh_channel_metrics,
+            status_changed=self._refresh_connection_metrics,
+            join_queue_changed=self._refresh_join_queue,
+        )
         self._slots: list[_Slot] = []
         self._retiring: set[asyncio.Task[None]] = set()
         self._retiring_slots: list[_Slot] = []
         self._next_slot_id = 1
-        self._malformed_log = _MalformedLineLog()
         self._running = False
         self._stopping = False
         self._stop_requested: asyncio.Event | None = None
         self._fatal: asyncio.Future[None] | None = None
         self._finished: asyncio.Event | None = None
         initial = settings.twitch_channel if channels is None else channels
-        self._assign(_normalise_all(initial))
+        self._assign(normalise_logins(initial))
 
     def __repr__(self) -> str:
         return (
@@ -747,6 +709,14 @@ class TwitchSource:
     @property
     def room_ids(self) -> Mapping[str, str]:
         return self._room_ids
+
+    def joined_channels(self) -> frozenset[str]:
+        """Wanted channels whose JOIN Twitch confirmed on a connection that is still live.
+
+        During a RECONNECT hand-over a channel counts once either socket has it; after
+        a disconnect its channels drop out until the new connection joins them again.
+        """
+        return frozenset().union(*(slot.joined() for slot in self._slots))
 
     async def run(self) -> None:
         """Connect, join and deliver chat until `stop()`.
@@ -820,14 +790,14 @@ class TwitchSource:
     def add_channels(self, channels: Iterable[str]) -> None:
         """Start reading more channels (joined through the limiter when running)."""
         wanted = set(self.channels)
-        new = [c for c in _normalise_all(channels) if c not in wanted]
+        new = [c for c in normalise_logins(channels) if c not in wanted]
         if new:
             log.info("twitch channels added", count=len(new))
             self._assign(new)
 
     def remove_channels(self, channels: Iterable[str]) -> None:
         """Stop reading channels (PART them); a slot left empty closes its connection."""
-        gone = set(_normalise_all(channels))
+        gone = set(normalise_logins(channels))
         if not gone:
             return
         for slot in list(self._slots):
@@ -872,17 +842,14 @@ class TwitchSource:
     # --- internals -----------------------------------------------------------------------
 
     def _assign(self, channels: list[str]) -> None:
-        per_connection = self._settings.twitch_channels_per_connection
-        remaining = list(channels)
+        open_slots = [(slot.id, len(slot.wanted)) for slot in self._slots if not slot.stopped]
+        plan = assign_channels(open_slots, channels, self._settings.twitch_channels_per_connection)
         for slot in self._slots:
-            room = per_connection - len(slot.wanted)
-            if room > 0 and remaining and not slot.stopped:
-                slot.add(remaining[:room])
-                remaining = remaining[room:]
-        while remaining:
-            slot = _Slot(self, self._next_slot_id, remaining[:per_connection])
+            if slot.id in plan.into_existing:
+                slot.add(plan.into_existing[slot.id])
+        for group in plan.new_slots:
+            slot = _Slot(self._slot_context, self._next_slot_id, group)
             self._next_slot_id += 1
-            remaining = remaining[per_connection:]
             self._slots.append(slot)
             if self._running and not self._stopping:
                 slot.start()
@@ -895,7 +862,9 @@ class TwitchSource:
 
         return forget
 
-    def _make_connection(self, name: str, slot: _Slot) -> TwitchConnection:
+    def _make_connection(
+        self, name: str, on_chat: ChatHandler, on_event: EventHandler
+    ) -> TwitchConnection:
         settings = self._settings
         token = self._token.get_secret_value() if self._token is not None else None
         return TwitchConnection(
@@ -905,8 +874,8 @@ class TwitchSource:
             tls=settings.twitch_irc_tls,
             login=self._login,
             token=token,
-            on_chat=slot.on_chat,
-            on_event=slot.on_event,
+            on_chat=on_chat,
+            on_event=on_event,
             connect_timeout_s=settings.twitch_connect_timeout_s,
             login_timeout_s=settings.twitch_login_timeout_s,
             ping_interval_s=settings.twitch_ping_interval_s,
@@ -925,12 +894,12 @@ class TwitchSource:
                 log.error("twitch source gave up", error=str(exc))
             self._fatal.set_exception(exc)
 
-    def _malformed(self, event: MalformedLine, received_at_ms: int) -> None:
+    def _malformed(self, sink: ChatSink, event: MalformedLine, received_at_ms: int) -> None:
         self._malformed_log.record(event.raw, event.reason, time.monotonic())
-        self._sink.dead_letter(event.raw, event.reason, received_at_ms)
+        sink.dead_letter(event.raw, event.reason, received_at_ms)
 
     def _join_queue_length(self) -> int:
-        return sum(len(j.queue) for slot in self._slots for j in slot._joiners.values())
+        return sum(slot.join_queue_length() for slot in self._slots)
 
     def _refresh_join_queue(self) -> None:
         JOIN_QUEUE_LENGTH.set(self._join_queue_length())
@@ -945,17 +914,3 @@ class TwitchSource:
             counts[slot.status] += 1
         for status, count in counts.items():
             CONNECTION_STATES.labels(state=status.value).set(count)
-
-
-def _normalise_all(channels: Iterable[str]) -> list[str]:
-    """Lower-case logins without `#`, deduplicated; ValueError for anything else.
-
-    A comma or space in a "channel" would split the JOIN line into something else.
-    """
-    logins = dict.fromkeys(c.strip().removeprefix("#").lower() for c in channels if c.strip())
-    invalid = [login for login in logins if not _CHANNEL_LOGIN.fullmatch(login)]
-    if invalid:
-        raise ValueError(
-            f"not Twitch channel logins (1-25 letters, digits or underscores): {invalid[:5]}"
-        )
-    return list(logins)
