@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -48,9 +48,7 @@ from twitch_ingestion.metrics import (
 )
 from twitch_ingestion.twitch.backoff import ExponentialBackoff
 from twitch_ingestion.twitch.connection import (
-    ChatHandler,
     DisconnectCause,
-    EventHandler,
     TwitchAuthenticationError,
     TwitchConnectError,
     TwitchConnection,
@@ -80,11 +78,16 @@ from twitch_ingestion.twitch.session import (
     MalformedLine,
     ReconnectRequested,
     RoomIdLearned,
+    TwitchSession,
 )
 
 __all__ = [
     "ChatSink",
+    "ConnectionFactory",
+    "PoolConnection",
+    "SlotChatHandler",
     "SlotContext",
+    "SlotEventHandler",
     "TwitchAuthenticationError",
     "TwitchError",
     "TwitchGaveUp",
@@ -118,8 +121,30 @@ class TwitchGaveUp(TwitchError):  # noqa: N818 - the name the service and docs u
     """`twitch_max_reconnect_attempts` connection attempts in a row failed."""
 
 
-ConnectionFactory = Callable[[str, ChatHandler, EventHandler], TwitchConnection]
-"""`(name, on_chat, on_event)` → a new, not yet connected `TwitchConnection`."""
+class PoolConnection(Protocol):
+    """What a slot uses of a connection: `TwitchConnection`, or a fake in tests."""
+
+    name: str
+    session: TwitchSession
+    logged_in_at: float | None
+
+    async def connect(self) -> None: ...
+    def join(self, channels: Iterable[str]) -> None: ...
+    def part(self, channels: Iterable[str]) -> None: ...
+    def close(self, cause: DisconnectCause = DisconnectCause.CLOSED) -> None: ...
+    async def disconnect(self) -> None: ...
+    async def wait_closed(self) -> DisconnectCause: ...
+    async def wait_ended(self) -> None: ...
+    def cancel_reading(self) -> None: ...
+    def is_connected(self) -> bool: ...
+    @property
+    def is_closing(self) -> bool: ...
+
+
+SlotChatHandler = Callable[[PoolConnection, list[IrcMessage], int], Awaitable[None]]
+SlotEventHandler = Callable[[PoolConnection, Event, int], None]
+ConnectionFactory = Callable[[str, SlotChatHandler, SlotEventHandler], PoolConnection]
+"""`(name, on_chat, on_event)` → a new, not yet connected connection."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +174,7 @@ class _Joiner:
     """Feeds one connection's JOINs through the shared limiter, in batches."""
 
     def __init__(
-        self, conn: TwitchConnection, limiter: JoinRateLimiter, changed: Callable[[], None]
+        self, conn: PoolConnection, limiter: JoinRateLimiter, changed: Callable[[], None]
     ) -> None:
         self.conn = conn
         self._limiter = limiter
@@ -206,12 +231,12 @@ class _Slot:
         self._retry_changed = asyncio.Event()
         # Set on every JOIN answer and when the old connection of a hand-over ends.
         self._handover_wakeup = asyncio.Event()
-        self.current: TwitchConnection | None = None
-        self.successor: TwitchConnection | None = None
-        self._joiners: dict[TwitchConnection, _Joiner] = {}
-        self._handover: asyncio.Task[TwitchConnection | None] | None = None
+        self.current: PoolConnection | None = None
+        self.successor: PoolConnection | None = None
+        self._joiners: dict[PoolConnection, _Joiner] = {}
+        self._handover: asyncio.Task[PoolConnection | None] | None = None
         self._handover_plan: HandoverPlan | None = None
-        self._reconnect_asked: set[TwitchConnection] = set()
+        self._reconnect_asked: set[PoolConnection] = set()
         self._dedup: RecentIds | None = None
         self._generation = 0
         self._all_joined_logged = False
@@ -278,7 +303,7 @@ class _Slot:
             self._ctx.fatal(exc)
 
     async def _supervise_forever(self) -> None:
-        conn: TwitchConnection | None = None
+        conn: PoolConnection | None = None
         while True:
             if conn is None:
                 conn = await self._connect_with_backoff()
@@ -319,13 +344,13 @@ class _Slot:
             conn = None
             await asyncio.sleep(delay)
 
-    def _new_connection(self) -> TwitchConnection:
+    def _new_connection(self) -> PoolConnection:
         self._generation += 1
         return self._ctx.open_connection(
             f"{self.name}.{self._generation}", self.on_chat, self.on_event
         )
 
-    async def _open_once(self) -> TwitchConnection:
+    async def _open_once(self) -> PoolConnection:
         """One paced connection attempt; raises TwitchConnectError/AuthenticationError."""
         await self._ctx.pacer.wait_turn()
         conn = self._new_connection()
@@ -339,7 +364,7 @@ class _Slot:
         self.backoff.record_success()
         return conn
 
-    async def _connect_with_backoff(self) -> TwitchConnection:
+    async def _connect_with_backoff(self) -> PoolConnection:
         while True:
             try:
                 return await self._open_once()
@@ -361,7 +386,7 @@ class _Slot:
                 )
                 await asyncio.sleep(delay)
 
-    def _adopt(self, conn: TwitchConnection) -> None:
+    def _adopt(self, conn: PoolConnection) -> None:
         """`conn` just logged in as the slot's only connection: join everything."""
         self.current = conn
         self._all_joined_logged = False
@@ -371,7 +396,7 @@ class _Slot:
         if conn in self._reconnect_asked:
             self._begin_handover(conn)
 
-    def _promote(self, successor: TwitchConnection) -> None:
+    def _promote(self, successor: PoolConnection) -> None:
         old = self.current
         self.current = successor
         self.successor = None
@@ -379,10 +404,13 @@ class _Slot:
             self._drop_joiner(old)
             self._reconnect_asked.discard(old)
         dedup, plan = self._dedup, self._handover_plan
-        if dedup is not None and plan is not None:
-            # The new socket may still hold lines the old one delivered: keep filtering
-            # a little longer, then stop paying for it on the hot path.
-            dedup.expires_at = plan.dedup_expires_at(asyncio.get_running_loop().time())
+        if dedup is not None:
+            if plan is None:
+                self._dedup = None
+            else:
+                # The new socket may still hold lines the old one delivered: keep
+                # filtering a little longer, then stop paying for it on the hot path.
+                dedup.expires_at = plan.dedup_expires_at(asyncio.get_running_loop().time())
         self._handover_plan = None
         self._set_status(ConnectionStatus.CONNECTED)
         self._ctx.channels_changed()
@@ -390,19 +418,19 @@ class _Slot:
         if successor in self._reconnect_asked:
             self._begin_handover(successor)
 
-    def _start_joiner(self, conn: TwitchConnection) -> _Joiner:
+    def _start_joiner(self, conn: PoolConnection) -> _Joiner:
         joiner = _Joiner(conn, self._ctx.limiter, self._ctx.join_queue_changed)
         self._joiners[conn] = joiner
         return joiner
 
-    def _drop_joiner(self, conn: TwitchConnection) -> None:
+    def _drop_joiner(self, conn: PoolConnection) -> None:
         joiner = self._joiners.pop(conn, None)
         if joiner is not None:
             joiner.stop()
 
     # --- RECONNECT hand-over -------------------------------------------------------------
 
-    def _begin_handover(self, old: TwitchConnection) -> None:
+    def _begin_handover(self, old: PoolConnection) -> None:
         if self._handover is not None or self._halting():
             self._reconnect_asked.add(old)
             return
@@ -417,9 +445,7 @@ class _Slot:
             self._hand_over(old, self._handover_plan), name=f"{self.name}-handover"
         )
 
-    async def _hand_over(
-        self, old: TwitchConnection, plan: HandoverPlan
-    ) -> TwitchConnection | None:
+    async def _hand_over(self, old: PoolConnection, plan: HandoverPlan) -> PoolConnection | None:
         loop = asyncio.get_running_loop()
         try:
             new = await self._open_once()
@@ -461,7 +487,7 @@ class _Slot:
             return None
         return new
 
-    def _discard_successor(self, conn: TwitchConnection) -> None:
+    def _discard_successor(self, conn: PoolConnection) -> None:
         self._drop_joiner(conn)
         conn.close()
         if self.successor is conn:
@@ -471,7 +497,7 @@ class _Slot:
     # --- events from the connections -------------------------------------------------
 
     async def on_chat(
-        self, conn: TwitchConnection, messages: list[IrcMessage], received_at_ms: int
+        self, conn: PoolConnection, messages: list[IrcMessage], received_at_ms: int
     ) -> None:
         dedup = self._dedup
         if dedup is not None:
@@ -483,7 +509,7 @@ class _Slot:
                     return
         await self._ctx.sink.deliver(messages, received_at_ms, self._ctx.room_ids)
 
-    def on_event(self, conn: TwitchConnection, event: Event, received_at_ms: int) -> None:
+    def on_event(self, conn: PoolConnection, event: Event, received_at_ms: int) -> None:
         if isinstance(event, MalformedLine):
             self._ctx.malformed(event, received_at_ms)
         elif isinstance(event, RoomIdLearned):
@@ -510,7 +536,7 @@ class _Slot:
             else:
                 self._reconnect_asked.add(conn)
 
-    def _on_joined(self, conn: TwitchConnection, channel: str) -> None:
+    def _on_joined(self, conn: PoolConnection, channel: str) -> None:
         was = self.plan.failed.get(channel)
         outcome = self.plan.joined(channel)
         if outcome is JoinOutcome.UNWANTED:
@@ -647,7 +673,10 @@ class TwitchSource:
         *,
         channels: Iterable[str] | None = None,
         join_limiter: JoinRateLimiter | None = None,
+        connection_factory: ConnectionFactory | None = None,
     ) -> None:
+        """`join_limiter` may be shared with other sources of the same account;
+        `connection_factory` replaces the real sockets (tests)."""
         self._settings = settings
         self._login = settings.twitch_login
         self._token = settings.twitch_oauth_token
@@ -659,7 +688,7 @@ class TwitchSource:
             limiter=join_limiter
             or JoinRateLimiter(settings.twitch_join_rate_limit, settings.twitch_join_rate_window_s),
             pacer=OpenPacer(settings.twitch_connection_open_interval_s),
-            open_connection=self._make_connection,
+            open_connection=connection_factory or self._make_connection,
             new_backoff=lambda: ExponentialBackoff(
                 settings.twitch_reconnect_base_s,
                 settings.twitch_reconnect_max_s,
@@ -863,7 +892,7 @@ class TwitchSource:
         return forget
 
     def _make_connection(
-        self, name: str, on_chat: ChatHandler, on_event: EventHandler
+        self, name: str, on_chat: SlotChatHandler, on_event: SlotEventHandler
     ) -> TwitchConnection:
         settings = self._settings
         token = self._token.get_secret_value() if self._token is not None else None
