@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from twitch_ingestion.channels import (
     ChannelLoginError,
@@ -85,3 +88,18 @@ def test_the_fleet_cli_and_the_control_topic_use_the_rule() -> None:
     invalid = decode_record(b"two,channels", None)
     assert isinstance(invalid, InvalidRecord)
     assert "contains ','" in invalid.reason
+
+
+@given(st.text(max_size=40))
+def test_whatever_the_input_a_login_is_valid_and_normalising_it_again_changes_nothing(
+    value: str,
+) -> None:
+    login = normalise_login(value)
+
+    if isinstance(login, InvalidLogin):
+        assert login.given == value
+        assert login.reason
+    else:
+        assert re.fullmatch(r"[a-z0-9_]{1,25}", login)
+        assert normalise_login(login) == login
+        assert normalise_login("#" + login.upper()) == login

@@ -197,6 +197,9 @@ class Slot:
 
     def __init__(self, ctx: SlotContext, slot_id: int, channels: Iterable[str]) -> None:
         self._ctx = ctx
+        # Bound once: on_chat runs per chunk on the hot path.
+        self._deliver = ctx.sink.deliver
+        self._room_ids = ctx.room_ids
         self.id = slot_id
         self.plan = ChannelPlan(channels, ctx.join_retry_interval_s)
         self._retry_changed = asyncio.Event()
@@ -478,7 +481,7 @@ class Slot:
                 messages = dedup.fresh(messages)
                 if not messages:
                     return
-        await self._ctx.sink.deliver(messages, received_at_ms, self._ctx.room_ids)
+        await self._deliver(messages, received_at_ms, self._room_ids)
 
     def on_event(self, conn: PoolConnection, event: Event, received_at_ms: int) -> None:
         if isinstance(event, MalformedLine):
