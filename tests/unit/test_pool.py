@@ -397,7 +397,9 @@ async def test_stop_ends_every_task_even_while_chat_flows(sim: TwitchSimulator) 
     await asyncio.wait_for(task, 10)
 
     assert not stream.done(), "the stream was still flowing when stop() returned"
-    assert source_tasks() == [], "no reader is left that could deliver after stop()"
+    readers = [name for name in source_tasks() if name.endswith("-reader")]
+    assert readers == [], "no reader is left that could deliver after stop()"
+    await eventually(lambda: source_tasks() == [])  # cancelled helpers finish, none leak
     assert sink.after_stop == 0, "nothing delivered after stop()"
 
 
@@ -517,4 +519,5 @@ async def test_stop_abandons_a_sink_blocked_past_the_grace_period(sim: TwitchSim
     assert [e["event"] for e in logs if "abandoning" in e["event"]] == [
         "twitch source: sink still blocked at shutdown; abandoning chunks"
     ]
-    assert source_tasks() == []
+    assert not any(name.endswith("-reader") for name in source_tasks())
+    await eventually(lambda: source_tasks() == [])
