@@ -63,7 +63,7 @@ def normalise_login(value: str) -> str | InvalidLogin:
     if len(login) > _MAX_LOGIN_CHARS:
         return InvalidLogin(value, f"{len(login)} characters, at most {_MAX_LOGIN_CHARS}")
     bad = sorted({c for c in login if not (c.isascii() and (c.isalnum() or c == "_"))})
-    return InvalidLogin(value, f"contains {''.join(bad)!r} ({LOGIN_RULE})")
+    return InvalidLogin(value, f"contains {''.join(bad)!r}")
 
 
 def normalise_logins(values: Iterable[str]) -> list[str]:

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from twitch_ingestion.channels import InvalidLogin, normalise_login
+from twitch_ingestion.channels import LOGIN_RULE, InvalidLogin, normalise_login
 
 __all__ = [
     "BufferFullPolicy",
@@ -182,7 +182,9 @@ class Settings(BaseSettings):
         for channel in channels:
             login = normalise_login(channel)
             if isinstance(login, InvalidLogin):
-                raise ValueError(f"{channel!r} is not a Twitch channel login: {login.reason}")
+                raise ValueError(
+                    f"{channel!r} is not a Twitch channel login ({LOGIN_RULE}): {login.reason}"
+                )
             if login not in normalised:
                 normalised.append(login)
         return normalised

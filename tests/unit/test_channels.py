@@ -75,7 +75,9 @@ def test_twitch_channel_setting_uses_the_rule() -> None:
     values: dict[str, Any] = {"twitch_channel": "#Forsen, xqcow,forsen"}
     assert Settings(_env_file=None, **values).twitch_channel == ["forsen", "xqcow"]  # type: ignore[call-arg]
 
-    with pytest.raises(ValueError, match="'bad name' is not a Twitch channel login: contains"):
+    with pytest.raises(
+        ValueError, match=r"'bad name' is not a Twitch channel login \(1-25 .*\): contains ' '"
+    ):
         Settings(_env_file=None, twitch_channel=["bad name"])  # type: ignore[call-arg]
 
 
