@@ -82,6 +82,14 @@ def captured_log(monkeypatch: pytest.MonkeyPatch) -> CapturingLogger:
     return capture
 
 
+# Property tests open real buffers in temporary directories: slow, and they share one.
+PROPERTY_SETTINGS = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
 def warnings_named(capture: CapturingLogger, event: str) -> list[dict[str, object]]:
     return [
         call.kwargs
@@ -615,11 +623,16 @@ def test_intact_frames_out_of_seq_order_are_ignored(tmp_path: Path) -> None:
     reopened.close()
 
 
-@settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+def ack_some(buffer: Buffer, data: st.DataObject, appended: list[int], acked: set[int]) -> None:
+    """Ack a drawn subset, in a drawn order, of the appended records not yet acked."""
+    candidates = sorted(set(appended) - acked)
+    to_ack = data.draw(st.lists(st.sampled_from(candidates), unique=True), label="acks")
+    for seq in to_ack:
+        buffer.ack(seq)
+    acked.update(to_ack)
+
+
+@PROPERTY_SETTINGS
 @given(data=st.data())
 def test_reopen_replays_every_unacked_record_and_nothing_acked_before_a_checkpoint(
     tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
@@ -633,11 +646,7 @@ def test_reopen_replays_every_unacked_record_and_nothing_acked_before_a_checkpoi
     for size in data.draw(st.lists(st.integers(1, 12), min_size=1, max_size=10), label="batches"):
         first, count = buffer.append_batch(records(len(appended), len(appended) + size))
         appended.extend(range(first, first + count))
-        candidates = sorted(set(appended) - acked)
-        to_ack = data.draw(st.lists(st.sampled_from(candidates), unique=True), label="acks")
-        for seq in to_ack:
-            buffer.ack(seq)
-        acked.update(to_ack)
+        ack_some(buffer, data, appended, acked)
         if data.draw(st.booleans(), label="tick"):
             clock += 10
             buffer.maybe_sync(clock)

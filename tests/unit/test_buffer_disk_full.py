@@ -14,12 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import CapturingLogger
 
 from tests.unit import test_buffer
 from tests.unit.test_buffer import (
+    ack_some,
     dropped,
     record,
     records,
@@ -340,11 +341,7 @@ def test_a_spill_to_a_full_disk_keeps_records_in_memory_only_until_it_has_room(
 # --- the property ---------------------------------------------------------------------
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@settings(test_buffer.PROPERTY_SETTINGS, max_examples=40)
 @given(data=st.data())
 def test_whatever_the_disk_does_unacked_and_replay_hold_every_unacked_record_in_order(
     tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
@@ -361,11 +358,7 @@ def test_whatever_the_disk_does_unacked_and_replay_hold_every_unacked_record_in_
         first, count = buffer.append_batch(records(len(appended), len(appended) + size, SIZE))
         assert (first, count) == (len(appended), size)
         appended.extend(range(first, first + count))
-        candidates = sorted(set(appended) - acked)
-        to_ack = data.draw(st.lists(st.sampled_from(candidates), unique=True), label="acks")
-        for seq in to_ack:
-            buffer.ack(seq)
-        acked.update(to_ack)
+        ack_some(buffer, data, appended, acked)
         clock += data.draw(st.sampled_from([0.0, 0.5, 2.0]), label="tick")
         buffer.maybe_sync(clock)
         assert seqs_of(buffer) == sorted(set(appended) - acked)
@@ -406,7 +399,7 @@ def test_buffer_dir_below_a_file_cannot_be_created_and_says_so(tmp_path: Path) -
 @pytest.mark.parametrize(
     ("error", "hint"),
     [
-        (errno.EACCES, f"make it writable by this user (uid {os.getuid()})"),
+        (errno.EACCES, f"give this user (uid {os.getuid()}) write access"),
         (errno.EROFS, "point BUFFER_DIR at a writable filesystem"),
         (errno.ENOSPC, "free space on that disk"),
     ],

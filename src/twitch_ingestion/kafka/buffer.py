@@ -256,8 +256,8 @@ def _directory_error(directory: Path, error: OSError) -> BufferDirectoryError:
     failed = error.filename if error.filename is not None else directory
     if error.errno in (errno.EACCES, errno.EPERM):
         fix = (
-            f"make it writable by this user (uid {os.getuid()}) or point BUFFER_DIR "
-            "at a directory that is"
+            f"give this user (uid {os.getuid()}) write access to it (or to its parent, "
+            "to create it), or point BUFFER_DIR at a writable directory"
         )
     elif error.errno in (errno.EEXIST, errno.ENOTDIR):
         fix = "point BUFFER_DIR at a directory (it is created when missing), not a file"
@@ -1044,7 +1044,7 @@ class DiskBuffer(_CappedBuffer):
     def _disk_has_room_again(self, written_back: int) -> None:
         self._disk_full = False
         BUFFER_DISK_FULL.set(0)
-        log.warning(
+        log.info(
             "buffer_disk_writable_again",
             directory=str(self._dir),
             records_written_back=written_back,
