@@ -47,11 +47,12 @@ disk queue; the format is described in `segment_log`. Its guarantees:
   `reason="disk_full"` drops.
 * **Order**: `replay()` and `unacked()` yield in append order, which is per-channel order.
   The caller must produce in that order; the idempotent producer keeps it per partition.
-* **Capacity**: `BUFFER_MAX_BYTES` bounds the bytes of all segment files. Space comes back a
-  segment at a time, so a segment is at most a quarter of the cap. Policy `drop_newest`
-  drops the records of a batch that do not fit (`reason="buffer_full"`); policy `block`
-  accepts what fits and the caller awaits `wait_for_room()` (or uses `append_all()`). An
-  empty buffer always takes one record, so an oversized record cannot wedge `block`.
+* **Capacity**: `BUFFER_MAX_BYTES` bounds the bytes of all segment files (plus records held
+  in memory). Space comes back a segment at a time, so a segment is at most a quarter of
+  the cap. Policy `drop_newest` drops the records of a batch that do not fit
+  (`reason="buffer_full"`); policy `block` accepts what fits and the caller awaits
+  `wait_for_room()` (or uses `append_all()`). An empty buffer always takes one record,
+  so an oversized record cannot wedge `block`.
 
 `MemoryBuffer` (BUFFER_MODE=memory) keeps records in memory until acked and guarantees
 nothing across a crash, except for records the caller told it to `spill()` to disk.
