@@ -58,6 +58,7 @@ from twitch_ingestion.fleet.control_topic import (
 from twitch_ingestion.fleet.handover import HandoverTracker
 from twitch_ingestion.fleet.status import InstanceReport, decode_report, encode_report
 from twitch_ingestion.kafka.producer_config import admin_config
+from twitch_ingestion.kafka.topics import NO_AUTO_CREATE
 from twitch_ingestion.log_throttle import ThrottledLogger
 
 __all__ = ["ChannelReader", "ControlTopicReader", "FleetError", "FleetMember"]
@@ -184,6 +185,7 @@ def group_consumer_config(settings: Settings) -> dict[str, Any]:
             # The end of a partition is where its initial table is complete.
             "enable.partition.eof": True,
             "fetch.wait.max.ms": _FETCH_WAIT_MS,
+            **NO_AUTO_CREATE,
         }
     )
     return conf
@@ -199,6 +201,7 @@ def reports_consumer_config(settings: Settings) -> dict[str, Any]:
             "enable.auto.commit": False,
             "enable.partition.eof": False,
             "fetch.wait.max.ms": _FETCH_WAIT_MS,
+            **NO_AUTO_CREATE,
         }
     )
     return conf
@@ -275,7 +278,14 @@ class ControlTopicReader:
     def _wait_for_topics(self) -> bool:
         while not self._stop.is_set():
             check = ensure_control_topics(self._settings)
+            if check.misconfigured:
+                # Reading a wrongly configured control topic would look like working.
+                raise FleetError(
+                    "; ".join(check.problems[topic] for topic in sorted(check.misconfigured))
+                )
             if check.ok:
+                for topic, warning in check.warnings.items():
+                    log.warning("fleet topic warning", topic=topic, warning=warning)
                 return True
             for topic, problem in check.problems.items():
                 self._throttled.error("fleet topic problem", topic, problem=problem)
@@ -438,6 +448,9 @@ class FleetMember:
                 error = self._failure
                 if isinstance(error, FleetError):
                     raise error
+                # A bug, not a condition the operator can fix: keep its traceback here,
+                # the FleetError that stops the service is logged as one line.
+                log.error("fleet reader crashed", error=repr(error), exc_info=error)
                 raise FleetError(f"the fleet reader failed: {error!r}") from error
             self.tick(loop.time())
 
@@ -623,6 +636,7 @@ class FleetMember:
                 "linger.ms": 20,
                 "acks": "all",
                 "logger": logging.getLogger("librdkafka"),
+                **NO_AUTO_CREATE,
             }
         )
         return conf

@@ -26,6 +26,7 @@ from confluent_kafka.admin import AdminClient
 from twitch_ingestion.config import Settings
 from twitch_ingestion.fleet.control_topic import read_channel_table, read_topic
 from twitch_ingestion.kafka.producer_config import admin_config
+from twitch_ingestion.kafka.topics import NO_AUTO_CREATE
 
 __all__ = [
     "FleetStatus",
@@ -184,7 +185,9 @@ def read_reports(settings: Settings, *, timeout_s: float = 30.0) -> dict[str, In
 def describe_fleet(settings: Settings, *, timeout_s: float = 30.0) -> FleetStatus:
     """The consumer group's assignment, the channel table and the instances' reports."""
     # librdkafka's own lines go through logging (stderr, structured), not raw to stderr.
-    admin = AdminClient({**admin_config(settings), "logger": logging.getLogger("librdkafka")})
+    admin = AdminClient(
+        {**admin_config(settings), **NO_AUTO_CREATE, "logger": logging.getLogger("librdkafka")}
+    )
     topic = settings.kafka_topic_channels
     group = settings.kafka_channels_group
     future = admin.describe_consumer_groups([group], request_timeout=timeout_s)[group]
