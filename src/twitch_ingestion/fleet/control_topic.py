@@ -308,20 +308,15 @@ def read_topic(settings: Settings, topic: str, *, timeout_s: float = 30.0) -> It
         described = metadata.topics.get(topic)
         if described is None or described.error is not None:
             return
+        deadline = time.monotonic() + timeout_s
         ends: dict[int, int] = {}
         for partition in described.partitions:
-            watermarks = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=timeout_s
-            )
-            if watermarks is None:
-                raise TimeoutError(f"no offsets for {topic!r} partition {partition}")
-            low, high = watermarks
+            low, high = _watermarks(consumer, TopicPartition(topic, partition), deadline)
             if high > low:
                 ends[partition] = high
         if not ends:
             return
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        deadline = time.monotonic() + timeout_s
         while ends:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"could not read {topic!r} to its end within {timeout_s} s")
@@ -337,6 +332,38 @@ def read_topic(settings: Settings, topic: str, *, timeout_s: float = 30.0) -> It
                     del ends[number]
     finally:
         consumer.close()
+
+
+# Just after a topic is created, its partitions may not have a leader for a moment.
+_LEADER_PENDING = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+    }
+)
+_LEADER_RETRY_S = 0.1
+
+
+def _watermarks(consumer: Consumer, partition: TopicPartition, deadline: float) -> tuple[int, int]:
+    while True:
+        try:
+            watermarks = consumer.get_watermark_offsets(
+                partition, timeout=max(0.1, deadline - time.monotonic())
+            )
+        except KafkaException as exc:
+            error = exc.args[0]
+            retriable = isinstance(error, KafkaError) and error.code() in _LEADER_PENDING
+            if not retriable or time.monotonic() + _LEADER_RETRY_S > deadline:
+                raise
+            time.sleep(_LEADER_RETRY_S)
+            continue
+        if watermarks is None:
+            raise TimeoutError(
+                f"no offsets for {partition.topic!r} partition {partition.partition}"
+            )
+        low, high = watermarks
+        return low, high
 
 
 def read_channel_table(settings: Settings, *, timeout_s: float = 30.0) -> dict[str, int]:
