@@ -99,6 +99,8 @@ class ChannelReader(Protocol):
     @property
     def failed_channels(self) -> dict[str, str]: ...
 
+    def joined_channels(self) -> frozenset[str]: ...
+
     def add_channels(self, channels: Iterable[str]) -> None: ...
 
     def remove_channels(self, channels: Iterable[str]) -> None: ...
@@ -590,6 +592,7 @@ class FleetMember:
             report.ready,
             report.joined,
             report.failed,
+            report.not_joined,
         )
         if fingerprint == self._last_published and now - self._last_published_at < _HEARTBEAT_S:
             publisher.poll(0)
@@ -611,6 +614,8 @@ class FleetMember:
         """This instance's report, as of now."""
         source = self._source
         joined = source.status().get("channels_joined", 0)
+        channels = tuple(source.channels)
+        joined_set = source.joined_channels()
         return InstanceReport(
             instance_id=self._settings.instance_id,
             host=socket.gethostname(),
@@ -619,11 +624,12 @@ class FleetMember:
             started_at_ms=self._started_at_ms,
             updated_at_ms=int(time.time() * 1000),
             partitions=tuple(sorted(self._partitions)),
-            channels=tuple(source.channels),
+            channels=channels,
             releasing=tuple(self._handover.channels),
             ready=source.is_ready(),
             joined=joined if isinstance(joined, int) else 0,
             failed=len(source.failed_channels),
+            not_joined=tuple(c for c in channels if c not in joined_set),
         )
 
     def _publisher_config(self) -> dict[str, Any]:

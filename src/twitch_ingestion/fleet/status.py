@@ -58,6 +58,12 @@ class InstanceReport(msgspec.Struct, frozen=True, kw_only=True):
     """Every channel in `channels` is joined, or refused by Twitch."""
     joined: int = 0
     failed: int = 0
+    not_joined: tuple[str, ...] | None = None
+    """Channels of `channels` not joined: still waiting for their JOIN, or refused. The
+    rest of `channels` is joined, which is what hands a moved channel over, channel by
+    channel (`handover.py`). Sent as the complement of the joined set so that a settled
+    instance's report stays as small as its channel list. None in the report of an
+    instance older than per-channel hand-over, which said only `ready`."""
 
 
 _ENCODER = msgspec.json.Encoder()

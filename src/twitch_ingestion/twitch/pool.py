@@ -946,6 +946,15 @@ class TwitchSource:
         for status, count in counts.items():
             CONNECTION_STATES.labels(state=status.value).set(count)
 
+    def joined_channels(self) -> frozenset[str]:
+        """Channels joined on a live connection now (provisional, for the fleet report)."""
+        joined: set[str] = set()
+        for slot in self._slots:
+            conn = slot.current
+            if conn is not None and conn.is_connected():
+                joined.update(conn.session.joined_channels)
+        return frozenset(joined)
+
 
 def _normalise_all(channels: Iterable[str]) -> list[str]:
     """Lower-case logins without `#`, deduplicated; ValueError for anything else.
