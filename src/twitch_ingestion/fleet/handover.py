@@ -9,7 +9,7 @@ would lose everything said until the new owner's JOIN — seconds to minutes.
 So a revoked partition's channels stay joined ("releasing") until an instance reports,
 *after* the revocation, that it reads and has joined that channel — channel by channel:
 a new owner joining 1,000 channels at 2 per second frees the first one after a second,
-not the lot after eight minutes, and one channel Twitch refuses it holds back no other.
+not the lot after eight minutes.
 An instance of an older version reports no joined set, only whether it has joined
 everything it reads (`ready`): its reports count the old way, all channels at once.
 For the overlap, a channel's messages reach Kafka twice, and consumers de-duplicate on
