@@ -16,7 +16,7 @@ import structlog
 
 from twitch_ingestion.config import LogFormat
 
-__all__ = ["configure_logging", "redact_secrets"]
+__all__ = ["configure_default_logging", "configure_logging", "redact_secrets"]
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -43,9 +43,42 @@ def redact_secrets(
     return event_dict
 
 
+def configure_default_logging() -> None:
+    """structlog to stderr at info before the settings are read (or for commands that
+    have none), replacing structlog's own default of printing to stdout.
+
+    Loggers are not cached, so `configure_logging` takes over every one of them later.
+    stdlib logging is left alone: `simulate` sets it up itself.
+    """
+    _configure_structlog(logging.INFO, LogFormat.AUTO, cache=False)
+
+
 def configure_logging(level: str = "info", log_format: LogFormat = LogFormat.AUTO) -> None:
     """Configure structlog (and stdlib logging, for libraries) once at startup."""
     numeric_level = _LEVELS.get(level.lower(), logging.INFO)
+    renderer = _configure_structlog(numeric_level, log_format, cache=True)
+    # Libraries (librdkafka through confluent-kafka, asyncio, the simulator) log through
+    # the standard library: render their records the same way, so the output is one
+    # stream of JSON lines (or one pretty console), not a mix of formats.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(numeric_level)
+
+
+def _configure_structlog(numeric_level: int, log_format: LogFormat, *, cache: bool) -> Any:
+    """Every structlog event to stderr: JSON lines, or pretty on a terminal;
+    returns the renderer for the stdlib handler to share."""
     use_console = log_format is LogFormat.CONSOLE or (
         log_format is LogFormat.AUTO and sys.stderr.isatty()
     )
@@ -65,22 +98,6 @@ def configure_logging(level: str = "info", log_format: LogFormat = LogFormat.AUT
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )
-    # Libraries (librdkafka through confluent-kafka, asyncio, the simulator) log through
-    # the standard library: render their records the same way, so the output is one
-    # stream of JSON lines (or one pretty console), not a mix of formats.
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[
-                structlog.stdlib.add_logger_name,
-                structlog.stdlib.add_log_level,
-                structlog.processors.TimeStamper(fmt="iso", utc=True),
-            ],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-        )
-    )
-    root = logging.getLogger()
-    root.handlers = [handler]
-    root.setLevel(numeric_level)
+    return renderer

@@ -8,11 +8,41 @@ or user input, so cardinality cannot explode with the number of channels.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import platform
+
+from confluent_kafka import libversion
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+from twitch_ingestion import __version__
 
 __all__ = ["REGISTRY", "render_metrics"]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+# --- Process and build ------------------------------------------------------------
+# The standard process_* (CPU, memory, file descriptors, start time), python_info and
+# python_gc_* series every Python exporter has; all are read at scrape time only.
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
+BUILD_INFO = Gauge(
+    "twitch_ingestion_build_info",
+    "Always 1; the labels say which build is running",
+    ["version", "python", "librdkafka"],
+    registry=REGISTRY,
+)
+BUILD_INFO.labels(
+    version=__version__, python=platform.python_version(), librdkafka=libversion()[0]
+).set(1)
 
 # --- Twitch source ----------------------------------------------------------------
 LINES_RECEIVED = Counter(
