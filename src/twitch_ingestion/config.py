@@ -294,9 +294,12 @@ class Settings(BaseSettings):
                 "is still the .env.example placeholder: set your bot account's login, or "
                 "leave TWITCH_USERNAME and TWITCH_OAUTH_TOKEN empty to read chat anonymously"
             )
-        if not _CHANNEL_LOGIN.match(value.lower()):
+        # An account login follows the channel-login rule (a channel is its owner's login).
+        login = normalise_login(value)
+        if isinstance(login, InvalidLogin) or value.strip().startswith("#"):
+            reason = login.reason if isinstance(login, InvalidLogin) else "starts with '#'"
             raise ValueError(
-                f"{value!r} is not a Twitch login (1-25 letters, digits or underscores)"
+                f"{value!r} is not a Twitch login (1-25 letters, digits or underscores): {reason}"
             )
         return value
 

@@ -308,3 +308,16 @@ def test_ctrl_c_is_quiet(
     monkeypatch.setattr(cli, "_cmd_check_config", interrupted)
     assert cli.main(["check-config"]) == 130
     assert capsys.readouterr() == ("", "")
+
+
+def test_an_unreachable_broker_is_not_a_flood_of_raw_librdkafka_lines(tmp_path: Path) -> None:
+    # librdkafka retries the closed port several times a second for the whole 2 s.
+    result = twitch_ingestion(
+        tmp_path, "tail", "--idle-timeout-s", "2", "--latest", LOG_FORMAT="json"
+    )
+    assert result.returncode == 0
+    assert result.stdout == ""
+    lines = error_lines(result)
+    events = [json.loads(line) for line in lines]  # raw `%3|…` lines would not parse
+    assert len(events) <= 2, lines
+    assert_no_traceback(result)

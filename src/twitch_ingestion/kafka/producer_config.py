@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from twitch_ingestion.config import ConfigProblem, Settings
+from twitch_ingestion.logging import LIBRDKAFKA_LOGGER
 
 __all__ = ["admin_config", "librdkafka_problems", "producer_config", "redacted"]
 
@@ -66,7 +67,15 @@ def producer_config(settings: Settings) -> dict[str, Any]:
 
 
 def admin_config(settings: Settings) -> dict[str, Any]:
-    return _connection_config(settings)
+    """Connection settings for admin clients and consumers (which add their own).
+
+    librdkafka's log lines go through `logging` — formatted like every other line and
+    with repeats held back (logging.py) — rather than raw `%3|…` lines on stderr. A
+    client logs when it is polled; an admin client nobody polls logs nothing.
+    """
+    conf = _connection_config(settings)
+    conf["logger"] = logging.getLogger(LIBRDKAFKA_LOGGER)
+    return conf
 
 
 def redacted(conf: dict[str, Any]) -> dict[str, Any]:
