@@ -20,16 +20,20 @@ from typing import Any
 
 import structlog
 from confluent_kafka import KafkaException, libversion
+from confluent_kafka.admin import AdminClient
 
 from twitch_ingestion import __version__
-from twitch_ingestion.config import ConfigError, Settings, load_settings
-from twitch_ingestion.kafka.producer_config import librdkafka_problems
+from twitch_ingestion.config import ConfigError, Settings, load_settings, topic_name_problem
+from twitch_ingestion.kafka.producer_config import admin_config, librdkafka_problems
 from twitch_ingestion.logging import configure_default_logging, configure_logging
 from twitch_ingestion.service import ExitCode, IngestionService
 
 __all__ = ["main"]
 
 log = structlog.get_logger(__name__)
+
+# How long `tail` waits for Kafka to answer before saying it cannot reach it.
+_TAIL_METADATA_TIMEOUT_S = 10.0
 
 
 def _settings_or_exit(*, require_channels: bool = True, **overrides: Any) -> Settings:
@@ -70,7 +74,17 @@ def _cmd_tail(args: argparse.Namespace) -> int:
 
     settings = _settings_or_exit(require_channels=False)
     topic = args.topic or settings.kafka_topic_chat_messages
+    problem = topic_name_problem(topic)
+    if problem is not None:
+        print(f"twitch-ingestion tail: --topic {problem}", file=sys.stderr)
+        return int(ExitCode.CONFIG)
     try:
+        if not _topic_exists(settings, topic):
+            print(
+                f"twitch-ingestion tail: topic {topic} does not exist (yet) at "
+                f"{settings.kafka_brokers}; waiting for it",
+                file=sys.stderr,
+            )
         with contextlib.suppress(KeyboardInterrupt):
             tail(
                 settings,
@@ -197,6 +211,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = int(ExitCode.FAILURE)
     log.debug("exiting", code=code)
     return code
+
+
+def _topic_exists(settings: Settings, topic: str) -> bool:
+    """Whether the cluster has `topic`; raises KafkaException if Kafka cannot be reached.
+
+    Asks for every topic's metadata, not this one's: a request naming a topic can create
+    it on a broker with auto.create.topics.enable.
+    """
+    admin = AdminClient(admin_config(settings))
+    return topic in admin.list_topics(timeout=_TAIL_METADATA_TIMEOUT_S).topics
 
 
 def _kafka_error_text(exc: KafkaException) -> str:

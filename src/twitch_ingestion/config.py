@@ -34,6 +34,7 @@ __all__ = [
     "LogFormat",
     "Settings",
     "load_settings",
+    "topic_name_problem",
 ]
 
 _ANONYMOUS_PREFIX = "justinfan"
@@ -371,10 +372,9 @@ class Settings(BaseSettings):
     def _valid_topic(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not _TOPIC_NAME.match(value) or value in {".", ".."}:
-            raise ValueError(
-                f"{value!r} is not a Kafka topic name (1-249 letters, digits, '.', '_' or '-')"
-            )
+        problem = topic_name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("kafka_client_id", "kafka_channels_group")
@@ -462,6 +462,13 @@ def _default_instance_id() -> str:
 def _anonymous_suffix() -> int:
     # Not a secret: Twitch only wants a number that makes the guest nick unique.
     return random.randint(10_000, 99_999_999)
+
+
+def topic_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a Kafka topic, or None if it can."""
+    if not _TOPIC_NAME.match(name) or name in {".", ".."}:
+        return f"{name!r} is not a Kafka topic name (1-249 letters, digits, '.', '_' or '-')"
+    return None
 
 
 def _one_of(value: Any, allowed: Sequence[str], normalise: Callable[[str], str]) -> Any:
