@@ -9,10 +9,12 @@ otherwise echo a bad token back into the terminal).
 from __future__ import annotations
 
 import ipaddress
+import logging
 import random
 import re
 import socket
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
@@ -617,9 +619,17 @@ def load_settings(
     """
     token = _CROSS_CHECKS_DEFERRED.set(True)
     try:
-        settings, problems, failed = _validate_fields(overrides)
+        with _unparsable_dotenv_lines() as unparsable:
+            settings, problems, failed = _validate_fields(overrides)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [f".env is not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8"]
+        ) from None
+    except OSError as exc:
+        raise ConfigError([f".env cannot be read: {exc.strerror or exc}"]) from None
     finally:
         _CROSS_CHECKS_DEFERRED.reset(token)
+    problems[:0] = unparsable
     if settings is not None:
         later = cross_field_problems(settings)
         if require_channels and "TWITCH_CHANNEL" not in failed:
@@ -641,6 +651,36 @@ def load_settings(
         raise ConfigError(problems)
     assert settings is not None
     return settings
+
+
+@contextmanager
+def _unparsable_dotenv_lines() -> Iterator[list[str]]:
+    """Collect python-dotenv's "could not parse" warnings as problems.
+
+    python-dotenv skips a line it cannot parse and only logs it, so a setting on such a
+    line (`KAFKA_BROKERS="kafka:9092` without its closing quote) would silently keep its
+    default while check-config called the configuration valid.
+    """
+    problems: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            line = re.search(r"line (\d+)", record.getMessage())
+            where = f".env line {line.group(1)}" if line else ".env"
+            problem = f"{where} is not NAME=value: fix it (close any quote) or remove it"
+            if problem not in problems:
+                problems.append(problem)
+
+    logger = logging.getLogger("dotenv.main")
+    handler = Collect()
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield problems
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def _validate_fields(

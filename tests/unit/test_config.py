@@ -400,3 +400,28 @@ def test_the_old_env_example_placeholders_are_refused(
     assert problem.startswith(f"{variable}: ")
     assert "placeholder" in problem
     assert "anonymously" in problem
+
+
+# --- the .env file itself ----------------------------------------------------------------
+
+
+def test_a_dotenv_line_that_cannot_be_parsed_is_a_problem_not_a_silent_default(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / ".env").write_text(
+        'TWITCH_CHANNEL=c\nKAFKA_BROKERS="kafka:9092\nLOG_LEVEL=loud\n', encoding="utf-8"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert raised.value.problems == [
+        ".env line 2 is not NAME=value: fix it (close any quote) or remove it",
+        "LOG_LEVEL: 'loud' is not one of debug, info, warning, error, critical",
+    ]
+
+
+def test_a_dotenv_file_that_is_not_utf8_is_one_problem(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(b"TWITCH_CHANNEL=c\nKAFKA_CLIENT_ID=caf\xe9\n")
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    [problem] = raised.value.problems
+    assert problem.startswith(".env is not UTF-8 text")
