@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import platform
 import re
@@ -13,7 +14,7 @@ import confluent_kafka
 import pytest
 
 from twitch_ingestion import __version__
-from twitch_ingestion.health import HealthServer, HealthServerError
+from twitch_ingestion.health import HealthServer, HealthServerError, _bind_problem
 
 
 async def get(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -195,3 +196,11 @@ async def test_an_address_not_on_this_machine_names_health_host() -> None:
     health = HealthServer.from_port_setting("192.0.2.1", 18080, lambda: (True, {}))
     with pytest.raises(HealthServerError, match=r"^HEALTH_HOST=192\.0\.2\.1 is not an address"):
         await health.start()
+
+
+def test_a_port_that_is_not_permitted_says_which_ports_are() -> None:
+    # Root may bind anything, so the refusal is built directly from the OS error.
+    refused = OSError(errno.EACCES, "error while attempting to bind: permission denied")
+    message = _bind_problem(refused, "0.0.0.0", 80)
+    assert message.startswith("HEALTH_PORT=80 on 0.0.0.0 is not permitted")
+    assert "1024 or above" in message
