@@ -298,11 +298,12 @@ class Settings(BaseSettings):
                 "leave TWITCH_USERNAME and TWITCH_OAUTH_TOKEN empty to read chat anonymously"
             )
         # An account login follows the channel-login rule (a channel is its owner's login).
+        # The value is not echoed: a token pasted into the wrong line must not be printed.
         login = normalise_login(value)
         if isinstance(login, InvalidLogin) or value.strip().startswith("#"):
             reason = login.reason if isinstance(login, InvalidLogin) else "starts with '#'"
             raise ValueError(
-                f"{value!r} is not a Twitch login (1-25 letters, digits or underscores): {reason}"
+                f"is not a Twitch login (1-25 letters, digits or underscores): it {reason}"
             )
         return value
 

@@ -425,3 +425,14 @@ def test_a_dotenv_file_that_is_not_utf8_is_one_problem(tmp_path: Path) -> None:
         load_settings()
     [problem] = raised.value.problems
     assert problem.startswith(".env is not UTF-8 text")
+
+
+def test_a_token_pasted_into_twitch_username_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWITCH_CHANNEL", "c")
+    monkeypatch.setenv("TWITCH_USERNAME", TOKEN)
+    monkeypatch.setenv("TWITCH_OAUTH_TOKEN", TOKEN)
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    [problem] = raised.value.problems
+    assert problem.startswith("TWITCH_USERNAME: is not a Twitch login")
+    assert TOKEN[6:] not in problem
