@@ -305,7 +305,7 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"is not a Twitch login (1-25 letters, digits or underscores): it {reason}"
             )
-        return value
+        return value.strip()
 
     @field_validator("twitch_oauth_token")
     @classmethod
