@@ -334,3 +334,11 @@ def test_dead_letter_is_a_plain_struct_that_encodes() -> None:
     result = decode_frame(b"nope")
     assert isinstance(result, DeadLetter)
     assert msgspec.json.decode(msgspec.json.encode(result), type=DeadLetter) == result
+
+
+def test_lone_surrogate_escape_is_a_dead_letter_not_a_broken_record() -> None:
+    # `\ud800` alone is valid JSON syntax but not a character: it could not be re-encoded.
+    text = fixture_bytes("channel.chat.message.json").replace(b"Hi chat", b"Hi \\ud800 chat")
+    result = decode_frame(text)
+    assert isinstance(result, DeadLetter)
+    assert result.frame == text

@@ -17,6 +17,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from twitch_ingestion.eventsub.messages import DeadLetter, Notification, decode_frame
 from twitch_ingestion.eventsub.records import (
@@ -669,3 +671,45 @@ def test_every_chat_subscription_type_has_a_builder() -> None:
         assert isinstance(result, EventSubRecord), subscription_type
         assert isinstance(result.value, bytes)
         msgspec.json.decode(result.value)
+
+
+# -- hostile events ---------------------------------------------------------------------------
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+_CASES: list[tuple[str, dict[str, Any]]] = [
+    ("channel.chat.message", chat_event()),
+    *(("channel.chat.notification", event) for event in NOTICE_EVENTS.values()),
+    *MODERATION_EVENTS.items(),
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(case=st.integers(0, len(_CASES) - 1), data=st.data(), value=_json_values)
+def test_hostile_event_values_give_a_record_or_a_dead_letter(
+    case: int, data: st.DataObject, value: Any
+) -> None:
+    subscription_type, original = _CASES[case]
+    event = copy.deepcopy(original)
+    target = event
+    notice = event.get("notice_type")
+    if isinstance(notice, str) and isinstance(event.get(notice), dict) and data.draw(st.booleans()):
+        target = event[notice]  # a key of the notice's own object
+    keys = sorted(target) or ["x"]
+    target[data.draw(st.sampled_from([*keys, "unexpected"]))] = value
+    frame = notification_frame(subscription_type, event)
+    result = record_of(frame)
+    if isinstance(result, DeadLetter):
+        assert result.reason
+        assert result.frame == frame
+    else:
+        assert result.value == encode_record(result.record)

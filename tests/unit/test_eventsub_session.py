@@ -362,5 +362,5 @@ def test_closed_session_ignores_everything() -> None:
     assert session.receive(socket, notification("a"), 1.0) == []
     assert session.socket_closed(socket, 4000, 1.0) == []
     assert session.tick(1000.0) == []
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="closed"):
         session.socket_opened(2.0)
