@@ -127,7 +127,8 @@ def test_any_notification_also_feeds_the_watchdog() -> None:
 def test_welcome_keepalive_timeout_sets_the_watchdog() -> None:
     session = EventSubSession(keepalive_margin_s=2.0)
     socket = session.socket_opened(0.0)
-    session.receive(socket, welcome(keepalive=30), 0.0)
+    # The subscribe deadline stays at Twitch's 10 s even with a longer keepalive.
+    assert session.receive(socket, welcome(keepalive=30), 0.0) == [Subscribe("S1", 10.0)]
     assert session.next_deadline() == 32.0
 
 

@@ -377,7 +377,9 @@ class EventSubSession:
             return []  # a repeated welcome on a welcomed socket changes nothing
         self.state = SessionState.WELCOMED
         self.session_id = message.session_id
-        self.subscribe_deadline = now + SUBSCRIBE_DEADLINE_S
+        # The welcome reference says its keepalive_timeout_seconds is also the time to
+        # subscribe; the close-code reference says 10 s. The shorter one is safe.
+        self.subscribe_deadline = now + min(float(self.keepalive_timeout_s), SUBSCRIBE_DEADLINE_S)
         return [Subscribe(message.session_id, self.subscribe_deadline)]
 
     def _notification(self, message: Notification | Revocation) -> list[SessionAction]:
