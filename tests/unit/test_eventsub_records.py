@@ -247,6 +247,32 @@ CHAT_EQUIVALENCES: dict[str, tuple[dict[str, Any], str]] = {
         chat_event(message_type="user_intro"),
         f"@{_PRIVMSG_TAGS};emotes=25:8-12;first-msg=1;msg-id=user-intro {_PREFIX}Hi chat Kappa",
     ),
+    # Twitch keeps the CTCP wrapper in `message.text` and drops it from the fragments
+    # (a capture in navarr/multi-stream-chat#22).
+    "action (/me)": (
+        chat_event(
+            message={
+                "text": "\x01ACTION waves Kappa\x01",
+                "fragments": [
+                    {
+                        "type": "text",
+                        "text": "waves ",
+                        "cheermote": None,
+                        "emote": None,
+                        "mention": None,
+                    },
+                    {
+                        "type": "emote",
+                        "text": "Kappa",
+                        "cheermote": None,
+                        "emote": None,
+                        "mention": None,
+                    },
+                ],
+            }
+        ),
+        f"@{_PRIVMSG_TAGS};emotes=25:6-10;first-msg=0 {_PREFIX}\x01ACTION waves Kappa\x01",
+    ),
     "display name with a trailing space": (
         chat_event(chatter_user_name="viewer32 "),
         "@"
@@ -266,7 +292,7 @@ def test_chat_message_equals_the_irc_privmsg_record_except_timestamp(case: str) 
     assert irc.timestamp == 1_700_129_470_000
 
 
-def test_action_wrapper_is_removed_like_irc_if_twitch_sends_it() -> None:
+def test_action_wrapper_is_removed_like_irc() -> None:
     event = chat_event(message=fragments(("text", "\x01ACTION waves\x01")))
     record = built(notification_frame("channel.chat.message", event)).record
     assert isinstance(record, ChatMessage)

@@ -229,7 +229,13 @@ def _validation_reason(exc: msgspec.ValidationError) -> str:
 # Timestamps
 
 _EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
-_MAX_FRACTION_DIGITS = 9  # Twitch sends 3–9 (nanoseconds, trailing zeros dropped)
+_MAX_FRACTION_DIGITS = 9  # Twitch sends 3-9 (nanoseconds, trailing zeros dropped)
+_DIGITS = "0123456789"
+_DAY_CACHE: dict[str, int] = {}
+"""`YYYY-MM-DD` → days since 1970: every notification of a day has the same date, so the
+calendar arithmetic is done once a day instead of once a message (bounded: cleared when
+it holds `_DAY_CACHE_LIMIT` dates)."""
+_DAY_CACHE_LIMIT = 1024
 
 
 def rfc3339_to_unix_ms(value: str) -> int | None:
@@ -239,49 +245,61 @@ def rfc3339_to_unix_ms(value: str) -> int | None:
     precision left, and `datetime` keeps only microseconds, so neither is used for the
     fraction. Accepts `Z`/`z` or a `±HH:MM` offset and `T`/`t`/space as separator (RFC
     3339 §5.6); rejects anything else, a leap second included (Twitch never sends one,
-    and a record time must be a real instant).
+    and a record time must be a real instant). Runs once per notification, so it avoids
+    `datetime` and regexes on the common path (~1 µs).
     """
     if len(value) < 20 or not value.isascii():
         return None
-    date_part, time_part = value[:10], value[11:]
-    if value[10] not in "Tt " or value[4] != "-" or value[7] != "-":
+    if value[10] not in "Tt " or value[13] != ":" or value[16] != ":":
         return None
-    if len(time_part) < 9 or time_part[2] != ":" or time_part[5] != ":":
-        return None
-    fields = (date_part[:4], date_part[5:7], date_part[8:10])
-    clock = (time_part[:2], time_part[3:5], time_part[6:8])
-    if not all(part.isdigit() for part in (*fields, *clock)):
-        return None
-    rest = time_part[8:]
-    fraction = ""
-    if rest[:1] == ".":
-        end = 1
-        while end < len(rest) and rest[end].isdigit():
-            end += 1
-        fraction, rest = rest[1:end], rest[end:]
-        if not fraction or len(fraction) > _MAX_FRACTION_DIGITS:
+    date = value[:10]
+    days = _DAY_CACHE.get(date)
+    if days is None:
+        days = _days_since_epoch(date)
+        if days is None:
             return None
-    if rest in ("Z", "z"):
-        offset_minutes = 0
-    elif len(rest) == 6 and rest[0] in "+-" and rest[3] == ":":
-        hours, minutes = rest[1:3], rest[4:6]
-        if not (hours.isdigit() and minutes.isdigit()) or int(hours) > 23 or int(minutes) > 59:
-            return None
-        offset_minutes = (int(hours) * 60 + int(minutes)) * (1 if rest[0] == "+" else -1)
-    else:
+        if len(_DAY_CACHE) >= _DAY_CACHE_LIMIT:
+            _DAY_CACHE.clear()
+        _DAY_CACHE[date] = days
+    hours, minutes, seconds = value[11:13], value[14:16], value[17:19]
+    if not (hours.isdigit() and minutes.isdigit() and seconds.isdigit()):
         return None
-    hour, minute, second = (int(part) for part in clock)
+    hour, minute, second = int(hours), int(minutes), int(seconds)
     if hour > 23 or minute > 59 or second > 59:
         return None
+    rest = value[19:]
+    millis = 0
+    if rest[:1] == ".":
+        after = rest[1:].lstrip(_DIGITS)
+        fraction = rest[1 : len(rest) - len(after)]
+        if not fraction or len(fraction) > _MAX_FRACTION_DIGITS:
+            return None
+        millis = int((fraction + "00")[:3])
+        rest = after
+    if rest == "Z" or rest == "z":
+        offset_s = 0
+    elif len(rest) == 6 and rest[0] in "+-" and rest[3] == ":":
+        offset_hours, offset_minutes = rest[1:3], rest[4:6]
+        if not (offset_hours.isdigit() and offset_minutes.isdigit()):
+            return None
+        if int(offset_hours) > 23 or int(offset_minutes) > 59:
+            return None
+        offset_s = (int(offset_hours) * 3600 + int(offset_minutes) * 60) * (
+            1 if rest[0] == "+" else -1
+        )
+    else:
+        return None
+    return (days * 86_400 + hour * 3600 + minute * 60 + second - offset_s) * 1000 + millis
+
+
+def _days_since_epoch(date: str) -> int | None:
+    """`YYYY-MM-DD` (ASCII) → days since 1970-01-01, or None if it is not a real date."""
+    year, month, day = date[:4], date[5:7], date[8:10]
+    if date[4] != "-" or date[7] != "-":
+        return None
+    if not (year.isdigit() and month.isdigit() and day.isdigit()):
+        return None
     try:
-        day = datetime.date(int(fields[0]), int(fields[1]), int(fields[2]))
+        return datetime.date(int(year), int(month), int(day)).toordinal() - _EPOCH_ORDINAL
     except ValueError:
         return None
-    seconds = (
-        (day.toordinal() - _EPOCH_ORDINAL) * 86_400
-        + hour * 3600
-        + minute * 60
-        + second
-        - offset_minutes * 60
-    )
-    return seconds * 1000 + int((fraction + "000")[:3])

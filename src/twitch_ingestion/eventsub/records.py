@@ -300,30 +300,32 @@ def _chat_message(notification: Notification, received_at_ms: int) -> EventSubRe
         raise _Unusable("missing-sender", "chatter_user_login is empty")
     text = event.message.text
     is_action = False
-    if text[:1] == "\x01":  # IRC strips the `/me` wrapper; do the same if Twitch sends it
+    if text[:1] == "\x01":  # `/me`: Twitch keeps the CTCP wrapper in `text`, as on IRC
         text, is_action = unwrap_action(text)
+    reply = event.reply
+    cheer = event.cheer
+    # Positional, in `ChatMessage` field order: msgspec takes a slow path for more than
+    # 15 keyword arguments (see `models.ChatMessage` and `twitch/commands/privmsg.py`).
     record = ChatMessage(
-        channel_id=channel,
-        user_id=event.chatter_user_id,
-        username=username,
-        message=text,
-        timestamp=notification.timestamp_ms,
-        emotes=_emotes(event.message),
-        message_id=event.message_id,
-        room_id=event.broadcaster_user_id,
-        display_name=event.chatter_user_name.strip(" "),
-        badges={badge.set_id: badge.id for badge in event.badges or ()},
-        is_action=is_action,
-        bits=(_count(event.cheer.bits) or 0) if event.cheer is not None else 0,
-        reply_parent_message_id=event.reply.parent_message_id or None
-        if event.reply is not None
-        else None,
+        channel,  # channel_id
+        event.chatter_user_id,  # user_id
+        username,  # username
+        text,  # message
+        notification.timestamp_ms,  # timestamp
+        _emotes(event.message),  # emotes
+        event.message_id,  # message_id
+        event.broadcaster_user_id,  # room_id
+        event.chatter_user_name.strip(" "),  # display_name
+        {badge.set_id: badge.id for badge in event.badges} if event.badges else {},  # badges
+        is_action,  # is_action
+        (_count(cheer.bits) or 0) if cheer is not None else 0,  # bits
+        (reply.parent_message_id or None) if reply is not None else None,  # reply_parent_...
         # EventSub has no `first-msg`; a `user_intro` message is a first message.
-        first_message=event.message_type == "user_intro",
-        received_at=received_at_ms,
-        schema_version=CHAT_MESSAGE_SCHEMA_VERSION,
-        source_room_id=event.source_broadcaster_user_id or None,
-        source_message_id=event.source_message_id or None,
+        event.message_type == "user_intro",  # first_message
+        received_at_ms,  # received_at
+        CHAT_MESSAGE_SCHEMA_VERSION,  # schema_version
+        event.source_broadcaster_user_id or None,  # source_room_id
+        event.source_message_id or None,  # source_message_id
     )
     return EventSubRecord(Destination.CHAT, channel, record, encode_record(record))
 

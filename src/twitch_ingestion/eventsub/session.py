@@ -22,7 +22,7 @@ the sockets (like the IRC pool's `_RecentIds`).
 from __future__ import annotations
 
 import enum
-from itertools import islice
+from collections import deque
 
 import msgspec
 
@@ -248,11 +248,10 @@ class EventSubSession:
         self.duplicates_dropped = 0
         self._margin = keepalive_margin_s
         self._welcome_timeout = welcome_timeout_s
-        self._capacity = dedup_capacity
+        self._recent = _RecentIds(dedup_capacity)
         self._max_unproductive = max_unproductive_sessions
         self._unproductive = 0
         """Sessions in a row that ended before their subscriptions were created."""
-        self._seen: dict[str, None] = {}
         self._next_socket = 0
         self._socket: int | None = None
         """The socket whose messages count (the one welcomed, or being welcomed)."""
@@ -383,15 +382,9 @@ class EventSubSession:
         return [Subscribe(message.session_id, self.subscribe_deadline)]
 
     def _notification(self, message: Notification | Revocation) -> list[SessionAction]:
-        seen = self._seen
-        key = message.message_id
-        if key in seen:
+        if not self._recent.add(message.message_id):
             self.duplicates_dropped += 1
             return []
-        seen[key] = None
-        if len(seen) > self._capacity:
-            for old in list(islice(seen, len(seen) - self._capacity)):
-                del seen[old]
         if isinstance(message, Notification):
             return [Deliver(message)]
         subscription = message.subscription
@@ -423,3 +416,32 @@ class EventSubSession:
         self.subscribe_deadline = None
         self._socket = self._old_socket = None
         return [ReconnectFresh(reason, kind)]
+
+
+class _RecentIds:
+    """The last `capacity` message ids, oldest forgotten first: O(1) per message.
+
+    A set for lookups and a deque for age. (The IRC pool's insertion-ordered dict does
+    the same for its short hand-over windows; here the FIFO is full all the time, and
+    evicting from the front of a dict leaves holes that later scans have to skip.)
+    """
+
+    __slots__ = ("_order", "_seen")
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("dedup capacity must be at least 1")
+        self._order: deque[str] = deque(maxlen=capacity)
+        self._seen: set[str] = set()
+
+    def add(self, key: str) -> bool:
+        """Remember `key`; False when it was already known (a repeat)."""
+        seen = self._seen
+        if key in seen:
+            return False
+        order = self._order
+        if len(order) == order.maxlen:
+            seen.discard(order[0])  # `append` below pushes it out of the deque
+        order.append(key)
+        seen.add(key)
+        return True
