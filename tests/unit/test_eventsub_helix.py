@@ -9,10 +9,10 @@ import pytest
 
 from twitch_ingestion.eventsub.helix import (
     ChannelProblem,
+    HelixRefusal,
     RateLimiter,
     RefusalKind,
     SubscriptionCreated,
-    SubscriptionRefused,
     UsersAnswer,
     interpret_subscription,
     interpret_users,
@@ -86,10 +86,10 @@ def test_unknown_logins_are_reported_and_the_rest_resolved() -> None:
 
 def test_failed_users_call_is_a_refusal_to_act_on() -> None:
     answer = interpret_users(["a"], twitch_error(401, "Invalid OAuth token"))
-    assert isinstance(answer, SubscriptionRefused)
+    assert isinstance(answer, HelixRefusal)
     assert answer.kind is RefusalKind.UNAUTHORIZED
     garbled = interpret_users(["a"], HttpResponse(200, b"{"))
-    assert isinstance(garbled, SubscriptionRefused)
+    assert isinstance(garbled, HelixRefusal)
     assert garbled.kind is RefusalKind.TRANSIENT
 
 
@@ -119,7 +119,7 @@ def test_subscription_request_body_as_twitch_documents() -> None:
     assert TOKEN not in repr(request)
 
 
-def interpret(response: HttpResponse) -> SubscriptionCreated | SubscriptionRefused:
+def interpret(response: HttpResponse) -> SubscriptionCreated | HelixRefusal:
     return interpret_subscription(
         response, subscription_type="channel.chat.message", broadcaster_user_id="1971641"
     )
@@ -192,13 +192,13 @@ def test_existing_subscription_counts_as_created() -> None:
 )
 def test_refusals_say_what_to_do(response: HttpResponse, kind: RefusalKind) -> None:
     result = interpret(response)
-    assert isinstance(result, SubscriptionRefused)
+    assert isinstance(result, HelixRefusal)
     assert result.kind is kind
 
 
 def test_refusal_reports_the_channel_with_twitchs_reason() -> None:
     result = interpret(twitch_error(403, "subscription missing proper authorization"))
-    assert isinstance(result, SubscriptionRefused)
+    assert isinstance(result, HelixRefusal)
     assert result.kind.reports_channel
     problem = result.problem("streamer")
     assert problem == ChannelProblem(
@@ -213,7 +213,7 @@ def test_refusal_reports_the_channel_with_twitchs_reason() -> None:
 
 def test_twitch_message_is_cut_to_one_short_line() -> None:
     result = interpret(twitch_error(400, "line one\nline two " + "x" * 500))
-    assert isinstance(result, SubscriptionRefused)
+    assert isinstance(result, HelixRefusal)
     assert "\n" not in result.message
     assert len(result.message) <= 200
 

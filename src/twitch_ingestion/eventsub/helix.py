@@ -33,10 +33,10 @@ __all__ = [
     "USERS_PER_REQUEST",
     "ChannelProblem",
     "ConnectionPlan",
+    "HelixRefusal",
     "RateLimiter",
     "RefusalKind",
     "SubscriptionCreated",
-    "SubscriptionRefused",
     "UsersAnswer",
     "interpret_subscription",
     "interpret_users",
@@ -143,16 +143,14 @@ def users_requests(
     return requests, problems
 
 
-def interpret_users(
-    requested: Sequence[str], response: HttpResponse
-) -> UsersAnswer | SubscriptionRefused:
+def interpret_users(requested: Sequence[str], response: HttpResponse) -> UsersAnswer | HelixRefusal:
     """Which of `requested` exist; a failed call comes back as a refusal to act on."""
     if response.status != 200:
         return _refusal(response, subscription_type="", broadcaster_user_id="")
     try:
         users = msgspec.json.decode(response.body, type=_Users).data
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        return SubscriptionRefused(
+        return HelixRefusal(
             RefusalKind.TRANSIENT, response.status, f"unreadable Get Users answer: {exc}", "", ""
         )
     user_ids = {user.login.lower(): user.id for user in users}
@@ -201,8 +199,11 @@ class RefusalKind(enum.Enum):
         return self in (RefusalKind.LIMIT_EXCEEDED, RefusalKind.FORBIDDEN, RefusalKind.BAD_REQUEST)
 
 
-class SubscriptionRefused(msgspec.Struct, frozen=True, gc=False):
-    """A Helix call that did not succeed, with Twitch's own message."""
+class HelixRefusal(msgspec.Struct, frozen=True, gc=False):
+    """A Helix call (Get Users or Create Subscription) that did not succeed.
+
+    `kind` says what to do about it; `message` is Twitch's own reason.
+    """
 
     kind: RefusalKind
     status: int
@@ -264,7 +265,7 @@ def subscription_request(
 
 def interpret_subscription(
     response: HttpResponse, *, subscription_type: str, broadcaster_user_id: str
-) -> SubscriptionCreated | SubscriptionRefused:
+) -> SubscriptionCreated | HelixRefusal:
     """What a Create EventSub Subscription answer means."""
     if response.status == 409:  # "subscription already exists": what we wanted
         return SubscriptionCreated("", subscription_type, broadcaster_user_id, 0, None, None)
@@ -280,7 +281,7 @@ def interpret_subscription(
     else:
         detail = "no subscription in the answer"
     if body is None or not body.data:
-        return SubscriptionRefused(
+        return HelixRefusal(
             RefusalKind.TRANSIENT,
             response.status,
             f"unreadable answer: {detail[:160]}",
@@ -300,7 +301,7 @@ def interpret_subscription(
 
 def _refusal(
     response: HttpResponse, *, subscription_type: str, broadcaster_user_id: str
-) -> SubscriptionRefused:
+) -> HelixRefusal:
     try:
         message = msgspec.json.decode(response.body, type=_HelixError).message
     except (msgspec.ValidationError, msgspec.DecodeError):
@@ -327,7 +328,7 @@ def _refusal(
         kind = RefusalKind.BAD_REQUEST
     else:
         kind = RefusalKind.TRANSIENT
-    return SubscriptionRefused(kind, status, message, subscription_type, broadcaster_user_id)
+    return HelixRefusal(kind, status, message, subscription_type, broadcaster_user_id)
 
 
 # ---------------------------------------------------------------------------------------

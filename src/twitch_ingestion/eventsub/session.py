@@ -142,7 +142,10 @@ class CloseOldSocket(msgspec.Struct, frozen=True, gc=False):
 
 
 class ReconnectFresh(msgspec.Struct, frozen=True, gc=False):
-    """Close every socket, open a new one to the configured URL, then re-subscribe."""
+    """Close every socket, open a new one to the configured URL, then re-subscribe.
+
+    `kind` says whether to wait first (the IRC source's backoff) or go at once.
+    """
 
     reason: str
     """Short label: `close-4000`, `keepalive-timeout`, `welcome-timeout`, …"""
@@ -161,7 +164,11 @@ class Revoked(msgspec.Struct, frozen=True, gc=False):
 
 
 class Fatal(msgspec.Struct, frozen=True, gc=False):
-    """Stop this source: retrying cannot help. `message` is one line for the operator."""
+    """Stop this source: retrying cannot help. `message` is one line for the operator.
+
+    Returned when `max_unproductive_sessions` connections in a row ended before their
+    subscriptions were created (4003 after 4003, reconnect URLs that always fail).
+    """
 
     reason: str
     message: str
@@ -180,8 +187,9 @@ class CloseCode(msgspec.Struct, frozen=True, gc=False):
     code: int
     name: str
     meaning: str
-    kind: ReconnectKind | None
-    """How to reconnect; None: do not (fatal)."""
+    kind: ReconnectKind
+    """How to reconnect. No code is fatal by itself: Twitch documents each as a reason
+    to start a new session; a loop of them ends in `Fatal` (unproductive sessions)."""
 
 
 _B = ReconnectKind.BACKOFF
@@ -317,13 +325,9 @@ class EventSubSession:
             return []
         if socket != self._socket or self.state is SessionState.CLOSED:
             return []
+        # Whatever the code, the session is gone (a failed reconnect socket included:
+        # its old session cannot be resumed), so every close starts a fresh one.
         info = close_code(code)
-        if code == 4007 or self.state is SessionState.MIGRATING:
-            # The reconnect socket failed: the old session cannot be resumed.
-            self._old_socket = None
-        if info.kind is None:
-            self.state = SessionState.CLOSED
-            return [Fatal(info.name, f"EventSub closed the connection: {info.meaning}")]
         return self._reconnect(f"close-{info.code}" if code is not None else "closed", info.kind)
 
     def tick(self, now: float) -> list[SessionAction]:
