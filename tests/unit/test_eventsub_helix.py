@@ -259,6 +259,19 @@ def test_429_without_usable_reset_waits_a_moment() -> None:
     assert limiter.delay(50.0) == 1.0
 
 
+def test_429_for_a_subscription_limit_does_not_stop_other_calls() -> None:
+    limiter = RateLimiter()
+    limiter.observe(
+        twitch_error(
+            429,
+            "subscription cost 100 would exceed max_total_cost 10",
+            {"Ratelimit-Remaining": "790", "Ratelimit-Reset": "1000060"},
+        ),
+        1_000_000.0,
+    )
+    assert limiter.delay(1_000_000.0) == 0.0
+
+
 def test_reset_far_in_the_future_is_capped() -> None:
     limiter = RateLimiter()
     limiter.observe(

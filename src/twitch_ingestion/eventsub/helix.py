@@ -355,7 +355,10 @@ class RateLimiter:
             self.remaining = remaining
         if reset is not None:
             self.reset_at = float(reset)
-        if response.status == 429 or remaining == 0:
+        # A 429 with points left in the bucket is a subscription limit (count or cost),
+        # not the bucket: it must not hold back the calls for the other channels.
+        exhausted = remaining == 0 or (response.status == 429 and remaining is None)
+        if exhausted:
             if reset is not None and reset > now:
                 wait = min(reset - now, _RATE_LIMIT_MAX_WAIT_S)
             else:
