@@ -152,6 +152,24 @@ def subscribed(sim: EventSubSimulatorThread, channels: int) -> Callable[[], bool
     return check
 
 
+def raise_helix_bucket(sim: EventSubSimulatorThread) -> None:
+    """Twitch's 800 points a minute would make a 900-subscription test wait a minute."""
+    sim.call(lambda simulator: setattr(simulator.config, "rate_limit_points", 10_000))
+
+
+def sessions_holding(sim: EventSubSimulatorThread, sizes: list[int]) -> Callable[[], bool]:
+    """True once the live sessions hold exactly `sizes` subscriptions (in any order)."""
+
+    def check() -> bool:
+        def count(simulator: EventSubSimulator) -> list[int]:
+            per_session = collections.Counter(s for s, _, _ in simulator.subscriptions())
+            return sorted(per_session.values())
+
+        return sim.call(count) == sorted(sizes)
+
+    return check
+
+
 def exactly_once(output: Collector, per_channel: int) -> bool:
     numbers = output.numbers()
     return all(
@@ -315,21 +333,41 @@ async def test_unknown_login_cost_refusal_and_429_are_reported_and_the_rest_flow
     assert_exactly_once(output, 100)
 
 
-async def test_logins_are_resolved_at_most_100_per_call(
+async def test_channels_are_resolved_100_per_call_and_spread_over_three_connections(
     simulator: EventSubSimulatorThread,
 ) -> None:
-    channels = [f"chan{index}" for index in range(150)]
+    channels = [f"chan{index}" for index in range(200)]
+    raise_helix_bucket(simulator)
     token = simulator.issue_token()
-    settings = settings_for(simulator, token, channels, max_connections=1)
+    async with Running(settings_for(simulator, token, channels)) as running:
+        # 3 connections x 300 subscriptions = 60 channels each; the last 20 do not fit.
+        await wait_for(sessions_holding(simulator, [300, 300, 300]), "three full connections")
+        await wait_for(lambda: len(running.output.problems) == 20, "20 channels reported")
+        assert {p.reason for p in running.output.problems} == {"connection-limit"}
+        assert {p.channel for p in running.output.problems} == set(channels[180:])
+        simulator.start_numbered(channels[:180:30], count=10)
+        await wait_for(lambda: len(running.output.numbers()) == 60, "chat on every connection")
+    stats = simulator.stats()
+    assert stats.users_calls == 2
+    assert stats.users_logins_max == 100
+
+
+async def test_a_connection_twitch_refuses_is_reported_and_the_others_keep_flowing(
+    simulator: EventSubSimulatorThread,
+) -> None:
+    # Misconfigured for 4 connections: Twitch (the simulator) refuses the 4th with 429.
+    channels = [f"chan{index}" for index in range(240)]
+    raise_helix_bucket(simulator)
+    token = simulator.issue_token()
+    settings = settings_for(simulator, token, channels, max_connections=4)
     async with Running(settings) as running:
-        await wait_for(lambda: simulator.stats().users_calls == 2, "two Get Users calls")
-        # One connection holds 60 channels (300 subscriptions): the other 90 are reported.
-        await wait_for(
-            lambda: sum(p.reason == "connection-limit" for p in running.output.problems) == 90,
-            "the channels past the connection limit",
-        )
-        await wait_for(subscribed(simulator, 60), "60 channels on one connection")
-    assert simulator.stats().users_logins_max == 100
+        await wait_for(sessions_holding(simulator, [300, 300, 300]), "three full connections")
+        await wait_for(lambda: len(running.output.problems) == 60, "60 channels reported")
+        assert {p.reason for p in running.output.problems} == {"limit-exceeded"}
+        assert all("connections" in p.message for p in running.output.problems)
+        simulator.start_numbered(channels[:180:30], count=10)
+        await wait_for(lambda: len(running.output.numbers()) == 60, "chat on three connections")
+        assert not running.task.done()  # type: ignore[union-attr]
 
 
 # ---------------------------------------------------------------------------------------

@@ -244,6 +244,13 @@ class EventSubClientStats:
     problems: list[ChannelProblem] = field(default_factory=list)
 
 
+class _NothingLeft:
+    """Queued when every channel of a connection was refused for good: end it."""
+
+
+_NOTHING_LEFT = _NothingLeft()
+
+
 @dataclass
 class _Channel:
     login: str
@@ -346,12 +353,25 @@ class EventSubClient:
             *(asyncio.create_task(connection.run()) for connection in self.connections),
         ]
         stopping = asyncio.create_task(self._stopping.wait())
+        pending: set[asyncio.Task[Any]] = {*tasks, stopping}
         try:
-            done, _ = await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
-            for task in tasks:
-                if task in done:
-                    return task.result()
-            return None
+            while True:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if stopping in done:
+                    return None
+                for task in done:
+                    failure = task.result()
+                    if failure is not None:
+                        return failure  # type: ignore[no-any-return]
+                if len(pending) <= 2 and tasks[0] in pending:
+                    # Only the token loop (and `stopping`) left: every connection gave up
+                    # its channels (all refused for good), so nothing is read any more.
+                    return SourceFailure(
+                        "no-channels",
+                        "TWITCH_CHANNEL",
+                        "EventSub: Twitch refused every configured channel (see the reports"
+                        " above); check TWITCH_CHANNEL and TWITCH_OAUTH_TOKEN",
+                    )
         finally:
             stopping.cancel()
             for task in tasks:
@@ -495,7 +515,7 @@ class _Connection:
             url = f"{url}{separator}keepalive_timeout_seconds={settings.keepalive_timeout_s}"
         self.url = url
         self._backoff = ExponentialBackoff(settings.backoff_base_s, settings.backoff_max_s)
-        self._actions: asyncio.Queue[SessionAction | SourceFailure] = asyncio.Queue()
+        self._actions: asyncio.Queue[SessionAction | SourceFailure | _NothingLeft] = asyncio.Queue()
         self._sockets: dict[int, aiohttp.ClientWebSocketResponse] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._subscribing: asyncio.Task[None] | None = None
@@ -522,6 +542,11 @@ class _Connection:
                 continue
             if isinstance(item, SourceFailure):
                 return item
+            if item is _NOTHING_LEFT:
+                log.warning("eventsub-connection-idle", connection=self.index)
+                await self.close()
+                return None
+            assert not isinstance(item, _NothingLeft)
             failure = await self._carry_out(item)
             if failure is not None:
                 return failure
@@ -700,14 +725,9 @@ class _Connection:
                 subscriptions=created,
             )
         elif channels and all(c.user_id in self._dropped for c in channels):
-            self._actions.put_nowait(
-                SourceFailure(
-                    "no-channels",
-                    "TWITCH_CHANNEL",
-                    "EventSub: Twitch refused every channel of this connection (see the"
-                    " reports above); check TWITCH_CHANNEL and TWITCH_OAUTH_TOKEN",
-                )
-            )
+            # Twitch refused every channel of this connection for good: end it (the
+            # others go on); the client stops only when no connection is left.
+            self._actions.put_nowait(_NOTHING_LEFT)
         # Otherwise nothing could be created for a transient reason: Twitch closes the
         # unused socket (4003) and the session starts over with backoff.
 
