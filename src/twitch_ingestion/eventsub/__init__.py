@@ -13,5 +13,9 @@ manner of h11/wsproto, so each protocol edge case is a unit test without a socke
 - `http_messages`: the request/response values `tokens` and `helix` exchange with the
   I/O shell (secrets redacted from their `repr`).
 
-The asyncio shell that owns sockets and clocks is not part of this package yet.
+The asyncio shell that owns sockets and clocks sits beside them, thin:
+
+- `auth`: `TokenKeeper`, the validate/refresh loop around `tokens`.
+- `client`: `EventSubSettings` and `EventSubClient` (aiohttp WebSocket and HTTP), which
+  carries out what `session` and `helix` decide and hands records to an output.
 """
