@@ -370,6 +370,27 @@ async def test_a_connection_twitch_refuses_is_reported_and_the_others_keep_flowi
         assert not running.task.done()  # type: ignore[union-attr]
 
 
+async def test_a_connection_opens_only_when_the_helix_bucket_can_take_its_subscriptions(
+    simulator: EventSubSimulatorThread,
+) -> None:
+    # 350 points per 2 s: the first connection's 250 subscriptions fit, the second's do
+    # not fit in what is left, so it must wait for the refill instead of opening a
+    # socket it could not subscribe in time (and running into 429s).
+    def small_bucket(sim: EventSubSimulator) -> None:
+        sim.config.rate_limit_points = 350
+        sim.config.rate_limit_window_s = 2.0
+
+    simulator.call(small_bucket)
+    channels = [f"chan{index}" for index in range(100)]
+    token = simulator.issue_token()
+    async with Running(settings_for(simulator, token, channels)) as running:
+        await wait_for(sessions_holding(simulator, [250, 250]), "two connections of 50")
+        simulator.start_numbered(channels[::25], count=10)
+        await wait_for(lambda: len(running.output.numbers()) == 40, "chat on both")
+    assert simulator.stats().rate_limited == 0
+    assert running.client.stats.rate_limited == 0
+
+
 # ---------------------------------------------------------------------------------------
 # Close codes
 

@@ -101,6 +101,8 @@ reset, timed out): a 5xx, so the core treats it as transient, and not one Twitch
 _HELIX_ATTEMPTS = 5
 """Tries per Helix call across 401 refreshes, 429 waits and 5xx answers."""
 _TRANSIENT_RETRY_S = 0.5
+_BUCKET_MAX_WAIT_S = 60.0
+"""Helix refills its bucket within a minute; a later `Ratelimit-Reset` is clock skew."""
 _MAX_FRAME_BYTES = 1 << 20
 """Largest WebSocket message accepted: a chat notification with 500 characters of
 emote fragments is ~20 KiB, so 1 MiB is generous and still bounds memory."""
@@ -344,10 +346,15 @@ class EventSubClient:
                 "EventSub: none of the configured channels can be read (see the reports"
                 " above); check TWITCH_CHANNEL",
             )
-        self.connections = [
-            _Connection(self, index, [channels[user_id] for user_id in group])
-            for index, group in enumerate(plan.connections)
-        ]
+        self.connections = []
+        previous: asyncio.Event | None = None
+        for index, group in enumerate(plan.connections):
+            connection = _Connection(self, index, [channels[user_id] for user_id in group])
+            # One after the other: each gets the Helix bucket to itself for its first
+            # round of subscriptions (see `wait_for_helix_room`).
+            connection.after = previous
+            previous = connection.first_round
+            self.connections.append(connection)
         tasks: list[asyncio.Task[SourceFailure | None]] = [
             asyncio.create_task(self._token_loop(keeper)),
             *(asyncio.create_task(connection.run()) for connection in self.connections),
@@ -447,6 +454,26 @@ class EventSubClient:
             return response
         return response
 
+    async def wait_for_helix_room(self, calls: int) -> None:
+        """Before a socket opens: wait until the Helix bucket can take `calls` requests.
+
+        Twitch closes a socket with 4003 when no subscription names it within 10 s of
+        the welcome, so opening one whose subscriptions the bucket cannot take now (800
+        points a minute: 160 channels' worth) only buys a 4003 and a reconnect loop.
+        """
+        limiter = self._limiter
+        now = self._wall()
+        delay = limiter.delay(now)
+        if (
+            limiter.remaining is not None
+            and limiter.remaining < calls
+            and limiter.reset_at is not None
+        ):
+            delay = max(delay, min(limiter.reset_at - now, _BUCKET_MAX_WAIT_S))
+        if delay > 0:
+            log.info("eventsub-waiting-for-helix-bucket", calls=calls, wait_s=round(delay, 2))
+            await asyncio.sleep(delay)
+
     async def _resolve(self, logins: tuple[str, ...]) -> dict[str, _Channel] | SourceFailure:
         """User id → channel for every login Twitch knows; the others are reported."""
         keeper = self.keeper
@@ -524,10 +551,23 @@ class _Connection:
         """User ids of channels refused for good: not subscribed again."""
         self._output = client.output
         self._clock = client._clock
+        self.after: asyncio.Event | None = None
+        """Set by the previous connection when its first round of subscriptions is over."""
+        self.first_round = asyncio.Event()
+        self._calls = len(channels) * len(CHAT_SUBSCRIPTION_TYPES)
 
     # -- the driver --------------------------------------------------------------------
 
     async def run(self) -> SourceFailure | None:
+        try:
+            return await self._run()
+        finally:
+            self.first_round.set()
+
+    async def _run(self) -> SourceFailure | None:
+        if self.after is not None:
+            await self.after.wait()
+        await self.client.wait_for_helix_room(self._calls)
         self._open(self.url)
         session = self.session
         while True:
@@ -590,6 +630,8 @@ class _Connection:
         )
         if delay > 0:
             await asyncio.sleep(delay)
+        self.first_round.set()
+        await self.client.wait_for_helix_room(self._calls)
         self._open(self.url)
 
     def _apply(self, actions: list[SessionAction]) -> None:
@@ -709,6 +751,7 @@ class _Connection:
         results = await asyncio.gather(
             *(self._subscribe_channel(channel, session_id, limit) for channel in channels)
         )
+        self.first_round.set()
         failure = next((r for r in results if isinstance(r, SourceFailure)), None)
         if failure is not None:
             self._actions.put_nowait(failure)

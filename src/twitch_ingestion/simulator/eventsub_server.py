@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import secrets
 import threading
 import time
@@ -96,6 +97,8 @@ class EventSubSimulatorConfig:
     max_total_cost: int = 10
     rate_limit_points: int = 800
     """Helix bucket size per client id (Twitch: 800 points a minute)."""
+    rate_limit_window_s: float = 60.0
+    """How often the bucket refills completely (Twitch: a minute)."""
     redeliver_recent: int = 5
     """Notifications re-sent per channel when its delivery moves to another socket."""
 
@@ -812,15 +815,16 @@ class EventSubSimulator:
     def _rate_headers(self, client_id: str) -> dict[str, str]:
         limit = self.config.rate_limit_points
         now = time.time()
-        remaining, reset = self._bucket.get(client_id, (limit, now + 60))
+        window = self.config.rate_limit_window_s
+        remaining, reset = self._bucket.get(client_id, (limit, now + window))
         if now >= reset:
-            remaining, reset = limit, now + 60
+            remaining, reset = limit, now + window
         remaining -= 1
         self._bucket[client_id] = (max(remaining, 0), reset)
         return {
             "Ratelimit-Limit": str(limit),
             "Ratelimit-Remaining": str(remaining),
-            "Ratelimit-Reset": str(int(reset)),
+            "Ratelimit-Reset": str(math.ceil(reset)),  # whole seconds, never early
         }
 
     async def _users(self, request: web.Request) -> web.Response:
