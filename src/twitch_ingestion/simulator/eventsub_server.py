@@ -29,12 +29,14 @@ Fault switches (all on the simulator's loop; `EventSubSimulatorThread` wraps the
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import itertools
 import logging
 import math
 import secrets
+import sys
 import threading
 import time
 from collections import deque
@@ -99,6 +101,9 @@ class EventSubSimulatorConfig:
     """Helix bucket size per client id (Twitch: 800 points a minute)."""
     rate_limit_window_s: float = 60.0
     """How often the bucket refills completely (Twitch: a minute)."""
+    max_backlog: int = 100_000
+    """Notifications a channel keeps while nobody is subscribed; the oldest go first
+    (counted in `stats.backlog_dropped`), so a long-running simulator stays bounded."""
     redeliver_recent: int = 5
     """Notifications re-sent per channel when its delivery moves to another socket."""
 
@@ -131,6 +136,7 @@ class EventSubStats:
     """HTTP status → count of refused subscription creations."""
     notifications_sent: int = 0
     redelivered: int = 0
+    backlog_dropped: int = 0
     numbered_high_water: dict[str, int] = field(default_factory=dict)
     closes_sent: dict[int, int] = field(default_factory=dict)
     inbound_messages: int = 0
@@ -154,6 +160,7 @@ class EventSubStats:
             dict(self.subscription_refusals),
             self.notifications_sent,
             self.redelivered,
+            self.backlog_dropped,
             dict(self.numbered_high_water),
             dict(self.closes_sent),
             self.inbound_messages,
@@ -436,14 +443,42 @@ class EventSubSimulator:
         return task
 
     def start_generated(
-        self, channels: Sequence[str], *, count: int, seed: int | None = None
-    ) -> None:
-        """`count` realistic chat messages (the IRC simulator's generator) as EventSub."""
+        self,
+        channels: Sequence[str],
+        *,
+        count: int | None,
+        rate: float = 0.0,
+        seed: int | None = None,
+    ) -> asyncio.Task[None] | None:
+        """Realistic chat messages (the IRC simulator's generator) as EventSub events.
+
+        `count` messages round-robin over `channels` (None: until stopped), at `rate`
+        per second (0: all queued at once, which needs a `count`).
+        """
         generator = ChatGenerator(seed)
-        for index in range(count):
-            channel = channels[index % len(channels)].lower()
+        logins = [channel.lower() for channel in channels]
+
+        def one(index: int) -> None:
+            channel = logins[index % len(logins)]
             line = generator.privmsg(channel, room_id_for(channel), int(time.time() * 1000))
             self.queue_event(channel, "channel.chat.message", _privmsg_event(channel, line))
+
+        if rate <= 0:
+            if count is None:
+                raise ValueError("a generated stream without a rate needs a count")
+            for index in range(count):
+                one(index)
+            return None
+
+        async def paced() -> None:
+            for index in itertools.count() if count is None else range(count):
+                one(index)
+                await asyncio.sleep(1.0 / rate)
+
+        task = asyncio.create_task(paced())
+        self._streams.add(task)
+        task.add_done_callback(self._streams.discard)
+        return task
 
     def queue_event(
         self,
@@ -460,7 +495,13 @@ class EventSubSimulator:
         event.setdefault("broadcaster_user_name", login)
         message_id = message_id or derived_uuid("eventsub", secrets.token_hex(8))
         item = (subscription_type, message_id, _rfc3339_now(), msgspec.json.encode(event))
-        self._backlog.setdefault(login, deque()).append(item)
+        backlog = self._backlog.get(login)
+        if backlog is None:
+            backlog = self._backlog[login] = deque()
+        if len(backlog) >= self.config.max_backlog:
+            backlog.popleft()
+            self.stats.backlog_dropped += 1
+        backlog.append(item)
         self._wake.set()
         return message_id
 
@@ -673,7 +714,8 @@ class EventSubSimulator:
                                 self.stats.redelivered += 1
                     if not await self._send(socket, self._notification(sub, item)):
                         break
-                    backlog.popleft()
+                    if backlog and backlog[0] is item:  # not pushed out by `max_backlog`
+                        backlog.popleft()
                     recent = self._recent.get(login)
                     if recent is None:
                         recent = self._recent[login] = deque(maxlen=self.config.redeliver_recent)
@@ -1210,3 +1252,54 @@ class EventSubSimulatorThread:
         """Block until `predicate(simulator)` holds (run on the simulator's loop)."""
         simulator = self.simulator
         self.run(simulator.wait_until(lambda: predicate(simulator), timeout), timeout + 5.0)
+
+
+# ---------------------------------------------------------------------------------------
+# Standalone: `python -m twitch_ingestion.simulator.eventsub_server`
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until interrupted; print the settings that point the service here."""
+    parser = argparse.ArgumentParser(
+        prog="python -m twitch_ingestion.simulator.eventsub_server",
+        description="A local Twitch EventSub (WebSocket, OAuth and Helix) for demos and tests.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080, help="0: any free port")
+    parser.add_argument(
+        "--channels", default="", help="comma-separated logins to generate chat for"
+    )
+    parser.add_argument("--rate", type=float, default=5.0, help="generated messages a second")
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    config = EventSubSimulatorConfig(host=args.host, port=args.port)
+    channels = [c.strip() for c in args.channels.split(",") if c.strip()]
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(config, channels, args.rate, args.seed))
+    return 0
+
+
+async def _serve(
+    config: EventSubSimulatorConfig, channels: list[str], rate: float, seed: int | None
+) -> None:
+    async with EventSubSimulator(config) as simulator:
+        token = simulator.issue_token()
+        # stdout carries what this command is for: the settings (a simulator-only token).
+        settings = {
+            "TWITCH_CLIENT_ID": config.client_id,
+            "TWITCH_OAUTH_TOKEN": token.access_token,
+            "TWITCH_CLIENT_SECRET": config.client_secret,
+            "TWITCH_REFRESH_TOKEN": token.refresh_token,
+            **simulator.urls,
+        }
+        for name, value in settings.items():
+            print(f"{name}={value}", flush=True)
+        logger.info("EventSub simulator on %s", simulator.base_url)
+        if channels and rate > 0:
+            simulator.start_generated(channels, count=None, rate=rate, seed=seed)
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
