@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ssl
+import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -389,6 +392,75 @@ async def test_a_connection_opens_only_when_the_helix_bucket_can_take_its_subscr
         await wait_for(lambda: len(running.output.numbers()) == 40, "chat on both")
     assert simulator.stats().rate_limited == 0
     assert running.client.stats.rate_limited == 0
+
+
+async def test_twitchs_300_subscriptions_per_connection_are_enforced_and_reported(
+    simulator: EventSubSimulatorThread,
+) -> None:
+    # Misconfigured for 310 per connection: one connection gets 62 channels (310
+    # subscriptions); Twitch (the simulator) refuses the 301st onwards with 429.
+    raise_helix_bucket(simulator)
+    channels = [f"chan{index}" for index in range(62)]
+    token = simulator.issue_token()
+    settings = settings_for(
+        simulator, token, channels, subscriptions_per_connection=310, subscribe_concurrency=1
+    )
+    async with Running(settings) as running:
+        await wait_for(sessions_holding(simulator, [300]), "one full connection")
+        await wait_for(lambda: len(running.output.problems) == 2, "two channels reported")
+        assert {p.reason for p in running.output.problems} == {"limit-exceeded"}
+        assert all("per connection" in p.message for p in running.output.problems)
+        assert {p.channel for p in running.output.problems} == {"chan60", "chan61"}
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> ssl.SSLContext:
+    """A server context with a self-signed certificate for 127.0.0.1 (not trusted)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def test_https_certificates_are_verified(self_signed: ssl.SSLContext) -> None:
+    with EventSubSimulatorThread(ssl_context=self_signed) as simulator:
+        token = simulator.issue_token()
+        settings = settings_for(simulator, token)
+        assert settings.auth_url.startswith("https://")
+        client = EventSubClient(settings, Collector())
+        task = asyncio.create_task(client.run())
+        await wait_for(
+            lambda: client.keeper is not None and client.keeper.validations >= 2,
+            "validation attempts",
+        )
+        client.stop()
+        async with asyncio.timeout(10):
+            assert await task is None
+        # The self-signed certificate was refused: no request got through the handshake.
+        assert simulator.stats().validate_calls == 0
+
+
+async def test_wss_certificates_are_verified(
+    simulator: EventSubSimulatorThread, self_signed: ssl.SSLContext
+) -> None:
+    token = simulator.issue_token()
+    with EventSubSimulatorThread(ssl_context=self_signed) as untrusted:
+        eventsub_url = untrusted.urls["TWITCH_EVENTSUB_URL"]
+        assert eventsub_url.startswith("wss://")
+        settings = settings_for(simulator, token, eventsub_url=eventsub_url)
+        async with Running(settings) as running:
+            await wait_for(lambda: len(running.client.stats.reconnects) >= 2, "failed connects")
+            assert {reason for reason, _ in running.client.stats.reconnects} == {"closed"}
+        assert untrusted.stats().welcomes == 0
 
 
 # ---------------------------------------------------------------------------------------

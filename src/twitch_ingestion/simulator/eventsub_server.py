@@ -36,6 +36,7 @@ import itertools
 import logging
 import math
 import secrets
+import ssl
 import sys
 import threading
 import time
@@ -238,8 +239,15 @@ def _json_error(status: int, message: str, headers: dict[str, str] | None = None
 class EventSubSimulator:
     """The server; `async with EventSubSimulator(config) as sim:` or `start`/`stop`."""
 
-    def __init__(self, config: EventSubSimulatorConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: EventSubSimulatorConfig | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.config = config if config is not None else EventSubSimulatorConfig()
+        self.ssl_context = ssl_context
+        """Serve https/wss with it (e.g. a self-signed certificate, for TLS tests)."""
         self.stats = EventSubStats()
         self.unknown_logins: set[str] = set()
         self.costs: dict[str, int] = {}
@@ -278,7 +286,9 @@ class EventSubSimulator:
     async def start(self) -> None:
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        self._site = web.TCPSite(
+            self._runner, self.config.host, self.config.port, ssl_context=self.ssl_context
+        )
         await self._site.start()
         self.port = int(self._runner.addresses[0][1])
         self._pump_task = asyncio.create_task(self._pump())
@@ -304,13 +314,15 @@ class EventSubSimulator:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.config.host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.config.host}:{self.port}"
 
     @property
     def urls(self) -> dict[str, str]:
         """The settings that point a client here (`TWITCH_EVENTSUB_URL`, …)."""
+        scheme = "wss" if self.ssl_context is not None else "ws"
         return {
-            "TWITCH_EVENTSUB_URL": f"ws://{self.config.host}:{self.port}/ws",
+            "TWITCH_EVENTSUB_URL": f"{scheme}://{self.config.host}:{self.port}/ws",
             "TWITCH_API_URL": f"{self.base_url}/helix",
             "TWITCH_AUTH_URL": f"{self.base_url}/oauth2",
         }
@@ -391,7 +403,7 @@ class EventSubSimulator:
             token = secrets.token_hex(8)
             session.reconnect_token = token
             session.invalid_reconnect = invalid
-            url = f"ws://{self.config.host}:{self.port}/ws?reconnect={session.id}&token={token}"
+            url = f"{self.urls['TWITCH_EVENTSUB_URL']}?reconnect={session.id}&token={token}"
             frame = self._message(
                 "session_reconnect",
                 b'{"session":{"id":'
@@ -1155,8 +1167,14 @@ class EventSubSimulatorThread:
     wait, and directly when they only flip a switch.
     """
 
-    def __init__(self, config: EventSubSimulatorConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: EventSubSimulatorConfig | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.config = config if config is not None else EventSubSimulatorConfig()
+        self.ssl_context = ssl_context
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._simulator: EventSubSimulator | None = None
@@ -1186,7 +1204,7 @@ class EventSubSimulatorThread:
         ready.wait(timeout)
 
         async def create() -> EventSubSimulator:
-            simulator = EventSubSimulator(self.config)
+            simulator = EventSubSimulator(self.config, ssl_context=self.ssl_context)
             await simulator.start()
             return simulator
 
