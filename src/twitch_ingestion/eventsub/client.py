@@ -595,7 +595,7 @@ class _Connection:
         if isinstance(action, Subscribe):
             if self._subscribing is not None:
                 self._subscribing.cancel()
-            self._subscribing = self._spawn(self._subscribe_all(action.session_id))
+            self._subscribing = self._spawn(self._subscribe_all(action.session_id, action.deadline))
         elif isinstance(action, OpenReconnectUrl):
             self.client.stats.migrations += 1
             log.info("eventsub-session-reconnect", connection=self.index)
@@ -744,14 +744,25 @@ class _Connection:
 
     # -- subscriptions -----------------------------------------------------------------
 
-    async def _subscribe_all(self, session_id: str) -> None:
-        """Create every chat subscription of this connection's channels for `session_id`."""
+    async def _subscribe_all(self, session_id: str, deadline: float) -> None:
+        """Create every chat subscription of this connection's channels for `session_id`.
+
+        Past `deadline` Twitch may already have closed the socket (4003): the session
+        then reconnects with backoff; the warning says why it keeps happening.
+        """
         limit = asyncio.Semaphore(self.client.settings.subscribe_concurrency)
         channels = [c for c in self.channels if c.user_id not in self._dropped]
         results = await asyncio.gather(
             *(self._subscribe_channel(channel, session_id, limit) for channel in channels)
         )
         self.first_round.set()
+        if self._clock() > deadline:
+            log.warning(
+                "eventsub-subscribe-slow",
+                connection=self.index,
+                detail="subscribing took longer than Twitch allows after a welcome (4003"
+                " follows); fewer channels per connection or a faster network help",
+            )
         failure = next((r for r in results if isinstance(r, SourceFailure)), None)
         if failure is not None:
             self._actions.put_nowait(failure)

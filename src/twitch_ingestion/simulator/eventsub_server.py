@@ -62,6 +62,7 @@ __all__ = [
     "EventSubSimulatorThread",
     "EventSubStats",
     "IssuedToken",
+    "privmsg_event",
 ]
 
 logger = logging.getLogger("twitch_ingestion.simulator.eventsub")
@@ -473,7 +474,7 @@ class EventSubSimulator:
         def one(index: int) -> None:
             channel = logins[index % len(logins)]
             line = generator.privmsg(channel, room_id_for(channel), int(time.time() * 1000))
-            self.queue_event(channel, "channel.chat.message", _privmsg_event(channel, line))
+            self.queue_event(channel, "channel.chat.message", privmsg_event(channel, line))
 
         if rate <= 0:
             if count is None:
@@ -1087,7 +1088,7 @@ def _fragment(kind: str, text: str, emote_id: str | None = None) -> dict[str, An
     return {"type": kind, "text": text, "cheermote": None, "emote": emote, "mention": None}
 
 
-def _privmsg_event(login: str, line: str) -> dict[str, Any]:
+def privmsg_event(login: str, line: str) -> dict[str, Any]:
     """The `channel.chat.message` event equivalent to a generated PRIVMSG line."""
     message = parse_line(line)
     tags = message.tags
@@ -1143,7 +1144,8 @@ def _privmsg_event(login: str, line: str) -> dict[str, Any]:
         "message": {"text": text, "fragments": fragments},
         "color": tags.get("color", ""),
         "badges": badges,
-        "message_type": "text",
+        # EventSub marks a first message only as `user_intro` (IRC: `first-msg=1`).
+        "message_type": "user_intro" if tags.get("first-msg") == "1" else "text",
         "cheer": {"bits": int(bits)} if bits else None,
         "reply": reply,
         "channel_points_custom_reward_id": None,
