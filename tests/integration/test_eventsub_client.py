@@ -535,3 +535,29 @@ async def test_revocations_are_retried_when_the_reason_allows_and_reported_other
         await wait_for(
             lambda: len(running.output.numbers()) == 60, "chat on the channels still read"
         )
+
+
+async def test_unusable_frames_are_dead_lettered_byte_for_byte_and_chat_goes_on(
+    simulator: EventSubSimulatorThread,
+) -> None:
+    token = simulator.issue_token()
+    broken = b'{"metadata": {"message_type": "notification"}, "payload": "\xc3\xa9t\xc3\xa9"}'
+    async with Running(settings_for(simulator, token)) as running:
+        output = running.output
+        await wait_for(subscribed(simulator, 3), "the subscriptions")
+        simulator.call(lambda sim: sim.send_raw(b"not json at all"))
+        simulator.call(lambda sim: sim.send_raw(broken))
+        # A chat event without the chatter: a valid frame whose event cannot be a record.
+        simulator.call(
+            lambda sim: sim.queue_event(
+                "alpha", "channel.chat.message", {"message_id": "x", "message": {"text": "hi"}}
+            )
+        )
+        simulator.start_numbered(CHANNELS, count=20)
+        await wait_for(lambda: exactly_once(output, 20), "chat around the broken frames")
+        await wait_for(lambda: len(output.dead_letters) == 3, "three dead letters")
+        frames = [letter.frame for letter in output.dead_letters]
+        assert frames[:2] == [b"not json at all", broken]
+        assert output.dead_letters[2].reason == "missing-field"
+        assert b'"message_id":"x"' in frames[2]
+        assert running.client.stats.reconnects == []

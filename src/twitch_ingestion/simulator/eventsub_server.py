@@ -24,7 +24,7 @@ on exactly once.
 Fault switches (all on the simulator's loop; `EventSubSimulatorThread` wraps them):
 `issue_token` (scopes, client id, lifetime), `expire_token`, `unknown_logins`,
 `set_cost`, `rate_limit_next`, `go_silent`, `send_reconnect(invalid=…)`, `close`,
-`revoke`.
+`revoke`, `send_raw`.
 """
 
 from __future__ import annotations
@@ -417,6 +417,13 @@ class EventSubSimulator:
             self._spawn(self._reconnect_grace(session, token))
             count += 1
         return count
+
+    def send_raw(self, frame: bytes, session_id: str | None = None) -> int:
+        """Send `frame` as it is (a broken one, for dead-letter tests) on live sessions."""
+        sessions = self._select(session_id)
+        for session in sessions:
+            self._spawn(self._send(session.socket, frame))
+        return len(sessions)
 
     def close(self, code: int, session_id: str | None = None) -> int:
         """Close the session's socket (every session's by default) with `code`."""
