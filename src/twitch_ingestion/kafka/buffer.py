@@ -96,6 +96,9 @@ from twitch_ingestion.metrics import (
     BUFFER_REPLAYED,
 )
 
+# Re-exported: the record type is the sources' and the sink's (`records.py`).
+from twitch_ingestion.records import Headers, Record
+
 __all__ = [
     "Appended",
     "Buffer",
@@ -103,6 +106,7 @@ __all__ = [
     "BufferedRecord",
     "DiskBuffer",
     "DurableBufferError",
+    "Headers",
     "MemoryBuffer",
     "Record",
     "buffer_from_settings",
@@ -110,10 +114,6 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-Headers = list[tuple[str, bytes]]
-# What the parser hands over: (topic, key, value, headers, created_at_ms). Plain tuples
-# keep the hot path free of object churn; `BufferedRecord` is the same shape with names.
-Record = tuple[str, bytes | None, bytes, Headers | None, int]
 
 # A segment is at most this fraction of BUFFER_MAX_BYTES, so that acked space comes back
 # in steps smaller than the whole cap (a 64 MiB segment under a 1 MiB cap would free
@@ -156,7 +156,8 @@ class BufferLockedError(DurableBufferError):
 
 
 class Buffer(Protocol):
-    """What the Kafka sink needs from a buffer; `DiskBuffer` and `MemoryBuffer` satisfy it."""
+    """What the Kafka sink (and the benchmarks) use of a buffer; `DiskBuffer` and
+    `MemoryBuffer` satisfy it."""
 
     def open(self) -> None: ...
 
@@ -168,33 +169,23 @@ class Buffer(Protocol):
 
     def ack(self, seq: int) -> None: ...
 
-    def has_room(self, nbytes: int) -> bool: ...
-
-    async def wait_for_room(self, nbytes: int) -> None: ...
-
     def replay(self) -> Iterator[tuple[int, BufferedRecord]]: ...
 
     def unacked(self) -> Iterator[tuple[int, BufferedRecord]]: ...
 
     def maybe_sync(self, now: float | None = None) -> bool: ...
 
-    def sync(self) -> None: ...
+    def spill(self) -> int:
+        """Make what is only in memory survive a crash (Kafka is down); returns how
+        many records were written. A no-op for a buffer that is on disk anyway."""
+        ...
 
     def close(self) -> None: ...
-
-    def oldest_unacked_age_s(self, now_ms: int) -> float: ...
 
     def update_metrics(self, now_ms: int | None = None) -> None: ...
 
     @property
     def records(self) -> int: ...
-
-    @property
-    def replayed(self) -> int: ...
-
-    # Last: mypy resolves later annotations in the class to this property, not the type.
-    @property
-    def bytes(self) -> int: ...
 
 
 class _RoomWaiting:
@@ -796,6 +787,10 @@ class DiskBuffer(_RoomWaiting):
                 os.close(dir_fd)
             self._dir_dirty = False
         self._last_sync = time.monotonic()
+
+    def spill(self) -> int:
+        """Nothing to spill: every record is on disk once `append_batch` returns."""
+        return 0
 
     def maybe_sync(self, now: float | None = None) -> bool:
         """The periodic tick (`now` is `time.monotonic()`): group-commit fsync at most
