@@ -19,6 +19,8 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from twitch_ingestion.channels import LOGIN_RULE, InvalidLogin, normalise_login
+
 __all__ = [
     "BufferFullPolicy",
     "BufferMode",
@@ -29,9 +31,6 @@ __all__ = [
     "load_settings",
 ]
 
-# Twitch logins are 1-25 characters of ASCII letters, digits and underscores; older
-# accounts may be shorter than 4. Channel names are logins, compared lower case.
-_CHANNEL_LOGIN = re.compile(r"^[a-z0-9_]{1,25}$")
 _ANONYMOUS_PREFIX = "justinfan"
 # Twitch tokens are ASCII letters and digits; anything else is a paste error (quotes,
 # whitespace, a second "oauth:") that Twitch would answer with "Improperly formatted auth".
@@ -181,11 +180,10 @@ class Settings(BaseSettings):
     def _normalise_channels(cls, channels: list[str]) -> list[str]:
         normalised: list[str] = []
         for channel in channels:
-            login = channel.removeprefix("#").lower()
-            if not _CHANNEL_LOGIN.match(login):
+            login = normalise_login(channel)
+            if isinstance(login, InvalidLogin):
                 raise ValueError(
-                    f"{channel!r} is not a Twitch channel login "
-                    "(1-25 letters, digits or underscores, optionally prefixed with #)"
+                    f"{channel!r} is not a Twitch channel login ({LOGIN_RULE}): {login.reason}"
                 )
             if login not in normalised:
                 normalised.append(login)

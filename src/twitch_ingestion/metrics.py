@@ -113,8 +113,20 @@ BUFFER_REPLAYED = Counter(
 )
 BUFFER_DROPPED = Counter(
     "buffer_records_dropped",
-    "Records dropped by the buffer, by reason (drop_newest policy, corrupt tail)",
+    "Records dropped by the buffer, by reason (buffer_full, corrupt_tail, corrupt_frame, "
+    "disk_full: held in memory at close with the disk still full)",
     ["reason"],
+    registry=REGISTRY,
+)
+BUFFER_DISK_FULL = Gauge(
+    "buffer_disk_full",
+    "1 while the disk buffer's filesystem refuses writes (ENOSPC/EDQUOT) and new records "
+    "are held in memory; 0 once it takes them again",
+    registry=REGISTRY,
+)
+BUFFER_HELD_IN_MEMORY = Counter(
+    "buffer_records_held_in_memory",
+    "Records the disk buffer held in memory because the disk was full",
     registry=REGISTRY,
 )
 

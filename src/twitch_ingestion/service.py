@@ -18,7 +18,7 @@ import structlog
 from confluent_kafka.admin import AdminClient
 
 from twitch_ingestion.config import ChannelSource, Settings
-from twitch_ingestion.fleet.assignment import FleetMember
+from twitch_ingestion.fleet.assignment import FleetError, FleetMember
 from twitch_ingestion.health import HealthServer
 from twitch_ingestion.kafka.buffer import buffer_from_settings
 from twitch_ingestion.kafka.producer import KafkaProducer
@@ -269,6 +269,9 @@ def _exit_code_for(
     if isinstance(error, TwitchGaveUp):
         log.error("twitch connection gave up", error=str(error))
         return ExitCode.TWITCH_GAVE_UP
+    if isinstance(error, FleetError):  # its message says what to fix: no traceback
+        log.error(crashed, error=str(error))
+        return ExitCode.FAILURE
     log.error(crashed, error=repr(error), exc_info=error)
     return ExitCode.FAILURE
 
