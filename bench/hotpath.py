@@ -51,10 +51,10 @@ from twitch_ingestion.kafka.sink import KafkaSink
 from twitch_ingestion.metrics import BUFFER_BYTES, BYTES_RECEIVED, DELIVERY_LATENCY
 from twitch_ingestion.records import Headers, Record
 from twitch_ingestion.simulator import DEFAULT_REPLAY_COMMANDS, default_corpus_path
-from twitch_ingestion.twitch.irc import IrcMessage, parse_line
-from twitch_ingestion.twitch.records import IrcRecordEncoder
-from twitch_ingestion.twitch.routing import ContractViolation, Routed, route_message
-from twitch_ingestion.twitch.session import ChatLines, TwitchSession
+from twitch_ingestion.sources.irc.irc import IrcMessage, parse_line
+from twitch_ingestion.sources.irc.records import IrcRecordEncoder
+from twitch_ingestion.sources.irc.routing import ContractViolation, Routed, route_message
+from twitch_ingestion.sources.irc.session import ChatLines, TwitchSession
 
 __all__ = ["NAME", "add_arguments", "best_ns_per_item", "run"]
 

@@ -2,7 +2,7 @@
 
 The pipeline is source → records → sink. A source (the Twitch IRC reader today,
 EventSub tomorrow) turns what it reads into `Record`s with its own encoder
-(`twitch/records.py`) and hands them to a `RecordSink`; the sink (`kafka/sink.py`)
+(`sources/irc/records.py`) and hands them to a `RecordSink`; the sink (`kafka/sink.py`)
 buffers and produces records and never asks where they came from. Nothing here
 imports a source or Kafka.
 

@@ -26,8 +26,8 @@ from twitch_ingestion.kafka.producer_config import admin_config
 from twitch_ingestion.kafka.sink import KafkaSink
 from twitch_ingestion.kafka.topics import TopicCheck, TopicSpec, ensure_topics
 from twitch_ingestion.metrics import REGISTRY
-from twitch_ingestion.twitch.pool import TwitchAuthenticationError, TwitchGaveUp, TwitchSource
-from twitch_ingestion.twitch.records import IrcRecordEncoder
+from twitch_ingestion.sources.irc.pool import TwitchAuthenticationError, TwitchGaveUp, TwitchSource
+from twitch_ingestion.sources.irc.records import IrcRecordEncoder
 
 __all__ = ["ExitCode", "IngestionService", "topic_specs"]
 

@@ -13,7 +13,7 @@ from tests.integration.conftest import twitch_env
 from tests.integration.kafka_helpers import collect_records
 from tests.integration.service_process import ServiceProcess
 from twitch_ingestion.simulator import SimulatorThread
-from twitch_ingestion.twitch.routing import EVENT_COMMANDS
+from twitch_ingestion.sources.irc.routing import EVENT_COMMANDS
 
 StartService = Callable[[dict[str, str]], ServiceProcess]
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"

@@ -7,8 +7,8 @@ import pytest
 
 from twitch_ingestion.metrics import REGISTRY
 from twitch_ingestion.records import Record
-from twitch_ingestion.twitch.irc import parse_line
-from twitch_ingestion.twitch.records import IrcRecordEncoder
+from twitch_ingestion.sources.irc.irc import parse_line
+from twitch_ingestion.sources.irc.records import IrcRecordEncoder
 
 RECEIVED_AT = 1_700_000_000_123
 ROOM_IDS = {"pajlada": "11148817"}

@@ -25,7 +25,7 @@ from twitch_ingestion.simulator import (
     load_corpus,
 )
 from twitch_ingestion.simulator.cli import add_simulate_arguments, config_from_args
-from twitch_ingestion.twitch.irc import parse_line
+from twitch_ingestion.sources.irc.irc import parse_line
 
 CORPUS = default_corpus_path()
 needs_corpus = pytest.mark.skipif(not CORPUS.exists(), reason=f"{CORPUS} is not present")

@@ -18,7 +18,7 @@ from twitch_ingestion.simulator.replay import (
 )
 from twitch_ingestion.simulator.stats import StreamStats
 from twitch_ingestion.simulator.streams import NumberedSource, ReplaySource
-from twitch_ingestion.twitch.irc import parse_line
+from twitch_ingestion.sources.irc.irc import parse_line
 
 CORPUS = default_corpus_path()
 needs_corpus = pytest.mark.skipif(not CORPUS.exists(), reason=f"{CORPUS} is not present")

@@ -29,8 +29,8 @@ from twitch_ingestion.records import (
     Record,
     RecordSink,
 )
-from twitch_ingestion.twitch.irc import IrcMessage
-from twitch_ingestion.twitch.routing import ContractViolation, Destination, route_message
+from twitch_ingestion.sources.irc.irc import IrcMessage
+from twitch_ingestion.sources.irc.routing import ContractViolation, Destination, route_message
 
 __all__ = ["IrcRecordEncoder"]
 
