@@ -82,6 +82,7 @@ def test_chat_message_field_order_is_the_positional_contract() -> None:
         "schema_version",
         "source_room_id",
         "source_message_id",
+        "ingested_via",
     )
 
 
