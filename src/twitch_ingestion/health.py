@@ -61,7 +61,9 @@ class _ClientMistakesWithoutTraceback(logging.Filter):
             return True
         if not _http_log.isEnabledFor(logging.DEBUG):
             return False
-        record.msg, record.args = "health server: unparseable request: %s", (problem,)
+        # aiohttp's message draws a caret under the bad byte over several lines: one line.
+        record.msg = "health server answered 400 to a request it could not parse: %s"
+        record.args = (" ".join(problem.message.split()),)
         record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
         record.exc_info = record.exc_text = None
         return True

@@ -10,6 +10,7 @@ import platform
 import re
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import confluent_kafka
 import pytest
@@ -18,12 +19,21 @@ from twitch_ingestion import __version__
 from twitch_ingestion.health import HealthServer, HealthServerError, _bind_problem
 
 
-async def get(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+async def exchange(port: int, raw: bytes, *, half_close: bool = False) -> bytes:
+    """Send `raw`, read until the server closes; no write_eof() unless asked, since
+    aiohttp takes a half-close for a client that has gone."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(request)
+    writer.write(raw)
+    if half_close:
+        writer.write_eof()
     response = await asyncio.wait_for(reader.read(), 2)
     writer.close()
     await writer.wait_closed()
+    return response
+
+
+async def get(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    response = await exchange(port, request)
     head, _, body = response.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode().split("\r\n")
     headers = dict(line.split(": ", 1) for line in header_lines)
@@ -49,6 +59,16 @@ class Readiness:
         return self.ready, {"connections": [{"connection": "twitch-1", "joined": 3}]}
 
 
+@asynccontextmanager
+async def running(health: HealthServer) -> AsyncIterator[int]:
+    await health.start()
+    try:
+        assert health.port is not None
+        yield health.port
+    finally:
+        await health.stop()
+
+
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[HealthServer, Readiness]]:
     readiness = Readiness()
@@ -58,6 +78,13 @@ async def server() -> AsyncIterator[tuple[HealthServer, Readiness]]:
         yield health, readiness
     finally:
         await health.stop()
+
+
+@pytest.fixture
+def port(server: tuple[HealthServer, Readiness]) -> int:
+    health, _ = server
+    assert health.port is not None
+    return health.port
 
 
 async def test_healthz_is_ok_while_the_process_runs(server: tuple[HealthServer, Readiness]) -> None:
@@ -145,12 +172,7 @@ async def test_anything_else_gets_a_clear_error(
 ) -> None:
     health, _ = server
     assert health.port is not None
-    reader, writer = await asyncio.open_connection("127.0.0.1", health.port)
-    writer.write(raw)  # no write_eof(): aiohttp takes a half-close for a client gone
-    response = await asyncio.wait_for(reader.read(), 2)
-    writer.close()
-    await writer.wait_closed()
-    assert status_code(response) == expected
+    assert status_code(await exchange(health.port, raw)) == expected
 
 
 async def test_port_none_means_off_and_health_port_zero_maps_to_it() -> None:
@@ -218,76 +240,61 @@ def test_a_port_that_is_not_permitted_says_which_ports_are() -> None:
 
 
 async def test_a_client_that_stops_sending_mid_request_is_hung_up_on_quietly(
-    server: tuple[HealthServer, Readiness], caplog: pytest.LogCaptureFixture
+    port: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # aiohttp takes a half-close as the client leaving: no answer, no log line.
-    health, _ = server
-    assert health.port is not None
+    # aiohttp takes a half-close as the client leaving: no answer (the old server sent
+    # 400), no log line.
     caplog.set_level(logging.DEBUG)
-    reader, writer = await asyncio.open_connection("127.0.0.1", health.port)
-    writer.write(b"GET /healthz HTTP/1.0\r\n")
-    writer.write_eof()
-    assert await asyncio.wait_for(reader.read(), 2) == b""
-    writer.close()
-    await writer.wait_closed()
+    raw = b"GET /healthz HTTP/1.0\r\n"
+    assert await exchange(port, raw, half_close=True) == b""
     assert [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info] == []
 
 
 async def test_a_slow_client_cannot_block_readiness_and_is_dropped() -> None:
     readiness = Readiness()
     readiness.ready = True
-    health = HealthServer("127.0.0.1", 0, readiness, request_timeout_s=0.2)
-    await health.start()
-    try:
-        assert health.port is not None
-        slow_reader, slow_writer = await asyncio.open_connection("127.0.0.1", health.port)
+    async with running(HealthServer("127.0.0.1", 0, readiness, request_timeout_s=0.2)) as port:
+        slow_reader, slow_writer = await asyncio.open_connection("127.0.0.1", port)
         slow_writer.write(b"GET /readyz HTTP/1.1\r\nHost: loc")  # ... and nothing more
         await slow_writer.drain()
 
-        status, _, _ = await get(health.port, request("/readyz"))
+        status, _, _ = await get(port, request("/readyz"))
         assert status == 200
 
         # Past the request timeout the slow connection is closed, without an answer.
         assert await asyncio.wait_for(slow_reader.read(), 5) == b""
         slow_writer.close()
         await slow_writer.wait_closed()
-    finally:
-        await health.stop()
 
 
 async def test_stop_closes_connections_that_never_sent_a_request() -> None:
     health = HealthServer("127.0.0.1", 0, lambda: (True, {}))
-    await health.start()
-    assert health.port is not None
-    reader, writer = await asyncio.open_connection("127.0.0.1", health.port)
-    writer.write(b"GET /hea")
-    await writer.drain()
-    await asyncio.wait_for(health.stop(), 5)
-    assert await asyncio.wait_for(reader.read(), 2) == b""
-    writer.close()
-    await writer.wait_closed()
+    async with running(health) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /hea")
+        await writer.drain()
+        await asyncio.wait_for(health.stop(), 5)
+        assert await asyncio.wait_for(reader.read(), 2) == b""
+        writer.close()
+        await writer.wait_closed()
 
 
-async def test_an_http_1_0_probe_without_host_is_answered(
-    server: tuple[HealthServer, Readiness],
+async def test_an_http_1_0_probe_without_host_is_answered_in_http_1_0(
+    port: int,
 ) -> None:
     # e.g. `printf 'GET /healthz HTTP/1.0\r\n\r\n' | nc -q 5 host 8080` in a shell probe.
-    health, _ = server
-    assert health.port is not None
-    status, headers, body = await get(health.port, b"GET /healthz HTTP/1.0\r\n\r\n")
-    assert (status, body) == (200, b"ok\n")
-    assert headers["Content-Type"] == "text/plain; charset=utf-8"
-    assert headers["Cache-Control"] == "no-store"
+    response = await exchange(port, b"GET /healthz HTTP/1.0\r\n\r\n")
+    assert response.startswith(b"HTTP/1.0 200 OK\r\n")
+    assert b"\r\nCache-Control: no-store\r\n" in response
+    assert response.endswith(b"\r\n\r\nok\n")
 
 
 async def test_method_not_allowed_names_the_allowed_method(
-    server: tuple[HealthServer, Readiness],
+    port: int,
 ) -> None:
-    health, _ = server
-    assert health.port is not None
-    status, headers, body = await get(health.port, request("/metrics", method="PUT"))
+    status, headers, body = await get(port, request("/metrics", method="PUT"))
     assert (status, headers["Allow"], body) == (405, "GET", b"only GET is supported\n")
-    status, _, body = await get(health.port, request("/readyz/"))
+    status, _, body = await get(port, request("/readyz/"))
     assert (status, body) == (404, b"not found: try /healthz, /readyz or /metrics\n")
 
 
@@ -302,32 +309,21 @@ async def test_method_not_allowed_names_the_allowed_method(
     ],
 )
 async def test_a_malformed_request_is_400_and_never_a_traceback_in_our_logs(
-    server: tuple[HealthServer, Readiness], caplog: pytest.LogCaptureFixture, raw: bytes
+    port: int, caplog: pytest.LogCaptureFixture, raw: bytes
 ) -> None:
-    health, _ = server
-    assert health.port is not None
     for level in (logging.INFO, logging.DEBUG):
         caplog.clear()
         caplog.set_level(level)
-        reader, writer = await asyncio.open_connection("127.0.0.1", health.port)
-        writer.write(raw)
-        response = await asyncio.wait_for(reader.read(), 2)
-        writer.close()
-        await writer.wait_closed()
-        assert status_code(response) == 400
+        assert status_code(await exchange(port, raw)) == 400
         # The client's mistake: nothing at info, one debug line without a traceback.
-        noted = [(r.levelno, r.exc_info) for r in caplog.records]
-        assert noted == ([] if level == logging.INFO else [(logging.DEBUG, None)])
+        noted = [(r.levelno, r.exc_info, "\n" in r.getMessage()) for r in caplog.records]
+        assert noted == ([] if level == logging.INFO else [(logging.DEBUG, None, False)])
 
 
-async def test_answering_requests_logs_nothing(
-    server: tuple[HealthServer, Readiness], caplog: pytest.LogCaptureFixture
-) -> None:
-    health, _ = server
-    assert health.port is not None
+async def test_answering_requests_logs_nothing(port: int, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     for path in ("/healthz", "/readyz", "/metrics", "/nope"):
-        await get(health.port, request(path))
+        await get(port, request(path))
     assert caplog.records == []  # no access log: probes come every few seconds
 
 
@@ -337,13 +333,8 @@ async def test_a_metrics_bug_is_a_500_with_its_traceback_logged(
     def broken() -> bytes:
         raise RuntimeError("collector exploded")
 
-    health = HealthServer("127.0.0.1", 0, lambda: (True, {}), metrics=broken)
-    await health.start()
-    try:
-        assert health.port is not None
-        status, _, body = await get(health.port, request("/metrics"))
-    finally:
-        await health.stop()
+    async with running(HealthServer("127.0.0.1", 0, lambda: (True, {}), metrics=broken)) as port:
+        status, _, body = await get(port, request("/metrics"))
     assert status == 500
     assert b"collector exploded" not in body  # the details go to the log, not the client
     [bug] = [r for r in caplog.records if r.exc_info]
@@ -352,18 +343,13 @@ async def test_a_metrics_bug_is_a_500_with_its_traceback_logged(
 
 
 async def test_a_failed_start_can_be_retried_once_the_port_is_free() -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
+    with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         health = HealthServer.from_port_setting("127.0.0.1", port, lambda: (True, {}))
         with pytest.raises(HealthServerError):
             await health.start()
-    assert health.port is None
-    await health.start()
-    try:
-        assert health.port == port
+    assert health.port is None  # nothing half-started is left behind
+    async with running(health) as bound:
+        assert bound == port
         status, _, _ = await get(port, request("/healthz"))
         assert status == 200
-    finally:
-        await health.stop()
