@@ -7,10 +7,12 @@ Three GET endpoints are all an orchestrator and a scraper need:
   and is not ready either way;
 * `/metrics` — `render_metrics()` in the Prometheus text format.
 
-Any other method is 405 and any other path 404, each with a line saying what is served.
-aiohttp (already a dependency for EventSub) parses the requests: a request it cannot
-parse is its 400, answered by aiohttp itself. Every response closes the connection, which
-keeps the server stateless: a probe or a scrape is one request per connection anyway.
+Any other method (HEAD included) is 405 and any other path 404, each with a line saying
+what is served. aiohttp (already a dependency for EventSub) speaks the protocol, so its
+rules apply at the edges: a request it cannot parse (or an HTTP/1.1 one without Host) is
+its own 400; a client that half-closes its side is taken as gone and gets no answer; the
+status line carries the request's HTTP version. Every response closes the connection,
+which keeps the server stateless: a probe or a scrape is one request per connection.
 """
 
 from __future__ import annotations
