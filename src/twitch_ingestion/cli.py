@@ -51,6 +51,7 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     from twitch_ingestion.tail import tail
 
     settings = _settings_or_exit(require_channels=False)
+    configure_logging(settings.log_level, settings.log_format)  # logs to stderr, not stdout
     topic = args.topic or settings.kafka_topic_chat_messages
     with contextlib.suppress(KeyboardInterrupt):
         tail(
