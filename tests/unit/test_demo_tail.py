@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from twitch_ingestion import tail as tail_module
-from twitch_ingestion.cli import main
 from twitch_ingestion.config import load_settings
 from twitch_ingestion.tail import TailedRecord
 
@@ -38,19 +40,23 @@ def test_tail_says_on_stderr_which_topic_it_waits_on(
 
 @pytest.mark.parametrize("make_path", [lambda tmp: tmp / "missing.txt", lambda tmp: tmp])
 def test_demo_with_a_bad_corpus_path_is_one_line_not_a_traceback(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    make_path: object,
+    tmp_path: Path, make_path: Callable[[Path], Path]
 ) -> None:
-    monkeypatch.chdir(tmp_path)  # no .env of the developer's
-    path = make_path(tmp_path)  # type: ignore[operator]
-    # Refused before Kafka is contacted: this broker address does not exist.
-    monkeypatch.setenv("KAFKA_BROKERS", "127.0.0.1:1")
-    assert main(["demo", "--corpus", str(path)]) == 2
-    out, err = capsys.readouterr()
-    assert out == ""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
+    path = make_path(tmp_path)
+    # As a user runs it, in a folder without .env; refused before Kafka is contacted
+    # (this broker address does not exist).
+    result = subprocess.run(
+        [sys.executable, "-m", "twitch_ingestion", "demo", "--corpus", str(path)],
+        cwd=tmp_path,
+        env={**os.environ, "KAFKA_BROKERS": "127.0.0.1:1"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
     assert lines[0].startswith("twitch-ingestion demo: replay file ")
     assert str(path) in lines[0]
