@@ -13,13 +13,13 @@ import time
 import traceback
 from types import ModuleType
 
-from bench import hotpath, latency, parse, scale, throughput
+from bench import buffer, hotpath, latency, parse, scale, throughput
 from bench.harness import DEFAULT_BROKERS
 from bench.machine import busy_cores, load_average, machine_info, wait_for_quiet
 from bench.report import Figure, render_table, write_result
 
 BENCHMARKS: dict[str, ModuleType] = {
-    module.NAME: module for module in (parse, hotpath, throughput, latency, scale)
+    module.NAME: module for module in (parse, buffer, hotpath, throughput, latency, scale)
 }
 BUFFER_MODES = ("disk", "memory")
 

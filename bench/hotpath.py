@@ -54,7 +54,7 @@ from twitch_ingestion.twitch.irc import IrcMessage, parse_line
 from twitch_ingestion.twitch.routing import ContractViolation, Routed, route_message
 from twitch_ingestion.twitch.session import ChatLines, TwitchSession
 
-__all__ = ["NAME", "add_arguments", "run"]
+__all__ = ["NAME", "add_arguments", "best_ns_per_item", "run"]
 
 NAME = "hotpath"
 
@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _best_ns_per_item(rounds: int, items: int, body: Callable[[], object]) -> float:
+def best_ns_per_item(rounds: int, items: int, body: Callable[[], object]) -> float:
     body()  # warm-up
     best = float("inf")
     for _ in range(rounds):
@@ -184,7 +184,7 @@ def _buffer_cost(
         buffer.close()
         shutil.rmtree(settings.buffer_dir, ignore_errors=True)
 
-    return _best_ns_per_item(rounds, records, body) / 1000
+    return best_ns_per_item(rounds, records, body) / 1000
 
 
 def _deliver_cost(
@@ -204,7 +204,7 @@ def _deliver_cost(
         buffer.close()
         shutil.rmtree(settings.buffer_dir, ignore_errors=True)
 
-    return _best_ns_per_item(rounds, records, body) / 1000
+    return best_ns_per_item(rounds, records, body) / 1000
 
 
 def _producer_costs(
@@ -290,7 +290,7 @@ def _metric_costs(rounds: int) -> dict[str, float]:
             DELIVERY_LATENCY.observe(0.01)
 
     for label, body in (("counter_inc", counter), ("gauge_set", gauge), ("histogram", histogram)):
-        costs[label] = _best_ns_per_item(rounds, calls, body) / 1000
+        costs[label] = best_ns_per_item(rounds, calls, body) / 1000
     return costs
 
 
@@ -318,12 +318,12 @@ def run(args: argparse.Namespace) -> Result:
             for batch in batches
         ]
         stages: dict[str, float] = {
-            "read (decode+split+parse_line), per line": _best_ns_per_item(
+            "read (decode+split+parse_line), per line": best_ns_per_item(
                 rounds, lines, lambda: _read_all(chunks)
             )
             / 1000,
-            "route_message": _best_ns_per_item(rounds, records, lambda: _route_all(batches)) / 1000,
-            "encode (msgspec)": _best_ns_per_item(
+            "route_message": best_ns_per_item(rounds, records, lambda: _route_all(batches)) / 1000,
+            "encode (msgspec)": best_ns_per_item(
                 rounds, records, lambda: [encode(r.record) for r in routed]
             )
             / 1000,

@@ -1,36 +1,58 @@
 """Command line: `twitch-ingestion run | demo | simulate | tail | check-config | channels |
-status`."""
+status`.
+
+What the user sees: stdout carries only a command's output; logs and errors go to
+stderr. An anticipated failure (bad settings, a busy port, a locked buffer, Kafka
+unreachable) is one line saying what to fix and an exit code from `ExitCode`; only a
+bug produces a traceback, logged once through structlog.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import os
+import platform
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import structlog
+from confluent_kafka import KafkaException, libversion
+from confluent_kafka.admin import AdminClient
 
-from twitch_ingestion.config import ConfigError, Settings, load_settings
-from twitch_ingestion.logging import configure_logging
+from twitch_ingestion import __version__
+from twitch_ingestion.config import ConfigError, Settings, load_settings, topic_name_problem
+from twitch_ingestion.kafka.producer_config import admin_config, librdkafka_problems
+from twitch_ingestion.logging import configure_default_logging, configure_logging
 from twitch_ingestion.service import ExitCode, IngestionService
 
 __all__ = ["main"]
 
+log = structlog.get_logger(__name__)
+
+# How long `tail` waits for Kafka to answer before saying it cannot reach it.
+_TAIL_METADATA_TIMEOUT_S = 10.0
+
 
 def _settings_or_exit(*, require_channels: bool = True, **overrides: Any) -> Settings:
+    """Settings with every problem reported — one line each — and librdkafka's consent,
+    then logging set up from them; or exit 2."""
     try:
-        return load_settings(require_channels=require_channels, **overrides)
+        settings = load_settings(
+            (librdkafka_problems,), require_channels=require_channels, **overrides
+        )
     except ConfigError as exc:
-        print(f"twitch-ingestion: {exc}", file=sys.stderr)
-        print("See .env.example and the README's settings table.", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"twitch-ingestion: {problem}", file=sys.stderr)
         raise SystemExit(ExitCode.CONFIG) from None
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
 
 
 def _cmd_run(_args: argparse.Namespace) -> int:
     settings = _settings_or_exit()
-    configure_logging(settings.log_level, settings.log_format)
     return int(asyncio.run(IngestionService(settings).run()))
 
 
@@ -51,16 +73,33 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     from twitch_ingestion.tail import tail
 
     settings = _settings_or_exit(require_channels=False)
-    configure_logging(settings.log_level, settings.log_format)  # logs to stderr, not stdout
     topic = args.topic or settings.kafka_topic_chat_messages
-    with contextlib.suppress(KeyboardInterrupt):
-        tail(
-            settings,
-            topic,
-            from_beginning=not args.latest,
-            idle_timeout_s=args.idle_timeout_s,
-            max_records=args.max_records,
+    problem = topic_name_problem(topic)
+    if problem is not None:
+        print(f"twitch-ingestion tail: --topic {problem}", file=sys.stderr)
+        return int(ExitCode.CONFIG)
+    try:
+        if not _topic_exists(settings, topic):
+            print(
+                f"twitch-ingestion tail: topic {topic} does not exist (yet) at "
+                f"{settings.kafka_brokers}; waiting for it",
+                file=sys.stderr,
+            )
+        with contextlib.suppress(KeyboardInterrupt):
+            tail(
+                settings,
+                topic,
+                from_beginning=not args.latest,
+                idle_timeout_s=args.idle_timeout_s,
+                max_records=args.max_records,
+            )
+    except KafkaException as exc:
+        print(
+            f"twitch-ingestion tail: Kafka at {settings.kafka_brokers}, topic {topic}: "
+            f"{_kafka_error_text(exc)}",
+            file=sys.stderr,
         )
+        return int(ExitCode.FAILURE)
     return 0
 
 
@@ -68,7 +107,6 @@ def _cmd_channels(args: argparse.Namespace) -> int:
     from twitch_ingestion.fleet.commands import run_channels
 
     settings = _settings_or_exit(require_channels=False)
-    configure_logging(settings.log_level, settings.log_format)
     return run_channels(args, settings)
 
 
@@ -76,7 +114,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from twitch_ingestion.fleet.commands import run_status
 
     settings = _settings_or_exit(require_channels=False)
-    configure_logging(settings.log_level, settings.log_format)
     return run_status(args, settings)
 
 
@@ -99,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="twitch-ingestion",
         description="Read Twitch chat and publish every message to Kafka.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=(
+            f"%(prog)s {__version__} (Python {platform.python_version()}, "
+            f"librdkafka {libversion()[0]})"
+        ),
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -146,13 +191,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    # Before anything can log: structlog's own default would print to stdout.
+    configure_default_logging()
     try:
-        code: int = args.handler(args)
+        args = build_parser().parse_args(argv)
+        code = int(args.handler(args))
     except KeyboardInterrupt:
+        # Ctrl-C before the command installed its own handling: nothing to report.
         code = 130
-    structlog.get_logger(__name__).debug("exiting", code=code)
+    except BrokenPipeError:
+        # The reader of stdout went away (`tail | head`): stop quietly, and keep Python
+        # from complaining about the unflushed stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    except Exception:
+        # Every anticipated failure is reported where it happens, as one line; this is
+        # a bug, so it gets its traceback — once, through the logger.
+        log.exception("unexpected error (a bug: please report it with this traceback)")
+        code = int(ExitCode.FAILURE)
+    log.debug("exiting", code=code)
     return code
+
+
+def _topic_exists(settings: Settings, topic: str) -> bool:
+    """Whether the cluster has `topic`; raises KafkaException if Kafka cannot be reached.
+
+    Asks for every topic's metadata, not this one's: a request naming a topic can create
+    it on a broker with auto.create.topics.enable.
+    """
+    admin = AdminClient(admin_config(settings))
+    return topic in admin.list_topics(timeout=_TAIL_METADATA_TIMEOUT_S).topics
+
+
+def _kafka_error_text(exc: KafkaException) -> str:
+    error = exc.args[0] if exc.args else None
+    return str(error.str()) if hasattr(error, "str") else str(exc)
 
 
 if __name__ == "__main__":

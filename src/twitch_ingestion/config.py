@@ -8,9 +8,15 @@ otherwise echo a bad token back into the terminal).
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import random
 import re
 import socket
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -19,25 +25,64 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from twitch_ingestion.channels import LOGIN_RULE, InvalidLogin, normalise_login
+
 __all__ = [
     "BufferFullPolicy",
     "BufferMode",
     "ChannelSource",
     "ConfigError",
+    "ConfigProblem",
     "LogFormat",
     "Settings",
     "load_settings",
+    "topic_name_problem",
 ]
 
-# Twitch logins are 1-25 characters of ASCII letters, digits and underscores; older
-# accounts may be shorter than 4. Channel names are logins, compared lower case.
-_CHANNEL_LOGIN = re.compile(r"^[a-z0-9_]{1,25}$")
 _ANONYMOUS_PREFIX = "justinfan"
 # Twitch tokens are ASCII letters and digits; anything else is a paste error (quotes,
 # whitespace, a second "oauth:") that Twitch would answer with "Improperly formatted auth".
 _TOKEN_BODY = re.compile(r"^[A-Za-z0-9_-]+$")
 # Kafka accepts these characters in a group.instance.id (as in topic names), up to 249.
 _INSTANCE_ID = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+# Kafka's rule for topic names (kafka.common.internals.Topic): the same set, and neither
+# "." nor "..".
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+# One bootstrap server: an optional `PROTOCOL://` (librdkafka accepts and ignores it), a
+# host name, IPv4 address or bracketed IPv6 address, and a port. librdkafka would take
+# a bare host (port 9092), but a missing port is more often a paste error than intent.
+_BROKER = re.compile(
+    r"^(?:[A-Za-z_]+://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>[0-9]{1,5})$"
+)
+# What .env.example used to ship: copying it unchanged must not look like a login.
+_PLACEHOLDER_USERNAMES = frozenset({"your_bot_username"})
+_PLACEHOLDER_TOKENS = frozenset({"oauth:your_token_here"})
+
+# The values librdkafka 2.x accepts, spelled as the README documents them.
+_COMPRESSION_CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
+# acks=all and -1 are the same; librdkafka would take any number up to 1000, but the
+# broker refuses anything but -1, 0 and 1 (INVALID_REQUIRED_ACKS) on every request.
+_ACKS = ("all", "-1", "0", "1")
+_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI")
+# Mechanisms that authenticate with KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD.
+_SASL_PASSWORD_MECHANISMS = frozenset({"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"})
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# librdkafka's ranges (CONFIGURATION.md), so an out-of-range value is refused here,
+# naming the variable, rather than by librdkafka at start-up.
+_INT32_MAX = 2_147_483_647
+_LIBRDKAFKA_MAX_LINGER_MS = 900_000
+_LIBRDKAFKA_MAX_REQUEST_TIMEOUT_MS = 900_000
+_LIBRDKAFKA_MAX_RETRY_BACKOFF_MS = 300_000
+_LIBRDKAFKA_MAX_RECONNECT_BACKOFF_MS = 3_600_000
+_LIBRDKAFKA_MAX_SESSION_TIMEOUT_MS = 3_600_000
+# Kafka stores a replication factor as int16.
+_MAX_REPLICATION_FACTOR = 32_767
+
+# While `load_settings` builds a Settings, it runs the cross-field checks itself (so that
+# they run even when a field failed); a Settings built directly runs them in its model
+# validator.
+_CROSS_CHECKS_DEFERRED: ContextVar[bool] = ContextVar("cross_checks_deferred", default=False)
 
 
 class BufferMode(StrEnum):
@@ -61,6 +106,22 @@ class LogFormat(StrEnum):
     AUTO = "auto"
     CONSOLE = "console"
     JSON = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One thing wrong with the settings: a one-line message and the variables involved.
+
+    `variables` lets `load_settings` drop a cross-field complaint about a variable that
+    already failed on its own (its value was replaced by the default to run the check).
+    """
+
+    variables: tuple[str, ...]
+    message: str
+
+
+# A check run on loaded settings (the librdkafka check in kafka/producer_config.py).
+SettingsCheck = Callable[["Settings"], Iterable[ConfigProblem]]
 
 
 class ConfigError(Exception):
@@ -117,22 +178,26 @@ class Settings(BaseSettings):
     kafka_topic_dlq: str | None = "twitch-chat-messages.dlq"
     kafka_client_id: str = "twitch-ingestion-service"
     kafka_create_topics: bool = True
-    kafka_topic_partitions: int = Field(default=6, ge=1)
-    kafka_topic_replication_factor: int = Field(default=-1)
+    kafka_topic_partitions: int = Field(default=6, ge=1, le=_INT32_MAX)
+    kafka_topic_replication_factor: int = Field(default=-1, ge=-1, le=_MAX_REPLICATION_FACTOR)
     # The seed's producer settings, set explicitly.
     kafka_acks: str = "all"
     kafka_enable_idempotence: bool = True
-    kafka_retries: int = Field(default=5, ge=0)
-    kafka_batch_size: int = Field(default=32768, ge=1)
-    kafka_linger_ms: int = Field(default=10, ge=0)
+    kafka_retries: int = Field(default=5, ge=0, le=_INT32_MAX)
+    kafka_batch_size: int = Field(default=32768, ge=1, le=_INT32_MAX)
+    kafka_linger_ms: int = Field(default=10, ge=0, le=_LIBRDKAFKA_MAX_LINGER_MS)
     kafka_compression: str = "lz4"
-    kafka_message_timeout_ms: int = Field(default=120_000, ge=1)
-    kafka_request_timeout_ms: int = Field(default=30_000, ge=1)
-    kafka_reconnect_backoff_max_ms: int = Field(default=1000, ge=1)
-    kafka_retry_backoff_ms: int = Field(default=100, ge=1)
-    kafka_retry_backoff_max_ms: int = Field(default=1000, ge=1)
-    kafka_queue_max_messages: int = Field(default=500_000, ge=1)
-    kafka_queue_max_kbytes: int = Field(default=1_048_576, ge=1)
+    kafka_message_timeout_ms: int = Field(default=120_000, ge=1, le=_INT32_MAX)
+    kafka_request_timeout_ms: int = Field(
+        default=30_000, ge=1, le=_LIBRDKAFKA_MAX_REQUEST_TIMEOUT_MS
+    )
+    kafka_reconnect_backoff_max_ms: int = Field(
+        default=1000, ge=1, le=_LIBRDKAFKA_MAX_RECONNECT_BACKOFF_MS
+    )
+    kafka_retry_backoff_ms: int = Field(default=100, ge=1, le=_LIBRDKAFKA_MAX_RETRY_BACKOFF_MS)
+    kafka_retry_backoff_max_ms: int = Field(default=1000, ge=1, le=_LIBRDKAFKA_MAX_RETRY_BACKOFF_MS)
+    kafka_queue_max_messages: int = Field(default=500_000, ge=1, le=_INT32_MAX)
+    kafka_queue_max_kbytes: int = Field(default=1_048_576, ge=1, le=_INT32_MAX)
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
@@ -147,9 +212,11 @@ class Settings(BaseSettings):
     kafka_topic_instances: str = "twitch-ingestion-instances"
     kafka_channels_group: str = "twitch-ingestion"
     # The unit of hand-over: 64 lets up to 64 instances share the work evenly enough.
-    kafka_channels_partitions: int = Field(default=64, ge=1)
+    kafka_channels_partitions: int = Field(default=64, ge=1, le=_INT32_MAX)
     # The broker only accepts group.min/max.session.timeout.ms (6 s … 30 min by default).
-    kafka_channels_session_timeout_ms: int = Field(default=15_000, ge=1000)
+    kafka_channels_session_timeout_ms: int = Field(
+        default=15_000, ge=1000, le=_LIBRDKAFKA_MAX_SESSION_TIMEOUT_MS
+    )
     # A released channel is read until its new owner reports it joined, at most this long.
     kafka_channels_handover_timeout_s: float = Field(default=600.0, ge=0)
 
@@ -181,11 +248,10 @@ class Settings(BaseSettings):
     def _normalise_channels(cls, channels: list[str]) -> list[str]:
         normalised: list[str] = []
         for channel in channels:
-            login = channel.removeprefix("#").lower()
-            if not _CHANNEL_LOGIN.match(login):
+            login = normalise_login(channel)
+            if isinstance(login, InvalidLogin):
                 raise ValueError(
-                    f"{channel!r} is not a Twitch channel login "
-                    "(1-25 letters, digits or underscores, optionally prefixed with #)"
+                    f"{channel!r} is not a Twitch channel login ({LOGIN_RULE}): {login.reason}"
                 )
             if login not in normalised:
                 normalised.append(login)
@@ -201,47 +267,180 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("twitch_username", "kafka_topic_raw", "kafka_topic_dlq", mode="before")
+    @field_validator(
+        "twitch_username",
+        "twitch_max_reconnect_attempts",
+        "kafka_topic_raw",
+        "kafka_topic_dlq",
+        "kafka_sasl_mechanism",
+        "kafka_sasl_username",
+        "kafka_ssl_ca_location",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
-        return None if value == "" else value
+        # `VAR=` in .env (as .env.example ships the credentials) means "not set".
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("twitch_oauth_token", "kafka_sasl_password", mode="before")
     @classmethod
     def _empty_secret_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
 
-    @field_validator("log_level")
+    @field_validator("twitch_username")
     @classmethod
-    def _known_log_level(cls, value: str) -> str:
-        level = value.strip().lower()
-        if level not in {"debug", "info", "warning", "warn", "error", "critical"}:
-            raise ValueError("must be one of debug, info, warning, error, critical")
-        return "warning" if level == "warn" else level
+    def _valid_username(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.lower() in _PLACEHOLDER_USERNAMES:
+            raise ValueError(
+                "is still the .env.example placeholder: set your bot account's login, or "
+                "leave TWITCH_USERNAME and TWITCH_OAUTH_TOKEN empty to read chat anonymously"
+            )
+        # An account login follows the channel-login rule (a channel is its owner's login).
+        # The value is not echoed: a token pasted into the wrong line must not be printed.
+        login = normalise_login(value)
+        if isinstance(login, InvalidLogin) or value.strip().startswith("#"):
+            reason = login.reason if isinstance(login, InvalidLogin) else "starts with '#'"
+            raise ValueError(
+                f"is not a Twitch login (1-25 letters, digits or underscores): it {reason}"
+            )
+        return value.strip()
+
+    @field_validator("twitch_oauth_token")
+    @classmethod
+    def _valid_token(cls, token: SecretStr | None) -> SecretStr | None:
+        # The messages never quote the value: it is a secret even when malformed.
+        if token is None:
+            return None
+        value = token.get_secret_value()
+        if value in _PLACEHOLDER_TOKENS:
+            raise ValueError(
+                "is still the .env.example placeholder: put your bot's token here "
+                "(oauth:…), or leave TWITCH_USERNAME and TWITCH_OAUTH_TOKEN empty to read "
+                "chat anonymously"
+            )
+        if not value.startswith("oauth:"):
+            raise ValueError(
+                "must start with 'oauth:' (e.g. oauth:abc123…); prefix the token you were "
+                "given with 'oauth:'"
+            )
+        if not _TOKEN_BODY.match(value.removeprefix("oauth:")):
+            raise ValueError(
+                "has nothing usable after 'oauth:' (it must be the token's letters and "
+                "digits, with no spaces or quotes)"
+            )
+        return token
+
+    @field_validator("twitch_irc_host", "health_host")
+    @classmethod
+    def _valid_host(cls, value: str) -> str:
+        host = value.strip()
+        if not host:
+            raise ValueError("must not be empty")
+        if "://" in host or "/" in host:
+            raise ValueError(f"{value!r} is not a host name: give only the host, no scheme")
+        if ":" in host and not _is_ipv6(host):
+            raise ValueError(
+                f"{value!r} is not a host name or address (a port goes in its own setting)"
+            )
+        if any(ch.isspace() for ch in host):
+            raise ValueError(f"{value!r} is not a host name (it contains spaces)")
+        return host
+
+    @field_validator("kafka_brokers")
+    @classmethod
+    def _valid_brokers(cls, value: str) -> str:
+        entries = [part.strip() for part in value.split(",")]
+        servers = [entry for entry in entries if entry]
+        if not servers:
+            raise ValueError("must not be empty: give host:port, e.g. localhost:9092")
+        bad = [entry for entry in servers if not _valid_broker(entry)]
+        if bad:
+            raise ValueError(
+                f"{', '.join(map(repr, bad))} is not host:port (e.g. localhost:9092; "
+                "several are comma-separated, ports 1-65535)"
+            )
+        return ",".join(servers)
+
+    @field_validator(
+        "kafka_topic_chat_messages",
+        "kafka_topic_chat_events",
+        "kafka_topic_raw",
+        "kafka_topic_dlq",
+        "kafka_topic_channels",
+        "kafka_topic_instances",
+    )
+    @classmethod
+    def _valid_topic(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        problem = topic_name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("kafka_client_id", "kafka_channels_group")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("kafka_topic_replication_factor")
+    @classmethod
+    def _valid_replication_factor(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("must be -1 (the broker's default) or at least 1")
+        return value
+
+    @field_validator("kafka_compression", mode="before")
+    @classmethod
+    def _known_compression(cls, value: Any) -> Any:
+        return _one_of(value, _COMPRESSION_CODECS, str.lower)
+
+    @field_validator("kafka_acks", mode="before")
+    @classmethod
+    def _known_acks(cls, value: Any) -> Any:
+        return _one_of(value, _ACKS, str.lower)
+
+    @field_validator("kafka_security_protocol", mode="before")
+    @classmethod
+    def _known_security_protocol(cls, value: Any) -> Any:
+        return _one_of(value, _SECURITY_PROTOCOLS, str.upper)
+
+    @field_validator("kafka_sasl_mechanism", mode="after")
+    @classmethod
+    def _known_sasl_mechanism(cls, value: str | None) -> str | None:
+        return None if value is None else _one_of(value, _SASL_MECHANISMS, str.upper)
+
+    @field_validator("kafka_ssl_ca_location")
+    @classmethod
+    def _existing_ca_location(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).exists():
+            raise ValueError(f"{value!r} does not exist (a CA bundle file or a directory)")
+        return value
+
+    @field_validator("buffer_dir")
+    @classmethod
+    def _buffer_dir_is_a_directory(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{str(value)!r} exists and is not a directory")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _known_log_level(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "warn":
+            return "warning"
+        return _one_of(value, _LOG_LEVELS, str.lower)
 
     @model_validator(mode="after")
-    def _check_credentials(self) -> Settings:
-        token = self.twitch_oauth_token
-        if (self.twitch_username is None) != (token is None):
-            missing = "TWITCH_OAUTH_TOKEN" if token is None else "TWITCH_USERNAME"
-            raise ValueError(
-                f"{missing} is not set: set both TWITCH_USERNAME and TWITCH_OAUTH_TOKEN "
-                "to log in, or neither to read chat anonymously"
-            )
-        if token is not None:
-            value = token.get_secret_value()
-            if not value.startswith("oauth:"):
-                raise ValueError(
-                    "TWITCH_OAUTH_TOKEN must start with 'oauth:' (e.g. oauth:abc123…); "
-                    "prefix the token you were given with 'oauth:'"
-                )
-            if not _TOKEN_BODY.match(value.removeprefix("oauth:")):
-                raise ValueError(
-                    "TWITCH_OAUTH_TOKEN has nothing usable after 'oauth:' (it must be the "
-                    "token's letters and digits, with no spaces or quotes)"
-                )
-        if self.twitch_reconnect_max_s < self.twitch_reconnect_base_s:
-            raise ValueError("TWITCH_RECONNECT_MAX_S must be >= TWITCH_RECONNECT_BASE_S")
+    def _check_combinations(self) -> Settings:
+        if not _CROSS_CHECKS_DEFERRED.get():
+            problems = cross_field_problems(self)
+            if problems:
+                raise ValueError("; ".join(problem.message for problem in problems))
         return self
 
     @property
@@ -268,27 +467,242 @@ def _anonymous_suffix() -> int:
     return random.randint(10_000, 99_999_999)
 
 
-def _describe(error: dict[str, Any]) -> str:
-    location = ".".join(str(part) for part in error.get("loc", ()))
+def topic_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a Kafka topic, or None if it can."""
+    if not _TOPIC_NAME.match(name) or name in {".", ".."}:
+        return f"{name!r} is not a Kafka topic name (1-249 letters, digits, '.', '_' or '-')"
+    return None
+
+
+def _one_of(value: Any, allowed: Sequence[str], normalise: Callable[[str], str]) -> Any:
+    """`value` normalised if it is one of `allowed`; anything not a string is left to pydantic."""
+    if not isinstance(value, str):
+        return value
+    normalised = normalise(value.strip())
+    if normalised not in allowed:
+        raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
+    return normalised
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        ipaddress.IPv6Address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _valid_broker(entry: str) -> bool:
+    match = _BROKER.match(entry)
+    if match is None:
+        return False
+    host = match["host"]
+    if host.startswith("[") and not _is_ipv6(host):
+        return False
+    return 1 <= int(match["port"]) <= 65535
+
+
+def cross_field_problems(settings: Settings) -> list[ConfigProblem]:
+    """Problems that only show in a combination of settings, each naming its variables."""
+    s = settings
+    problems: list[ConfigProblem] = []
+
+    def problem(*variables: str, message: str) -> None:
+        problems.append(ConfigProblem(variables, message))
+
+    if (s.twitch_username is None) != (s.twitch_oauth_token is None):
+        missing = "TWITCH_OAUTH_TOKEN" if s.twitch_oauth_token is None else "TWITCH_USERNAME"
+        problem(
+            "TWITCH_USERNAME",
+            "TWITCH_OAUTH_TOKEN",
+            message=f"{missing} is not set: set both TWITCH_USERNAME and TWITCH_OAUTH_TOKEN "
+            "to log in, or neither to read chat anonymously",
+        )
+    if s.twitch_reconnect_max_s < s.twitch_reconnect_base_s:
+        problem(
+            "TWITCH_RECONNECT_MAX_S",
+            "TWITCH_RECONNECT_BASE_S",
+            message="TWITCH_RECONNECT_MAX_S must be >= TWITCH_RECONNECT_BASE_S",
+        )
+    if s.kafka_enable_idempotence and s.kafka_acks not in {"all", "-1"}:
+        problem(
+            "KAFKA_ACKS",
+            "KAFKA_ENABLE_IDEMPOTENCE",
+            message=f"KAFKA_ACKS={s.kafka_acks} needs KAFKA_ENABLE_IDEMPOTENCE=false: the "
+            "idempotent producer only works with KAFKA_ACKS=all",
+        )
+    if s.kafka_retry_backoff_max_ms < s.kafka_retry_backoff_ms:
+        problem(
+            "KAFKA_RETRY_BACKOFF_MAX_MS",
+            "KAFKA_RETRY_BACKOFF_MS",
+            message="KAFKA_RETRY_BACKOFF_MAX_MS must be >= KAFKA_RETRY_BACKOFF_MS",
+        )
+    problems.extend(_sasl_problems(s))
+    return problems
+
+
+def _sasl_problems(s: Settings) -> list[ConfigProblem]:
+    protocol = s.kafka_security_protocol
+    mechanism = s.kafka_sasl_mechanism
+    if protocol.startswith("SASL_"):
+        if mechanism is None:
+            return [
+                ConfigProblem(
+                    ("KAFKA_SASL_MECHANISM", "KAFKA_SECURITY_PROTOCOL"),
+                    f"KAFKA_SASL_MECHANISM is not set, and KAFKA_SECURITY_PROTOCOL={protocol} "
+                    "needs one (e.g. PLAIN or SCRAM-SHA-512)",
+                )
+            ]
+        missing = [
+            name
+            for name, value in (
+                ("KAFKA_SASL_USERNAME", s.kafka_sasl_username),
+                ("KAFKA_SASL_PASSWORD", s.kafka_sasl_password),
+            )
+            if value is None
+        ]
+        if mechanism in _SASL_PASSWORD_MECHANISMS and missing:
+            return [
+                ConfigProblem(
+                    ("KAFKA_SASL_MECHANISM", *missing),
+                    f"{' and '.join(missing)} must be set for KAFKA_SASL_MECHANISM={mechanism}",
+                )
+            ]
+        return []
+    stray = [
+        name
+        for name, value in (
+            ("KAFKA_SASL_MECHANISM", mechanism),
+            ("KAFKA_SASL_USERNAME", s.kafka_sasl_username),
+            ("KAFKA_SASL_PASSWORD", s.kafka_sasl_password),
+        )
+        if value is not None
+    ]
+    if stray:
+        # Otherwise the credentials would be silently unused and the broker would answer
+        # with a disconnect that does not say why.
+        return [
+            ConfigProblem(
+                ("KAFKA_SECURITY_PROTOCOL", *stray),
+                f"{', '.join(stray)} set, but KAFKA_SECURITY_PROTOCOL={protocol} does not use "
+                "SASL: set KAFKA_SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT)",
+            )
+        ]
+    return []
+
+
+def _variable(error: Mapping[str, Any]) -> str | None:
+    location = error.get("loc", ())
+    return str(location[0]).upper() if location else None
+
+
+def _describe(error: Mapping[str, Any]) -> str:
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-    if not location:
-        return message
-    return f"{location.upper()}: {message}"
+    variable = _variable(error)
+    return message if variable is None else f"{variable}: {message}"
 
 
-def load_settings(*, require_channels: bool = True, **overrides: Any) -> Settings:
-    """Load and validate settings; raise `ConfigError` with secret-free messages.
+def load_settings(
+    checks: Sequence[SettingsCheck] = (),
+    /,
+    *,
+    require_channels: bool = True,
+    **overrides: Any,
+) -> Settings:
+    """Load and validate settings; raise `ConfigError` listing every problem, secret-free.
+
+    Every field is validated, then the combinations and `checks` (the librdkafka check)
+    run too, even when a field failed — with that field at its default, and ignoring
+    what they say about it — so one run reports everything there is to fix.
 
     `require_channels=False` serves commands that never join chat (`tail`); with
     CHANNEL_SOURCE=kafka the channels come from the control topic, not TWITCH_CHANNEL.
     """
+    token = _CROSS_CHECKS_DEFERRED.set(True)
     try:
-        settings = Settings(**overrides)
-    except ValidationError as exc:
-        raise ConfigError([_describe(dict(err)) for err in exc.errors()]) from None
-    from_env = settings.channel_source is ChannelSource.ENV
-    if require_channels and from_env and not settings.twitch_channel:
+        with _unparsable_dotenv_lines() as unparsable:
+            settings, problems, failed = _validate_fields(overrides)
+    except UnicodeDecodeError as exc:
         raise ConfigError(
-            ["TWITCH_CHANNEL is not set: give one channel login or a comma-separated list"]
-        )
+            [f".env is not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8"]
+        ) from None
+    except OSError as exc:
+        raise ConfigError([f".env cannot be read: {exc.strerror or exc}"]) from None
+    finally:
+        _CROSS_CHECKS_DEFERRED.reset(token)
+    problems[:0] = unparsable
+    if settings is not None:
+        later = cross_field_problems(settings)
+        if require_channels and "TWITCH_CHANNEL" not in failed:
+            from_env = settings.channel_source is ChannelSource.ENV
+            if from_env and not settings.twitch_channel:
+                later.append(
+                    ConfigProblem(
+                        ("TWITCH_CHANNEL",),
+                        "TWITCH_CHANNEL is not set: give one channel login or a "
+                        "comma-separated list",
+                    )
+                )
+        for check in checks:
+            later.extend(check(settings))
+        for found in later:
+            if found.message not in problems and not failed.intersection(found.variables):
+                problems.append(found.message)
+    if problems:
+        raise ConfigError(problems)
+    assert settings is not None
     return settings
+
+
+@contextmanager
+def _unparsable_dotenv_lines() -> Iterator[list[str]]:
+    """Collect python-dotenv's "could not parse" warnings as problems.
+
+    python-dotenv skips a line it cannot parse and only logs it, so a setting on such a
+    line (`KAFKA_BROKERS="kafka:9092` without its closing quote) would silently keep its
+    default while check-config called the configuration valid.
+    """
+    problems: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            line = re.search(r"line (\d+)", record.getMessage())
+            where = f".env line {line.group(1)}" if line else ".env"
+            problem = f"{where} is not NAME=value: fix it (close any quote) or remove it"
+            if problem not in problems:
+                problems.append(problem)
+
+    logger = logging.getLogger("dotenv.main")
+    handler = Collect()
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield problems
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def _validate_fields(
+    overrides: dict[str, Any],
+) -> tuple[Settings | None, list[str], set[str]]:
+    """Settings (failed fields at their defaults), one message per field error, and the
+    names of the variables that failed."""
+    try:
+        return Settings(**overrides), [], set()
+    except ValidationError as exc:
+        errors = exc.errors()
+    problems = list(dict.fromkeys(_describe(error) for error in errors))
+    failed = {name for error in errors if (name := _variable(error)) is not None}
+    defaults = {
+        name.lower(): Settings.model_fields[name.lower()].get_default(call_default_factory=True)
+        for name in failed
+        if name.lower() in Settings.model_fields
+    }
+    try:
+        settings = Settings(**{**overrides, **defaults})
+    except ValidationError:
+        # Cannot happen with valid defaults; the field errors are reported either way.
+        settings = None
+    return settings, problems, failed

@@ -60,7 +60,8 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    channels = [c.strip().lstrip("#").lower() for c in args.channels.split(",") if c.strip()]
+    # Validated and normalised by the TWITCH_CHANNEL rule (twitch_ingestion.channels).
+    channels = [c for c in args.channels.split(",") if c.strip()]
     try:
         settings = load_settings(
             twitch_channel=channels,
@@ -87,7 +88,7 @@ def run_demo(args: argparse.Namespace) -> int:
         }
     )
     configure_logging(settings.log_level, settings.log_format)
-    return asyncio.run(_demo(settings, channels, args))
+    return asyncio.run(_demo(settings, settings.twitch_channel, args))
 
 
 def _create_topics(settings: Settings) -> str | None:

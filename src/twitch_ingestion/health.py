@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
+import os
+import socket
 from collections.abc import Callable
 
 import structlog
 
 from twitch_ingestion.metrics import render_metrics
 
-__all__ = ["HealthServer", "Readiness"]
+__all__ = ["HealthServer", "HealthServerError", "Readiness"]
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +44,10 @@ _REASONS = {
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
+
+
+class HealthServerError(Exception):
+    """The health server cannot listen; the message names the setting and the fix."""
 
 
 class HealthServer:
@@ -76,11 +83,15 @@ class HealthServer:
         return self._requested_port is not None
 
     async def start(self) -> None:
+        """Listen; raise `HealthServerError` (one line, naming the setting) if it cannot."""
         if self._requested_port is None or self._server is not None:
             return
-        self._server = await asyncio.start_server(
-            self._handle, self.host, self._requested_port, limit=_MAX_REQUEST_BYTES
-        )
+        try:
+            self._server = await asyncio.start_server(
+                self._handle, self.host, self._requested_port, limit=_MAX_REQUEST_BYTES
+            )
+        except OSError as exc:
+            raise HealthServerError(_bind_problem(exc, self.host, self._requested_port)) from None
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("health server listening", host=self.host, port=self.port)
 
@@ -133,6 +144,29 @@ class HealthServer:
         if path == "/metrics":
             return 200, _PROMETHEUS_CONTENT_TYPE, self._metrics()
         return _text(404, "not found: try /healthz, /readyz or /metrics\n")
+
+
+def _bind_problem(exc: OSError, host: str, port: int) -> str:
+    """What a failed bind means for someone setting HEALTH_HOST / HEALTH_PORT."""
+    off = "(HEALTH_PORT=0 turns the health server off)"
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        # asyncio rewrites a bind error's strerror into a sentence of its own.
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else os.strerror(exc.errno or 0)
+        return (
+            f"HEALTH_HOST={host} is not an address of this machine ({reason}): use "
+            f"0.0.0.0 for every interface, 127.0.0.1, or one of this machine's addresses {off}"
+        )
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"HEALTH_PORT={port} is already in use on {host}: stop the other process "
+            f"listening there, or set HEALTH_PORT to a free port {off}"
+        )
+    if exc.errno == errno.EACCES:
+        return (
+            f"HEALTH_PORT={port} on {host} is not permitted (ports below 1024 need "
+            f"privileges): set HEALTH_PORT to 1024 or above {off}"
+        )
+    return f"the health server cannot listen on HEALTH_HOST={host}, HEALTH_PORT={port}: {exc}"
 
 
 def _text(status: int, text: str) -> tuple[int, str, bytes]:

@@ -8,11 +8,41 @@ or user input, so cardinality cannot explode with the number of channels.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import platform
+
+from confluent_kafka import libversion
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+from twitch_ingestion import __version__
 
 __all__ = ["REGISTRY", "render_metrics"]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+# --- Process and build ------------------------------------------------------------
+# The standard process_* (CPU, memory, file descriptors, start time), python_info and
+# python_gc_* series every Python exporter has; all are read at scrape time only.
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
+BUILD_INFO = Gauge(
+    "twitch_ingestion_build_info",
+    "Always 1; the labels say which build is running",
+    ["version", "python", "librdkafka"],
+    registry=REGISTRY,
+)
+BUILD_INFO.labels(
+    version=__version__, python=platform.python_version(), librdkafka=libversion()[0]
+).set(1)
 
 # --- Twitch source ----------------------------------------------------------------
 LINES_RECEIVED = Counter(
@@ -113,8 +143,20 @@ BUFFER_REPLAYED = Counter(
 )
 BUFFER_DROPPED = Counter(
     "buffer_records_dropped",
-    "Records dropped by the buffer, by reason (drop_newest policy, corrupt tail)",
+    "Records dropped by the buffer, by reason (buffer_full, corrupt_tail, corrupt_frame, "
+    "disk_full: held in memory at close with the disk still full)",
     ["reason"],
+    registry=REGISTRY,
+)
+BUFFER_DISK_FULL = Gauge(
+    "buffer_disk_full",
+    "1 while the disk buffer's filesystem refuses writes (ENOSPC/EDQUOT) and new records "
+    "are held in memory; 0 once it takes them again",
+    registry=REGISTRY,
+)
+BUFFER_HELD_IN_MEMORY = Counter(
+    "buffer_records_held_in_memory",
+    "Records the disk buffer held in memory because the disk was full",
     registry=REGISTRY,
 )
 

@@ -18,9 +18,9 @@ import structlog
 from confluent_kafka.admin import AdminClient
 
 from twitch_ingestion.config import ChannelSource, Settings
-from twitch_ingestion.fleet.assignment import FleetMember
-from twitch_ingestion.health import HealthServer
-from twitch_ingestion.kafka.buffer import buffer_from_settings
+from twitch_ingestion.fleet.assignment import FleetError, FleetMember
+from twitch_ingestion.health import HealthServer, HealthServerError
+from twitch_ingestion.kafka.buffer import DurableBufferError, buffer_from_settings
 from twitch_ingestion.kafka.producer import KafkaProducer
 from twitch_ingestion.kafka.producer_config import admin_config
 from twitch_ingestion.kafka.sink import KafkaSink
@@ -38,12 +38,18 @@ _TOPIC_CHECK_TIMEOUT_S = 3.0
 
 
 class ExitCode(IntEnum):
+    """The process exit status; README's "Exit codes" lists them."""
+
     OK = 0
     FAILURE = 1
     CONFIG = 2
     TWITCH_AUTH = 3
     TWITCH_GAVE_UP = 4
     KAFKA_FATAL = 5
+    # HEALTH_HOST/HEALTH_PORT cannot be bound (in use, not permitted, not an address here).
+    HEALTH_SERVER = 6
+    # BUFFER_DIR cannot be used (locked by another process, not writable, unreadable).
+    BUFFER = 7
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
@@ -104,9 +110,11 @@ class IngestionService:
         health = HealthServer.from_port_setting(
             settings.health_host, settings.health_port, self.readiness
         )
-        await health.start()
-        # Opened here, not in __init__: it takes the directory lock and may scan segments.
-        self.buffer.open()
+        failed = await self._start(health)
+        if failed is not None:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            return failed
         log.info(
             "service starting",
             channels=len(settings.twitch_channel),
@@ -145,6 +153,23 @@ class IngestionService:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
         return exit_code
+
+    async def _start(self, health: HealthServer) -> ExitCode | None:
+        """Bind the health port, then open the buffer; a failure is one error line (what
+        to fix, no traceback) and its exit code."""
+        try:
+            await health.start()
+        except HealthServerError as exc:
+            log.error(str(exc))
+            return ExitCode.HEALTH_SERVER
+        try:
+            # Here, not in __init__: it takes the directory lock and may scan segments.
+            self.buffer.open()
+        except (DurableBufferError, OSError) as exc:
+            await health.stop()
+            log.error(_buffer_problem(exc, self.settings))
+            return ExitCode.BUFFER
+        return None
 
     async def _shutdown(
         self,
@@ -195,7 +220,9 @@ class IngestionService:
         self._stop_requested.set()
 
     async def _keep_topics_checked(self) -> None:
-        admin = AdminClient(admin_config(self.settings))
+        # librdkafka's own logs off (log_level 2): nothing polls this client, so they would
+        # go to stderr raw; the producer and "kafka topic problem" already report outages.
+        admin = AdminClient({**admin_config(self.settings), "log_level": 2})
         specs = topic_specs(self.settings)
         while True:
             # A short timeout: the call cannot be cancelled once in its thread, and a
@@ -265,10 +292,26 @@ def _exit_code_for(
         log.error("twitch authentication failed", error=str(error))
         return ExitCode.TWITCH_AUTH
     if isinstance(error, TwitchGaveUp):
-        log.error("twitch connection gave up", error=str(error))
+        # Already logged by the source as it gave up ("twitch source gave up").
         return ExitCode.TWITCH_GAVE_UP
+    if isinstance(error, FleetError):  # its message says what to fix: no traceback
+        log.error(crashed, error=str(error))
+        return ExitCode.FAILURE
     log.error(crashed, error=repr(error), exc_info=error)
     return ExitCode.FAILURE
+
+
+def _buffer_problem(exc: Exception, settings: Settings) -> str:
+    """One line naming BUFFER_DIR: the buffer's own message, or the OS error's."""
+    directory = settings.buffer_dir
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return (
+            f"BUFFER_DIR={directory} cannot be used: {exc.strerror or exc}{where}; give the "
+            "service a directory it can create and write, or point BUFFER_DIR elsewhere"
+        )
+    message = str(exc)
+    return message if "BUFFER_DIR" in message else f"BUFFER_DIR={directory}: {message}"
 
 
 async def _cancel(*tasks: asyncio.Task[object] | asyncio.Task[None] | asyncio.Task[bool]) -> None:

@@ -49,6 +49,7 @@ def iter_records(
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest" if from_beginning else "latest",
             "enable.partition.eof": False,
+            "allow.auto.create.topics": False,  # tailing a missing topic must not create it
         }
     )
     consumer = Consumer(conf)

@@ -648,7 +648,7 @@ def test_max_reconnect_attempts_exhausted_exits_4_with_a_clear_message(
 
     retries = _events(service, "twitch connect failed; retrying")
     assert [r["attempt"] for r in retries] == [1, 2]
-    gave_up = _events(service, "twitch connection gave up")
+    gave_up = _events(service, "twitch source gave up")
     assert len(gave_up) == 1
     message = gave_up[0]["error"]
     assert "3 failed connection attempts in a row" in message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import random
 import shutil
@@ -10,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -80,6 +80,14 @@ def captured_log(monkeypatch: pytest.MonkeyPatch) -> CapturingLogger:
     capture = CapturingLogger()
     monkeypatch.setattr(buffer_module, "log", capture)
     return capture
+
+
+# Property tests open real buffers in temporary directories: slow, and they share one.
+PROPERTY_SETTINGS = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 def warnings_named(capture: CapturingLogger, event: str) -> list[dict[str, object]]:
@@ -511,6 +519,7 @@ def test_a_refused_batch_does_not_lose_the_definition_of_its_new_topic(tmp_path:
 def test_a_failed_write_is_taken_back_whole_and_raised_with_context(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # An I/O error, not a full disk (that one holds records: test_buffer_disk_full.py).
     buffer = opened(tmp_path)
     buffer.append_batch(records(0, 5))
     [segment] = segment_files(tmp_path)
@@ -518,15 +527,15 @@ def test_a_failed_write_is_taken_back_whole_and_raised_with_context(
     real_write = os.write
     calls = 0
 
-    def disk_full(fd: int, data: bytes | memoryview) -> int:
+    def failing_disk(fd: int, data: bytes | memoryview) -> int:
         nonlocal calls
         calls += 1
         if calls == 1:
             return real_write(fd, bytes(data)[: len(data) // 2])
-        raise OSError(28, "No space left on device")
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr(os, "write", disk_full)
-    with pytest.raises(DurableBufferError, match="No space left on device"):
+    monkeypatch.setattr(os, "write", failing_disk)
+    with pytest.raises(DurableBufferError, match=r"Input/output error.*BUFFER_DIR"):
         buffer.append_batch([("new-topic", None, b"v", None, T0), *records(5, 10)])
     monkeypatch.setattr(os, "write", real_write)
     assert segment.stat().st_size == size_before
@@ -614,11 +623,16 @@ def test_intact_frames_out_of_seq_order_are_ignored(tmp_path: Path) -> None:
     reopened.close()
 
 
-@settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+def ack_some(buffer: Buffer, data: st.DataObject, appended: list[int], acked: set[int]) -> None:
+    """Ack a drawn subset, in a drawn order, of the appended records not yet acked."""
+    candidates = sorted(set(appended) - acked)
+    to_ack = data.draw(st.lists(st.sampled_from(candidates), unique=True), label="acks")
+    for seq in to_ack:
+        buffer.ack(seq)
+    acked.update(to_ack)
+
+
+@PROPERTY_SETTINGS
 @given(data=st.data())
 def test_reopen_replays_every_unacked_record_and_nothing_acked_before_a_checkpoint(
     tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
@@ -632,11 +646,7 @@ def test_reopen_replays_every_unacked_record_and_nothing_acked_before_a_checkpoi
     for size in data.draw(st.lists(st.integers(1, 12), min_size=1, max_size=10), label="batches"):
         first, count = buffer.append_batch(records(len(appended), len(appended) + size))
         appended.extend(range(first, first + count))
-        candidates = sorted(set(appended) - acked)
-        to_ack = data.draw(st.lists(st.sampled_from(candidates), unique=True), label="acks")
-        for seq in to_ack:
-            buffer.ack(seq)
-        acked.update(to_ack)
+        ack_some(buffer, data, appended, acked)
         if data.draw(st.booleans(), label="tick"):
             clock += 10
             buffer.maybe_sync(clock)
@@ -739,35 +749,3 @@ def test_buffer_from_settings_follows_buffer_mode(tmp_path: Path) -> None:
         checked.open()
         checked.append_batch(records(0, 2))
         checked.close()
-
-
-# --- speed ---------------------------------------------------------------------------
-
-
-def _chat_records(count: int) -> Iterator[list[Record]]:
-    value = (
-        b'{"id":"7c2b1f0e-8d5a-4c3e-9f21-6a0d4b7e9c13","channel":"xqc","user_login":"viewer",'
-        + b'"text":"'
-        + b"x" * 250
-        + b'","badges":[],"emotes":[],"received_at_ms":1700000000000}'
-    )
-    batch: list[Record] = [(TOPIC, b"xqc", value, None, T0 + i) for i in range(count)]
-    while True:
-        yield batch
-
-
-def test_report_append_plus_ack_cost_per_record(tmp_path: Path) -> None:
-    buffer = opened(tmp_path, fsync_ms=10_000, checkpoint_interval_ms=10_000)
-    batches = _chat_records(500)
-    best = float("inf")
-    for _round in range(5):
-        started = time.perf_counter()
-        for _batch in range(20):
-            first, count = buffer.append_batch(next(batches))
-            ack = buffer.ack
-            for seq in range(first, first + count):
-                ack(seq)
-        buffer.maybe_sync()
-        best = min(best, (time.perf_counter() - started) / (20 * 500))
-    buffer.close()
-    print(f"\nDiskBuffer append+ack: {best * 1e6:.2f} µs/record (~400-byte records, 500/batch)")

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
-from twitch_ingestion.config import ConfigError, LogFormat, Settings, load_settings
+from twitch_ingestion.config import ConfigError, ConfigProblem, LogFormat, Settings, load_settings
+from twitch_ingestion.kafka.producer_config import librdkafka_problems
 
 TOKEN = "oauth:abcdefghijklmnopqrstuvwxyz0123"
 
@@ -111,3 +113,326 @@ def test_log_format_and_warn_alias(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_commands_that_never_join_do_not_need_twitch_channel() -> None:
     assert load_settings(require_channels=False).twitch_channel == []
+
+
+# --- every setting is checked when it is loaded ----------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("KAFKA_COMPRESSION", "brotli"),
+        ("KAFKA_ACKS", "2"),
+        ("KAFKA_ACKS", "most"),
+        ("KAFKA_SECURITY_PROTOCOL", "TLS"),
+        ("KAFKA_SASL_MECHANISM", "KERBEROS"),
+        ("LOG_FORMAT", "xml"),
+        ("KAFKA_BROKERS", ""),
+        ("KAFKA_BROKERS", " , "),
+        ("KAFKA_BROKERS", "localhost"),
+        ("KAFKA_BROKERS", "localhost:9092,kafka:99999"),
+        ("KAFKA_BROKERS", "kafka 1:9092"),
+        ("KAFKA_BROKERS", "[not-ipv6]:9092"),
+        ("KAFKA_TOPIC_CHAT_MESSAGES", "chat messages"),
+        ("KAFKA_TOPIC_CHAT_EVENTS", ".."),
+        ("KAFKA_TOPIC_DLQ", "x" * 250),
+        ("KAFKA_TOPIC_CHANNELS", "a/b"),
+        ("KAFKA_CLIENT_ID", " "),
+        ("KAFKA_CHANNELS_GROUP", ""),
+        ("KAFKA_TOPIC_REPLICATION_FACTOR", "0"),
+        ("KAFKA_TOPIC_REPLICATION_FACTOR", "-2"),
+        ("KAFKA_LINGER_MS", "900001"),
+        ("KAFKA_REQUEST_TIMEOUT_MS", "900001"),
+        ("KAFKA_RETRY_BACKOFF_MS", "300001"),
+        ("KAFKA_RECONNECT_BACKOFF_MAX_MS", "3600001"),
+        ("KAFKA_BATCH_SIZE", "2147483648"),
+        ("KAFKA_CHANNELS_SESSION_TIMEOUT_MS", "3600001"),
+        ("KAFKA_SSL_CA_LOCATION", "/nonexistent/ca.pem"),
+        ("TWITCH_IRC_HOST", ""),
+        ("TWITCH_IRC_HOST", "irc.chat.twitch.tv:6697"),
+        ("TWITCH_IRC_HOST", "irc://irc.chat.twitch.tv"),
+        ("HEALTH_HOST", ""),
+        ("TWITCH_USERNAME", "my bot"),
+    ],
+)
+def test_a_value_librdkafka_or_the_service_cannot_use_is_refused_at_load(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv("TWITCH_CHANNEL", "c")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    [problem] = raised.value.problems
+    assert problem.startswith(f"{variable}: ") or problem.startswith(f"{variable} "), problem
+
+
+def test_a_buffer_dir_that_is_a_file_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("TWITCH_CHANNEL", "c")
+    monkeypatch.setenv("BUFFER_DIR", str(tmp_path / "file"))
+    with pytest.raises(ConfigError, match="BUFFER_DIR"):
+        load_settings()
+
+
+def test_enumerations_are_case_insensitive_and_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWITCH_CHANNEL", "c")
+    monkeypatch.setenv("KAFKA_COMPRESSION", "ZSTD")
+    monkeypatch.setenv("KAFKA_ACKS", "ALL")
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "sasl_ssl")
+    monkeypatch.setenv("KAFKA_SASL_MECHANISM", "scram-sha-512")
+    monkeypatch.setenv("KAFKA_SASL_USERNAME", "user")
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "secret")
+    monkeypatch.setenv("LOG_LEVEL", "Debug")
+    settings = load_settings()
+    assert settings.kafka_compression == "zstd"
+    assert settings.kafka_acks == "all"
+    assert settings.kafka_security_protocol == "SASL_SSL"
+    assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
+    assert settings.log_level == "debug"
+
+
+@pytest.mark.parametrize(
+    ("brokers", "normalised"),
+    [
+        ("kafka:9092", "kafka:9092"),
+        (" a:1 , b.example.com:9093 ,", "a:1,b.example.com:9093"),
+        ("[::1]:9092", "[::1]:9092"),
+        ("SASL_SSL://broker-1:9094", "SASL_SSL://broker-1:9094"),
+        ("10.0.0.1:65535", "10.0.0.1:65535"),
+    ],
+)
+def test_broker_lists_accept_host_port_forms(
+    monkeypatch: pytest.MonkeyPatch, brokers: str, normalised: str
+) -> None:
+    monkeypatch.setenv("TWITCH_CHANNEL", "c")
+    monkeypatch.setenv("KAFKA_BROKERS", brokers)
+    assert load_settings().kafka_brokers == normalised
+
+
+def test_empty_optional_settings_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWITCH_CHANNEL", "c")
+    for name in (
+        "TWITCH_USERNAME",
+        "TWITCH_OAUTH_TOKEN",
+        "TWITCH_MAX_RECONNECT_ATTEMPTS",
+        "KAFKA_SASL_MECHANISM",
+        "KAFKA_SASL_USERNAME",
+        "KAFKA_SASL_PASSWORD",
+        "KAFKA_SSL_CA_LOCATION",
+    ):
+        monkeypatch.setenv(name, "")
+    settings = load_settings()
+    assert settings.is_anonymous
+    assert settings.twitch_max_reconnect_attempts is None
+    assert settings.kafka_sasl_mechanism is None
+    assert settings.kafka_ssl_ca_location is None
+
+
+@pytest.mark.parametrize(
+    ("env", "variables"),
+    [
+        ({"KAFKA_ACKS": "1"}, ["KAFKA_ACKS", "KAFKA_ENABLE_IDEMPOTENCE"]),
+        ({"KAFKA_RETRY_BACKOFF_MS": "500", "KAFKA_RETRY_BACKOFF_MAX_MS": "100"}, ["RETRY"]),
+        ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, ["KAFKA_SASL_MECHANISM"]),
+        (
+            {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "PLAIN"},
+            ["KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"],
+        ),
+        ({"KAFKA_SASL_USERNAME": "user"}, ["KAFKA_SASL_USERNAME", "KAFKA_SECURITY_PROTOCOL"]),
+    ],
+)
+def test_combinations_that_cannot_work_are_refused(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], variables: list[str]
+) -> None:
+    monkeypatch.setenv("TWITCH_CHANNEL", "c")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    [problem] = raised.value.problems
+    for variable in variables:
+        assert variable in problem
+
+
+def test_acks_1_is_fine_without_idempotence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWITCH_CHANNEL", "c")
+    monkeypatch.setenv("KAFKA_ACKS", "1")
+    monkeypatch.setenv("KAFKA_ENABLE_IDEMPOTENCE", "false")
+    assert load_settings().kafka_acks == "1"
+
+
+def test_every_problem_is_reported_at_once_with_the_combinations(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bad = {
+        "KAFKA_COMPRESSION": "brotli",
+        "KAFKA_BROKERS": "",
+        "LOG_LEVEL": "loud",
+        "HEALTH_PORT": "99999",
+        "BUFFER_MODE": "tape",
+    }
+    for name, value in bad.items():
+        monkeypatch.setenv(name, value)
+    # Two combinations, checked although fields failed: a username without its token,
+    # and TWITCH_CHANNEL missing.
+    monkeypatch.setenv("TWITCH_USERNAME", "bot")
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    problems = raised.value.problems
+    assert len(problems) == len(bad) + 2, problems
+    for variable in [*bad, "TWITCH_OAUTH_TOKEN", "TWITCH_CHANNEL"]:
+        assert any(variable in problem for problem in problems), (variable, problems)
+
+
+def test_a_combination_involving_a_failed_field_is_not_reported_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The max fails on its own; comparing its default (60) with the base would be noise.
+    monkeypatch.setenv("TWITCH_CHANNEL", "c")
+    monkeypatch.setenv("TWITCH_RECONNECT_MAX_S", "soon")
+    monkeypatch.setenv("TWITCH_RECONNECT_BASE_S", "100")
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    [problem] = raised.value.problems
+    assert problem.startswith("TWITCH_RECONNECT_MAX_S: ")
+
+
+def test_settings_built_directly_still_refuse_bad_combinations() -> None:
+    with pytest.raises(ValueError, match="TWITCH_OAUTH_TOKEN"):
+        Settings(_env_file=None, twitch_username="bot")  # type: ignore[call-arg]
+
+
+def test_extra_checks_run_on_loaded_settings_and_skip_failed_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TWITCH_CHANNEL", "c")
+    monkeypatch.setenv("KAFKA_LINGER_MS", "-1")
+    seen: list[Settings] = []
+
+    def check(settings: Settings) -> list[ConfigProblem]:
+        seen.append(settings)
+        return [
+            ConfigProblem(("KAFKA_LINGER_MS",), "KAFKA_LINGER_MS: said twice"),
+            ConfigProblem(("KAFKA_BATCH_SIZE",), "KAFKA_BATCH_SIZE: from the check"),
+        ]
+
+    with pytest.raises(ConfigError) as raised:
+        load_settings((check,))
+    assert [p.split(":")[0] for p in raised.value.problems] == [
+        "KAFKA_LINGER_MS",
+        "KAFKA_BATCH_SIZE",
+    ]
+    assert "said twice" not in str(raised.value)
+    # The check saw the failed field at its default.
+    assert seen[0].kafka_linger_ms == Settings.model_fields["kafka_linger_ms"].default
+
+
+def test_librdkafka_check_names_the_variable_of_what_it_refuses(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Exists (so the field check passes) but is no certificate: only librdkafka can tell.
+    not_a_ca = tmp_path / "ca.pem"
+    not_a_ca.write_text("not a certificate\n")
+    monkeypatch.setenv("TWITCH_CHANNEL", "c")
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SSL")
+    monkeypatch.setenv("KAFKA_SSL_CA_LOCATION", str(not_a_ca))
+    load_settings()  # fine for the field checks
+    with pytest.raises(ConfigError) as raised:
+        load_settings((librdkafka_problems,))
+    [problem] = raised.value.problems  # producer, admin and consumer agree: said once
+    assert problem.startswith("KAFKA_SSL_CA_LOCATION: librdkafka refuses it: ")
+
+
+def test_librdkafka_check_accepts_the_defaults() -> None:
+    load_settings((librdkafka_problems,), require_channels=False)
+
+
+def test_librdkafka_refusals_never_show_the_sasl_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    from twitch_ingestion.kafka.producer_config import _describe_refusal
+
+    monkeypatch.setenv("TWITCH_CHANNEL", "c")
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("KAFKA_SASL_MECHANISM", "PLAIN")
+    monkeypatch.setenv("KAFKA_SASL_USERNAME", "user")
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "hunter2-secret")
+    settings = load_settings()
+    error = KafkaError(
+        KafkaError._INVALID_ARG, 'Invalid value "hunter2-secret" for "sasl.password"'
+    )
+    problem = _describe_refusal(KafkaException(error), settings)
+    assert problem.variables == ("KAFKA_SASL_PASSWORD",)
+    assert "hunter2-secret" not in problem.message
+
+
+# --- .env.example ------------------------------------------------------------------------
+
+
+def test_env_example_reads_chat_anonymously(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text((REPO_ROOT / ".env.example").read_text(encoding="utf-8"))
+    settings = load_settings()
+    assert settings.is_anonymous
+    assert settings.twitch_channel == ["channelname"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "env"),
+    [
+        ("TWITCH_USERNAME", {"TWITCH_USERNAME": "your_bot_username", "TWITCH_OAUTH_TOKEN": TOKEN}),
+        (
+            "TWITCH_OAUTH_TOKEN",
+            {"TWITCH_USERNAME": "bot", "TWITCH_OAUTH_TOKEN": "oauth:your_token_here"},
+        ),
+    ],
+)
+def test_the_old_env_example_placeholders_are_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str, env: dict[str, str]
+) -> None:
+    monkeypatch.setenv("TWITCH_CHANNEL", "c")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    [problem] = raised.value.problems
+    assert problem.startswith(f"{variable}: ")
+    assert "placeholder" in problem
+    assert "anonymously" in problem
+
+
+# --- the .env file itself ----------------------------------------------------------------
+
+
+def test_a_dotenv_line_that_cannot_be_parsed_is_a_problem_not_a_silent_default(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / ".env").write_text(
+        'TWITCH_CHANNEL=c\nKAFKA_BROKERS="kafka:9092\nLOG_LEVEL=loud\n', encoding="utf-8"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert raised.value.problems == [
+        ".env line 2 is not NAME=value: fix it (close any quote) or remove it",
+        "LOG_LEVEL: 'loud' is not one of debug, info, warning, error, critical",
+    ]
+
+
+def test_a_dotenv_file_that_is_not_utf8_is_one_problem(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(b"TWITCH_CHANNEL=c\nKAFKA_CLIENT_ID=caf\xe9\n")
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    [problem] = raised.value.problems
+    assert problem.startswith(".env is not UTF-8 text")
+
+
+def test_a_token_pasted_into_twitch_username_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWITCH_CHANNEL", "c")
+    monkeypatch.setenv("TWITCH_USERNAME", TOKEN)
+    monkeypatch.setenv("TWITCH_OAUTH_TOKEN", TOKEN)
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    [problem] = raised.value.problems
+    assert problem.startswith("TWITCH_USERNAME: is not a Twitch login")
+    assert TOKEN[6:] not in problem

@@ -12,7 +12,10 @@ def report(
     *,
     ready: bool = True,
     releasing: list[str] | None = None,
+    not_joined: list[str] | None = None,
 ) -> InstanceReport:
+    """A report; without `not_joined`, as an instance older than per-channel hand-over
+    writes it (no joined set, only `ready`)."""
     return InstanceReport(
         instance_id=instance_id,
         host="h",
@@ -23,6 +26,7 @@ def report(
         channels=tuple(channels),
         releasing=tuple(releasing or ()),
         ready=ready,
+        not_joined=tuple(not_joined) if not_joined is not None else None,
     )
 
 
@@ -80,3 +84,49 @@ def test_a_partition_assigned_back_keeps_its_channels_and_drops_the_removed_ones
     # Partition 4 came back, and "b" was removed from the table in the meantime.
     assert tracker.reclaim(4, ["a", "new"]) == ["b"]
     assert tracker.channels == ["c"]
+
+
+# --- per channel -----------------------------------------------------------------------------
+
+
+def test_each_channel_is_handed_over_as_soon_as_the_new_owner_has_joined_it() -> None:
+    tracker = HandoverTracker("me")
+    tracker.release({4: ["a", "b", "c"]}, now=0.0)
+    # The new owner is still joining (not ready): what it has joined is handed over.
+    has_a = report("other", ["a", "b", "c"], ready=False, not_joined=["b", "c"])
+    has_b = report("other", ["a", "b", "c"], ready=False, not_joined=["c"])
+    assert tracker.on_report(has_a) == ["a"]
+    assert tracker.on_report(has_b) == ["b"]
+    assert sorted(tracker.channels) == ["c"]
+    assert tracker.on_report(report("other", ["a", "b", "c"], not_joined=[])) == ["c"]
+    assert len(tracker) == 0
+
+
+def test_a_channel_the_new_owner_could_not_join_stays_although_it_reports_ready() -> None:
+    tracker = HandoverTracker("me")
+    tracker.release({4: ["a", "refused"]}, now=0.0)
+    # `ready` counts channels Twitch refused: it is no longer what decides.
+    assert tracker.on_report(report("other", ["a", "refused"], not_joined=["refused"])) == ["a"]
+    assert tracker.channels == ["refused"]
+    assert tracker.expired(now=10.0, timeout_s=10.0) == ["refused"]
+
+
+def test_a_joined_channel_the_reporter_is_itself_releasing_does_not_count() -> None:
+    tracker = HandoverTracker("me")
+    tracker.release({4: ["a"]}, now=0.0)
+    assert tracker.on_report(report("other", ["a"], releasing=["a"], not_joined=[])) == []
+
+
+def test_a_report_of_an_older_instance_hands_over_everything_once_it_is_ready() -> None:
+    tracker = HandoverTracker("me")
+    tracker.release({4: ["a", "b"]}, now=0.0)
+    assert tracker.on_report(report("old", ["a", "b"], ready=False)) == []
+    assert tracker.on_report(report("old", ["a", "b"], ready=True)) == ["a", "b"]
+
+
+def test_per_channel_reports_still_count_only_after_the_release() -> None:
+    tracker = HandoverTracker("me")
+    tracker.on_report(report("crashed", ["a"], not_joined=[]))
+    tracker.release({4: ["a"]}, now=0.0)
+    assert tracker.on_report(report("new_owner", ["a"], not_joined=["a"])) == []
+    assert tracker.on_report(report("new_owner", ["a"], not_joined=[])) == ["a"]

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from twitch_ingestion.config import ChannelSource, ConfigError, Settings, load_settings
@@ -44,6 +45,7 @@ class FakeSource:
         self.wanted: dict[str, None] = {}
         self.calls: list[tuple[str, list[str]]] = []
         self.ready = True
+        self.joined: set[str] = set()
 
     @property
     def channels(self) -> list[str]:
@@ -64,6 +66,9 @@ class FakeSource:
         for channel in removed:
             self.wanted.pop(channel, None)
 
+    def joined_channels(self) -> frozenset[str]:
+        return frozenset(self.joined)
+
     def is_ready(self) -> bool:
         return self.ready
 
@@ -81,7 +86,10 @@ def settings(**overrides: Any) -> Settings:
     return load_settings(**{**base, **overrides})
 
 
-def other(channels: list[str], *, ready: bool = True) -> ReportReceived:
+def other(
+    channels: list[str], *, ready: bool = True, not_joined: list[str] | None = None
+) -> ReportReceived:
+    """Another instance's report; without `not_joined` in the older format."""
     return ReportReceived(
         InstanceReport(
             instance_id="other",
@@ -92,6 +100,7 @@ def other(channels: list[str], *, ready: bool = True) -> ReportReceived:
             updated_at_ms=0,
             channels=tuple(channels),
             ready=ready,
+            not_joined=tuple(not_joined) if not_joined is not None else None,
         )
     )
 
@@ -148,6 +157,22 @@ async def test_revoked_channels_are_read_until_the_new_owner_has_joined_them() -
     assert fleet.releasing == []
 
 
+async def test_a_moved_channel_is_parted_once_its_new_owner_has_joined_that_channel() -> None:
+    fleet, source = member()
+    fleet.handle_event(PartitionsAssigned((1, 2)))
+    fleet.handle_event(PartitionLoaded(1, ("a", "b")))
+    fleet.handle_event(PartitionLoaded(2, ("c",)))
+    fleet.handle_event(PartitionsRevoked((1,), {1: ("a", "b")}, lost=False))
+    # The new owner has joined "a" and is still waiting for its turn to JOIN "b".
+    fleet.handle_event(other(["a", "b"], ready=False, not_joined=["b"]))
+    assert source.channels == ["b", "c"]
+    assert fleet.releasing == ["b"]
+    assert source.calls[-1] == ("remove", ["a"])
+    fleet.handle_event(other(["a", "b"], ready=True, not_joined=[]))
+    assert source.channels == ["c"]
+    assert fleet.releasing == []
+
+
 async def test_a_hand_over_nobody_completes_ends_at_the_timeout() -> None:
     fleet, source = member(kafka_channels_handover_timeout_s=30)
     fleet.handle_event(PartitionsAssigned((1,)))
@@ -199,6 +224,7 @@ async def test_the_report_says_what_this_instance_reads_and_releases() -> None:
     fleet.handle_event(PartitionLoaded(2, ("b",)))
     fleet.handle_event(PartitionsRevoked((2,), {2: ("b",)}, lost=False))
     source.ready = False
+    source.joined = {"b", "gone"}  # "gone": parted, its PART not yet answered
     report = fleet.report()
     assert report.instance_id == "me"
     assert report.login == "fleetbot"
@@ -206,7 +232,66 @@ async def test_the_report_says_what_this_instance_reads_and_releases() -> None:
     assert report.channels == ("a", "b")
     assert report.releasing == ("b",)
     assert report.ready is False
+    assert report.not_joined == ("a",)
     assert decode_report(encode_report(report)) == report
+
+
+async def test_a_change_in_what_is_joined_is_published_at_the_next_tick() -> None:
+    fleet, source = member()
+    published: list[InstanceReport] = []
+
+    class Publisher:
+        def produce(self, _topic: str, value: bytes, _key: bytes) -> None:
+            report = decode_report(value)
+            assert report is not None
+            published.append(report)
+
+        def poll(self, _timeout: float) -> int:
+            return 0
+
+    fleet._publisher = Publisher()  # type: ignore[assignment]
+    fleet.handle_event(PartitionsAssigned((1,)))
+    fleet.handle_event(PartitionLoaded(1, ("a", "b")))
+    fleet.tick(0.0)
+    source.joined = {"a"}
+    fleet.tick(0.5)
+    fleet.tick(1.0)  # nothing changed: nothing sent
+    assert [r.not_joined for r in published] == [("a", "b"), ("b",)]
+
+
+def test_reports_of_older_and_newer_versions_decode_both_ways() -> None:
+    # Written by an instance from before per-channel hand-over: no `not_joined`.
+    old = (
+        b'{"instance_id":"old","host":"h","pid":1,"login":"bot","started_at_ms":0,'
+        b'"updated_at_ms":0,"channels":["a"],"ready":true,"joined":1,"failed":0}'
+    )
+    decoded = decode_report(old)
+    assert decoded is not None
+    assert decoded.not_joined is None
+    assert decoded.ready is True
+
+    # And an older instance reads ours: its decoder ignores the field it does not know.
+    class OlderReport(msgspec.Struct, frozen=True, kw_only=True):
+        instance_id: str
+        host: str
+        pid: int
+        login: str
+        started_at_ms: int
+        updated_at_ms: int
+        channels: tuple[str, ...] = ()
+        ready: bool = False
+
+    ours = InstanceReport(
+        instance_id="new",
+        host="h",
+        pid=2,
+        login="bot",
+        started_at_ms=0,
+        updated_at_ms=0,
+        channels=("a",),
+        not_joined=(),
+    )
+    assert msgspec.json.decode(encode_report(ours), type=OlderReport).channels == ("a",)
 
 
 def test_a_foreign_record_in_the_instances_topic_is_not_a_report() -> None:

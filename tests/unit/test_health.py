@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import platform
+import re
+import socket
 from collections.abc import AsyncIterator
 
+import confluent_kafka
 import pytest
 
-from twitch_ingestion.health import HealthServer
+from twitch_ingestion import __version__
+from twitch_ingestion.health import HealthServer, HealthServerError, _bind_problem
 
 
 async def get(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -142,3 +148,59 @@ async def test_port_none_means_off_and_health_port_zero_maps_to_it() -> None:
     assert not off.enabled
     assert off.port is None
     await off.stop()
+
+
+async def test_metrics_include_build_info_and_the_standard_process_collectors() -> None:
+    health = HealthServer("127.0.0.1", 0, lambda: (True, {}))
+    await health.start()
+    try:
+        assert health.port is not None
+        _, _, body = await get(health.port, request("/metrics"))
+    finally:
+        await health.stop()
+    text = body.decode()
+    build_info = re.search(r"^twitch_ingestion_build_info\{(.*)\} 1\.0$", text, re.MULTILINE)
+    assert build_info is not None, text
+    labels = dict(re.findall(r'(\w+)="([^"]*)"', build_info.group(1)))
+    assert labels == {
+        "version": __version__,
+        "python": platform.python_version(),
+        "librdkafka": confluent_kafka.libversion()[0],
+    }
+    for series in (
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "python_info{",
+        "python_gc_collections_total{",
+    ):
+        assert series in text, series
+
+
+async def test_a_busy_port_is_one_clear_error_naming_health_port() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        health = HealthServer.from_port_setting("127.0.0.1", port, lambda: (True, {}))
+        with pytest.raises(HealthServerError) as raised:
+            await health.start()
+    message = str(raised.value)
+    assert f"HEALTH_PORT={port} is already in use" in message
+    assert "\n" not in message
+    assert raised.value.__cause__ is None  # raised `from None`: no chained traceback
+
+
+async def test_an_address_not_on_this_machine_names_health_host() -> None:
+    # 192.0.2.0/24 is TEST-NET-1 (RFC 5737): never assigned to a local interface.
+    health = HealthServer.from_port_setting("192.0.2.1", 18080, lambda: (True, {}))
+    with pytest.raises(HealthServerError, match=r"^HEALTH_HOST=192\.0\.2\.1 is not an address"):
+        await health.start()
+
+
+def test_a_port_that_is_not_permitted_says_which_ports_are() -> None:
+    # Root may bind anything, so the refusal is built directly from the OS error.
+    refused = OSError(errno.EACCES, "error while attempting to bind: permission denied")
+    message = _bind_problem(refused, "0.0.0.0", 80)
+    assert message.startswith("HEALTH_PORT=80 on 0.0.0.0 is not permitted")
+    assert "1024 or above" in message

@@ -12,7 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from twitch_ingestion.config import Settings
-from twitch_ingestion.metrics import DUPLICATE_MESSAGES_DROPPED, RECONNECTS
+from twitch_ingestion.metrics import REGISTRY
 from twitch_ingestion.simulator import (
     NUMBERED_SENDER,
     ChannelBehaviour,
@@ -100,8 +100,16 @@ async def running(source: TwitchSource) -> AsyncIterator[asyncio.Task[None]]:
 
 
 def reconnects(cause: str) -> float:
-    value: float = RECONNECTS.labels(cause=cause)._value.get()
-    return value
+    return REGISTRY.get_sample_value("twitch_reconnects_total", {"cause": cause}) or 0.0
+
+
+def duplicates_dropped() -> float:
+    return REGISTRY.get_sample_value("twitch_duplicate_messages_dropped_total") or 0.0
+
+
+def source_tasks() -> list[str]:
+    """Names of the asyncio tasks a `TwitchSource` runs (slots, readers, joiners…)."""
+    return sorted(t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("twitch-"))
 
 
 def assert_exactly_once(sink: RecordingSink, channel: str, count: int) -> None:
@@ -136,6 +144,30 @@ async def test_reads_every_channel_and_reports_ready(sim: TwitchSimulator) -> No
         assert source.connection_statuses() == {"twitch-1": ConnectionStatus.CONNECTED}
 
     assert not source.is_ready()
+
+
+async def test_joined_channels_are_those_twitch_confirmed_on_a_live_connection() -> None:
+    config = SimulatorConfig(channel_behaviours={"quiet": ChannelBehaviour.NO_ECHO})
+    async with TwitchSimulator(config) as sim:
+        source = TwitchSource(settings(sim.port, ["alpha", "beta", "quiet"]), RecordingSink())
+        assert source.joined_channels() == frozenset()
+
+        async with running(source):
+            await eventually(source.is_ready)
+            assert source.joined_channels() == {"alpha", "beta"}, "no echo, not joined"
+
+            sim.pause_accepting()
+            sim.drop_connections()
+            await eventually(
+                lambda: source.connection_statuses()["twitch-1"] is ConnectionStatus.RECONNECTING
+            )
+            assert source.joined_channels() == frozenset(), "the connection is gone"
+
+            await sim.resume_accepting()
+            await eventually(lambda: source.joined_channels() == {"alpha", "beta"})
+
+            source.remove_channels(["beta"])
+            assert source.joined_channels() == {"alpha"}, "no longer read once removed"
 
 
 async def test_connection_refused_then_server_appears_connects_with_backoff(
@@ -229,7 +261,7 @@ async def test_server_reconnect_hands_over_without_losing_or_doubling(
     channels = [f"chan{i}" for i in range(5)]
     sink = RecordingSink()
     source = TwitchSource(settings(sim.port, channels), sink)
-    duplicates_before = DUPLICATE_MESSAGES_DROPPED._value.get()
+    duplicates_before = duplicates_dropped()
 
     async with running(source):
         await eventually(source.is_ready)
@@ -238,14 +270,19 @@ async def test_server_reconnect_hands_over_without_losing_or_doubling(
         sim.send_reconnect(close_after_s=0.3)
         await stream.wait(5)
         await eventually(lambda: all(len(sink.numbers(c)) >= 400 for c in channels))
-        await asyncio.sleep(0.1)  # anything doubled would arrive now
+        # Anything doubled would be read before a line sent after the stream: wait for
+        # the old socket to be gone and for such a marker on the one left.
+        await eventually(lambda: sim.stats.connections_current == 1)
+        await eventually(lambda: not source.status()["connections"][0]["handing_over"])  # type: ignore[index]
+        sim.send_raw([b"@id=marker :m!m@m.tmi.twitch.tv PRIVMSG #chan0 :marker"])
+        await eventually(lambda: any(m.trailing == "marker" for m in sink.messages))
 
         for channel in channels:
             assert_exactly_once(sink, channel, 400)
         assert sim.stats.numbered_undelivered == {}
         assert sim.stats.connections_accepted == 2
         assert source.is_ready()
-        assert DUPLICATE_MESSAGES_DROPPED._value.get() > duplicates_before, (
+        assert duplicates_dropped() > duplicates_before, (
             "both connections were reading during the overlap"
         )
 
@@ -335,23 +372,35 @@ async def test_channels_can_be_added_and_removed_at_runtime(sim: TwitchSimulator
         await eventually(lambda: sim.stats.connections_current == 1)
 
 
-async def test_stop_is_prompt_even_while_chat_flows(sim: TwitchSimulator) -> None:
-    sink = RecordingSink()
+async def test_stop_ends_every_task_even_while_chat_flows(sim: TwitchSimulator) -> None:
+    class StopAwareSink(RecordingSink):
+        stopped = False
+        after_stop = 0
+
+        async def deliver(
+            self, messages: list[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
+        ) -> None:
+            if self.stopped:
+                self.after_stop += 1
+            await super().deliver(messages, received_at_ms, room_ids)
+
+    sink = StopAwareSink()
     source = TwitchSource(settings(sim.port, ["alpha"]), sink)
     task = asyncio.create_task(source.run())
     await eventually(source.is_ready)
-    sim.start_numbered(["alpha"], rate=0)  # flat out, no end
+    stream = sim.start_numbered(["alpha"], rate=0)  # flat out, no end
     await eventually(lambda: len(sink.messages) > 1000)
-    loop = asyncio.get_running_loop()
-    start = loop.time()
 
-    await asyncio.wait_for(source.stop(), 2)
-    await asyncio.wait_for(task, 1)
+    # The timeouts only turn a hang into a failure; stop() must not wait for the stream.
+    await asyncio.wait_for(source.stop(), 10)
+    sink.stopped = True
+    await asyncio.wait_for(task, 10)
 
-    assert loop.time() - start < 1.0  # typically 30-50 ms, the simulator shares the loop
-    count = len(sink.messages)
-    await asyncio.sleep(0.05)
-    assert len(sink.messages) == count, "nothing delivered after stop()"
+    assert not stream.done(), "the stream was still flowing when stop() returned"
+    readers = [name for name in source_tasks() if name.endswith("-reader")]
+    assert readers == [], "no reader is left that could deliver after stop()"
+    await eventually(lambda: source_tasks() == [])  # cancelled helpers finish, none leak
+    assert sink.after_stop == 0, "nothing delivered after stop()"
 
 
 async def test_malformed_lines_go_to_the_dead_letter_sink_and_chat_continues() -> None:
@@ -459,10 +508,16 @@ async def test_stop_abandons_a_sink_blocked_past_the_grace_period(sim: TwitchSim
     source = TwitchSource(settings(sim.port, ["alpha"]), StuckSink())
     task = asyncio.create_task(source.run())
     await eventually(lambda: sim.stats.joined_channels() == {"alpha"})
-    loop = asyncio.get_running_loop()
-    start = loop.time()
+    await eventually(lambda: any(t.endswith("-reader") for t in source_tasks()))
 
-    await asyncio.wait_for(source.stop(grace_s=0.1), 2)
-    await asyncio.wait_for(task, 1)
+    with capture_logs() as logs:
+        # The timeouts only turn a hang into a failure: the sink never returns, so only
+        # abandoning its chunk lets stop() finish at all.
+        await asyncio.wait_for(source.stop(grace_s=0.1), 10)
+        await asyncio.wait_for(task, 10)
 
-    assert loop.time() - start < 0.5
+    assert [e["event"] for e in logs if "abandoning" in e["event"]] == [
+        "twitch source: sink still blocked at shutdown; abandoning chunks"
+    ]
+    assert not any(name.endswith("-reader") for name in source_tasks())
+    await eventually(lambda: source_tasks() == [])

@@ -239,6 +239,24 @@ def test_own_part_echo_is_an_event() -> None:
     assert session.joined_channels == set()
 
 
+def test_the_join_echo_of_a_channel_parted_while_its_join_was_in_flight_is_not_a_join() -> None:
+    session = ready_session()
+    session.join(["chan"], now=1.0)
+    session.part(["chan"])  # before the echo: the server sees JOIN, then PART
+
+    events = session.receive_data(b":bot!bot@bot.tmi.twitch.tv JOIN #chan\r\n", 2.0)
+
+    # Not joined: the caller must not PART it a second time.
+    assert events == []
+    assert session.joined_channels == set()
+    # Joined again later, its echo counts as usual.
+    session.receive_data(b":bot!bot@bot.tmi.twitch.tv PART #chan\r\n", 2.5)
+    session.join(["chan"], now=3.0)
+    events = session.receive_data(b":bot!bot@bot.tmi.twitch.tv JOIN #chan\r\n", 4.0)
+    assert events == [ChannelJoined("chan")]
+    assert session.joined_channels == {"chan"}
+
+
 @pytest.mark.parametrize(
     ("msg_id", "text"),
     [

@@ -58,6 +58,7 @@ from twitch_ingestion.fleet.control_topic import (
 from twitch_ingestion.fleet.handover import HandoverTracker
 from twitch_ingestion.fleet.status import InstanceReport, decode_report, encode_report
 from twitch_ingestion.kafka.producer_config import admin_config
+from twitch_ingestion.kafka.topics import NO_AUTO_CREATE
 from twitch_ingestion.log_throttle import ThrottledLogger
 
 __all__ = ["ChannelReader", "ControlTopicReader", "FleetError", "FleetMember"]
@@ -97,6 +98,8 @@ class ChannelReader(Protocol):
 
     @property
     def failed_channels(self) -> dict[str, str]: ...
+
+    def joined_channels(self) -> frozenset[str]: ...
 
     def add_channels(self, channels: Iterable[str]) -> None: ...
 
@@ -184,6 +187,7 @@ def group_consumer_config(settings: Settings) -> dict[str, Any]:
             # The end of a partition is where its initial table is complete.
             "enable.partition.eof": True,
             "fetch.wait.max.ms": _FETCH_WAIT_MS,
+            **NO_AUTO_CREATE,
         }
     )
     return conf
@@ -199,6 +203,7 @@ def reports_consumer_config(settings: Settings) -> dict[str, Any]:
             "enable.auto.commit": False,
             "enable.partition.eof": False,
             "fetch.wait.max.ms": _FETCH_WAIT_MS,
+            **NO_AUTO_CREATE,
         }
     )
     return conf
@@ -275,7 +280,14 @@ class ControlTopicReader:
     def _wait_for_topics(self) -> bool:
         while not self._stop.is_set():
             check = ensure_control_topics(self._settings)
+            if check.misconfigured:
+                # Reading a wrongly configured control topic would look like working.
+                raise FleetError(
+                    "; ".join(check.problems[topic] for topic in sorted(check.misconfigured))
+                )
             if check.ok:
+                for topic, warning in check.warnings.items():
+                    log.warning("fleet topic warning", topic=topic, warning=warning)
                 return True
             for topic, problem in check.problems.items():
                 self._throttled.error("fleet topic problem", topic, problem=problem)
@@ -438,6 +450,9 @@ class FleetMember:
                 error = self._failure
                 if isinstance(error, FleetError):
                     raise error
+                # A bug, not a condition the operator can fix: keep its traceback here,
+                # the FleetError that stops the service is logged as one line.
+                log.error("fleet reader crashed", error=repr(error), exc_info=error)
                 raise FleetError(f"the fleet reader failed: {error!r}") from error
             self.tick(loop.time())
 
@@ -577,6 +592,7 @@ class FleetMember:
             report.ready,
             report.joined,
             report.failed,
+            report.not_joined,
         )
         if fingerprint == self._last_published and now - self._last_published_at < _HEARTBEAT_S:
             publisher.poll(0)
@@ -598,6 +614,8 @@ class FleetMember:
         """This instance's report, as of now."""
         source = self._source
         joined = source.status().get("channels_joined", 0)
+        channels = tuple(source.channels)
+        joined_set = source.joined_channels()
         return InstanceReport(
             instance_id=self._settings.instance_id,
             host=socket.gethostname(),
@@ -606,11 +624,12 @@ class FleetMember:
             started_at_ms=self._started_at_ms,
             updated_at_ms=int(time.time() * 1000),
             partitions=tuple(sorted(self._partitions)),
-            channels=tuple(source.channels),
+            channels=channels,
             releasing=tuple(self._handover.channels),
             ready=source.is_ready(),
             joined=joined if isinstance(joined, int) else 0,
             failed=len(source.failed_channels),
+            not_joined=tuple(c for c in channels if c not in joined_set),
         )
 
     def _publisher_config(self) -> dict[str, Any]:
@@ -623,6 +642,7 @@ class FleetMember:
                 "linger.ms": 20,
                 "acks": "all",
                 "logger": logging.getLogger("librdkafka"),
+                **NO_AUTO_CREATE,
             }
         )
         return conf

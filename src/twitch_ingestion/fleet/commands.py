@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
 from confluent_kafka import KafkaException
 
+from twitch_ingestion.channels import normalise_logins
 from twitch_ingestion.config import Settings
-from twitch_ingestion.fleet.control_topic import read_channel_table, write_channels
+from twitch_ingestion.fleet.control_topic import (
+    ControlTopicError,
+    read_channel_table,
+    require_control_topics,
+    write_channels,
+)
 from twitch_ingestion.fleet.status import describe_fleet, render_status
 
 __all__ = [
@@ -22,7 +27,6 @@ __all__ = [
     "run_status",
 ]
 
-_CHANNEL_LOGIN = re.compile(r"[a-z0-9_]{1,25}")
 # Exit code for a bad argument, as for bad configuration.
 _USAGE = 2
 
@@ -48,17 +52,39 @@ def parse_channel_args(values: list[str], file: Path | None) -> list[str]:
     raw = [part for value in values for part in value.split(",")]
     if file is not None:
         raw.extend(file.read_text(encoding="utf-8").splitlines())
-    logins = dict.fromkeys(v.strip().removeprefix("#").lower() for v in raw if v.strip())
-    invalid = [login for login in logins if not _CHANNEL_LOGIN.fullmatch(login)]
-    if invalid:
-        raise ValueError(
-            f"not Twitch channel logins (1-25 letters, digits or underscores): {invalid[:5]}"
+    return normalise_logins(raw)
+
+
+def _topics_ready(command: str, settings: Settings) -> bool:
+    """Create the fleet's topics as documented, or say in one line why they cannot be
+    used. Every command checks first: even reading would otherwise leave a broker with
+    auto-create on holding a 1-partition control topic that retention empties."""
+    try:
+        warnings = require_control_topics(settings)
+    except ControlTopicError as exc:
+        print(
+            f"twitch-ingestion {command}: Kafka at {settings.kafka_brokers}: {exc}", file=sys.stderr
         )
-    return list(logins)
+        return False
+    for warning in warnings.values():
+        print(f"twitch-ingestion {command}: warning: {warning}", file=sys.stderr)
+    return True
 
 
 def run_channels(args: argparse.Namespace, settings: Settings) -> int:
     action: str = args.channels_action
+    channels: list[str] = []
+    if action != "list":  # arguments first: a typo needs no broker to be reported
+        try:
+            channels = parse_channel_args(args.channels, args.file)
+        except (ValueError, OSError) as exc:
+            print(f"twitch-ingestion channels {action}: {exc}", file=sys.stderr)
+            return _USAGE
+        if not channels:
+            print(f"twitch-ingestion channels {action}: no channels given", file=sys.stderr)
+            return _USAGE
+    if not _topics_ready(f"channels {action}", settings):
+        return 1
     try:
         if action == "list":
             table = read_channel_table(settings)
@@ -68,14 +94,6 @@ def run_channels(args: argparse.Namespace, settings: Settings) -> int:
                 for channel in sorted(table):
                     print(channel)
             return 0
-        try:
-            channels = parse_channel_args(args.channels, args.file)
-        except (ValueError, OSError) as exc:
-            print(f"twitch-ingestion channels {action}: {exc}", file=sys.stderr)
-            return _USAGE
-        if not channels:
-            print(f"twitch-ingestion channels {action}: no channels given", file=sys.stderr)
-            return _USAGE
         count = write_channels(settings, channels, enabled=action == "add")
     except (KafkaException, RuntimeError, TimeoutError) as exc:
         print(
@@ -89,6 +107,8 @@ def run_channels(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
+    if not _topics_ready("status", settings):
+        return 1
     try:
         status = describe_fleet(settings)
     except (KafkaException, TimeoutError) as exc:

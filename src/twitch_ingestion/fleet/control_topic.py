@@ -8,13 +8,18 @@ know about the partitions the consumer group gave it.
 
 `decode_record` and `ChannelTable` are pure (records in, changes out, unit-tested
 without a broker); the rest writes and reads the topic for the CLI.
+
+No client here lets the broker create a topic (`allow.auto.create.topics=false`): an
+auto-created control topic has one partition and `cleanup.policy=delete`, so one
+instance would get all the work and retention would delete the channel list. The topics
+are created as specified by `require_control_topics` (or the fleet reader) instead, and
+an existing one with the wrong cleanup policy is refused.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -31,14 +36,16 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
+from twitch_ingestion.channels import InvalidLogin, normalise_login
 from twitch_ingestion.config import Settings
 from twitch_ingestion.kafka.producer_config import admin_config, producer_config
-from twitch_ingestion.kafka.topics import TopicCheck, TopicSpec, ensure_topics
+from twitch_ingestion.kafka.topics import NO_AUTO_CREATE, TopicCheck, TopicSpec, ensure_topics
 
 __all__ = [
     "ChannelChange",
     "ChannelRecord",
     "ChannelTable",
+    "ControlTopicError",
     "InvalidRecord",
     "control_topic_specs",
     "decode_record",
@@ -46,14 +53,19 @@ __all__ = [
     "ensure_control_topics",
     "read_channel_table",
     "read_topic",
+    "require_control_topics",
     "write_channels",
 ]
 
-# As config.py validates TWITCH_CHANNEL: 1-25 letters, digits or underscores.
-_CHANNEL_LOGIN = re.compile(r"[a-z0-9_]{1,25}")
 # Both topics hold one small record per key; compaction is what makes "read from the
 # beginning" mean "read the current state".
 _COMPACTED = (("cleanup.policy", "compact"),)
+# An existing topic without it is refused: retention would delete channels or reports.
+_MUST_BE_COMPACTED = frozenset({"cleanup.policy"})
+
+
+class ControlTopicError(Exception):
+    """The fleet's topics cannot be used: missing, unreachable or wrongly configured."""
 
 
 # --- records ------------------------------------------------------------------------------
@@ -90,11 +102,11 @@ def decode_record(key: bytes | None, value: bytes | None) -> ChannelRecord | Inv
     if key is None:
         return InvalidRecord(shown, "record without a key (the key must be a channel login)")
     try:
-        login = key.decode("ascii").strip().removeprefix("#").lower()
+        login = normalise_login(key.decode("ascii"))
     except UnicodeDecodeError:
-        return InvalidRecord(shown, "key is not a Twitch channel login")
-    if not _CHANNEL_LOGIN.fullmatch(login):
-        return InvalidRecord(shown, "key is not a Twitch channel login")
+        return InvalidRecord(shown, "key is not a Twitch channel login (not ASCII)")
+    if isinstance(login, InvalidLogin):
+        return InvalidRecord(shown, f"key is not a Twitch channel login: {login.reason}")
     if value is None:
         return ChannelRecord(login, wanted=False)
     try:
@@ -203,6 +215,11 @@ def control_topic_specs(settings: Settings) -> list[TopicSpec]:
             settings.kafka_channels_partitions,
             replication,
             _COMPACTED,
+            required_config=_MUST_BE_COMPACTED,
+            # Fewer partitions work (each channel is still read), but cap the instances
+            # that get work; refusing would stop a running fleet at its next restart,
+            # and the fix (a new topic, docs/scaling.md) cannot be done in place.
+            warn_fewer_partitions=True,
         ),
         # One partition: a handful of small records, each read by every instance.
         # Reports are re-sent every 30 s; hourly segments let compaction drop the old ones
@@ -212,13 +229,26 @@ def control_topic_specs(settings: Settings) -> list[TopicSpec]:
             1,
             replication,
             (*_COMPACTED, ("segment.ms", str(3600 * 1000))),
+            required_config=_MUST_BE_COMPACTED,
         ),
     ]
 
 
 def ensure_control_topics(settings: Settings, admin: AdminClient | None = None) -> TopicCheck:
-    admin = admin or AdminClient(admin_config(settings))
+    """Create the fleet's topics if missing (KAFKA_CREATE_TOPICS), check them if not."""
+    admin = admin or AdminClient(
+        {**admin_config(settings), **NO_AUTO_CREATE, "logger": logging.getLogger("librdkafka")}
+    )
     return ensure_topics(admin, control_topic_specs(settings), create=settings.kafka_create_topics)
+
+
+def require_control_topics(settings: Settings) -> dict[str, str]:
+    """`ensure_control_topics` for the CLI: its warnings, or `ControlTopicError` with
+    every problem in one line."""
+    check = ensure_control_topics(settings)
+    if not check.ok:
+        raise ControlTopicError("; ".join(check.problems.values()))
+    return check.warnings
 
 
 def write_channels(
@@ -228,12 +258,11 @@ def write_channels(
 
     Written with the producer settings the service uses, so the partitioner is the Java
     client's murmur2: any other tool writing the topic must use the same one, or a
-    tombstone could land in another partition than the record it should remove.
+    tombstone could land in another partition than the record it should remove. The
+    caller makes sure the topic is right first (`require_control_topics`); a missing one
+    fails the writes rather than being auto-created.
     """
-    check = ensure_control_topics(settings)
-    if not check.ok:
-        raise RuntimeError("; ".join(check.problems.values()))
-    producer = Producer(producer_config(settings))
+    producer = Producer({**producer_config(settings), **NO_AUTO_CREATE})
     value = encode_state(enabled=True) if enabled else None
     failures: list[str] = []
 
@@ -268,6 +297,7 @@ def read_topic(settings: Settings, topic: str, *, timeout_s: float = 30.0) -> It
             "enable.auto.commit": False,
             "enable.partition.eof": False,
             "logger": logging.getLogger("librdkafka"),
+            **NO_AUTO_CREATE,
         }
     )
     consumer = Consumer(conf)
@@ -276,20 +306,15 @@ def read_topic(settings: Settings, topic: str, *, timeout_s: float = 30.0) -> It
         described = metadata.topics.get(topic)
         if described is None or described.error is not None:
             return
+        deadline = time.monotonic() + timeout_s
         ends: dict[int, int] = {}
         for partition in described.partitions:
-            watermarks = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=timeout_s
-            )
-            if watermarks is None:
-                raise TimeoutError(f"no offsets for {topic!r} partition {partition}")
-            low, high = watermarks
+            low, high = _watermarks(consumer, TopicPartition(topic, partition), deadline)
             if high > low:
                 ends[partition] = high
         if not ends:
             return
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        deadline = time.monotonic() + timeout_s
         while ends:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"could not read {topic!r} to its end within {timeout_s} s")
@@ -305,6 +330,38 @@ def read_topic(settings: Settings, topic: str, *, timeout_s: float = 30.0) -> It
                     del ends[number]
     finally:
         consumer.close()
+
+
+# Just after a topic is created, its partitions may not have a leader for a moment.
+_LEADER_PENDING = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+    }
+)
+_LEADER_RETRY_S = 0.1
+
+
+def _watermarks(consumer: Consumer, partition: TopicPartition, deadline: float) -> tuple[int, int]:
+    while True:
+        try:
+            watermarks = consumer.get_watermark_offsets(
+                partition, timeout=max(0.1, deadline - time.monotonic())
+            )
+        except KafkaException as exc:
+            error = exc.args[0]
+            retriable = isinstance(error, KafkaError) and error.code() in _LEADER_PENDING
+            if not retriable or time.monotonic() + _LEADER_RETRY_S > deadline:
+                raise
+            time.sleep(_LEADER_RETRY_S)
+            continue
+        if watermarks is None:
+            raise TimeoutError(
+                f"no offsets for {partition.topic!r} partition {partition.partition}"
+            )
+        low, high = watermarks
+        return low, high
 
 
 def read_channel_table(settings: Settings, *, timeout_s: float = 30.0) -> dict[str, int]:

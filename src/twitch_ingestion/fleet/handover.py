@@ -7,13 +7,17 @@ reads the control topic and JOINs each channel through its account's join limit 
 would lose everything said until the new owner's JOIN — seconds to minutes.
 
 So a revoked partition's channels stay joined ("releasing") until an instance reports,
-*after* the revocation, that it reads them and has joined everything it reads (its
-`ready` flag). For that overlap, a channel's messages reach Kafka twice, and consumers
-de-duplicate on `message_id` — the documented at-least-once contract. A report counts
-only if it arrived after the release: an older one (say, the last words of an instance
-that crashed while holding the channel) says nothing about the new owner. A cap
+*after* the revocation, that it reads and has joined that channel — channel by channel:
+a new owner joining 1,000 channels at 2 per second frees the first one after a second,
+not the lot after eight minutes.
+An instance of an older version reports no joined set, only whether it has joined
+everything it reads (`ready`): its reports count the old way, all channels at once.
+For the overlap, a channel's messages reach Kafka twice, and consumers de-duplicate on
+`message_id` — the documented at-least-once contract. A report counts only if it
+arrived after the release: an older one (say, the last words of an instance that
+crashed while holding the channel) says nothing about the new owner. A cap
 (`KAFKA_CHANNELS_HANDOVER_TIMEOUT_S`) bounds the overlap when no report ever comes (the
-channel was removed meanwhile, or the new owner died).
+channel was removed meanwhile, the new owner died, or Twitch refuses it the channel).
 
 Pure bookkeeping: reports and clock readings in, channels to PART out.
 """
@@ -74,13 +78,15 @@ class HandoverTracker:
     def on_report(self, report: InstanceReport) -> list[str]:
         """Another instance reported: released channels it now reads, joined, to part."""
         self._reports_seen += 1
-        if report.instance_id == self._instance_id or not report.ready or not self._released:
+        if report.instance_id == self._instance_id or not self._released:
             return []
-        reading = set(report.channels).difference(report.releasing)
+        if report.not_joined is None and not report.ready:
+            return []  # an older instance: all of its channels at once, or none
+        has = set(report.channels).difference(report.releasing, report.not_joined or ())
         taken = [
             channel
             for channel, released in self._released.items()
-            if released.reports_seen < self._reports_seen and channel in reading
+            if released.reports_seen < self._reports_seen and channel in has
         ]
         for channel in taken:
             del self._released[channel]

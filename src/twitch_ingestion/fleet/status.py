@@ -26,6 +26,7 @@ from confluent_kafka.admin import AdminClient
 from twitch_ingestion.config import Settings
 from twitch_ingestion.fleet.control_topic import read_channel_table, read_topic
 from twitch_ingestion.kafka.producer_config import admin_config
+from twitch_ingestion.kafka.topics import NO_AUTO_CREATE
 
 __all__ = [
     "FleetStatus",
@@ -57,6 +58,12 @@ class InstanceReport(msgspec.Struct, frozen=True, kw_only=True):
     """Every channel in `channels` is joined, or refused by Twitch."""
     joined: int = 0
     failed: int = 0
+    not_joined: tuple[str, ...] | None = None
+    """Channels of `channels` not joined: still waiting for their JOIN, or refused. The
+    rest of `channels` is joined, which is what hands a moved channel over, channel by
+    channel (`handover.py`). Sent as the complement of the joined set so that a settled
+    instance's report stays as small as its channel list. None in the report of an
+    instance older than per-channel hand-over, which said only `ready`."""
 
 
 _ENCODER = msgspec.json.Encoder()
@@ -184,7 +191,9 @@ def read_reports(settings: Settings, *, timeout_s: float = 30.0) -> dict[str, In
 def describe_fleet(settings: Settings, *, timeout_s: float = 30.0) -> FleetStatus:
     """The consumer group's assignment, the channel table and the instances' reports."""
     # librdkafka's own lines go through logging (stderr, structured), not raw to stderr.
-    admin = AdminClient({**admin_config(settings), "logger": logging.getLogger("librdkafka")})
+    admin = AdminClient(
+        {**admin_config(settings), **NO_AUTO_CREATE, "logger": logging.getLogger("librdkafka")}
+    )
     topic = settings.kafka_topic_channels
     group = settings.kafka_channels_group
     future = admin.describe_consumer_groups([group], request_timeout=timeout_s)[group]

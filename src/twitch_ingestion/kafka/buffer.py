@@ -35,13 +35,24 @@ disk queue; the format is described in `segment_log`. Its guarantees:
   damage in the middle of a segment is skipped by resynchronising on the next intact
   frame (counted as `reason="corrupt_frame"`, the lost records known from the seq gap).
   The buffer never refuses to start because of damage.
+* **Disk full** (ENOSPC, EDQUOT): a write the disk refuses is taken back whole (no torn
+  frame), and that batch and the ones after it are held in memory, with their seqs, and
+  counted against `BUFFER_MAX_BYTES` like the disk (the full policy applies); they count
+  in `buffer_records_held_in_memory` and `buffer_disk_full` is 1, with one warning per
+  episode. Every `_DISK_RETRY_S` on the `maybe_sync` tick, and at once when acks free a
+  segment, they are written back to disk, oldest first, and appends go to disk again.
+  Held records are acked, produced again by `unacked()` (after everything on disk, so
+  append order holds) and bound by the cap like the rest, but a crash loses them, as it
+  would a `MemoryBuffer`'s; `close()` counts those it still cannot write as
+  `reason="disk_full"` drops.
 * **Order**: `replay()` and `unacked()` yield in append order, which is per-channel order.
   The caller must produce in that order; the idempotent producer keeps it per partition.
-* **Capacity**: `BUFFER_MAX_BYTES` bounds the bytes of all segment files. Space comes back a
-  segment at a time, so a segment is at most a quarter of the cap. Policy `drop_newest`
-  drops the records of a batch that do not fit (`reason="buffer_full"`); policy `block`
-  accepts what fits and the caller awaits `wait_for_room()` (or uses `append_all()`). An
-  empty buffer always takes one record, so an oversized record cannot wedge `block`.
+* **Capacity**: `BUFFER_MAX_BYTES` bounds the bytes of all segment files (plus records held
+  in memory). Space comes back a segment at a time, so a segment is at most a quarter of
+  the cap. Policy `drop_newest` drops the records of a batch that do not fit
+  (`reason="buffer_full"`); policy `block` accepts what fits and the caller awaits
+  `wait_for_room()` (or uses `append_all()`). An empty buffer always takes one record,
+  so an oversized record cannot wedge `block`.
 
 `MemoryBuffer` (BUFFER_MODE=memory) keeps records in memory until acked and guarantees
 nothing across a crash, except for records the caller told it to `spill()` to disk.
@@ -62,7 +73,7 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Final, NamedTuple, Protocol, Self
+from typing import Final, NamedTuple, Protocol, Self, TypedDict, Unpack
 
 import structlog
 
@@ -90,7 +101,9 @@ from twitch_ingestion.kafka.segment_log import (
 )
 from twitch_ingestion.metrics import (
     BUFFER_BYTES,
+    BUFFER_DISK_FULL,
     BUFFER_DROPPED,
+    BUFFER_HELD_IN_MEMORY,
     BUFFER_OLDEST_AGE,
     BUFFER_RECORDS,
     BUFFER_REPLAYED,
@@ -99,12 +112,15 @@ from twitch_ingestion.metrics import (
 __all__ = [
     "Appended",
     "Buffer",
+    "BufferDirectoryError",
     "BufferLockedError",
+    "BufferOptions",
     "BufferedRecord",
     "DiskBuffer",
     "DurableBufferError",
     "MemoryBuffer",
     "Record",
+    "SegmentFiles",
     "buffer_from_settings",
 ]
 
@@ -126,6 +142,13 @@ _AGE_SAMPLE_MS: Final = 100
 # channel-name key and the odd header. An estimate, so the hot path only calls len().
 _MEMORY_RECORD_OVERHEAD: Final = 160
 _LOCK_FILE: Final = ".lock"
+# No room on the filesystem, or in this user's quota: hold records in memory, not fail.
+_DISK_FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+# While the disk is full, how often to try it again besides right after a segment is
+# deleted. A failed try costs one refused write and a truncate.
+_DISK_RETRY_S: Final = 1.0
+# Held records go back to disk in writes of at most this many, each like an append.
+_WRITE_BACK_RECORDS: Final = 1000
 
 
 class BufferedRecord(NamedTuple):
@@ -151,7 +174,11 @@ class DurableBufferError(Exception):
     """The buffer cannot do what was asked (closed, not opened, a write failed)."""
 
 
-class BufferLockedError(DurableBufferError):
+class BufferDirectoryError(DurableBufferError):
+    """BUFFER_DIR cannot be used (not creatable, not writable, not a directory, locked)."""
+
+
+class BufferLockedError(BufferDirectoryError):
     """Another process holds the buffer directory."""
 
 
@@ -197,32 +224,228 @@ class Buffer(Protocol):
     def bytes(self) -> int: ...
 
 
-class _RoomWaiting:
-    """`wait_for_room` and `append_all` on top of `has_room`/`append_batch`."""
+class SegmentFiles:
+    """The filesystem calls that write a buffer directory, in one object a test can replace.
 
-    _room: asyncio.Event
-    _room_wanted: bool
-    _rejected_bytes: int
+    Like the filesystem trait of Vector's disk buffer: a test passes a subclass that
+    refuses writes the way a full disk does (a short write, then ENOSPC) without filling
+    a disk. Reads, renames and deletes cannot fail for lack of space and stay direct.
+    """
+
+    def create(self, path: Path) -> int:
+        """A new, empty segment file opened for appending (never an existing one)."""
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+
+    def write(self, fd: int, data: memoryview) -> int:
+        return os.write(fd, data)
+
+    def write_file(self, path: Path, data: bytes) -> None:
+        """A small file written whole (ack checkpoints, under a temporary name)."""
+        path.write_bytes(data)
+
+
+class _DiskFullError(Exception):
+    """The filesystem had no room for a write (ENOSPC or EDQUOT); nothing was kept of it."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error.strerror)
+        self.error = error
+
+
+def _directory_error(directory: Path, error: OSError) -> BufferDirectoryError:
+    """One line naming BUFFER_DIR, the path that failed and what to do about it."""
+    failed = error.filename if error.filename is not None else directory
+    if error.errno in (errno.EACCES, errno.EPERM):
+        fix = (
+            f"give this user (uid {os.getuid()}) write access to it (or to its parent, "
+            "to create it), or point BUFFER_DIR at a writable directory"
+        )
+    elif error.errno in (errno.EEXIST, errno.ENOTDIR):
+        fix = "point BUFFER_DIR at a directory (it is created when missing), not a file"
+    elif error.errno == errno.EROFS:
+        fix = "point BUFFER_DIR at a writable filesystem"
+    elif error.errno in _DISK_FULL_ERRNOS:
+        fix = "free space on that disk or point BUFFER_DIR at another one"
+    else:
+        fix = "check the path or point BUFFER_DIR at another directory"
+    return BufferDirectoryError(
+        f"BUFFER_DIR {directory} cannot be used: {error.strerror} ({failed}); {fix}"
+    )
+
+
+class _HeldRecords:
+    """Records with their seqs, kept in memory in append order until acked.
+
+    `MemoryBuffer` keeps every record here; `DiskBuffer` only those it could not write
+    because the disk was full. `bytes` estimates the memory they take.
+    """
+
+    __slots__ = ("by_seq", "bytes")
+
+    def __init__(self) -> None:
+        self.by_seq: dict[int, Record] = {}
+        self.bytes = 0
+
+    @staticmethod
+    def sizes(records: Sequence[Record]) -> list[int]:
+        overhead = _MEMORY_RECORD_OVERHEAD
+        return [len(record[2]) + overhead for record in records]
+
+    def add(self, first_seq: int, records: Sequence[Record], size: int) -> None:
+        self.by_seq.update(zip(range(first_seq, first_seq + len(records)), records, strict=True))
+        self.bytes += size
+
+    def pop(self, seq: int) -> Record | None:
+        record = self.by_seq.pop(seq, None)
+        if record is not None:
+            self.bytes -= len(record[2]) + _MEMORY_RECORD_OVERHEAD
+        return record
+
+    def items(self) -> Iterator[tuple[int, BufferedRecord]]:
+        """The records held when called, in append order."""
+        for seq, record in list(self.by_seq.items()):
+            yield seq, BufferedRecord._make(record)
+
+    def oldest_age_s(self, now_ms: int) -> float:
+        for record in self.by_seq.values():
+            return max(0.0, (now_ms - record[4]) / 1000)
+        return 0.0
+
+
+class BufferOptions(TypedDict, total=False):
+    """The options both buffers take besides their directory (defaults: `_CappedBuffer`)."""
+
+    max_bytes: int
+    segment_bytes: int
+    fsync_ms: int
+    full_policy: BufferFullPolicy
+    checkpoint_interval_ms: int
+    files: SegmentFiles
+
+
+class _CappedBuffer:
+    """What `DiskBuffer` and `MemoryBuffer` share: the BUFFER_* options, seqs, the byte
+    cap with its full policy, waiting for room, records held in memory, and gauges.
+
+    A subclass says which bytes count against the cap (`_capped_bytes`) and whether it
+    holds nothing (`_holds_nothing`, so that an oversized record cannot wedge `block`),
+    and stores the records.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bytes: int = 1024 * 1024 * 1024,
+        segment_bytes: int = 64 * 1024 * 1024,
+        fsync_ms: int = 50,
+        full_policy: BufferFullPolicy = BufferFullPolicy.BLOCK,
+        checkpoint_interval_ms: int = 1000,
+        files: SegmentFiles | None = None,
+    ) -> None:
+        self._dir = Path(directory)
+        self._max_bytes = max_bytes
+        self._segment_bytes = segment_bytes
+        self._fsync_ms = fsync_ms
+        self._full_policy = full_policy
+        self._checkpoint_interval_ms = checkpoint_interval_ms
+        self._files = SegmentFiles() if files is None else files
+        self._in_memory = _HeldRecords()
+        self._next_seq = 0
+        self._room = asyncio.Event()
+        self._room_wanted = False
+        self._rejected_bytes = 0
+        self._opened = False
+        self._closed = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
         """Built from the BUFFER_* settings (both buffers take the same options)."""
         return cls(
-            settings.buffer_dir,  # type: ignore[call-arg]
+            settings.buffer_dir,
             max_bytes=settings.buffer_max_bytes,
             segment_bytes=settings.buffer_segment_bytes,
             fsync_ms=settings.buffer_fsync_ms,
             full_policy=settings.buffer_full_policy,
         )
 
-    def has_room(self, nbytes: int) -> bool:
-        raise NotImplementedError
+    # --- what a subclass provides -----------------------------------------------------
 
     def append_batch(self, records: Sequence[Record]) -> Appended:
         raise NotImplementedError
 
+    def _capped_bytes(self) -> int:
+        """The bytes BUFFER_MAX_BYTES bounds."""
+        raise NotImplementedError
+
+    def _holds_nothing(self) -> bool:
+        raise NotImplementedError
+
     def _reclaim(self) -> None:
-        """Free what can be freed now; called before waiting."""
+        """Free what can be freed now; called before fitting records and waiting."""
+
+    def oldest_unacked_age_s(self, now_ms: int) -> float:
+        raise NotImplementedError
+
+    @property
+    def records(self) -> int:
+        raise NotImplementedError
+
+    # --- lifecycle checks -------------------------------------------------------------
+
+    def _check_not_open(self) -> None:
+        if self._opened:
+            raise DurableBufferError(f"buffer {self._dir} is already open")
+
+    def _check_open(self) -> None:
+        if not self._opened or self._closed:
+            raise DurableBufferError(f"buffer {self._dir} is not open")
+
+    # --- capacity -------------------------------------------------------------------
+
+    def has_room(self, nbytes: int) -> bool:
+        """Whether an append of `nbytes` (as this buffer counts them) would be accepted now."""
+        return self._capped_bytes() + nbytes <= self._max_bytes or self._holds_nothing()
+
+    def _fit(self, sizes: Sequence[int], extra: int = 0) -> int:
+        """How many leading records of these sizes fit under the cap (the slow path, only
+        near the cap). The rest are dropped and counted under `drop_newest`; under
+        `block` the first one's size is what `append_all` waits for room for.
+        """
+        self._reclaim()
+        room = self._max_bytes - self._capped_bytes() - extra
+        used = 0
+        accepted = 0
+        for size in sizes:
+            used += size
+            if used > room:
+                break
+            accepted += 1
+        if accepted == 0 and self._holds_nothing():
+            accepted = 1
+        refused = len(sizes) - accepted
+        if refused:
+            if self._full_policy is BufferFullPolicy.DROP_NEWEST:
+                BUFFER_DROPPED.labels(reason="buffer_full").inc(refused)
+            else:
+                self._rejected_bytes = sizes[accepted]
+        return accepted
+
+    def _blocks(self) -> bool:
+        return self._full_policy is BufferFullPolicy.BLOCK
+
+    def _hold_in_memory(self, records: Sequence[Record], first_seq: int) -> int:
+        """Keep what fits of `records` in memory with seqs from `first_seq`; how many."""
+        sizes = _HeldRecords.sizes(records)
+        size = sum(sizes)
+        accepted = len(records)
+        if self._capped_bytes() + size > self._max_bytes:
+            accepted = self._fit(sizes)
+            records = records[:accepted]
+            size = sum(sizes[:accepted])
+        self._in_memory.add(first_seq, records, size)
+        self._next_seq = first_seq + accepted
+        return accepted
 
     async def wait_for_room(self, nbytes: int) -> None:
         """Return once an append of `nbytes` (encoded) would be accepted.
@@ -265,7 +488,25 @@ class _RoomWaiting:
             records = records[appended.accepted :]
             await self.wait_for_room(self._rejected_bytes)
 
-    def _blocks(self) -> bool:
+    def spill(self) -> int:
+        """Copy records held only in memory to disk; how many (none here: see MemoryBuffer)."""
+        return 0
+
+    # --- stats ----------------------------------------------------------------------
+
+    def update_metrics(self, now_ms: int | None = None) -> None:
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        BUFFER_BYTES.set(self.bytes)
+        BUFFER_RECORDS.set(self.records)
+        BUFFER_OLDEST_AGE.set(self.oldest_unacked_age_s(now_ms))
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    # Last: mypy resolves later annotations in the class to this property, not the type.
+    @property
+    def bytes(self) -> int:
         raise NotImplementedError
 
 
@@ -339,34 +580,27 @@ class _Segment:
         return self.path.with_suffix(ACKS_SUFFIX)
 
 
-class DiskBuffer(_RoomWaiting):
-    """The durable segment log; see the module docstring for what it guarantees."""
+class DiskBuffer(_CappedBuffer):
+    """The durable segment log; see the module docstring for what it guarantees.
+
+    `hold_when_full=False` (the spill of a `MemoryBuffer`, whose records are in memory
+    anyway) refuses a batch the disk has no room for instead of holding it.
+    """
 
     def __init__(
-        self,
-        directory: Path,
-        *,
-        max_bytes: int = 1024 * 1024 * 1024,
-        segment_bytes: int = 64 * 1024 * 1024,
-        fsync_ms: int = 50,
-        full_policy: BufferFullPolicy = BufferFullPolicy.BLOCK,
-        checkpoint_interval_ms: int = 1000,
+        self, directory: Path, *, hold_when_full: bool = True, **options: Unpack[BufferOptions]
     ) -> None:
-        self._dir = Path(directory)
-        self._max_bytes = max_bytes
+        super().__init__(directory, **options)
         self._segment_bytes = max(
-            _MIN_SEGMENT_BYTES, min(segment_bytes, max_bytes // _SEGMENTS_PER_CAP)
+            _MIN_SEGMENT_BYTES, min(self._segment_bytes, self._max_bytes // _SEGMENTS_PER_CAP)
         )
-        self._fsync_ms = fsync_ms
-        self._full_policy = full_policy
-        self._checkpoint_interval_ms = checkpoint_interval_ms
+        self._hold_when_full = hold_when_full
         self._encoder = FrameEncoder()
         self._segments: list[_Segment] = []
         self._first_seqs: list[int] = []
         self._active: _Segment | None = None
         self._fd = -1
         self._lock_fd = -1
-        self._next_seq = 0
         self._bytes = 0
         self._batches_since_topics = 0
         self._dirty = False
@@ -375,11 +609,12 @@ class DiskBuffer(_RoomWaiting):
         self._last_checkpoint = self._last_sync
         self._to_replay: list[_Segment] = []
         self._replayed = 0
-        self._room = asyncio.Event()
-        self._room_wanted = False
-        self._rejected_bytes = 0
-        self._opened = False
-        self._closed = False
+        # A disk-full episode: from the first write the disk refused to the next one it
+        # took. Records appended meanwhile are held in memory (`_in_memory`), all of them
+        # after every record on disk; the disk is tried again at `_disk_retry_at`.
+        self._disk_full = False
+        self._disk_retry_at = 0.0
+        self._checkpoint_skipped = False
         # The segment the last ack hit: acks mostly land in the same one.
         self._no_segment = _Segment(self._dir, -1, None, {})
         self._ack_hint = self._no_segment
@@ -389,34 +624,17 @@ class DiskBuffer(_RoomWaiting):
     def open(self) -> None:
         """Lock the directory, validate every segment, load ack checkpoints.
 
-        Appends go to a new segment; the old ones are replayed by `replay()`.
+        Appends go to a new segment; the old ones are replayed by `replay()`. Any
+        filesystem failure is a `BufferDirectoryError` naming BUFFER_DIR.
         """
-        if self._opened:
-            raise DurableBufferError(f"buffer {self._dir} is already open")
-        self._dir.mkdir(parents=True, exist_ok=True)
-        self._lock()
-        for leftover in self._dir.glob("*.tmp"):
-            leftover.unlink(missing_ok=True)
-        files = sorted(
-            (int(path.stem), path)
-            for path in self._dir.glob(f"*{SEGMENT_SUFFIX}")
-            if path.stem.isdigit()
-        )
-        next_seq = 0
-        for position, (first_seq, path) in enumerate(files):
-            following = files[position + 1][0] if position + 1 < len(files) else None
-            segment, seq_bound = self._load_segment(path, first_seq, following)
-            next_seq = max(next_seq, seq_bound)
-            if segment is not None:
-                self._segments.append(segment)
-                self._first_seqs.append(segment.first_seq)
-        live = {segment.acks_path for segment in self._segments}
-        for acks in self._dir.glob(f"*{ACKS_SUFFIX}"):
-            if acks not in live:
-                acks.unlink(missing_ok=True)
-        self._next_seq = next_seq
-        self._bytes = sum(segment.size for segment in self._segments)
-        self._to_replay = list(self._segments)
+        self._check_not_open()
+        try:
+            self._dir.mkdir(parents=True, exist_ok=True)
+            self._lock()
+            self._recover()
+        except OSError as exc:
+            self._unlock()
+            raise _directory_error(self._dir, exc) from None
         self._opened = True
         log.info(
             "buffer_opened",
@@ -428,10 +646,27 @@ class DiskBuffer(_RoomWaiting):
         self.update_metrics()
 
     def close(self) -> None:
-        """Fsync, write the ack checkpoints, release the directory; safe to call twice."""
+        """Fsync, write the ack checkpoints, release the directory; safe to call twice.
+
+        Records still held in memory because the disk is full are written if the disk
+        has room now; otherwise they are lost with the process, and counted.
+        """
         if self._closed or not self._opened:
             self._closed = True
             return
+        if self._in_memory.by_seq:
+            self._disk_retry_at = 0.0
+            self._retry_disk(time.monotonic())
+            lost = len(self._in_memory.by_seq)
+            if lost:
+                log.error(
+                    "buffer_records_lost_at_close",
+                    directory=str(self._dir),
+                    records=lost,
+                    reason="the disk is full, so they were only in memory",
+                    action="free space in BUFFER_DIR",
+                )
+                BUFFER_DROPPED.labels(reason="disk_full").inc(lost)
         self.sync()
         active = self._active
         if active is not None:
@@ -466,13 +701,13 @@ class DiskBuffer(_RoomWaiting):
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise BufferLockedError(
-                    f"buffer directory {self._dir} is in use by another process "
-                    f"(pid {holder}); give each instance its own BUFFER_DIR"
+                    f"BUFFER_DIR {self._dir} is in use by another process (pid {holder}); "
+                    "give each instance its own BUFFER_DIR"
                 ) from None
             raise
+        self._lock_fd = fd
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
 
     def _unlock(self) -> None:
         if self._lock_fd >= 0:
@@ -480,6 +715,31 @@ class DiskBuffer(_RoomWaiting):
             self._lock_fd = -1
 
     # --- recovery -------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Load what earlier runs left: segments to replay, their acks; clear leftovers."""
+        for leftover in self._dir.glob("*.tmp"):
+            leftover.unlink(missing_ok=True)
+        files = sorted(
+            (int(path.stem), path)
+            for path in self._dir.glob(f"*{SEGMENT_SUFFIX}")
+            if path.stem.isdigit()
+        )
+        next_seq = 0
+        for position, (first_seq, path) in enumerate(files):
+            following = files[position + 1][0] if position + 1 < len(files) else None
+            segment, seq_bound = self._load_segment(path, first_seq, following)
+            next_seq = max(next_seq, seq_bound)
+            if segment is not None:
+                self._segments.append(segment)
+                self._first_seqs.append(segment.first_seq)
+        live = {segment.acks_path for segment in self._segments}
+        for acks in self._dir.glob(f"*{ACKS_SUFFIX}"):
+            if acks not in live:
+                acks.unlink(missing_ok=True)
+        self._next_seq = next_seq
+        self._bytes = sum(segment.size for segment in self._segments)
+        self._to_replay = list(self._segments)
 
     def _load_segment(
         self, path: Path, first_seq: int, following: int | None
@@ -587,32 +847,70 @@ class DiskBuffer(_RoomWaiting):
 
         Under `drop_newest` the records that did not fit are dropped and counted; under
         `block` they are not written and the caller retries them after `wait_for_room`.
+        When the disk is full they are held in memory instead (see `_disk_refused`).
         """
-        if not self._opened or self._closed:
-            raise DurableBufferError(f"buffer {self._dir} is not open")
+        self._check_open()
         first_seq = self._next_seq
         total = len(records)
         if not total:
             return Appended(first_seq, 0)
+        if self._in_memory.by_seq:
+            # The disk was full: queue behind the held records, so that the disk always
+            # has a prefix of the seqs and `unacked()` stays in append order.
+            return self._append_held(records, first_seq)
         parts, size, new_topics = self._encoder.encode(records, first_seq)
         accepted = total
         # What else this write may add: a new segment's header and topic definitions.
         extra = SEGMENT_HEADER_BYTES + len(self._encoder.all_topic_frames)
         if self._bytes + size + extra > self._max_bytes:
-            accepted = self._fit(parts, extra)
+            accepted = self._fit([len(frame) + 4 for frame in parts[::2]], extra)
             if accepted < total:
-                self._refuse(total - accepted, len(parts[2 * accepted]) + 4)
                 if not accepted:
                     if new_topics:  # defined in the encoder, not yet in the segment
                         self._batches_since_topics = TOPIC_DEFS_EVERY_BATCHES
                     return Appended(first_seq, 0)
                 del parts[2 * accepted :]
                 size = sum(map(len, parts))
+        try:
+            self._write_frames(first_seq, accepted, parts, size, new_topics, records[0][4])
+        except _DiskFullError as full:
+            self._disk_refused(full.error, time.monotonic())
+            if not self._hold_when_full:
+                return Appended(first_seq, 0)
+            return self._append_held(records[:accepted], first_seq)
+        self._next_seq = first_seq + accepted
+        if self._disk_full:
+            self._disk_has_room_again(0)
+        if self._fsync_ms == 0:
+            self.sync()
+        if len(self._segments) > 1:
+            self._collect_drained()
+        BUFFER_BYTES.set(self._bytes)
+        return Appended(first_seq, accepted)
+
+    def _append_held(self, records: Sequence[Record], first_seq: int) -> Appended:
+        accepted = self._hold_in_memory(records, first_seq)
+        if accepted:
+            BUFFER_HELD_IN_MEMORY.inc(accepted)
+        BUFFER_BYTES.set(self.bytes)
+        return Appended(first_seq, accepted)
+
+    def _write_frames(
+        self,
+        first_seq: int,
+        count: int,
+        parts: list[bytes],
+        size: int,
+        new_topics: bytes,
+        created_at_ms: int,
+    ) -> None:
+        """Append `count` encoded records, seqs from `first_seq`, to the active segment
+        (a new one when it is full or there is none); all of them or none."""
         active = self._active
         if active is None or (
             active.size > SEGMENT_HEADER_BYTES and active.size + size > self._segment_bytes
         ):
-            active = self._rotate()
+            active = self._rotate(first_seq)
         self._batches_since_topics += 1
         if self._batches_since_topics >= TOPIC_DEFS_EVERY_BATCHES:
             parts.insert(0, self._encoder.all_topic_frames)
@@ -622,47 +920,20 @@ class DiskBuffer(_RoomWaiting):
         data = b"".join(parts)
         try:
             self._write(data)
-        except DurableBufferError:
+        except (DurableBufferError, _DiskFullError):
             # The batch may have carried the only definition of a new topic.
             self._batches_since_topics = TOPIC_DEFS_EVERY_BATCHES
             raise
+        # Seqs acked while held in memory were never written: a gap, acked from the start.
+        gap = first_seq - active.first_seq - active.count
+        if gap:
+            active.acked.extend(b"\x01" * gap)
         active.size += len(data)
-        active.count += accepted
-        active.acked.extend(bytes(accepted))
-        active.add_age_sample(first_seq, records[0][4])
-        self._next_seq = first_seq + accepted
+        active.count += gap + count
+        active.acked.extend(bytes(count))
+        active.add_age_sample(first_seq, created_at_ms)
         self._bytes += len(data)
         self._dirty = True
-        if self._fsync_ms == 0:
-            self.sync()
-        if len(self._segments) > 1:
-            self._collect_drained()
-        BUFFER_BYTES.set(self._bytes)
-        return Appended(first_seq, accepted)
-
-    def _fit(self, parts: list[bytes], extra: int) -> int:
-        """How many leading records fit (slow path, only when the cap is near)."""
-        self._reclaim()
-        room = self._max_bytes - self._bytes - extra
-        used = 0
-        accepted = 0
-        for frame in parts[::2]:
-            used += len(frame) + 4
-            if used > room:
-                break
-            accepted += 1
-        if accepted == 0 and self.records == 0:
-            return 1
-        return accepted
-
-    def _refuse(self, count: int, first_size: int) -> None:
-        if self._full_policy is BufferFullPolicy.DROP_NEWEST:
-            BUFFER_DROPPED.labels(reason="buffer_full").inc(count)
-        else:
-            self._rejected_bytes = first_size
-
-    def _blocks(self) -> bool:
-        return self._full_policy is BufferFullPolicy.BLOCK
 
     def _write(self, data: bytes) -> None:
         fd = self._fd
@@ -672,29 +943,40 @@ class DiskBuffer(_RoomWaiting):
         written = 0
         try:
             while written < len(data):
-                written += os.write(fd, view[written:])
+                written += self._files.write(fd, view[written:])
         except OSError as exc:
-            # Take back a partial batch so the segment ends on a frame boundary.
+            # Take back a partial batch so the segment ends on a frame boundary: a torn
+            # frame would be reported as lost data at the next start.
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, active.size)
                 os.lseek(fd, active.size, os.SEEK_SET)
+            if exc.errno in _DISK_FULL_ERRNOS:
+                raise _DiskFullError(exc) from exc
             raise DurableBufferError(
                 f"cannot write {len(data)} bytes to buffer segment {active.path}: "
-                f"{exc.strerror}; free disk space or lower BUFFER_MAX_BYTES"
+                f"{exc.strerror}; check the disk behind BUFFER_DIR"
             ) from exc
 
-    def _rotate(self) -> _Segment:
+    def _rotate(self, first_seq: int) -> _Segment:
         if self._active is not None:
             self._seal_active()
-        path = self._dir / segment_name(self._next_seq)
-        segment = _Segment(path, self._next_seq, os.urandom(8), self._encoder.topic_names)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        path = self._dir / segment_name(first_seq)
+        segment = _Segment(path, first_seq, os.urandom(8), self._encoder.topic_names)
+        try:
+            self._fd = self._files.create(path)
+        except OSError as exc:
+            if exc.errno in _DISK_FULL_ERRNOS:
+                raise _DiskFullError(exc) from exc
+            raise DurableBufferError(
+                f"cannot create buffer segment {path}: {exc.strerror}; "
+                "check the disk behind BUFFER_DIR"
+            ) from exc
         self._active = segment
         assert segment.segment_id is not None
         header = encode_segment_header(segment.segment_id)
         try:
             self._write(header)
-        except DurableBufferError:
+        except (DurableBufferError, _DiskFullError):
             # No half-made segment: the next append tries a fresh one.
             os.close(self._fd)
             self._fd = -1
@@ -738,6 +1020,83 @@ class DiskBuffer(_RoomWaiting):
         if active is not None and active.drained():
             self._room.set()
 
+    # --- a full disk ----------------------------------------------------------------
+
+    def _disk_refused(self, error: OSError, now: float) -> None:
+        """The disk had no room for a write: warn once per episode, retry in a while."""
+        self._disk_retry_at = now + _DISK_RETRY_S
+        if self._disk_full:
+            return
+        self._disk_full = True
+        BUFFER_DISK_FULL.set(1)
+        log.warning(
+            "buffer_disk_full",
+            directory=str(self._dir),
+            error=error.strerror,
+            records_on_disk=self.records - len(self._in_memory.by_seq),
+            action=(
+                "new records are held in memory (within BUFFER_MAX_BYTES) and written "
+                "to disk once it has room; free space in BUFFER_DIR"
+                if self._hold_when_full
+                else "spilled records stay in memory only; free space in BUFFER_DIR"
+            ),
+        )
+
+    def _disk_has_room_again(self, written_back: int) -> None:
+        self._disk_full = False
+        BUFFER_DISK_FULL.set(0)
+        log.info(
+            "buffer_disk_writable_again",
+            directory=str(self._dir),
+            records_written_back=written_back,
+        )
+
+    def _retry_disk(self, now: float) -> None:
+        """Write the held records back to disk if it has room (tried every
+        `_DISK_RETRY_S`, and at once when acks free a segment)."""
+        active = self._active
+        if active is not None and active.drained():
+            self._seal_active()  # a deleted segment sets `_disk_retry_at` to now
+        if now < self._disk_retry_at:
+            return
+        written_back = 0
+        try:
+            written_back = self._write_back_held()
+        except _DiskFullError as full:
+            self._disk_refused(full.error, now)
+            return
+        self._disk_has_room_again(written_back)
+        if self._fsync_ms == 0:
+            self.sync()
+
+    def _write_back_held(self) -> int:
+        """Write the held records to a new segment, oldest first, as long as the disk
+        takes them; how many. Raises `_DiskFullError` once it does not (what was written
+        by then stays written and is no longer held)."""
+        held = self._in_memory
+        seqs = list(held.by_seq)
+        # A new segment: one that `unacked()` had already read must not grow behind it.
+        self._rotate(seqs[0])
+        written = 0
+        start = 0
+        while start < len(seqs):
+            first_seq = seqs[start]
+            stop = start + 1
+            while (
+                stop < len(seqs)
+                and stop - start < _WRITE_BACK_RECORDS
+                and seqs[stop] == first_seq + stop - start
+            ):
+                stop += 1
+            run = [held.by_seq[seq] for seq in seqs[start:stop]]
+            parts, size, new_topics = self._encoder.encode(run, first_seq)
+            self._write_frames(first_seq, len(run), parts, size, new_topics, run[0][4])
+            for seq in seqs[start:stop]:
+                held.pop(seq)
+            written += len(run)
+            start = stop
+        return written
+
     # --- acknowledging --------------------------------------------------------------
 
     def ack(self, seq: int) -> None:
@@ -752,11 +1111,11 @@ class DiskBuffer(_RoomWaiting):
             segment.acked[index] = 1
         else:
             position = bisect_right(self._first_seqs, seq) - 1
-            if position < 0:
-                return
-            segment = self._segments[position]
+            segment = self._segments[position] if position >= 0 else self._no_segment
             index = seq - segment.first_seq
-            if index >= segment.count:
+            if position < 0 or index >= segment.count:
+                if self._in_memory.pop(seq) is not None and self._room_wanted:
+                    self._room.set()
                 return
             segment.acked[index] = 1
             self._ack_hint = segment
@@ -773,6 +1132,8 @@ class DiskBuffer(_RoomWaiting):
         self._bytes -= segment.size
         self._remove_files(segment)
         self._room.set()
+        # Space came back: a full disk may take the held records now.
+        self._disk_retry_at = 0.0
 
     @staticmethod
     def _remove_files(segment: _Segment) -> None:
@@ -799,7 +1160,8 @@ class DiskBuffer(_RoomWaiting):
 
     def maybe_sync(self, now: float | None = None) -> bool:
         """The periodic tick (`now` is `time.monotonic()`): group-commit fsync at most
-        every `fsync_ms`, ack checkpoint every `checkpoint_interval_ms`, gauges.
+        every `fsync_ms`, ack checkpoint every `checkpoint_interval_ms`, gauges, and
+        while the disk is full, trying it again.
 
         Returns whether it fsynced.
         """
@@ -807,6 +1169,8 @@ class DiskBuffer(_RoomWaiting):
             return False
         now = time.monotonic() if now is None else now
         self._collect_drained()
+        if self._in_memory.by_seq:
+            self._retry_disk(now)
         synced = False
         if (self._dirty or self._dir_dirty) and (now - self._last_sync) * 1000 >= self._fsync_ms:
             self.sync()
@@ -821,7 +1185,8 @@ class DiskBuffer(_RoomWaiting):
         """Persist the ack map of every segment whose acks changed since the last one.
 
         Written atomically (temp file + rename) but not fsynced: a checkpoint lost to a
-        power cut only means more duplicates on replay.
+        power cut only means more duplicates on replay. One that does not fit on a full
+        disk is skipped the same way, and tried again next time.
         """
         for segment in self._segments:
             pending = segment.pending()
@@ -831,9 +1196,29 @@ class DiskBuffer(_RoomWaiting):
             if pending < segment.count:
                 data = encode_acks(segment.segment_id, segment.first_seq, segment.acked)
                 temporary = segment.acks_path.with_suffix(".tmp")
-                temporary.write_bytes(data)
+                try:
+                    self._files.write_file(temporary, data)
+                except OSError as exc:
+                    temporary.unlink(missing_ok=True)
+                    if exc.errno not in _DISK_FULL_ERRNOS:
+                        raise
+                    self._checkpoint_refused(exc)
+                    return
                 os.replace(temporary, segment.acks_path)
+                self._checkpoint_skipped = False
             segment.checkpointed = state
+
+    def _checkpoint_refused(self, error: OSError) -> None:
+        if self._checkpoint_skipped:
+            return
+        self._checkpoint_skipped = True
+        log.warning(
+            "buffer_checkpoint_skipped",
+            directory=str(self._dir),
+            error=error.strerror,
+            effect="after a crash, records acked since the last checkpoint are sent again",
+            action="free space in BUFFER_DIR",
+        )
 
     # --- reading back ---------------------------------------------------------------
 
@@ -847,8 +1232,21 @@ class DiskBuffer(_RoomWaiting):
         return self._read(segments, count_replayed=True)
 
     def unacked(self) -> Iterator[tuple[int, BufferedRecord]]:
-        """Every record unacked now, in append order, read back from the segments."""
-        return self._read(list(self._segments), count_replayed=False)
+        """Every record unacked now, in append order: read back from the segments, then
+        those held in memory because the disk was full."""
+        last = -1
+        segments = list(self._segments)
+        while segments:
+            for seq, record in self._read(segments, count_replayed=False):
+                last = seq
+                yield seq, record
+            # Held records written back to disk while this ran are in newer segments;
+            # they come before what is still held.
+            newest = segments[-1].first_seq
+            segments = [segment for segment in self._segments if segment.first_seq > newest]
+        for seq, record in self._in_memory.items():
+            if seq > last:
+                yield seq, record
 
     def _read(
         self, segments: list[_Segment], *, count_replayed: bool
@@ -906,9 +1304,11 @@ class DiskBuffer(_RoomWaiting):
 
     # --- capacity and stats ---------------------------------------------------------
 
-    def has_room(self, nbytes: int) -> bool:
-        """Whether an append of `nbytes` encoded bytes would be accepted now."""
-        return self._bytes + nbytes <= self._max_bytes or self.records == 0
+    def _capped_bytes(self) -> int:
+        return self._bytes + self._in_memory.bytes
+
+    def _holds_nothing(self) -> bool:
+        return self.records == 0
 
     def oldest_unacked_age_s(self, now_ms: int) -> float:
         """Age of the oldest unacked record (to within a batch or 100 ms of records)."""
@@ -916,22 +1316,13 @@ class DiskBuffer(_RoomWaiting):
             created_at_ms = segment.oldest_unacked_ms()
             if created_at_ms is not None:
                 return max(0.0, (now_ms - created_at_ms) / 1000)
-        return 0.0
-
-    def update_metrics(self, now_ms: int | None = None) -> None:
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        BUFFER_BYTES.set(self._bytes)
-        BUFFER_RECORDS.set(self.records)
-        BUFFER_OLDEST_AGE.set(self.oldest_unacked_age_s(now_ms))
-
-    @property
-    def next_seq(self) -> int:
-        return self._next_seq
+        return self._in_memory.oldest_age_s(now_ms)
 
     @property
     def records(self) -> int:
         """Records not yet acknowledged."""
-        return sum(segment.pending() for segment in self._segments)
+        on_disk = sum(segment.pending() for segment in self._segments)
+        return on_disk + len(self._in_memory.by_seq)
 
     @property
     def replayed(self) -> int:
@@ -941,14 +1332,25 @@ class DiskBuffer(_RoomWaiting):
     def segment_count(self) -> int:
         return len(self._segments)
 
+    @property
+    def disk_full(self) -> bool:
+        """Whether the last write to disk was refused for lack of space."""
+        return self._disk_full
+
+    @property
+    def held_in_memory(self) -> int:
+        """Records held in memory because the disk was full, not yet acked."""
+        return len(self._in_memory.by_seq)
+
     # Last: mypy resolves later annotations in the class to this property, not the type.
     @property
     def bytes(self) -> int:
-        """Bytes of segment files on disk, acked records included until their segment goes."""
-        return self._bytes
+        """Bytes of segment files on disk, acked records included until their segment
+        goes, plus the memory held while the disk is full."""
+        return self._bytes + self._in_memory.bytes
 
 
-class MemoryBuffer(_RoomWaiting):
+class MemoryBuffer(_CappedBuffer):
     """BUFFER_MODE=memory: records live in memory until acked; disk only when told.
 
     Guarantees: a record survives producer errors and broker outages (it stays here until
@@ -958,47 +1360,26 @@ class MemoryBuffer(_RoomWaiting):
     unreachable or the producer's queue is full (and again on each tick while that lasts).
     Spilled records keep living in memory too; their acks are passed on to the disk copy,
     and on the next start `replay()` yields the spilled records that were never acked.
+    A spill the disk has no room for leaves the records in memory only, tried again on
+    the next call.
 
     `BUFFER_MAX_BYTES` bounds the memory held (an estimate: each value's bytes plus a
     fixed per-record cost) and, separately, the spill directory.
     """
 
-    def __init__(
-        self,
-        spill_dir: Path,
-        *,
-        max_bytes: int = 1024 * 1024 * 1024,
-        segment_bytes: int = 64 * 1024 * 1024,
-        fsync_ms: int = 50,
-        full_policy: BufferFullPolicy = BufferFullPolicy.BLOCK,
-        checkpoint_interval_ms: int = 1000,
-    ) -> None:
-        self._spill_dir = Path(spill_dir)
-        self._max_bytes = max_bytes
-        self._segment_bytes = segment_bytes
-        self._fsync_ms = fsync_ms
-        self._full_policy = full_policy
-        self._checkpoint_interval_ms = checkpoint_interval_ms
-        self._records: dict[int, Record] = {}
-        self._bytes = 0
-        self._next_seq = 0
+    def __init__(self, spill_dir: Path, **options: Unpack[BufferOptions]) -> None:
+        super().__init__(spill_dir, **options)
         self._disk: DiskBuffer | None = None
         # Seqs below this came from the disk at open (replay); the rest are ours.
         self._disk_seqs_below = 0
         self._spilled: dict[int, int] = {}
         self._unspilled_from = 0
-        self._room = asyncio.Event()
-        self._room_wanted = False
-        self._rejected_bytes = 0
-        self._opened = False
-        self._closed = False
         self._last_metrics = time.monotonic()
 
     def open(self) -> None:
         """Open the spill directory only if an earlier run left records there."""
-        if self._opened:
-            raise DurableBufferError(f"buffer {self._spill_dir} is already open")
-        if any(self._spill_dir.glob(f"*{SEGMENT_SUFFIX}")):
+        self._check_not_open()
+        if any(self._dir.glob(f"*{SEGMENT_SUFFIX}")):
             self._open_disk()
         self._opened = True
 
@@ -1006,13 +1387,15 @@ class MemoryBuffer(_RoomWaiting):
         disk = self._disk
         if disk is None:
             disk = DiskBuffer(
-                self._spill_dir,
+                self._dir,
                 max_bytes=self._max_bytes,
                 segment_bytes=self._segment_bytes,
                 fsync_ms=self._fsync_ms,
                 # A spill that does not fit is not a drop: the records stay in memory.
                 full_policy=BufferFullPolicy.BLOCK,
                 checkpoint_interval_ms=self._checkpoint_interval_ms,
+                files=self._files,
+                hold_when_full=False,
             )
             disk.open()
             self._disk = disk
@@ -1021,48 +1404,22 @@ class MemoryBuffer(_RoomWaiting):
         return disk
 
     def append_batch(self, records: Sequence[Record]) -> Appended:
-        if not self._opened or self._closed:
-            raise DurableBufferError(f"buffer {self._spill_dir} is not open")
+        self._check_open()
         first_seq = self._next_seq
-        total = len(records)
-        overhead = _MEMORY_RECORD_OVERHEAD
-        sizes = [len(record[2]) + overhead for record in records]
-        size = sum(sizes)
-        accepted = total
-        if self._bytes + size > self._max_bytes:
-            room = self._max_bytes - self._bytes
-            accepted = used = 0
-            for record_size in sizes:
-                used += record_size
-                if used > room:
-                    break
-                accepted += 1
-            if accepted == 0 and not self._records:
-                accepted = 1
-            if accepted < total:
-                if self._full_policy is BufferFullPolicy.DROP_NEWEST:
-                    BUFFER_DROPPED.labels(reason="buffer_full").inc(total - accepted)
-                else:
-                    self._rejected_bytes = sizes[accepted]
-                records = records[:accepted]
-                size = sum(sizes[:accepted])
-        self._records.update(zip(range(first_seq, first_seq + accepted), records, strict=True))
-        self._next_seq = first_seq + accepted
-        self._bytes += size
+        accepted = self._hold_in_memory(records, first_seq)
         BUFFER_BYTES.set(self.bytes)
         BUFFER_RECORDS.set(self.records)
         return Appended(first_seq, accepted)
 
-    def _blocks(self) -> bool:
-        return self._full_policy is BufferFullPolicy.BLOCK
-
     def ack(self, seq: int) -> None:
-        record = self._records.pop(seq, None)
+        # `_HeldRecords.pop` inlined: once per record on the hot path.
+        in_memory = self._in_memory
+        record = in_memory.by_seq.pop(seq, None)
         if record is None:
             if seq < self._disk_seqs_below and self._disk is not None:
                 self._disk.ack(seq)
             return
-        self._bytes -= len(record[2]) + _MEMORY_RECORD_OVERHEAD
+        in_memory.bytes -= len(record[2]) + _MEMORY_RECORD_OVERHEAD
         if self._spilled:
             disk_seq = self._spilled.pop(seq, None)
             if disk_seq is not None and self._disk is not None:
@@ -1073,12 +1430,11 @@ class MemoryBuffer(_RoomWaiting):
     def spill(self) -> int:
         """Copy every in-memory record not yet on disk to the spill directory.
 
-        Returns how many were written; those that did not fit the disk cap stay in memory
-        only and are tried again on the next call.
+        Returns how many were written; those that did not fit the disk cap (or the disk)
+        stay in memory only and are tried again on the next call.
         """
-        if not self._opened or self._closed:
-            raise DurableBufferError(f"buffer {self._spill_dir} is not open")
-        records = self._records
+        self._check_open()
+        records = self._in_memory.by_seq
         seqs = [seq for seq in range(self._unspilled_from, self._next_seq) if seq in records]
         if not seqs:
             self._unspilled_from = self._next_seq
@@ -1107,11 +1463,7 @@ class MemoryBuffer(_RoomWaiting):
             for seq, record in self._disk.unacked():
                 if seq < below:
                     yield seq, record
-        for seq, in_memory in list(self._records.items()):
-            yield seq, BufferedRecord._make(in_memory)
-
-    def has_room(self, nbytes: int) -> bool:
-        return self._bytes + nbytes <= self._max_bytes or not self._records
+        yield from self._in_memory.items()
 
     def maybe_sync(self, now: float | None = None) -> bool:
         """The periodic tick: the spill's fsync and checkpoint, gauges once a second."""
@@ -1134,20 +1486,17 @@ class MemoryBuffer(_RoomWaiting):
         self._closed = True
         self.update_metrics()
 
+    def _capped_bytes(self) -> int:
+        return self._in_memory.bytes
+
+    def _holds_nothing(self) -> bool:
+        return not self._in_memory.by_seq
+
     def oldest_unacked_age_s(self, now_ms: int) -> float:
-        age = 0.0
-        if self._records:
-            created_at_ms = next(iter(self._records.values()))[4]
-            age = max(0.0, (now_ms - created_at_ms) / 1000)
+        age = self._in_memory.oldest_age_s(now_ms)
         if self._disk is not None:
             age = max(age, self._disk.oldest_unacked_age_s(now_ms))
         return age
-
-    def update_metrics(self, now_ms: int | None = None) -> None:
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        BUFFER_BYTES.set(self.bytes)
-        BUFFER_RECORDS.set(self.records)
-        BUFFER_OLDEST_AGE.set(self.oldest_unacked_age_s(now_ms))
 
     @property
     def records(self) -> int:
@@ -1155,15 +1504,11 @@ class MemoryBuffer(_RoomWaiting):
         on_disk_only = 0
         if self._disk is not None:
             on_disk_only = self._disk.records - len(self._spilled)
-        return len(self._records) + on_disk_only
+        return len(self._in_memory.by_seq) + on_disk_only
 
     @property
     def replayed(self) -> int:
         return self._disk.replayed if self._disk is not None else 0
-
-    @property
-    def next_seq(self) -> int:
-        return self._next_seq
 
     @property
     def spilled(self) -> int:
@@ -1174,7 +1519,7 @@ class MemoryBuffer(_RoomWaiting):
     @property
     def bytes(self) -> int:
         """Bytes held in memory plus the spill directory's segment files."""
-        return self._bytes + (self._disk.bytes if self._disk is not None else 0)
+        return self._in_memory.bytes + (self._disk.bytes if self._disk is not None else 0)
 
 
 def buffer_from_settings(settings: Settings) -> DiskBuffer | MemoryBuffer:

@@ -21,6 +21,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from twitch_ingestion.config import Settings
 from twitch_ingestion.kafka.producer_config import producer_config, redacted
+from twitch_ingestion.log_throttle import ThrottledLogger
 from twitch_ingestion.metrics import KAFKA_REACHABLE, PRODUCER_QUEUE_DEPTH
 
 __all__ = ["DeliveryCallback", "KafkaProducer"]
@@ -62,6 +63,8 @@ class KafkaProducer:
         self._reachable = False
         self._fatal_error: KafkaError | None = None
         self._closed = False
+        # While a broker is down librdkafka reports each failed attempt, several a second.
+        self._client_errors = ThrottledLogger(log)
 
     @property
     def reachable(self) -> bool:
@@ -172,7 +175,9 @@ class KafkaProducer:
             self._reachable = False
             KAFKA_REACHABLE.set(0)
             return
-        log.warning("kafka client error", error=error.str(), code=error.name())
+        self._client_errors.warning(
+            "kafka client error", error.name(), error=error.str(), code=error.name()
+        )
 
     def _on_statistics(self, stats_json: str) -> None:
         stats = json.loads(stats_json)

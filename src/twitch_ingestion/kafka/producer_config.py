@@ -1,12 +1,20 @@
-"""librdkafka settings built from `Settings`, and a secret-free view of them for logs."""
+"""librdkafka settings built from `Settings`, a secret-free view of them for logs, and
+the check that librdkafka accepts them before anything starts."""
 
 from __future__ import annotations
 
+import logging
+import re
+from collections.abc import Callable
 from typing import Any
 
-from twitch_ingestion.config import Settings
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
 
-__all__ = ["admin_config", "producer_config", "redacted"]
+from twitch_ingestion.config import ConfigProblem, Settings
+from twitch_ingestion.logging import LIBRDKAFKA_LOGGER
+
+__all__ = ["admin_config", "librdkafka_problems", "producer_config", "redacted"]
 
 _SECRET_CONFIG_KEYS = frozenset({"sasl.password", "ssl.key.password", "sasl.oauthbearer.config"})
 
@@ -59,9 +67,118 @@ def producer_config(settings: Settings) -> dict[str, Any]:
 
 
 def admin_config(settings: Settings) -> dict[str, Any]:
-    return _connection_config(settings)
+    """Connection settings for admin clients and consumers (which add their own).
+
+    librdkafka's log lines go through `logging` — formatted like every other line and
+    with repeats held back (logging.py) — rather than raw `%3|…` lines on stderr. A
+    client logs when it is polled; an admin client nobody polls logs nothing.
+    """
+    conf = _connection_config(settings)
+    conf["logger"] = logging.getLogger(LIBRDKAFKA_LOGGER)
+    return conf
 
 
 def redacted(conf: dict[str, Any]) -> dict[str, Any]:
     """A copy of a librdkafka config that is safe to log."""
     return {k: ("**********" if k in _SECRET_CONFIG_KEYS else v) for k, v in conf.items()}
+
+
+# librdkafka names a property by its canonical name, which is not always the alias this
+# module sets (compression.type → compression.codec, linger.ms → queue.buffering.max.ms).
+_VARIABLE_FOR_PROPERTY = {
+    "bootstrap.servers": "KAFKA_BROKERS",
+    "metadata.broker.list": "KAFKA_BROKERS",
+    "client.id": "KAFKA_CLIENT_ID",
+    "security.protocol": "KAFKA_SECURITY_PROTOCOL",
+    "sasl.mechanism": "KAFKA_SASL_MECHANISM",
+    "sasl.mechanisms": "KAFKA_SASL_MECHANISM",
+    "sasl.username": "KAFKA_SASL_USERNAME",
+    "sasl.password": "KAFKA_SASL_PASSWORD",
+    "ssl.ca.location": "KAFKA_SSL_CA_LOCATION",
+    "acks": "KAFKA_ACKS",
+    "request.required.acks": "KAFKA_ACKS",
+    "enable.idempotence": "KAFKA_ENABLE_IDEMPOTENCE",
+    "retries": "KAFKA_RETRIES",
+    "message.send.max.retries": "KAFKA_RETRIES",
+    "batch.size": "KAFKA_BATCH_SIZE",
+    "linger.ms": "KAFKA_LINGER_MS",
+    "queue.buffering.max.ms": "KAFKA_LINGER_MS",
+    "compression.type": "KAFKA_COMPRESSION",
+    "compression.codec": "KAFKA_COMPRESSION",
+    "message.timeout.ms": "KAFKA_MESSAGE_TIMEOUT_MS",
+    "request.timeout.ms": "KAFKA_REQUEST_TIMEOUT_MS",
+    "retry.backoff.ms": "KAFKA_RETRY_BACKOFF_MS",
+    "retry.backoff.max.ms": "KAFKA_RETRY_BACKOFF_MAX_MS",
+    "reconnect.backoff.max.ms": "KAFKA_RECONNECT_BACKOFF_MAX_MS",
+    "queue.buffering.max.messages": "KAFKA_QUEUE_MAX_MESSAGES",
+    "queue.buffering.max.kbytes": "KAFKA_QUEUE_MAX_KBYTES",
+    "group.id": "KAFKA_CHANNELS_GROUP",
+    "group.instance.id": "INSTANCE_ID",
+    "session.timeout.ms": "KAFKA_CHANNELS_SESSION_TIMEOUT_MS",
+    "heartbeat.interval.ms": "KAFKA_CHANNELS_SESSION_TIMEOUT_MS",
+}
+_PROPERTY_NAME = re.compile(r"[a-z]+(?:\.[a-z]+)+")
+_CREATE_FAILED = re.compile(r"^Failed to create [\w ]+?: ")
+# Refusals that name no property.
+_VARIABLE_FOR_PHRASE = {"SASL mechanism": "KAFKA_SASL_MECHANISM"}
+# The check's clients have no brokers, so librdkafka would warn that they cannot
+# connect; what the check wants to know arrives as an exception instead.
+_CHECK_LOGGER = logging.getLogger("twitch_ingestion.kafka.config_check")
+_CHECK_LOGGER.addHandler(logging.NullHandler())
+_CHECK_LOGGER.propagate = False
+
+
+def librdkafka_problems(settings: Settings) -> list[ConfigProblem]:
+    """What librdkafka refuses in the producer, admin and consumer configurations.
+
+    Each client is created and destroyed at once, without `bootstrap.servers`: that
+    makes librdkafka validate every property (ranges, enumerations, combinations such
+    as idempotence with acks, the TLS CA file, SASL support in this build) without
+    resolving a host or opening a connection. The host:port list is checked in config.
+    """
+    # Imported here: the fleet builds its consumer configurations on this module's.
+    from twitch_ingestion.fleet.assignment import group_consumer_config
+
+    def make_producer(conf: dict[str, Any]) -> None:
+        Producer(conf)  # destroyed when the reference goes: nothing was produced
+
+    def make_admin(conf: dict[str, Any]) -> None:
+        AdminClient(conf)
+
+    def make_consumer(conf: dict[str, Any]) -> None:
+        Consumer(conf).close()
+
+    clients: list[tuple[Callable[[dict[str, Any]], None], dict[str, Any]]] = [
+        (make_producer, producer_config(settings)),
+        (make_admin, admin_config(settings)),
+        (make_consumer, group_consumer_config(settings)),
+    ]
+    problems: list[ConfigProblem] = []
+    for make, conf in clients:
+        conf = {k: v for k, v in conf.items() if k != "bootstrap.servers"}
+        conf["logger"] = _CHECK_LOGGER
+        try:
+            make(conf)
+        except KafkaException as exc:
+            problem = _describe_refusal(exc, settings)
+            if problem not in problems:
+                problems.append(problem)
+    return problems
+
+
+def _describe_refusal(exc: KafkaException, settings: Settings) -> ConfigProblem:
+    error = exc.args[0] if exc.args else None
+    text = error.str() if isinstance(error, KafkaError) else str(exc)
+    text = _CREATE_FAILED.sub("", text.strip())
+    password = settings.kafka_sasl_password
+    if password is not None and password.get_secret_value():
+        text = text.replace(password.get_secret_value(), "**********")
+    found = [
+        _VARIABLE_FOR_PROPERTY[name]
+        for name in _PROPERTY_NAME.findall(text)
+        if name in _VARIABLE_FOR_PROPERTY
+    ]
+    found += [variable for phrase, variable in _VARIABLE_FOR_PHRASE.items() if phrase in text]
+    variables = tuple(dict.fromkeys(found))
+    named = ", ".join(variables) if variables else "Kafka settings (KAFKA_*)"
+    return ConfigProblem(variables, f"{named}: librdkafka refuses it: {text}")

@@ -227,6 +227,7 @@ class TwitchSession:
         "_join_timeout_s",
         "_last_received_at",
         "_out",
+        "_parted_in_flight",
         "_partial",
         "_pending_joins",
         "_ping_counter",
@@ -264,6 +265,8 @@ class TwitchSession:
         self.lines_received = 0
         self.bytes_received = 0
         self._pending_joins: dict[str, float] = {}
+        # Parted before their JOIN echo came: that echo is not a join (our PART follows).
+        self._parted_in_flight: set[str] = set()
         self._partial = b""
         self._discarding = False
         self._out = bytearray()
@@ -303,7 +306,8 @@ class TwitchSession:
         """PART commands for `channels`; forgets them as joined or pending right away."""
         names = [_normalise(channel) for channel in channels]
         for name in names:
-            self._pending_joins.pop(name, None)
+            if self._pending_joins.pop(name, None) is not None:
+                self._parted_in_flight.add(name)
             self.joined_channels.discard(name)
         return _batched(b"PART", names)
 
@@ -461,10 +465,14 @@ class TwitchSession:
                 return True  # someone else's membership line
             channel = _normalise(message.params[0]) if message.params else ""
             if command == "JOIN":
+                if channel in self._parted_in_flight:
+                    self._parted_in_flight.discard(channel)
+                    return False
                 self._pending_joins.pop(channel, None)
                 self.joined_channels.add(channel)
                 events.append(ChannelJoined(channel))
             else:
+                self._parted_in_flight.discard(channel)
                 self.joined_channels.discard(channel)
                 events.append(ChannelParted(channel))
             return False

@@ -1,0 +1,189 @@
+"""The token loop: validate at start-up and hourly, refresh before expiry or on a 401.
+
+A thin asyncio shell around `tokens` (which decides) and an `HttpSender` (which talks):
+`TokenKeeper` holds the current access/refresh pair in memory only, and hands out the
+access token to whoever builds a Helix request or opens a socket. Token values are never
+logged, and every failure is a `TokenError` whose message names the setting to fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from twitch_ingestion.eventsub.http_messages import HttpRequest, HttpResponse, strip_oauth_prefix
+from twitch_ingestion.eventsub.tokens import (
+    EVENTSUB_SCOPE,
+    REFRESH_MARGIN_S,
+    REFRESH_RETRY_S,
+    VALIDATE_INTERVAL_S,
+    RefreshedToken,
+    TokenAction,
+    TokenError,
+    TokenSchedule,
+    ValidToken,
+    interpret_refresh,
+    interpret_validation,
+    refresh_request,
+    validate_request,
+)
+
+__all__ = ["HttpSender", "TokenKeeper"]
+
+log = structlog.get_logger(__name__)
+
+HttpSender = Callable[[HttpRequest], Awaitable[HttpResponse]]
+"""Sends one request and returns the answer; network failures come back as a synthetic
+5xx answer (transient), never as an exception carrying the request."""
+
+
+class TokenKeeper:
+    """The current user token and its refresh: `start`, then `run` beside the source."""
+
+    def __init__(
+        self,
+        send: HttpSender,
+        *,
+        auth_url: str,
+        client_id: str,
+        access_token: str,
+        client_secret: str = "",
+        refresh_token: str = "",
+        required_scope: str = EVENTSUB_SCOPE,
+        validate_interval_s: float = VALIDATE_INTERVAL_S,
+        refresh_margin_s: float = REFRESH_MARGIN_S,
+        refresh_retry_s: float = REFRESH_RETRY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._send = send
+        self._auth_url = auth_url
+        self._client_id = client_id
+        self._access = strip_oauth_prefix(access_token)
+        self._secret = client_secret
+        self._refresh = refresh_token
+        self._scope = required_scope
+        self._clock = clock
+        self.schedule = TokenSchedule(
+            can_refresh=bool(client_secret and refresh_token),
+            validate_interval_s=validate_interval_s,
+            refresh_margin_s=refresh_margin_s,
+            refresh_retry_s=refresh_retry_s,
+        )
+        self.valid: ValidToken | None = None
+        self.refreshes = 0
+        self.validations = 0
+        self._lock = asyncio.Lock()
+        self._rescheduled = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"TokenKeeper(<redacted>, refreshes={self.refreshes})"
+
+    @property
+    def access_token(self) -> str:
+        """The token to put in the next request (it changes after a refresh)."""
+        return self._access
+
+    @property
+    def user_id(self) -> str:
+        if self.valid is None:
+            raise RuntimeError("the token has not been validated yet")
+        return self.valid.user_id
+
+    async def start(self) -> ValidToken | TokenError:
+        """Validate (refreshing first if the token is dead and can be refreshed)."""
+        while True:
+            now = self._clock()
+            due = self.schedule.due(now)
+            if not due:
+                if self.valid is not None:
+                    return self.valid
+                deadline = self.schedule.next_deadline()
+                await asyncio.sleep(0 if deadline is None else max(0.0, deadline - now))
+                continue
+            for action in due:
+                error = await self._act(action)
+                if error is not None:
+                    return error
+
+    async def run(self) -> TokenError:
+        """Keep the token valid until that becomes impossible; returns why."""
+        while True:
+            deadline = self.schedule.next_deadline()
+            self._rescheduled.clear()
+            timeout = None if deadline is None else max(0.0, deadline - self._clock())
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._rescheduled.wait()
+            except TimeoutError:
+                pass
+            for action in self.schedule.due(self._clock()):
+                error = await self._act(action)
+                if error is not None:
+                    return error
+
+    async def unauthorized(self, token_used: str) -> TokenError | None:
+        """A Helix call with `token_used` got 401: refresh (once for concurrent callers)."""
+        async with self._lock:
+            if token_used != self._access:
+                return None  # another caller refreshed already: just retry
+            decision = self.schedule.unauthorized(self._clock())
+            if isinstance(decision, TokenError):
+                return decision
+        error = await self._act(TokenAction.REFRESH)
+        self._rescheduled.set()
+        return error
+
+    async def _act(self, action: TokenAction) -> TokenError | None:
+        async with self._lock:
+            if action is TokenAction.EXPIRED:
+                return self.schedule.expired_error()
+            if action is TokenAction.VALIDATE:
+                return await self._validate()
+            return await self._refresh_now()
+
+    async def _validate(self) -> TokenError | None:
+        response = await self._send(validate_request(self._auth_url, self._access))
+        now = self._clock()
+        self.validations += 1
+        result = interpret_validation(
+            response, client_id=self._client_id, required_scope=self._scope, now=now
+        )
+        if isinstance(result, ValidToken):
+            self.valid = result
+            self.schedule.validated(result)
+            log.info("twitch-token-valid", status=self.schedule.describe_remaining(now))
+            return None
+        decision = self.schedule.validation_failed(result, now)
+        if isinstance(decision, TokenError):
+            return decision
+        log.warning("twitch-token-validate-failed", reason=result.reason, detail=result.message)
+        return None
+
+    async def _refresh_now(self) -> TokenError | None:
+        if not self.schedule.can_refresh:
+            return self.schedule.expired_error()
+        response = await self._send(
+            refresh_request(
+                self._auth_url,
+                client_id=self._client_id,
+                client_secret=self._secret,
+                refresh_token=self._refresh,
+            )
+        )
+        now = self._clock()
+        result = interpret_refresh(response)
+        if isinstance(result, RefreshedToken):
+            self._access = result.access_token
+            if result.refresh_token:
+                self._refresh = result.refresh_token
+            self.schedule.refreshed(result, now)
+            self.refreshes += 1
+            log.info("twitch-token-refreshed", status=self.schedule.describe_remaining(now))
+            return None
+        error = self.schedule.refresh_failed(result, now)
+        if error is None:
+            log.warning("twitch-token-refresh-failed", reason=result.reason, detail=result.message)
+        return error
