@@ -467,7 +467,8 @@ async def test_drop_resets_mid_stream_and_every_line_counted_as_delivered_arrive
         with pytest.raises(ConnectionResetError):  # an RST, not an orderly FIN
             await _receive_until_closed(sock, data)
         await sim.wait_dropped()
-        await asyncio.sleep(0.02)  # the stream runs on with nobody joined
+        # The stream runs on with nobody joined: wait until it has lost some lines.
+        await sim.wait_until(lambda s: s.numbered_undelivered_count("a") > 0)
         handle.stop()
     received = [seq_of(line)[1] for line in data.decode().splitlines() if "PRIVMSG" in line]
     stats = sim.stats
