@@ -15,6 +15,7 @@ import jsonschema  # type: ignore[import-untyped]
 import msgspec
 import pytest
 
+from tests import corpus
 from tests.corpus import REPO_DIR
 from twitch_ingestion.models import ChatEventRecord
 from twitch_ingestion.twitch.commands import ParseStats
@@ -104,3 +105,16 @@ def test_malformed_line_gets_its_dead_letter_reason(case: dict[str, Any]) -> Non
 
 def test_malformed_lines_cover_each_reason_once_or_more() -> None:
     assert len(Counter(case["reason"] for case in MALFORMED)) >= 12
+
+
+def test_shared_corpus_tier_is_skipped_not_failed_where_it_is_absent(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A plain clone: no ../shared beside the repository.
+    monkeypatch.setattr(corpus, "RAW_LINES_PATH", tmp_path / "raw-lines.txt")
+    corpus.raw_lines.cache_clear()
+    try:
+        with pytest.raises(pytest.skip.Exception, match="shared real-capture corpus tier"):
+            corpus.raw_lines()
+    finally:
+        corpus.raw_lines.cache_clear()
