@@ -12,8 +12,9 @@ throughput benchmark reports those per thread). Per stage, the best of
 - encode: the sink's msgspec JSON encoder;
 - buffer append + ack: `MemoryBuffer` / `DiskBuffer` `append_batch` per chunk and one
   `ack` per record (the disk one includes `maybe_sync`, i.e. the group-commit fsyncs);
-- sink.deliver with a producer that does nothing: route + encode + the record loop +
-  buffer append + one `functools.partial` per record + per-chunk metrics;
+- sink.deliver with a producer that does nothing: the IRC record encoder's `deliver`
+  (route + encode + the record loop + per-chunk metrics) handing each chunk to
+  `KafkaSink.deliver` (buffer append + one `functools.partial` per record);
 - produce: confluent-kafka `Producer.produce` (the service's settings, the real broker)
   with the arguments the sink passes (a `functools.partial` callback per record), without
   the sink's own Python wrapper around it;
@@ -36,7 +37,6 @@ import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import cast
 
 import msgspec
 from confluent_kafka import Producer
@@ -44,15 +44,17 @@ from confluent_kafka import Producer
 from bench.harness import BenchTopics, create_topics, delete_topics
 from bench.report import Result
 from twitch_ingestion.config import BufferMode, Settings
-from twitch_ingestion.kafka.buffer import Buffer, DiskBuffer, MemoryBuffer, Record
-from twitch_ingestion.kafka.producer import KafkaProducer
+from twitch_ingestion.kafka.buffer import Buffer, DiskBuffer, MemoryBuffer
+from twitch_ingestion.kafka.producer import DeliveryCallback
 from twitch_ingestion.kafka.producer_config import producer_config
 from twitch_ingestion.kafka.sink import KafkaSink
 from twitch_ingestion.metrics import BUFFER_BYTES, BYTES_RECEIVED, DELIVERY_LATENCY
+from twitch_ingestion.records import Headers, Record
 from twitch_ingestion.simulator import DEFAULT_REPLAY_COMMANDS, default_corpus_path
-from twitch_ingestion.twitch.irc import IrcMessage, parse_line
-from twitch_ingestion.twitch.routing import ContractViolation, Routed, route_message
-from twitch_ingestion.twitch.session import ChatLines, TwitchSession
+from twitch_ingestion.sources.irc.irc import IrcMessage, parse_line
+from twitch_ingestion.sources.irc.records import IrcRecordEncoder
+from twitch_ingestion.sources.irc.routing import ContractViolation, Routed, route_message
+from twitch_ingestion.sources.irc.session import ChatLines, TwitchSession
 
 __all__ = ["NAME", "add_arguments", "best_ns_per_item", "run"]
 
@@ -131,13 +133,21 @@ class _NullProducer:
 
     reachable = True
 
-    def produce_nowait(self, *args: object) -> None:
-        return None
-
-    async def produce(self, *args: object) -> None:
+    def produce_nowait(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        timestamp_ms: int,
+        on_delivery: DeliveryCallback,
+        headers: Headers | None = None,
+    ) -> None:
         return None
 
     async def wait_for_queue_space(self) -> None:
+        return None
+
+    def purge_queued(self) -> None:
         return None
 
     def poll(self) -> int:
@@ -190,15 +200,17 @@ def _buffer_cost(
 def _deliver_cost(
     settings: Settings, batches: Sequence[list[IrcMessage]], records: int, rounds: int
 ) -> float:
-    """µs per record of `KafkaSink.deliver` with a producer that does nothing."""
+    """µs per record of the IRC encoder + `KafkaSink.deliver`, with a producer that
+    does nothing."""
 
     def body() -> None:
         buffer = _open_buffer(settings)
-        sink = KafkaSink(settings, cast(KafkaProducer, _NullProducer()), buffer)
+        sink = KafkaSink(settings, _NullProducer(), buffer)
+        encoder = IrcRecordEncoder.from_settings(settings, sink)
 
         async def deliver_all() -> None:
             for batch in batches:
-                await sink.deliver(batch, 1, {})
+                await encoder.deliver(batch, 1, {})
 
         asyncio.run(deliver_all())
         buffer.close()
@@ -215,7 +227,7 @@ def _producer_costs(
     conf = producer_config(settings)
     producer = Producer(conf)
     buffer = _open_buffer(settings)
-    sink = KafkaSink(settings, cast(KafkaProducer, _NullProducer()), buffer)
+    sink = KafkaSink(settings, _NullProducer(), buffer)
     on_delivery = sink._on_delivery
 
     def noop(_error: object, _message: object) -> None:

@@ -25,8 +25,8 @@ import msgspec
 
 from bench.report import Result
 from twitch_ingestion.simulator import default_corpus_path
-from twitch_ingestion.twitch.irc import IrcParseError, parse_line
-from twitch_ingestion.twitch.routing import ContractViolation, route_message
+from twitch_ingestion.sources.irc.irc import IrcParseError, parse_line
+from twitch_ingestion.sources.irc.routing import ContractViolation, route_message
 
 __all__ = ["NAME", "add_arguments", "run"]
 

@@ -18,7 +18,7 @@ encoded (no `omit_defaults`), so consumers see a stable set of keys.
 
 from __future__ import annotations
 
-from typing import Annotated, TypeAlias
+from typing import Annotated, Literal, TypeAlias
 
 import msgspec
 from msgspec import Meta
@@ -81,6 +81,15 @@ _EMOTES_DOC = (
 # code should still pass keywords; new fields go at the end with a default, and
 # `test_chat_message_field_order_is_the_positional_contract` pins the order.
 # (Class docstrings here are consumer-facing: they become schema descriptions.)
+# Which source read the record: the same records come from either, and a consumer that
+# cares (EventSub has no sent time, see `timestamp`) can tell them apart.
+_INGESTED_VIA_DOC = (
+    "Which source read it: `irc` (Twitch IRC) or `eventsub` (EventSub WebSocket);"
+    " added in schema 1 without a version bump (additive)."
+)
+IngestedVia: TypeAlias = Literal["irc", "eventsub"]
+
+
 class ChatMessage(msgspec.Struct, gc=False):
     """One Twitch chat message (a PRIVMSG), keyed in Kafka by `channel_id`."""
 
@@ -141,6 +150,7 @@ class ChatMessage(msgspec.Struct, gc=False):
     ] = CHAT_MESSAGE_SCHEMA_VERSION
     source_room_id: Annotated[str | None, Meta(description=_SOURCE_ROOM_DOC)] = None
     source_message_id: Annotated[str | None, Meta(description=_SOURCE_MESSAGE_DOC)] = None
+    ingested_via: Annotated[IngestedVia, Meta(description=_INGESTED_VIA_DOC)] = "irc"
 
 
 # The base of the event records; it is never published by itself.
@@ -208,6 +218,7 @@ class ChatEvent(msgspec.Struct, kw_only=True, gc=False, tag_field="event_type"):
     schema_version: Annotated[
         int, Meta(description="Version of this record layout; bumped on breaking changes.")
     ] = CHAT_EVENT_SCHEMA_VERSION
+    ingested_via: Annotated[IngestedVia, Meta(description=_INGESTED_VIA_DOC)] = "irc"
 
 
 _SUB_PLAN_DOC = "Sub tier: `Prime`, `1000`, `2000` or `3000` (`msg-param-sub-plan`); may be empty."

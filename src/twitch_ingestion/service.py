@@ -1,4 +1,4 @@
-"""Wiring and lifecycle: Twitch source → parse/route → Kafka sink, and a clean stop.
+"""Wiring and lifecycle: Twitch source → records → Kafka sink, and a clean stop.
 
 Startup never waits for Kafka: records are enqueued (and, with the disk buffer, kept)
 until the broker answers, while `/readyz` says what is missing. Shutdown stops reading
@@ -26,7 +26,8 @@ from twitch_ingestion.kafka.producer_config import admin_config
 from twitch_ingestion.kafka.sink import KafkaSink
 from twitch_ingestion.kafka.topics import TopicCheck, TopicSpec, ensure_topics
 from twitch_ingestion.metrics import REGISTRY
-from twitch_ingestion.twitch.pool import TwitchAuthenticationError, TwitchGaveUp, TwitchSource
+from twitch_ingestion.sources.irc.pool import TwitchAuthenticationError, TwitchGaveUp, TwitchSource
+from twitch_ingestion.sources.irc.records import IrcRecordEncoder
 
 __all__ = ["ExitCode", "IngestionService", "topic_specs"]
 
@@ -73,9 +74,10 @@ class IngestionService:
         self.producer = KafkaProducer(settings)
         self.buffer = buffer_from_settings(settings)
         self.sink = KafkaSink(settings, self.producer, self.buffer)
+        self.encoder = IrcRecordEncoder.from_settings(settings, self.sink)
         in_fleet = settings.channel_source is ChannelSource.KAFKA
         # In a fleet the channels come from the control topic's assignment, not TWITCH_CHANNEL.
-        self.source = TwitchSource(settings, self.sink, channels=[] if in_fleet else None)
+        self.source = TwitchSource(settings, self.encoder, channels=[] if in_fleet else None)
         self.fleet = FleetMember(settings, self.source) if in_fleet else None
         self._topic_check = TopicCheck(False, frozenset(), {"*": "not checked yet"})
         self._stop_requested = asyncio.Event()
@@ -201,7 +203,7 @@ class IngestionService:
             enqueued=counts.enqueued,
             delivered=counts.delivered,
             replayed=counts.replayed,
-            dead_lettered=counts.dead_lettered,
+            dead_lettered=counts.dead_lettered + self.encoder.dead_lettered,
             undelivered=undelivered,
         )
         if undelivered:
@@ -257,7 +259,7 @@ class IngestionService:
                 lines_per_s=round((lines - last_lines) / interval, 1),
                 delivered_per_s=round((counts.delivered - last_delivered) / interval, 1),
                 delivered_total=counts.delivered,
-                dead_lettered_total=counts.dead_lettered,
+                dead_lettered_total=counts.dead_lettered + self.encoder.dead_lettered,
                 pending=self.sink.pending,
                 kafka_reachable=self.producer.reachable,
             )

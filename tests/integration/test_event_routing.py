@@ -19,7 +19,7 @@ from tests.integration.kafka_helpers import collect_records
 from tests.integration.service_process import ServiceProcess
 from tests.unit.test_fixture_lines import EVENT_TYPES, MALFORMED, malformed_bytes
 from twitch_ingestion.simulator import SimulatorThread, default_corpus_path
-from twitch_ingestion.twitch.routing import EVENT_COMMANDS
+from twitch_ingestion.sources.irc.routing import EVENT_COMMANDS
 
 StartService = Callable[[dict[str, str]], ServiceProcess]
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"

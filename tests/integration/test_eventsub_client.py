@@ -17,15 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from twitch_ingestion.eventsub.client import (
-    EventSubClient,
-    EventSubSettings,
-    SourceFailure,
-)
-from twitch_ingestion.eventsub.helix import ChannelProblem
-from twitch_ingestion.eventsub.messages import DeadLetter
-from twitch_ingestion.eventsub.records import CHAT_SUBSCRIPTION_TYPES, EventSubRecord
-from twitch_ingestion.eventsub.session import CLOSE_CODES, ReconnectKind
 from twitch_ingestion.models import ChatMessage
 from twitch_ingestion.simulator.eventsub_server import (
     EventSubSimulator,
@@ -34,7 +25,16 @@ from twitch_ingestion.simulator.eventsub_server import (
     IssuedToken,
 )
 from twitch_ingestion.simulator.streams import NUMBERED_SENDER
-from twitch_ingestion.twitch.routing import Destination
+from twitch_ingestion.sources.eventsub.client import (
+    EventSubClient,
+    EventSubSettings,
+    SourceFailure,
+)
+from twitch_ingestion.sources.eventsub.helix import ChannelProblem
+from twitch_ingestion.sources.eventsub.messages import DeadLetter
+from twitch_ingestion.sources.eventsub.records import CHAT_SUBSCRIPTION_TYPES, EventSubRecord
+from twitch_ingestion.sources.eventsub.session import CLOSE_CODES, ReconnectKind
+from twitch_ingestion.sources.irc.routing import Destination
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -8,14 +8,14 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from twitch_ingestion.simulator import SimulatorConfig, TwitchSimulator
-from twitch_ingestion.twitch.connection import (
+from twitch_ingestion.sources.irc.connection import (
     DisconnectCause,
     TwitchAuthenticationError,
     TwitchConnectError,
     TwitchConnection,
 )
-from twitch_ingestion.twitch.irc import IrcMessage
-from twitch_ingestion.twitch.session import (
+from twitch_ingestion.sources.irc.irc import IrcMessage
+from twitch_ingestion.sources.irc.session import (
     ChannelJoined,
     ConnectionStatus,
     Event,

@@ -8,11 +8,11 @@ from typing import NamedTuple
 import pytest
 
 from tests.corpus import index_rows, iter_raw_lines
-from twitch_ingestion.twitch.commands import ParseStats
-from twitch_ingestion.twitch.commands.fields import unwrap_action
-from twitch_ingestion.twitch.emotes import emote_codes, parse_emote_tag
-from twitch_ingestion.twitch.irc import parse_line
-from twitch_ingestion.twitch.routing import route_message
+from twitch_ingestion.sources.irc.commands import ParseStats
+from twitch_ingestion.sources.irc.commands.fields import unwrap_action
+from twitch_ingestion.sources.irc.emotes import emote_codes, parse_emote_tag
+from twitch_ingestion.sources.irc.irc import parse_line
+from twitch_ingestion.sources.irc.routing import route_message
 
 # Lines the index flags `emote-index-anomaly` (see SOURCES.md, caveat 3), by kind.
 # `emote-tag-unparseable` is a tag other parsers fail on (`80481_/3:7-14`, an id with a

@@ -31,12 +31,12 @@ from twitch_ingestion.models import (
     decode_chat_event,
     encode_record,
 )
-from twitch_ingestion.twitch.commands import ContractViolation, ParseStats
-from twitch_ingestion.twitch.commands.clearchat import parse_clearchat
-from twitch_ingestion.twitch.commands.clearmsg import parse_clearmsg
-from twitch_ingestion.twitch.commands.roomstate import parse_roomstate
-from twitch_ingestion.twitch.commands.usernotice import parse_usernotice
-from twitch_ingestion.twitch.irc import parse_line
+from twitch_ingestion.sources.irc.commands import ContractViolation, ParseStats
+from twitch_ingestion.sources.irc.commands.clearchat import parse_clearchat
+from twitch_ingestion.sources.irc.commands.clearmsg import parse_clearmsg
+from twitch_ingestion.sources.irc.commands.roomstate import parse_roomstate
+from twitch_ingestion.sources.irc.commands.usernotice import parse_usernotice
+from twitch_ingestion.sources.irc.irc import parse_line
 
 RECEIVED_AT = 1_700_000_000_123
 

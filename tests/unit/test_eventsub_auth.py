@@ -6,9 +6,9 @@ import asyncio
 import json
 from urllib.parse import parse_qs
 
-from twitch_ingestion.eventsub.auth import TokenKeeper
-from twitch_ingestion.eventsub.http_messages import HttpRequest, HttpResponse
-from twitch_ingestion.eventsub.tokens import TokenError, ValidToken
+from twitch_ingestion.sources.eventsub.auth import TokenKeeper
+from twitch_ingestion.sources.eventsub.http_messages import HttpRequest, HttpResponse
+from twitch_ingestion.sources.eventsub.tokens import TokenError, ValidToken
 
 CLIENT_ID = "cid"
 FIRST = "firstaccesstoken0000000000000"

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from twitch_ingestion.eventsub.messages import (
+from twitch_ingestion.models import ChatMessage, UserNotice
+from twitch_ingestion.sources.eventsub.messages import (
     DeadLetter,
     Keepalive,
     Notification,
@@ -28,12 +29,11 @@ from twitch_ingestion.eventsub.messages import (
     decode_frame,
     rfc3339_to_unix_ms,
 )
-from twitch_ingestion.eventsub.records import (
+from twitch_ingestion.sources.eventsub.records import (
     CHAT_SUBSCRIPTION_TYPES,
     EventSubRecord,
     notification_record,
 )
-from twitch_ingestion.models import ChatMessage, UserNotice
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 CORPUS_DIR = REPO_DIR.parent / "shared" / "eventsub-corpus"

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from twitch_ingestion.eventsub.helix import (
+from twitch_ingestion.sources.eventsub.helix import (
     ChannelProblem,
     HelixRefusal,
     RateLimiter,
@@ -21,7 +21,7 @@ from twitch_ingestion.eventsub.helix import (
     subscription_request,
     users_requests,
 )
-from twitch_ingestion.eventsub.http_messages import HttpResponse
+from twitch_ingestion.sources.eventsub.http_messages import HttpResponse
 
 API = "https://api.twitch.tv/helix"
 CLIENT_ID = "wbmytr93xzw8zbg0p1izqyzzc5mbiz"

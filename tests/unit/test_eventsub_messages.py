@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twitch_ingestion.eventsub.messages import (
+from twitch_ingestion.sources.eventsub.messages import (
     DeadLetter,
     Keepalive,
     Notification,

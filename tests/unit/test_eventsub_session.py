@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from twitch_ingestion.eventsub.messages import (
+from twitch_ingestion.sources.eventsub.messages import (
     Keepalive,
     Notification,
     Reconnect,
@@ -13,7 +13,7 @@ from twitch_ingestion.eventsub.messages import (
     SubscriptionInfo,
     Welcome,
 )
-from twitch_ingestion.eventsub.session import (
+from twitch_ingestion.sources.eventsub.session import (
     CLOSE_CODES,
     DEFAULT_KEEPALIVE_MARGIN_S,
     NON_RETRYABLE_REVOCATIONS,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from twitch_ingestion.eventsub.client import (
+from twitch_ingestion.sources.eventsub.client import (
     DEFAULT_API_URL,
     DEFAULT_AUTH_URL,
     DEFAULT_EVENTSUB_URL,

@@ -11,14 +11,14 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from twitch_ingestion.eventsub.messages import Notification, decode_frame
-from twitch_ingestion.eventsub.records import EventSubRecord, notification_record
 from twitch_ingestion.models import ChatMessage
 from twitch_ingestion.simulator.chatgen import ChatGenerator
 from twitch_ingestion.simulator.eventsub_server import privmsg_event
 from twitch_ingestion.simulator.wire import room_id_for
-from twitch_ingestion.twitch.irc import parse_line
-from twitch_ingestion.twitch.routing import route_message
+from twitch_ingestion.sources.eventsub.messages import Notification, decode_frame
+from twitch_ingestion.sources.eventsub.records import EventSubRecord, notification_record
+from twitch_ingestion.sources.irc.irc import parse_line
+from twitch_ingestion.sources.irc.routing import route_message
 
 RECEIVED_AT = 1_800_000_000_000
 

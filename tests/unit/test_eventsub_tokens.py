@@ -8,8 +8,8 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from twitch_ingestion.eventsub.http_messages import HttpResponse, strip_oauth_prefix
-from twitch_ingestion.eventsub.tokens import (
+from twitch_ingestion.sources.eventsub.http_messages import HttpResponse, strip_oauth_prefix
+from twitch_ingestion.sources.eventsub.tokens import (
     EVENTSUB_SCOPE,
     IRC_SCOPE,
     REFRESH_MARGIN_S,

@@ -18,10 +18,10 @@ import pytest
 from tests import corpus
 from tests.corpus import REPO_DIR
 from twitch_ingestion.models import ChatEventRecord
-from twitch_ingestion.twitch.commands import ParseStats
-from twitch_ingestion.twitch.irc import parse_line
-from twitch_ingestion.twitch.routing import ContractViolation, route_message
-from twitch_ingestion.twitch.session import ChatLines, MalformedLine, TwitchSession
+from twitch_ingestion.sources.irc.commands import ParseStats
+from twitch_ingestion.sources.irc.irc import parse_line
+from twitch_ingestion.sources.irc.routing import ContractViolation, route_message
+from twitch_ingestion.sources.irc.session import ChatLines, MalformedLine, TwitchSession
 
 FIXTURES = REPO_DIR / "tests" / "fixtures" / "twitch-irc"
 RECEIVED_AT = 1_700_000_000_500

@@ -8,8 +8,8 @@ import msgspec
 import pytest
 
 from tests.corpus import excluded_lines, index_rows, iter_raw_lines
-from twitch_ingestion.twitch.commands import ContractViolation, ParseStats
-from twitch_ingestion.twitch.irc import (
+from twitch_ingestion.sources.irc.commands import ContractViolation, ParseStats
+from twitch_ingestion.sources.irc.irc import (
     IrcMessage,
     IrcParseError,
     decode_tags,
@@ -19,7 +19,7 @@ from twitch_ingestion.twitch.irc import (
     parse_tags,
     unescape_tag_value,
 )
-from twitch_ingestion.twitch.routing import route_message
+from twitch_ingestion.sources.irc.routing import route_message
 
 # --- tag values: unescaping ------------------------------------------------------------
 
@@ -239,7 +239,7 @@ def test_every_corpus_line_parses_with_the_indexed_command() -> None:
 
 
 def test_line_fast_path_matches_the_general_parser_on_every_corpus_line() -> None:
-    from twitch_ingestion.twitch.irc import _parse_line_general
+    from twitch_ingestion.sources.irc.irc import _parse_line_general
 
     for line_no, line in iter_raw_lines():
         fast, general = parse_line(line), _parse_line_general(line)
@@ -253,7 +253,7 @@ def test_line_fast_path_matches_the_general_parser_on_every_corpus_line() -> Non
 
 
 def test_fast_tag_path_matches_the_spec_exact_parser_on_every_corpus_line() -> None:
-    from twitch_ingestion.twitch.irc import _parse_tags_exact
+    from twitch_ingestion.sources.irc.irc import _parse_tags_exact
 
     for line_no, line in iter_raw_lines():
         message = parse_line(line)

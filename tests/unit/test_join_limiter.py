@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from twitch_ingestion.twitch.join_limiter import JoinRateLimiter
+from twitch_ingestion.sources.irc.join_limiter import JoinRateLimiter
 
 
 def max_in_any_window(stamps: list[float], window: float) -> int:

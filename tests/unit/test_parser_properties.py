@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from twitch_ingestion.models import ChatMessage
-from twitch_ingestion.twitch.commands import ContractViolation, ParseStats
-from twitch_ingestion.twitch.emotes import emote_codes, parse_emote_tag
-from twitch_ingestion.twitch.irc import (
+from twitch_ingestion.sources.irc.commands import ContractViolation, ParseStats
+from twitch_ingestion.sources.irc.emotes import emote_codes, parse_emote_tag
+from twitch_ingestion.sources.irc.irc import (
     IrcMessage,
     IrcParseError,
     _parse_line_general,
@@ -22,7 +22,7 @@ from twitch_ingestion.twitch.irc import (
     parse_tags,
     unescape_tag_value,
 )
-from twitch_ingestion.twitch.routing import route_message
+from twitch_ingestion.sources.irc.routing import route_message
 
 BOUNDED = settings(max_examples=200, deadline=None)
 

@@ -19,9 +19,9 @@ from twitch_ingestion.simulator import (
     SimulatorConfig,
     TwitchSimulator,
 )
-from twitch_ingestion.twitch.irc import IrcMessage
-from twitch_ingestion.twitch.pool import TwitchAuthenticationError, TwitchGaveUp, TwitchSource
-from twitch_ingestion.twitch.session import ConnectionStatus
+from twitch_ingestion.sources.irc.irc import IrcMessage
+from twitch_ingestion.sources.irc.pool import TwitchAuthenticationError, TwitchGaveUp, TwitchSource
+from twitch_ingestion.sources.irc.session import ConnectionStatus
 
 TOKEN = "oauth:pooltestsecrettoken0123456789ab"
 

@@ -6,12 +6,12 @@ import pytest
 from structlog.testing import capture_logs
 
 from twitch_ingestion.metrics import REGISTRY
-from twitch_ingestion.twitch.connection import DisconnectCause
-from twitch_ingestion.twitch.dedup import RecentIds
-from twitch_ingestion.twitch.irc import parse_line
-from twitch_ingestion.twitch.malformed_log import MalformedLineLog
-from twitch_ingestion.twitch.open_pacer import OpenPacer
-from twitch_ingestion.twitch.pool_policy import (
+from twitch_ingestion.sources.irc.connection import DisconnectCause
+from twitch_ingestion.sources.irc.dedup import RecentIds
+from twitch_ingestion.sources.irc.irc import parse_line
+from twitch_ingestion.sources.irc.malformed_log import MalformedLineLog
+from twitch_ingestion.sources.irc.open_pacer import OpenPacer
+from twitch_ingestion.sources.irc.pool_policy import (
     ChannelPlan,
     HandoverPlan,
     HandoverStep,

@@ -11,14 +11,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from twitch_ingestion.metrics import REGISTRY
-from twitch_ingestion.twitch.connection import DisconnectCause
-from twitch_ingestion.twitch.pool import (
+from twitch_ingestion.sources.irc.connection import DisconnectCause
+from twitch_ingestion.sources.irc.pool import (
     PoolConnection,
     SlotChatHandler,
     SlotEventHandler,
     TwitchSource,
 )
-from twitch_ingestion.twitch.session import ChatLines, ConnectionStatus, TwitchSession
+from twitch_ingestion.sources.irc.session import ChatLines, ConnectionStatus, TwitchSession
 
 from .test_pool import RecordingSink, eventually, running, settings
 

@@ -8,9 +8,9 @@ import msgspec
 import pytest
 
 from twitch_ingestion.models import ChatMessage, decode_chat_message, encode_record
-from twitch_ingestion.twitch.commands import DEFAULT_PARSE_STATS, ContractViolation, ParseStats
-from twitch_ingestion.twitch.commands.privmsg import parse_privmsg
-from twitch_ingestion.twitch.irc import IrcMessage, parse_line
+from twitch_ingestion.sources.irc.commands import DEFAULT_PARSE_STATS, ContractViolation, ParseStats
+from twitch_ingestion.sources.irc.commands.privmsg import parse_privmsg
+from twitch_ingestion.sources.irc.irc import IrcMessage, parse_line
 
 RECEIVED_AT = 1_700_000_000_123
 PREFIX = ":randers!randers@randers.tmi.twitch.tv"
@@ -82,6 +82,7 @@ def test_chat_message_field_order_is_the_positional_contract() -> None:
         "schema_version",
         "source_room_id",
         "source_message_id",
+        "ingested_via",
     )
 
 

@@ -11,8 +11,8 @@ import pytest
 
 from tests.corpus import expected_fields, index_rows, iter_raw_lines
 from twitch_ingestion.models import ChatEvent, ChatMessage, encode_record
-from twitch_ingestion.twitch.irc import parse_line
-from twitch_ingestion.twitch.routing import (
+from twitch_ingestion.sources.irc.irc import parse_line
+from twitch_ingestion.sources.irc.routing import (
     EVENT_COMMANDS,
     ContractViolation,
     Destination,

@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 from twitch_ingestion.config import load_settings
 from twitch_ingestion.kafka.buffer import BufferLockedError, DurableBufferError
 from twitch_ingestion.service import ExitCode, _buffer_problem, _exit_code_for
-from twitch_ingestion.twitch.pool import TwitchGaveUp
+from twitch_ingestion.sources.irc.pool import TwitchGaveUp
 
 
 def test_a_buffer_error_that_names_buffer_dir_is_shown_as_it_is(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from twitch_ingestion.twitch.session import (
+from twitch_ingestion.sources.irc.session import (
     MAX_LINE_BYTES,
     AuthenticationFailed,
     ChannelJoined,

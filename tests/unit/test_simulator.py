@@ -30,7 +30,7 @@ from twitch_ingestion.simulator import (
     load_corpus,
 )
 from twitch_ingestion.simulator.cli import add_simulate_arguments, config_from_args
-from twitch_ingestion.twitch.irc import parse_line
+from twitch_ingestion.sources.irc.irc import parse_line
 
 SHARED_CORPUS = default_corpus_path()
 GENERATED_CHAT_FILE = REPO_DIR / "tests" / "fixtures" / "twitch-irc" / "generated-chat.txt"

@@ -29,9 +29,9 @@ from twitch_ingestion.simulator.replay import (
 from twitch_ingestion.simulator.sample import sample_chat_lines
 from twitch_ingestion.simulator.stats import StreamStats
 from twitch_ingestion.simulator.streams import NumberedSource, RatePacer, ReplaySource
-from twitch_ingestion.twitch.commands import ParseStats
-from twitch_ingestion.twitch.irc import parse_line
-from twitch_ingestion.twitch.routing import route_message
+from twitch_ingestion.sources.irc.commands import ParseStats
+from twitch_ingestion.sources.irc.irc import parse_line
+from twitch_ingestion.sources.irc.routing import route_message
 
 # `event_type` of every record struct on the events topic.
 _EVENT_TYPE_TAGS = frozenset(

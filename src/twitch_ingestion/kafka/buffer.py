@@ -109,6 +109,9 @@ from twitch_ingestion.metrics import (
     BUFFER_REPLAYED,
 )
 
+# Re-exported: the record type is the sources' and the sink's (`records.py`).
+from twitch_ingestion.records import Headers, Record
+
 __all__ = [
     "Appended",
     "Buffer",
@@ -118,6 +121,7 @@ __all__ = [
     "BufferedRecord",
     "DiskBuffer",
     "DurableBufferError",
+    "Headers",
     "MemoryBuffer",
     "Record",
     "SegmentFiles",
@@ -126,10 +130,6 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-Headers = list[tuple[str, bytes]]
-# What the parser hands over: (topic, key, value, headers, created_at_ms). Plain tuples
-# keep the hot path free of object churn; `BufferedRecord` is the same shape with names.
-Record = tuple[str, bytes | None, bytes, Headers | None, int]
 
 # A segment is at most this fraction of BUFFER_MAX_BYTES, so that acked space comes back
 # in steps smaller than the whole cap (a 64 MiB segment under a 1 MiB cap would free
@@ -183,7 +183,8 @@ class BufferLockedError(BufferDirectoryError):
 
 
 class Buffer(Protocol):
-    """What the Kafka sink needs from a buffer; `DiskBuffer` and `MemoryBuffer` satisfy it."""
+    """What the Kafka sink (and the benchmarks) use of a buffer; `DiskBuffer` and
+    `MemoryBuffer` satisfy it."""
 
     def open(self) -> None: ...
 
@@ -195,33 +196,23 @@ class Buffer(Protocol):
 
     def ack(self, seq: int) -> None: ...
 
-    def has_room(self, nbytes: int) -> bool: ...
-
-    async def wait_for_room(self, nbytes: int) -> None: ...
-
     def replay(self) -> Iterator[tuple[int, BufferedRecord]]: ...
 
     def unacked(self) -> Iterator[tuple[int, BufferedRecord]]: ...
 
     def maybe_sync(self, now: float | None = None) -> bool: ...
 
-    def sync(self) -> None: ...
+    def spill(self) -> int:
+        """Make what is only in memory survive a crash (Kafka is down); returns how
+        many records were written. 0 for a buffer that writes to disk by itself."""
+        ...
 
     def close(self) -> None: ...
-
-    def oldest_unacked_age_s(self, now_ms: int) -> float: ...
 
     def update_metrics(self, now_ms: int | None = None) -> None: ...
 
     @property
     def records(self) -> int: ...
-
-    @property
-    def replayed(self) -> int: ...
-
-    # Last: mypy resolves later annotations in the class to this property, not the type.
-    @property
-    def bytes(self) -> int: ...
 
 
 class SegmentFiles:

@@ -49,7 +49,8 @@ class KafkaProducer:
         # librdkafka must never give up on a record it has sent: it cannot know whether
         # the broker wrote it, and a record re-produced after such a timeout would be a
         # duplicate (its idempotent retry would not), or overtaken by younger ones.
-        # KafkaSink uses KAFKA_MESSAGE_TIMEOUT_MS as its stall timeout instead.
+        # The sink's delivery decisions (kafka/delivery.py) use KAFKA_MESSAGE_TIMEOUT_MS as a
+        # stall timeout instead.
         conf["message.timeout.ms"] = 0
         conf.update(extra_config or {})
         log.info("kafka producer configured", config=redacted(conf))

@@ -1,74 +1,56 @@
-"""The Kafka sink: Twitch lines in, records on their topics out, nothing dropped.
+"""The Kafka sink: records in, records on their topics out, nothing dropped.
 
-Per read chunk the source hands over its parsed lines; each is routed (chat message,
-community/moderation event, or connection-level line that stays internal) and encoded
-to JSON. The chunk's records are appended to the buffer (on disk before anything else,
-in `disk` mode) and then enqueued in librdkafka, each with its buffer sequence number;
-a delivery report acknowledges that number, which is what lets the buffer forget it.
+A source hands over each read chunk's records (`deliver`, the `RecordSink` protocol of
+`records.py`); the sink never asks where they came from. The chunk's records are
+appended to the buffer (on disk before anything else, in `disk` mode) and then enqueued
+in librdkafka, each with its buffer sequence number; a delivery report acknowledges that
+number, which is what lets the buffer forget it.
 
-Lines that break the contract go to the dead-letter topic with the exact raw bytes,
-through the buffer like any record. Records Kafka refuses for good (too large, not
-authorised) are dead-lettered, or kept and retried slowly when there is no DLQ.
-
-Outages keep each channel's order and add no duplicates. librdkafka never gives a record
-up (`KafkaProducer` sets its `message.timeout.ms` to infinite): a record already sent
-when the broker died may have been written without the acknowledgement coming back, and
-only librdkafka's idempotent retry of that same request (same producer id and sequence)
-lets the broker recognise it; a record re-produced after a timeout would be a duplicate.
-Instead, when Kafka has acknowledged nothing for `KAFKA_MESSAGE_TIMEOUT_MS` while records
-are outstanding, the sink *pauses*: new records only go to the buffer (which is sized
-for an outage; librdkafka's queue is not), librdkafka keeps and later delivers what it
-holds, and once it holds nothing the sink *rewinds*: it produces every unacknowledged
-record from the buffer, in append order, then resumes.
-
-A record that fails for another transient reason (an unknown topic, retries exhausted)
-rewinds too, after taking back what librdkafka has queued but not sent, since younger
-records would otherwise overtake it; retrying just the failed record, as a per-record
-retry queue would, breaks the order. This rare path can duplicate a record librdkafka had
-queued for a retry after an acknowledgement was lost.
+What to do when a record fails, when Kafka stalls and when to rewind is decided by
+`DeliveryState` (`kafka/delivery.py`, which explains how channel order survives an
+outage without duplicates). This module is the shell around it: it reads Kafka's error
+codes (`_PERMANENT_ERRORS`), feeds the decisions the events and the time, and executes
+their answers against a `Producer` and a `Buffer`, with the metrics and the logs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 
 import msgspec
 import structlog
 from confluent_kafka import KafkaError, Message
 
 from twitch_ingestion.config import Settings
-from twitch_ingestion.kafka.buffer import Appended, Buffer, MemoryBuffer, Record
-from twitch_ingestion.kafka.producer import KafkaProducer
+from twitch_ingestion.kafka.buffer import Appended, Buffer
+from twitch_ingestion.kafka.delivery import (
+    Action,
+    DeadLetter,
+    DeliveryState,
+    Failure,
+    PurgeQueue,
+    Stalled,
+    StartRewind,
+)
+from twitch_ingestion.kafka.producer import DeliveryCallback
 from twitch_ingestion.log_throttle import ThrottledLogger
 from twitch_ingestion.metrics import (
     BUFFER_REPLAYED,
     DEAD_LETTERS,
     DELIVERY_ERRORS,
     DELIVERY_LATENCY,
-    MESSAGES_PARSED,
     MESSAGES_PRODUCED,
 )
-from twitch_ingestion.twitch.irc import IrcMessage
-from twitch_ingestion.twitch.routing import ContractViolation, Destination, route_message
+from twitch_ingestion.records import Headers, Record
 
-__all__ = [
-    "DLQ_HEADER_ERROR",
-    "DLQ_HEADER_REASON",
-    "DLQ_HEADER_RECEIVED_AT",
-    "DeliveryCounts",
-    "KafkaSink",
-]
+__all__ = ["DeliveryCounts", "KafkaSink", "Producer"]
 
 log = structlog.get_logger(__name__)
-
-DLQ_HEADER_REASON = "dlq.reason"
-DLQ_HEADER_RECEIVED_AT = "dlq.received_at"
-DLQ_HEADER_ERROR = "dlq.error"
 
 # Kafka will never accept these records as they are: retrying would loop for ever.
 _PERMANENT_ERRORS = frozenset(
@@ -82,15 +64,44 @@ _PERMANENT_ERRORS = frozenset(
         KafkaError._INVALID_ARG,
     }
 )
-# After a stall or a transient failure the rewind waits this long before producing again.
-_REDELIVERY_DELAY_S = 1.0
-# With no DLQ to take a refused record, it is retried this rarely (and logged each time).
-_REFUSED_RETRY_DELAY_S = 30.0
 # Maintenance cadence: group commit of the buffer, redelivery, gauges.
 _TICK_S = 0.01
+# Gauges and the in-memory buffer's spill (while Kafka is unreachable) run this often.
+_METRICS_INTERVAL_S = 1.0
 # Prometheus observations cost a lock each; on the hot path they are counted locally
 # and published once per tick, and delivery latency is sampled one record in this many.
 _LATENCY_SAMPLE_EVERY = 8
+
+
+class Producer(Protocol):
+    """What the sink needs from a producer; `KafkaProducer` satisfies it, tests fake it."""
+
+    @property
+    def reachable(self) -> bool:
+        """A broker connection is up (the in-memory buffer spills to disk while not)."""
+
+    def __len__(self) -> int:
+        """Records enqueued and not yet reported (acknowledged or failed)."""
+
+    def produce_nowait(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        timestamp_ms: int,
+        on_delivery: DeliveryCallback,
+        headers: Headers | None = None,
+    ) -> None:
+        """Enqueue one record; raises `BufferError` when the local queue is full."""
+
+    async def wait_for_queue_space(self) -> None:
+        """Serve delivery reports for a moment, so the queue can make room."""
+
+    def purge_queued(self) -> None:
+        """Take back every record queued but not sent (each reported as _PURGE_QUEUE)."""
+
+    def poll(self) -> int:
+        """Serve pending delivery reports now."""
 
 
 @dataclass(slots=True)
@@ -101,53 +112,43 @@ class DeliveryCounts:
     delivered: int = 0
     redelivered: int = 0
     dead_lettered: int = 0
+    """Records Kafka refused for good and sent to the DLQ (a source counts its own)."""
     failed: int = 0
     replayed: int = 0
 
 
 class KafkaSink:
-    """Routes, encodes, buffers and produces every line the Twitch source delivers."""
+    """Buffers and produces every record a source delivers; a `RecordSink`."""
 
-    def __init__(self, settings: Settings, producer: KafkaProducer, buffer: Buffer) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        producer: Producer,
+        buffer: Buffer,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._producer = producer
         self._buffer = buffer
-        self._topics = {
-            Destination.CHAT: settings.kafka_topic_chat_messages,
-            Destination.EVENTS: settings.kafka_topic_chat_events,
-        }
+        self._clock = clock
         kinds = {
             settings.kafka_topic_chat_messages: "chat",
             settings.kafka_topic_chat_events: "events",
         }
-        self._raw_topic = settings.kafka_topic_raw
-        if self._raw_topic:
-            kinds[self._raw_topic] = "raw"
-        self._dlq_topic = settings.kafka_topic_dlq
-        if self._dlq_topic:
-            kinds[self._dlq_topic] = "dlq"
+        if settings.kafka_topic_raw:
+            kinds[settings.kafka_topic_raw] = "raw"
+        if settings.kafka_topic_dlq:
+            kinds[settings.kafka_topic_dlq] = "dlq"
         self._kind_by_topic = kinds
         self._delivered_by_topic: dict[str, int] = {}
         self._latency_tick = 0
-        self._encode = msgspec.json.Encoder().encode
-        self._key_cache: dict[str, bytes] = {}
-        self._redelivery: deque[tuple[float, int, Record]] = deque()
-        # Buffer seqs waiting in `_redelivery` (refused records retried slowly); a rewind
-        # leaves them to it.
-        self._parked: set[int] = set()
-        # Rewind state (see the module docstring). `_paused`: new records are buffered but
-        # not produced. `_purged`: librdkafka's queue was taken back since the last rewind.
-        # `_rewind_due`: a rewind is wanted, not before this monotonic time.
-        # `_rewind_task`: the rewind producing right now.
-        self._paused = False
-        self._purged = False
-        self._rewind_due: float | None = None
+        self._delivery = DeliveryState(
+            dlq_topic=settings.kafka_topic_dlq,
+            stall_timeout_s=settings.kafka_message_timeout_ms / 1000,
+            now=clock(),
+        )
         self._rewind_task: asyncio.Task[None] | None = None
-        # Stall watchdog: Kafka has acknowledged nothing for this long while records were
-        # outstanding -> rewind. `_progress_at` is when the last acknowledgement (or an
-        # empty librdkafka queue) was seen, `_progress_count` the delivered count then.
-        self._stall_timeout_s = settings.kafka_message_timeout_ms / 1000
-        self._progress_at = time.monotonic()
-        self._progress_count = 0
+        self._metrics_at = float("-inf")
         self._errors = ThrottledLogger(log, interval_s=10.0)
         self.counts = DeliveryCounts()
 
@@ -158,50 +159,10 @@ class KafkaSink:
 
     # --- hot path ---------------------------------------------------------------------
 
-    async def deliver(
-        self, messages: list[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
-    ) -> None:
+    async def deliver(self, records: list[Record]) -> None:
         """Buffer and produce one read chunk; waits only for buffer room or queue space."""
-        chat_topic = self._topics[Destination.CHAT]
-        events_topic = self._topics[Destination.EVENTS]
-        chat = Destination.CHAT
-        encode = self._encode
-        key_for = self._key
-        raw_topic = self._raw_topic
-        records: list[Record] = []
-        append = records.append
-        for message in messages:
-            if raw_topic is not None:
-                append(
-                    (
-                        raw_topic,
-                        key_for(message.channel or ""),
-                        message.raw.encode(),
-                        None,
-                        received_at_ms,
-                    )
-                )
-            try:
-                routed = route_message(message, received_at_ms, room_ids)
-            except ContractViolation as violation:
-                append(
-                    self._dead_letter_record(message.raw.encode(), violation.reason, received_at_ms)
-                )
-                continue
-            if routed is not None:
-                append(
-                    (
-                        # An identity test, not a dict lookup: Enum.__hash__ runs in Python.
-                        chat_topic if routed.destination is chat else events_topic,
-                        key_for(routed.key),
-                        encode(routed.record),
-                        None,
-                        received_at_ms,
-                    )
-                )
         if not records:
             return
-        MESSAGES_PARSED.labels("routed").inc(len(records))
         offset = 0
         for appended in await self._buffer.append_all(records, self._produce_chunk):
             offset += appended.accepted
@@ -225,9 +186,10 @@ class KafkaSink:
     ) -> None:
         produce = self._producer.produce_nowait
         on_delivery = self._on_delivery
+        delivery = self._delivery
         seq = first_seq
         for index in range(start, start + count):
-            if self._paused:
+            if delivery.paused:
                 # Kafka stalled or a record failed: these stay in the buffer, and the
                 # rewind produces them after every older record.
                 return
@@ -239,45 +201,30 @@ class KafkaSink:
                     break
                 except BufferError:
                     # librdkafka's queue is full. Wait for room while Kafka makes progress;
-                    # once the stall watchdog pauses the sink, stop waiting (librdkafka
+                    # once the stall watchdog pauses delivery, stop waiting (librdkafka
                     # never times records out, so the room may not come before the broker
                     # does) and let the buffer keep the rest.
-                    if self._paused:
+                    if delivery.paused:
                         return
                     await self._producer.wait_for_queue_space()
             seq += 1
 
-    def _key(self, channel: str) -> bytes:
-        key = self._key_cache.get(channel)
-        if key is None:
-            key = self._key_cache[channel] = channel.encode()
-        return key
-
-    # --- dead letters -------------------------------------------------------------------
-
-    def _dead_letter_record(self, raw: bytes, reason: str, received_at_ms: int) -> Record:
-        DEAD_LETTERS.labels(reason).inc()
-        self.counts.dead_lettered += 1
-        self._errors.warning("line dead-lettered", reason, reason=reason, size=len(raw))
-        headers = [
-            (DLQ_HEADER_REASON, reason.encode()),
-            (DLQ_HEADER_RECEIVED_AT, str(received_at_ms).encode()),
-        ]
-        topic = self._dlq_topic
-        if topic is None:
-            # No DLQ configured: the line is still counted and logged above; keeping it
-            # would mean retrying a record that has nowhere to go.
-            return ("", None, raw, headers, received_at_ms)
-        return (topic, None, raw, headers, received_at_ms)
-
-    def dead_letter(self, raw: bytes, reason: str, received_at_ms: int) -> None:
-        """Keep a line the source could not even decode: exact bytes, reason, time."""
-        record = self._dead_letter_record(raw, reason, received_at_ms)
-        if not record[0]:
-            return
+    def deliver_nowait(self, record: Record) -> None:
+        """Buffer (if there is room) and produce one record without waiting."""
         appended = self._buffer.append_batch([record])
-        seq = appended.first_seq if appended.accepted else -1
-        self._enqueue(seq, record)
+        if appended.accepted:
+            self.counts.enqueued += 1
+        self._produce_now(appended.first_seq if appended.accepted else -1, record)
+
+    def _produce_now(self, seq: int, record: Record) -> None:
+        """Hand a record to librdkafka now, or to a later tick when its queue is full."""
+        topic, key, value, headers, timestamp_ms = record
+        try:
+            self._producer.produce_nowait(
+                topic, key, value, timestamp_ms, partial(self._on_delivery, seq), headers
+            )
+        except BufferError:
+            self._delivery.on_queue_full(seq, record, self._clock())
 
     # --- delivery reports -----------------------------------------------------------------
 
@@ -297,114 +244,77 @@ class KafkaSink:
         self._on_delivery_failed(seq, error, message)
 
     def _on_delivery_failed(self, seq: int, error: KafkaError, message: Message) -> None:
-        if error.code() == KafkaError._PURGE_QUEUE:
-            # Taken back unsent by `_pause_for_rewind`: the rewind produces it again.
-            if seq < 0:
-                self._enqueue(seq, _record_of(message), _REDELIVERY_DELAY_S)
-            return
-        self.counts.failed += 1
-        DELIVERY_ERRORS.labels(error.name()).inc()
         record = _record_of(message)
-        key = record[1]
-        self._errors.warning(
-            "kafka delivery failed",
-            error.name(),
-            error=error.str(),
-            code=error.name(),
-            topic=record[0],
-            channel=key.decode(errors="replace") if key is not None else None,
-            message_id=_message_id(record[2]),
-            retrying=error.code() not in _PERMANENT_ERRORS,
-        )
-        if error.code() not in _PERMANENT_ERRORS:
-            if seq < 0:
-                # Not in the buffer (it refused the record), so no rewind would find it.
-                self._enqueue(seq, record, _REDELIVERY_DELAY_S)
-            else:
-                self._pause_for_rewind(failed=True)
-        elif self._dlq_topic is None or record[0] == self._dlq_topic:
-            # Nowhere to put it: keep it and retry slowly rather than drop it.
-            if seq >= 0:
-                self._parked.add(seq)
-            self._enqueue(seq, record, _REFUSED_RETRY_DELAY_S)
+        code = error.code()
+        if code == KafkaError._PURGE_QUEUE:
+            failure = Failure.PURGED
         else:
-            DEAD_LETTERS.labels(error.name()).inc()
-            self.counts.dead_lettered += 1
-            headers = [
-                (DLQ_HEADER_REASON, b"kafka-refused"),
-                (DLQ_HEADER_ERROR, error.name().encode()),
-                (DLQ_HEADER_RECEIVED_AT, str(record[4]).encode()),
-                ("dlq.topic", record[0].encode()),
-            ]
-            # Same seq: the buffer forgets the record once its dead letter is acknowledged.
-            self._enqueue(seq, (self._dlq_topic, record[1], record[2], headers, record[4]))
+            failure = Failure.PERMANENT if code in _PERMANENT_ERRORS else Failure.TRANSIENT
+            self.counts.failed += 1
+            DELIVERY_ERRORS.labels(error.name()).inc()
+            key = record[1]
+            self._errors.warning(
+                "kafka delivery failed",
+                error.name(),
+                error=error.str(),
+                code=error.name(),
+                topic=record[0],
+                channel=key.decode(errors="replace") if key is not None else None,
+                message_id=_message_id(record[2]),
+                retrying=failure is Failure.TRANSIENT,
+            )
+        now = self._clock()
+        self._execute(self._delivery.on_failed(seq, record, failure, error.name(), now), now)
 
-    def _enqueue(self, seq: int, record: Record, delay_s: float = 0.0) -> None:
-        """Hand a record to librdkafka now, or to the redelivery queue."""
-        if not delay_s:
-            topic, key, value, headers, timestamp_ms = record
-            try:
-                self._producer.produce_nowait(
-                    topic, key, value, timestamp_ms, partial(self._on_delivery, seq), headers
-                )
-                return
-            except BufferError:
-                pass
-        self._redelivery.append((time.monotonic() + delay_s, seq, record))
-
-    def _pause_for_rewind(self, *, failed: bool) -> None:
-        """Stop producing new records until a rewind has run.
-
-        `failed`: a record failed, so the younger records librdkafka has queued for its
-        partition would reach Kafka before its redelivery; they are taken back (reported
-        as _PURGE_QUEUE; they stay in the buffer for the rewind). On a mere stall nothing
-        is taken back: librdkafka delivers what it holds, in order, once Kafka answers.
-        """
-        self._paused = True
-        if self._rewind_due is None:
-            self._rewind_due = time.monotonic() + _REDELIVERY_DELAY_S
-        if failed and not self._purged:
-            # Once per rewind: while paused nothing new reaches librdkafka's queue.
-            self._purged = True
-            self._producer.purge_queued()
+    def _execute(self, actions: list[Action], now: float) -> None:
+        for action in actions:
+            match action:
+                case DeadLetter(seq=seq, record=record, error=error):
+                    DEAD_LETTERS.labels(error).inc()
+                    self.counts.dead_lettered += 1
+                    self._produce_now(seq, record)
+                case PurgeQueue():
+                    self._producer.purge_queued()
+                case Stalled(outstanding=outstanding, stalled_s=stalled_s):
+                    self._errors.warning(
+                        "kafka delivery stalled",
+                        "stalled",
+                        outstanding=outstanding,
+                        stalled_s=stalled_s,
+                        action="new records are kept in the buffer until Kafka answers",
+                    )
+                case StartRewind():
+                    # A task of its own: a large backlog must not hold up group commit.
+                    self._rewind_task = asyncio.create_task(self._rewind(), name="kafka-rewind")
 
     async def _rewind(self) -> None:
-        """Produce every unacknowledged record again, in append order, then resume.
-
-        Runs when librdkafka holds nothing of ours, so no record is produced twice at
-        once. Records buffered meanwhile are picked up by another pass; the pass that
-        finds nothing new runs without awaiting, so nothing can slip in before `deliver`
-        produces directly again. A failure during the rewind ends it; the next one
-        starts once librdkafka is empty again.
-        """
-        self._rewind_due = None
-        self._purged = False
+        """Produce every unacknowledged record again, in append order, then resume."""
+        delivery = self._delivery
+        produce = self._producer.produce_nowait
+        on_delivery = self._on_delivery
         produced = 0
-        last = -1
-        while self._rewind_due is None:
-            progressed = False
-            for seq, buffered in self._buffer.unacked():
-                if seq <= last or seq in self._parked:
-                    continue
-                if self._rewind_due is not None:
+        try:
+            while not delivery.rewind_interrupted:
+                before = produced
+                for seq, buffered in delivery.rewind_pass(self._buffer.unacked()):
+                    topic, key, value, headers, timestamp_ms = buffered
+                    callback = partial(on_delivery, seq)
+                    while True:
+                        try:
+                            produce(topic, key, value, timestamp_ms, callback, headers)
+                            break
+                        except BufferError:
+                            await self._producer.wait_for_queue_space()
+                    produced += 1
+                if produced == before:
                     break
-                topic, key, value, headers, timestamp_ms = buffered
-                await self._producer.produce(
-                    topic, key, value, timestamp_ms, partial(self._on_delivery, seq), headers
-                )
-                last = seq
-                progressed = True
-                produced += 1
-            if not progressed:
-                break
-        if self._rewind_due is None:
-            self._paused = False
+        except Exception as error:  # any failure: log it, rewind again later
+            log.error("kafka redelivery failed", error=repr(error))
+            delivery.rewind_failed(self._clock())
+            return
+        complete = delivery.end_rewind()
         self.counts.redelivered += produced
-        log.info(
-            "kafka redelivery",
-            records=produced,
-            complete=not self._paused,
-        )
+        log.info("kafka redelivery", records=produced, complete=complete)
 
     # --- startup and maintenance -------------------------------------------------------------
 
@@ -434,60 +344,36 @@ class KafkaSink:
         return replayed
 
     async def run_maintenance(self) -> None:
-        """Group commit, redelivery, spill-when-down and metrics, every few milliseconds."""
-        buffer = self._buffer
-        last_metrics = 0.0
+        """`maintain` every few milliseconds, until cancelled."""
         while True:
-            now = time.monotonic()
-            buffer.maybe_sync(now)
-            rewind = self._rewind_task
-            if rewind is not None and rewind.done():
-                if not rewind.cancelled() and rewind.exception() is not None:
-                    log.error("kafka redelivery failed", error=repr(rewind.exception()))
-                    self._rewind_due = now + _REDELIVERY_DELAY_S
-                self._rewind_task = rewind = None
-            self._watch_for_stall(now)
-            if (
-                rewind is None
-                and self._rewind_due is not None
-                and now >= self._rewind_due
-                and not len(self._producer)
-            ):
-                # A task of its own: a large backlog must not hold up group commit.
-                self._rewind_task = asyncio.create_task(self._rewind(), name="kafka-rewind")
-            while self._redelivery and self._redelivery[0][0] <= now:
-                _, seq, record = self._redelivery[0]
-                topic, key, value, headers, timestamp_ms = record
-                try:
-                    self._producer.produce_nowait(
-                        topic, key, value, timestamp_ms, partial(self._on_delivery, seq), headers
-                    )
-                except BufferError:
-                    break  # librdkafka's queue is full: next tick (never block this loop)
-                self._redelivery.popleft()
-                self._parked.discard(seq)
-                self.counts.redelivered += 1
-            if now - last_metrics >= 1.0:
-                last_metrics = now
-                self.publish_metrics()
-                if isinstance(buffer, MemoryBuffer) and not self._producer.reachable:
-                    buffer.spill()
+            self.maintain(self._clock())
             await asyncio.sleep(_TICK_S)
 
-    def _watch_for_stall(self, now: float) -> None:
-        delivered = self.counts.delivered
-        if delivered != self._progress_count or not len(self._producer):
-            self._progress_at = now
-            self._progress_count = delivered
-        elif not self._paused and now - self._progress_at >= self._stall_timeout_s:
-            self._errors.warning(
-                "kafka delivery stalled",
-                "stalled",
-                outstanding=len(self._producer),
-                stalled_s=round(now - self._progress_at, 1),
-                action="new records are kept in the buffer until Kafka answers",
-            )
-            self._pause_for_rewind(failed=False)
+    def maintain(self, now: float) -> None:
+        """Group commit, stall watch, rewind start, redelivery, spill-when-down, metrics."""
+        buffer = self._buffer
+        producer = self._producer
+        delivery = self._delivery
+        buffer.maybe_sync(now)
+        self._execute(
+            delivery.tick(now, in_flight=len(producer), delivered=self.counts.delivered), now
+        )
+        while (due := delivery.due_redelivery(now)) is not None:
+            seq, record = due
+            topic, key, value, headers, timestamp_ms = record
+            try:
+                producer.produce_nowait(
+                    topic, key, value, timestamp_ms, partial(self._on_delivery, seq), headers
+                )
+            except BufferError:
+                break  # librdkafka's queue is full: next tick (never block this loop)
+            delivery.redelivered()
+            self.counts.redelivered += 1
+        if now - self._metrics_at >= _METRICS_INTERVAL_S:
+            self._metrics_at = now
+            self.publish_metrics()
+            if not producer.reachable:
+                buffer.spill()
 
     def publish_metrics(self) -> None:
         for topic, count in self._delivered_by_topic.items():

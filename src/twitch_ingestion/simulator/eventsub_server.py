@@ -53,7 +53,7 @@ from aiohttp import WSMsgType, web
 from twitch_ingestion.simulator.chatgen import ChatGenerator
 from twitch_ingestion.simulator.streams import NUMBERED_SENDER
 from twitch_ingestion.simulator.wire import derived_uuid, room_id_for, user_id_for
-from twitch_ingestion.twitch.irc import parse_line
+from twitch_ingestion.sources.irc.irc import parse_line
 
 __all__ = [
     "CHAT_TYPES",

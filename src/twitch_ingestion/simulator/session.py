@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from twitch_ingestion.simulator import wire
-from twitch_ingestion.twitch.irc import IrcParseError, parse_line
+from twitch_ingestion.sources.irc.irc import IrcParseError, parse_line
 
 __all__ = [
     "MAX_CLIENT_LINE_BYTES",

@@ -26,7 +26,7 @@ from collections import deque
 
 import msgspec
 
-from twitch_ingestion.eventsub.messages import (
+from twitch_ingestion.sources.eventsub.messages import (
     EventSubMessage,
     Keepalive,
     Notification,

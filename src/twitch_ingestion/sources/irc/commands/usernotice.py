@@ -28,7 +28,7 @@ from twitch_ingestion.models import (
     Unraid,
     UserNotice,
 )
-from twitch_ingestion.twitch.commands.fields import (
+from twitch_ingestion.sources.irc.commands.fields import (
     EventFields,
     event_fields,
     non_negative_int,
@@ -36,9 +36,9 @@ from twitch_ingestion.twitch.commands.fields import (
     require_channel,
     unwrap_action,
 )
-from twitch_ingestion.twitch.commands.stats import DEFAULT_PARSE_STATS, ParseStats
-from twitch_ingestion.twitch.emotes import emote_codes
-from twitch_ingestion.twitch.irc import IrcMessage
+from twitch_ingestion.sources.irc.commands.stats import DEFAULT_PARSE_STATS, ParseStats
+from twitch_ingestion.sources.irc.emotes import emote_codes
+from twitch_ingestion.sources.irc.irc import IrcMessage
 
 __all__ = ["ANONYMOUS_GIFTER_LOGIN", "parse_usernotice"]
 

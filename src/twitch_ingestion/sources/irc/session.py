@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from twitch_ingestion.twitch.irc import IrcMessage, IrcParseError, parse_line
+from twitch_ingestion.sources.irc.irc import IrcMessage, IrcParseError, parse_line
 
 __all__ = [
     "AUTH_FAILURE_NOTICES",

@@ -11,9 +11,9 @@ import uuid
 from collections.abc import Mapping
 from typing import TypedDict
 
-from twitch_ingestion.twitch.commands.errors import ContractViolation
-from twitch_ingestion.twitch.commands.stats import ParseStats
-from twitch_ingestion.twitch.irc import IrcMessage
+from twitch_ingestion.sources.irc.commands.errors import ContractViolation
+from twitch_ingestion.sources.irc.commands.stats import ParseStats
+from twitch_ingestion.sources.irc.irc import IrcMessage
 
 __all__ = [
     "EVENT_ID_NAMESPACE",

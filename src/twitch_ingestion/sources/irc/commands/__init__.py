@@ -8,7 +8,7 @@ cannot turn into a valid record and counts repaired data in `ParseStats`.
 
 from __future__ import annotations
 
-from twitch_ingestion.twitch.commands.errors import ContractViolation
-from twitch_ingestion.twitch.commands.stats import DEFAULT_PARSE_STATS, ParseStats
+from twitch_ingestion.sources.irc.commands.errors import ContractViolation
+from twitch_ingestion.sources.irc.commands.stats import DEFAULT_PARSE_STATS, ParseStats
 
 __all__ = ["DEFAULT_PARSE_STATS", "ContractViolation", "ParseStats"]

@@ -10,15 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from twitch_ingestion.models import RoomState
-from twitch_ingestion.twitch.commands.fields import (
+from twitch_ingestion.sources.irc.commands.fields import (
     event_fields,
     flag,
     optional_int,
     require_channel,
     signed_int,
 )
-from twitch_ingestion.twitch.commands.stats import DEFAULT_PARSE_STATS, ParseStats
-from twitch_ingestion.twitch.irc import IrcMessage
+from twitch_ingestion.sources.irc.commands.stats import DEFAULT_PARSE_STATS, ParseStats
+from twitch_ingestion.sources.irc.irc import IrcMessage
 
 __all__ = ["parse_roomstate"]
 

@@ -31,7 +31,6 @@ from collections.abc import Callable
 
 import msgspec
 
-from twitch_ingestion.eventsub.messages import DeadLetter, Notification
 from twitch_ingestion.models import (
     CHAT_MESSAGE_SCHEMA_VERSION,
     Announcement,
@@ -50,9 +49,10 @@ from twitch_ingestion.models import (
     UserNotice,
     encode_record,
 )
-from twitch_ingestion.twitch.commands.fields import EventFields, unwrap_action
-from twitch_ingestion.twitch.commands.usernotice import ANONYMOUS_GIFTER_LOGIN
-from twitch_ingestion.twitch.routing import Destination
+from twitch_ingestion.sources.eventsub.messages import DeadLetter, Notification
+from twitch_ingestion.sources.irc.commands.fields import EventFields, unwrap_action
+from twitch_ingestion.sources.irc.commands.usernotice import ANONYMOUS_GIFTER_LOGIN
+from twitch_ingestion.sources.irc.routing import Destination
 
 __all__ = [
     "ANONYMOUS_GIFTER_DISPLAY_NAME",
@@ -305,7 +305,7 @@ def _chat_message(notification: Notification, received_at_ms: int) -> EventSubRe
     reply = event.reply
     cheer = event.cheer
     # Positional, in `ChatMessage` field order: msgspec takes a slow path for more than
-    # 15 keyword arguments (see `models.ChatMessage` and `twitch/commands/privmsg.py`).
+    # 15 keyword arguments (see `models.ChatMessage` and `sources/irc/commands/privmsg.py`).
     record = ChatMessage(
         channel,  # channel_id
         event.chatter_user_id,  # user_id

@@ -23,8 +23,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from enum import StrEnum
 
 from twitch_ingestion.metrics import BYTES_RECEIVED, LINES_RECEIVED
-from twitch_ingestion.twitch.irc import IrcMessage
-from twitch_ingestion.twitch.session import (
+from twitch_ingestion.sources.irc.irc import IrcMessage
+from twitch_ingestion.sources.irc.session import (
     AuthenticationFailed,
     ChatLines,
     ConnectionStatus,

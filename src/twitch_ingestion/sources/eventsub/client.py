@@ -30,8 +30,8 @@ import aiohttp
 import msgspec
 import structlog
 
-from twitch_ingestion.eventsub.auth import TokenKeeper
-from twitch_ingestion.eventsub.helix import (
+from twitch_ingestion.sources.eventsub.auth import TokenKeeper
+from twitch_ingestion.sources.eventsub.helix import (
     CONNECTIONS_PER_USER,
     SUBSCRIPTIONS_PER_CONNECTION,
     ChannelProblem,
@@ -46,14 +46,18 @@ from twitch_ingestion.eventsub.helix import (
     subscription_request,
     users_requests,
 )
-from twitch_ingestion.eventsub.http_messages import HttpRequest, HttpResponse, strip_oauth_prefix
-from twitch_ingestion.eventsub.messages import DeadLetter, decode_frame
-from twitch_ingestion.eventsub.records import (
+from twitch_ingestion.sources.eventsub.http_messages import (
+    HttpRequest,
+    HttpResponse,
+    strip_oauth_prefix,
+)
+from twitch_ingestion.sources.eventsub.messages import DeadLetter, decode_frame
+from twitch_ingestion.sources.eventsub.records import (
     CHAT_SUBSCRIPTION_TYPES,
     EventSubRecord,
     notification_record,
 )
-from twitch_ingestion.eventsub.session import (
+from twitch_ingestion.sources.eventsub.session import (
     DEFAULT_KEEPALIVE_MARGIN_S,
     DEFAULT_MAX_UNPRODUCTIVE_SESSIONS,
     DEFAULT_WELCOME_TIMEOUT_S,
@@ -68,13 +72,13 @@ from twitch_ingestion.eventsub.session import (
     SessionAction,
     Subscribe,
 )
-from twitch_ingestion.eventsub.tokens import (
+from twitch_ingestion.sources.eventsub.tokens import (
     REFRESH_MARGIN_S,
     REFRESH_RETRY_S,
     VALIDATE_INTERVAL_S,
     TokenError,
 )
-from twitch_ingestion.twitch.backoff import ExponentialBackoff
+from twitch_ingestion.sources.irc.backoff import ExponentialBackoff
 
 __all__ = [
     "DEFAULT_API_URL",

@@ -14,11 +14,11 @@ from collections.abc import Mapping
 import msgspec
 
 from twitch_ingestion.models import CHAT_MESSAGE_SCHEMA_VERSION, ChatMessage
-from twitch_ingestion.twitch.commands.errors import ContractViolation
-from twitch_ingestion.twitch.commands.fields import parse_badges, unwrap_action
-from twitch_ingestion.twitch.commands.stats import DEFAULT_PARSE_STATS, ParseStats
-from twitch_ingestion.twitch.emotes import emote_codes
-from twitch_ingestion.twitch.irc import TAGS_JSON_ERRORS, IrcMessage, decode_tags
+from twitch_ingestion.sources.irc.commands.errors import ContractViolation
+from twitch_ingestion.sources.irc.commands.fields import parse_badges, unwrap_action
+from twitch_ingestion.sources.irc.commands.stats import DEFAULT_PARSE_STATS, ParseStats
+from twitch_ingestion.sources.irc.emotes import emote_codes
+from twitch_ingestion.sources.irc.irc import TAGS_JSON_ERRORS, IrcMessage, decode_tags
 
 __all__ = ["parse_privmsg"]
 

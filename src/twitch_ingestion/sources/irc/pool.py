@@ -45,18 +45,18 @@ from twitch_ingestion.metrics import (
     CONNECTION_STATES,
     JOIN_QUEUE_LENGTH,
 )
-from twitch_ingestion.twitch.backoff import ExponentialBackoff
-from twitch_ingestion.twitch.connection import (
+from twitch_ingestion.sources.irc.backoff import ExponentialBackoff
+from twitch_ingestion.sources.irc.connection import (
     TwitchAuthenticationError,
     TwitchConnection,
     TwitchError,
 )
-from twitch_ingestion.twitch.join_limiter import JoinRateLimiter
-from twitch_ingestion.twitch.malformed_log import MalformedLineLog
-from twitch_ingestion.twitch.open_pacer import OpenPacer
-from twitch_ingestion.twitch.pool_policy import assign_channels
-from twitch_ingestion.twitch.session import ConnectionStatus, MalformedLine
-from twitch_ingestion.twitch.slot import (
+from twitch_ingestion.sources.irc.join_limiter import JoinRateLimiter
+from twitch_ingestion.sources.irc.malformed_log import MalformedLineLog
+from twitch_ingestion.sources.irc.open_pacer import OpenPacer
+from twitch_ingestion.sources.irc.pool_policy import assign_channels
+from twitch_ingestion.sources.irc.session import ConnectionStatus, MalformedLine
+from twitch_ingestion.sources.irc.slot import (
     ChatSink,
     ConnectionFactory,
     PoolConnection,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from itertools import islice
 
 from twitch_ingestion.metrics import DUPLICATE_MESSAGES_DROPPED
-from twitch_ingestion.twitch.irc import IrcMessage
+from twitch_ingestion.sources.irc.irc import IrcMessage
 
 __all__ = ["DEDUP_CAPACITY", "RecentIds"]
 

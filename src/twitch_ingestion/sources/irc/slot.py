@@ -22,18 +22,18 @@ from typing import Protocol
 import structlog
 
 from twitch_ingestion.metrics import RECONNECTS
-from twitch_ingestion.twitch.backoff import ExponentialBackoff
-from twitch_ingestion.twitch.connection import (
+from twitch_ingestion.sources.irc.backoff import ExponentialBackoff
+from twitch_ingestion.sources.irc.connection import (
     DisconnectCause,
     TwitchAuthenticationError,
     TwitchConnectError,
     TwitchError,
 )
-from twitch_ingestion.twitch.dedup import RecentIds
-from twitch_ingestion.twitch.irc import IrcMessage
-from twitch_ingestion.twitch.join_limiter import JoinRateLimiter
-from twitch_ingestion.twitch.open_pacer import OpenPacer
-from twitch_ingestion.twitch.pool_policy import (
+from twitch_ingestion.sources.irc.dedup import RecentIds
+from twitch_ingestion.sources.irc.irc import IrcMessage
+from twitch_ingestion.sources.irc.join_limiter import JoinRateLimiter
+from twitch_ingestion.sources.irc.open_pacer import OpenPacer
+from twitch_ingestion.sources.irc.pool_policy import (
     RECONNECT_HINTS,
     ChannelPlan,
     HandoverPlan,
@@ -41,7 +41,7 @@ from twitch_ingestion.twitch.pool_policy import (
     JoinOutcome,
     reconnect_cause,
 )
-from twitch_ingestion.twitch.session import (
+from twitch_ingestion.sources.irc.session import (
     ChannelJoined,
     ChannelParted,
     ConnectionStatus,

@@ -14,8 +14,12 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from twitch_ingestion.eventsub.http_messages import HttpRequest, HttpResponse, strip_oauth_prefix
-from twitch_ingestion.eventsub.tokens import (
+from twitch_ingestion.sources.eventsub.http_messages import (
+    HttpRequest,
+    HttpResponse,
+    strip_oauth_prefix,
+)
+from twitch_ingestion.sources.eventsub.tokens import (
     EVENTSUB_SCOPE,
     REFRESH_MARGIN_S,
     REFRESH_RETRY_S,

@@ -20,7 +20,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from twitch_ingestion.twitch.connection import DisconnectCause
+from twitch_ingestion.sources.irc.connection import DisconnectCause
 
 __all__ = [
     "RECONNECT_HINTS",

@@ -16,14 +16,14 @@ from collections.abc import Callable, Mapping
 import msgspec
 
 from twitch_ingestion.models import ChatEventRecord, ChatMessage
-from twitch_ingestion.twitch.commands.clearchat import parse_clearchat
-from twitch_ingestion.twitch.commands.clearmsg import parse_clearmsg
-from twitch_ingestion.twitch.commands.errors import ContractViolation
-from twitch_ingestion.twitch.commands.privmsg import parse_privmsg
-from twitch_ingestion.twitch.commands.roomstate import parse_roomstate
-from twitch_ingestion.twitch.commands.stats import DEFAULT_PARSE_STATS, ParseStats
-from twitch_ingestion.twitch.commands.usernotice import parse_usernotice
-from twitch_ingestion.twitch.irc import IrcMessage
+from twitch_ingestion.sources.irc.commands.clearchat import parse_clearchat
+from twitch_ingestion.sources.irc.commands.clearmsg import parse_clearmsg
+from twitch_ingestion.sources.irc.commands.errors import ContractViolation
+from twitch_ingestion.sources.irc.commands.privmsg import parse_privmsg
+from twitch_ingestion.sources.irc.commands.roomstate import parse_roomstate
+from twitch_ingestion.sources.irc.commands.stats import DEFAULT_PARSE_STATS, ParseStats
+from twitch_ingestion.sources.irc.commands.usernotice import parse_usernotice
+from twitch_ingestion.sources.irc.irc import IrcMessage
 
 __all__ = [
     "DEFAULT_PARSE_STATS",

@@ -18,7 +18,7 @@ boundaries are not required.
 
 from __future__ import annotations
 
-from twitch_ingestion.twitch.commands.stats import ParseStats
+from twitch_ingestion.sources.irc.commands.stats import ParseStats
 
 __all__ = ["emote_codes", "parse_emote_tag"]
 

@@ -10,10 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from twitch_ingestion.models import MessageDeleted
-from twitch_ingestion.twitch.commands.errors import ContractViolation
-from twitch_ingestion.twitch.commands.fields import event_fields, require_channel, unwrap_action
-from twitch_ingestion.twitch.commands.stats import DEFAULT_PARSE_STATS, ParseStats
-from twitch_ingestion.twitch.irc import IrcMessage
+from twitch_ingestion.sources.irc.commands.errors import ContractViolation
+from twitch_ingestion.sources.irc.commands.fields import (
+    event_fields,
+    require_channel,
+    unwrap_action,
+)
+from twitch_ingestion.sources.irc.commands.stats import DEFAULT_PARSE_STATS, ParseStats
+from twitch_ingestion.sources.irc.irc import IrcMessage
 
 __all__ = ["parse_clearmsg"]
 

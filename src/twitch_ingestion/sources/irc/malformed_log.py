@@ -8,7 +8,7 @@ from twitch_ingestion.metrics import MALFORMED_LINES
 
 __all__ = ["MalformedLineLog"]
 
-log = structlog.get_logger("twitch_ingestion.twitch.pool")
+log = structlog.get_logger("twitch_ingestion.sources.irc.pool")
 
 # The first line of each reason is logged with a sample, then at most one summary per
 # this many seconds (a flood of garbage must not become a flood of logs).

@@ -23,7 +23,11 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from twitch_ingestion.eventsub.http_messages import HttpRequest, HttpResponse, strip_oauth_prefix
+from twitch_ingestion.sources.eventsub.http_messages import (
+    HttpRequest,
+    HttpResponse,
+    strip_oauth_prefix,
+)
 
 __all__ = [
     "EVENTSUB_SCOPE",

@@ -25,7 +25,11 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from twitch_ingestion.eventsub.http_messages import HttpRequest, HttpResponse, bearer_headers
+from twitch_ingestion.sources.eventsub.http_messages import (
+    HttpRequest,
+    HttpResponse,
+    bearer_headers,
+)
 
 __all__ = [
     "CONNECTIONS_PER_USER",
