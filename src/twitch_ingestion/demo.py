@@ -1,9 +1,12 @@
 """`twitch-ingestion demo` (`make demo`): the whole pipeline, offline, in one command.
 
-The simulator replays real Twitch chat (the shared corpus) into two channels, the
-service reads it exactly as it would read Twitch and publishes to the local Kafka, and
-a consumer prints each record as it lands. Demo records go to `demo.`-prefixed topics
-so they never mix with what `make run` collects.
+The simulator replays chat into two channels — by default the sample chat bundled with
+the package (generated: emotes, `/me`, replies, Shared Chat, every event kind), so the
+demo runs from a `pip install` or the Docker image as well as from a checkout; `--corpus`
+replays a file of real captured lines instead. The service reads it exactly as it would
+read Twitch and publishes to Kafka, and a consumer prints each record as it lands. Demo
+records go to `demo.`-prefixed topics, created up front with the service's own topic
+settings, so they never mix with what `make run` collects.
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ import time
 from pathlib import Path
 
 import structlog
+from confluent_kafka.admin import AdminClient
 
 from twitch_ingestion.config import ConfigError, Settings, load_settings
+from twitch_ingestion.kafka.producer_config import admin_config
+from twitch_ingestion.kafka.topics import ensure_topics
 from twitch_ingestion.logging import configure_logging
-from twitch_ingestion.service import ExitCode, IngestionService
-from twitch_ingestion.simulator import SimulatorConfig, TwitchSimulator
+from twitch_ingestion.service import ExitCode, IngestionService, topic_specs
+from twitch_ingestion.simulator import SimulatorConfig, TwitchSimulator, load_corpus
 from twitch_ingestion.tail import iter_records
 
 __all__ = ["add_demo_arguments", "run_demo"]
@@ -37,8 +43,19 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rate", type=float, default=250.0, help="lines per second (0 = as fast as possible)"
     )
-    parser.add_argument("--loops", type=int, default=1, help="passes over the corpus")
-    parser.add_argument("--corpus", type=Path, default=None, help="file of raw IRC lines")
+    parser.add_argument("--loops", type=int, default=1, help="passes over the chat")
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="replay this file of raw IRC lines (default: the bundled sample chat)",
+    )
+    parser.add_argument(
+        "--topic-prefix",
+        default=_DEMO_TOPIC_PREFIX,
+        help="prefix of the demo's topic names (default %(default)r)",
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
 
 
@@ -60,12 +77,13 @@ def run_demo(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"twitch-ingestion demo: {exc}", file=sys.stderr)
         return int(ExitCode.CONFIG)
+    prefix = args.topic_prefix
     settings = settings.model_copy(
         update={
-            "kafka_topic_chat_messages": _DEMO_TOPIC_PREFIX + settings.kafka_topic_chat_messages,
-            "kafka_topic_chat_events": _DEMO_TOPIC_PREFIX + settings.kafka_topic_chat_events,
+            "kafka_topic_chat_messages": prefix + settings.kafka_topic_chat_messages,
+            "kafka_topic_chat_events": prefix + settings.kafka_topic_chat_events,
             "kafka_topic_dlq": (
-                _DEMO_TOPIC_PREFIX + settings.kafka_topic_dlq if settings.kafka_topic_dlq else None
+                prefix + settings.kafka_topic_dlq if settings.kafka_topic_dlq else None
             ),
         }
     )
@@ -73,7 +91,45 @@ def run_demo(args: argparse.Namespace) -> int:
     return asyncio.run(_demo(settings, settings.twitch_channel, args))
 
 
+def _create_topics(settings: Settings) -> str | None:
+    """Create the demo's topics now, each with the service's partitions and replication.
+
+    Not left to the service's background check: the first ROOMSTATE of a JOIN may be
+    produced before that check has run, and a broker with auto-create on would then make
+    the events topic with its own default (1 partition) while its siblings get
+    KAFKA_TOPIC_PARTITIONS. Returns a one-line problem, or None.
+    """
+    admin = AdminClient(admin_config(settings))
+    specs = topic_specs(settings)
+    check = ensure_topics(admin, specs, create=True)
+    if check.ok:
+        # An older demo may have left a topic the broker auto-created: say so, once.
+        topics = admin.list_topics(timeout=10).topics
+        for spec in specs:
+            found = topics.get(spec.name)
+            if found is not None and len(found.partitions) != spec.partitions:
+                log.warning(
+                    "demo topic has an unexpected partition count; delete it to recreate it",
+                    topic=spec.name,
+                    partitions=len(found.partitions),
+                    expected=spec.partitions,
+                )
+        return None
+    if not check.reachable:
+        return f"Kafka at {settings.kafka_brokers} is unreachable: start it (make broker)"
+    return "; ".join(check.problems.values())
+
+
 async def _demo(settings: Settings, channels: list[str], args: argparse.Namespace) -> int:
+    try:
+        load_corpus(args.corpus)  # a bad --corpus fails here, in one line
+    except ValueError as exc:
+        print(f"twitch-ingestion demo: {exc}", file=sys.stderr)
+        return int(ExitCode.CONFIG)
+    problem = await asyncio.to_thread(_create_topics, settings)
+    if problem is not None:
+        print(f"twitch-ingestion demo: {problem}", file=sys.stderr)
+        return int(ExitCode.FAILURE)
     simulator = TwitchSimulator(SimulatorConfig(seed=2024))
     await simulator.start()
     settings = settings.model_copy(update={"twitch_irc_port": simulator.port})
@@ -100,10 +156,15 @@ async def _demo(settings: Settings, channels: list[str], args: argparse.Namespac
         code = await service_task
         printer.stop()
         await simulator.stop()
+    chat_topic = settings.kafka_topic_chat_messages
+    events_topic = settings.kafka_topic_chat_events
     print(
         f"\ndemo: the simulator sent {sent} chat messages ({stream.lines_emitted} lines in all); "
-        f"{printer.count} records read back from topic {settings.kafka_topic_chat_messages!r} "
-        f"in {elapsed:.1f} s; events went to {settings.kafka_topic_chat_events!r}.",
+        f"{printer.count} records read back from topic {chat_topic!r} "
+        f"in {elapsed:.1f} s; events went to {events_topic!r}.\n"
+        f"demo: see the records again with `make tail TOPIC={chat_topic}` in a checkout, "
+        f"or `twitch-ingestion tail --topic {chat_topic}`"
+        f" (events: --topic {events_topic}).",
         file=sys.stderr,
     )
     if code is not ExitCode.OK:
