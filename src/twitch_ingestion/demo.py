@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import threading
 import time
@@ -27,6 +28,7 @@ from twitch_ingestion.kafka.topics import ensure_topics
 from twitch_ingestion.logging import configure_logging
 from twitch_ingestion.service import ExitCode, IngestionService, topic_specs
 from twitch_ingestion.simulator import SimulatorConfig, TwitchSimulator, load_corpus
+from twitch_ingestion.simulator.stats import StreamStats
 from twitch_ingestion.tail import iter_records
 
 __all__ = ["add_demo_arguments", "run_demo"]
@@ -34,6 +36,8 @@ __all__ = ["add_demo_arguments", "run_demo"]
 log = structlog.get_logger(__name__)
 
 _DEMO_TOPIC_PREFIX = "demo."
+# The simulator is local: a service that has not joined by then is not going to.
+_JOIN_TIMEOUT_S = 30.0
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -140,22 +144,19 @@ async def _demo(settings: Settings, channels: list[str], args: argparse.Namespac
     service_task = asyncio.create_task(service.run())
     began = time.monotonic()
     try:
-        await simulator.wait_for_joined(channels, timeout=30)
-        replay = simulator.start_replay(args.corpus, rate=args.rate, loops=args.loops)
-        stream = await replay.wait()
-        sent = stream.lines_by_command.get("PRIVMSG", 0)
-        # Everything read must be acknowledged, and the printer must have seen it.
-        deadline = time.monotonic() + 60
-        while (service.sink.pending or printer.count < sent) and time.monotonic() < deadline:
-            if service_task.done():
-                break
-            await asyncio.sleep(0.2)
-        elapsed = time.monotonic() - began
+        joined = await _service_joined(simulator, channels, service_task)
+        if joined:
+            sent, stream, elapsed = await _replay_and_wait(
+                simulator, service, service_task, printer, args, began
+            )
     finally:
         service.request_stop()
         code = await service_task
         printer.stop()
         await simulator.stop()
+    if not joined:
+        # The service stopped (it said why, in one line) or never joined.
+        return int(code) if code is not ExitCode.OK else int(ExitCode.FAILURE)
     chat_topic = settings.kafka_topic_chat_messages
     events_topic = settings.kafka_topic_chat_events
     print(
@@ -170,6 +171,47 @@ async def _demo(settings: Settings, channels: list[str], args: argparse.Namespac
     if code is not ExitCode.OK:
         return int(code)
     return 0 if printer.count >= sent else 1
+
+
+async def _replay_and_wait(
+    simulator: TwitchSimulator,
+    service: IngestionService,
+    service_task: asyncio.Task[ExitCode],
+    printer: _RecordPrinter,
+    args: argparse.Namespace,
+    began: float,
+) -> tuple[int, StreamStats, float]:
+    """Replay the chat, then wait until Kafka acknowledged it and the printer read it."""
+    replay = simulator.start_replay(args.corpus, rate=args.rate, loops=args.loops)
+    stream = await replay.wait()
+    sent = stream.lines_by_command.get("PRIVMSG", 0)
+    deadline = time.monotonic() + 60
+    while (service.sink.pending or printer.count < sent) and time.monotonic() < deadline:
+        if service_task.done():
+            break
+        await asyncio.sleep(0.2)
+    return sent, stream, time.monotonic() - began
+
+
+async def _service_joined(
+    simulator: TwitchSimulator, channels: list[str], service_task: asyncio.Task[ExitCode]
+) -> bool:
+    """Wait until the service joined every channel; False if it stopped or never did."""
+    joined = asyncio.create_task(simulator.wait_for_joined(channels, timeout=_JOIN_TIMEOUT_S))
+    await asyncio.wait({joined, service_task}, return_when=asyncio.FIRST_COMPLETED)
+    if not joined.done():
+        joined.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await joined
+        return False
+    if joined.exception() is not None:
+        print(
+            f"twitch-ingestion demo: the service did not join {', '.join(channels)} within "
+            f"{_JOIN_TIMEOUT_S:.0f} s; see the log lines above for why",
+            file=sys.stderr,
+        )
+        return False
+    return True
 
 
 class _RecordPrinter:

@@ -3,6 +3,7 @@ the service's settings, and its summary gives a command that really shows its re
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 import sys
 import uuid
@@ -14,6 +15,7 @@ from confluent_kafka.admin import AdminClient
 
 from tests.integration.kafka_helpers import delete_topics
 from tests.integration.service_process import clean_environment
+from twitch_ingestion.service import ExitCode
 
 pytestmark = pytest.mark.integration
 
@@ -65,3 +67,21 @@ def test_demo_creates_its_topics_alike_and_names_the_command_that_shows_its_reco
     records = tail.stdout.splitlines()
     assert len(records) == 5
     assert all(line.split("\t", 1)[1].startswith("{") for line in records)
+
+
+def test_a_demo_whose_service_cannot_start_ends_at_once_with_its_one_line(
+    kafka_brokers: str, demo_prefix: str, tmp_path: Path
+) -> None:
+    # Another demo holds the buffer directory: the service refuses to start, and the demo
+    # must pass that on rather than wait for joins that never come and end in a traceback.
+    buffer_dir = tmp_path / "data" / "demo-buffer"
+    buffer_dir.mkdir(parents=True)
+    with (buffer_dir / ".lock").open("w") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        env = {"KAFKA_BROKERS": kafka_brokers, "KAFKA_TOPIC_PARTITIONS": "3"}
+        demo = _run(["demo", "--quiet", "--topic-prefix", demo_prefix], env, tmp_path)
+    assert demo.returncode == int(ExitCode.BUFFER), demo.stderr[-4000:]
+    assert "Traceback" not in demo.stderr
+    assert "BUFFER_DIR" in demo.stderr
+    assert "did not join" not in demo.stderr
+    assert demo.stdout == ""
