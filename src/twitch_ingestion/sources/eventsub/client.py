@@ -22,14 +22,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import msgspec
 import structlog
+from pydantic import SecretStr
 
+from twitch_ingestion.config import Settings
 from twitch_ingestion.sources.eventsub.auth import TokenKeeper
 from twitch_ingestion.sources.eventsub.helix import (
     CONNECTIONS_PER_USER,
@@ -189,24 +191,38 @@ class EventSubSettings:
                 )
 
     @classmethod
-    def from_env(
-        cls, env: Mapping[str, str], channels: tuple[str, ...] = (), **tunables: object
+    def from_settings(
+        cls, settings: Settings, channels: tuple[str, ...] | None = None, **tunables: object
     ) -> EventSubSettings:
-        """Read the issue-11 variables from `env`; raises `SettingsError`."""
+        """The EventSub part of the service's `Settings` (config.py, the one home of every
+        setting, validated at load); raises `SettingsError` for what only EventSub needs.
 
-        def get(name: str, default: str = "") -> str:
-            return env.get(name, "").strip() or default
+        `channels` defaults to TWITCH_CHANNEL; `tunables` override the rest (tests).
+        """
 
+        def secret(value: SecretStr | None) -> str:
+            return "" if value is None else value.get_secret_value()
+
+        values: dict[str, object] = {
+            "keepalive_timeout_s": settings.twitch_eventsub_keepalive_s,
+            "welcome_timeout_s": settings.twitch_login_timeout_s,
+            "validate_interval_s": settings.twitch_token_validate_interval_s,
+            "refresh_margin_s": settings.twitch_token_refresh_margin_s,
+            "backoff_base_s": settings.twitch_reconnect_base_s,
+            "backoff_max_s": settings.twitch_reconnect_max_s,
+            "http_timeout_s": settings.twitch_connect_timeout_s,
+            **tunables,
+        }
         return cls(
-            client_id=get("TWITCH_CLIENT_ID"),
-            oauth_token=get("TWITCH_OAUTH_TOKEN"),
-            channels=channels,
-            client_secret=get("TWITCH_CLIENT_SECRET"),
-            refresh_token=get("TWITCH_REFRESH_TOKEN"),
-            eventsub_url=get("TWITCH_EVENTSUB_URL", DEFAULT_EVENTSUB_URL),
-            api_url=get("TWITCH_API_URL", DEFAULT_API_URL),
-            auth_url=get("TWITCH_AUTH_URL", DEFAULT_AUTH_URL),
-            **tunables,  # type: ignore[arg-type]
+            client_id=settings.twitch_client_id or "",
+            oauth_token=secret(settings.twitch_oauth_token),
+            channels=tuple(settings.twitch_channel if channels is None else channels),
+            client_secret=secret(settings.twitch_client_secret),
+            refresh_token=secret(settings.twitch_refresh_token),
+            eventsub_url=settings.twitch_eventsub_url,
+            api_url=settings.twitch_api_url,
+            auth_url=settings.twitch_auth_url,
+            **values,  # type: ignore[arg-type]
         )
 
 
@@ -715,8 +731,13 @@ class _Connection:
         clock = self._clock
         output = self._output
         stats = self.client.stats
+        # Optional backpressure (the service's `SinkOutput.room`): None while the sink
+        # keeps up, else something to await before reading on.
+        room: Callable[[], Awaitable[object] | None] | None = getattr(output, "room", None)
         with contextlib.suppress(aiohttp.ClientError, ConnectionError):
             async for message in ws:
+                if room is not None and (wait := room()) is not None:
+                    await wait
                 if message.type is not aiohttp.WSMsgType.TEXT:
                     continue  # Twitch sends text frames only; ping/pong/close are handled
                 decoded = decode_frame(message.data)
