@@ -33,6 +33,7 @@ from twitch_ingestion.metrics import REGISTRY
 from twitch_ingestion.sources.eventsub.service_source import EventSubFailed, EventSubSource
 from twitch_ingestion.sources.irc.pool import TwitchAuthenticationError, TwitchGaveUp, TwitchSource
 from twitch_ingestion.sources.irc.records import IrcRecordEncoder
+from twitch_ingestion.sources.token_guard import TokenGuard, TokenRejected
 
 __all__ = ["ExitCode", "IngestionService", "topic_specs"]
 
@@ -93,6 +94,13 @@ class IngestionService:
             irc = TwitchSource(settings, self.encoder, channels=[] if in_fleet else None)
             self.source = irc
             self.fleet = FleetMember(settings, irc) if in_fleet else None
+        # IRC with a token: validated (and refreshed) beside the source; EventSub does
+        # the same inside its client, where Helix calls share the token.
+        self.token_guard = (
+            TokenGuard(settings, on_refreshed=irc.use_token)
+            if settings.twitch_source is SourceKind.IRC and settings.twitch_oauth_token
+            else None
+        )
         self._topic_check = TopicCheck(False, frozenset(), {"*": "not checked yet"})
         self._stop_requested = asyncio.Event()
         self._started_at = time.monotonic()
@@ -162,13 +170,23 @@ class IngestionService:
             fleet_task = asyncio.create_task(self.fleet.run(), name="fleet")
             background.append(fleet_task)
             watched.add(fleet_task)
+        if self.token_guard is not None:
+            token_task = asyncio.create_task(self.token_guard.run(), name="twitch-token")
+            background.append(token_task)
+            watched.add(token_task)
         exit_code = ExitCode.OK
         try:
             done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
             if source_task in done:
                 exit_code = _exit_code_for(source_task)
             elif done - {stop_task}:
-                exit_code = _exit_code_for(done.pop(), "fleet membership failed")
+                ended = (done - {stop_task}).pop()
+                crashed = (
+                    "fleet membership failed"
+                    if ended.get_name() == "fleet"
+                    else "twitch token check failed"
+                )
+                exit_code = _exit_code_for(ended, crashed)
         finally:
             exit_code = await self._shutdown(exit_code, source_task, stop_task, background)
             await health.stop()
@@ -318,6 +336,9 @@ def _exit_code_for(
     error = source_task.exception()
     if error is None:
         return ExitCode.OK
+    if isinstance(error, TokenRejected):
+        log.error("twitch authentication failed", variable=error.error.variable, error=str(error))
+        return ExitCode.TWITCH_AUTH
     if isinstance(error, EventSubFailed):
         # One line naming the setting to fix (the client never puts a token in it).
         failure = error.failure
