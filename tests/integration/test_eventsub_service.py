@@ -221,6 +221,35 @@ def test_numbered_chat_over_three_channels_reaches_kafka_exactly_once_through(
     assert token.refresh_token not in logs
 
 
+def test_sigterm_mid_stream_delivers_everything_read_in_order(
+    eventsub: EventSubSimulatorThread,
+    start_service: StartService,
+    topics: dict[str, str],
+    kafka_brokers: str,
+) -> None:
+    token = eventsub.issue_token()
+    service = start_service({**eventsub_env(eventsub, token, CHANNELS), **topics})
+    wait_until(subscribed(eventsub, 3), "the subscriptions")
+    eventsub.start_numbered(CHANNELS, count=1_000_000, rate=3000)
+    wait_until(lambda: sum(eventsub.stats().numbered_high_water.values()) > 1500, "a stream")
+
+    assert service.stop(signal.SIGTERM) == 0
+    stopped = next(e for e in service.log_events() if e["event"] == "service stopped")
+    assert stopped["undelivered"] == 0
+    assert stopped["enqueued"] > 1000
+    records = collect_records(
+        kafka_brokers, topics["KAFKA_TOPIC_CHAT_MESSAGES"], expected=stopped["enqueued"]
+    )
+    assert len(records) == stopped["enqueued"]
+    seen: dict[str, list[int]] = collections.defaultdict(list)
+    for item in sorted(records, key=lambda r: (r.partition, r.offset)):
+        _, channel, number = decode_chat_message(item.value).message.split(" ")
+        seen[channel].append(int(number))
+    for channel, got in seen.items():
+        # Per channel: 1, 2, 3 … with no gap and no repeat, in partition order.
+        assert got == list(range(1, len(got) + 1)), channel
+
+
 # ---------------------------------------------------------------------------------------
 # Credentials that cannot work: exit 3, one line naming the variable, no token
 
