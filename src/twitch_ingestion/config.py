@@ -664,16 +664,6 @@ def _twitch_api_problems(s: Settings) -> list[ConfigProblem]:
                 "token of the bot account with the scope user:read:chat",
             )
         )
-    if s.channel_source is ChannelSource.KAFKA:
-        # The EventSub client subscribes a fixed channel list at start; the fleet adds
-        # and removes channels at run time (docs/scaling.md).
-        problems.append(
-            ConfigProblem(
-                ("CHANNEL_SOURCE", "TWITCH_SOURCE"),
-                "CHANNEL_SOURCE=kafka is not supported with TWITCH_SOURCE=eventsub yet: use "
-                "CHANNEL_SOURCE=env with TWITCH_CHANNEL, or TWITCH_SOURCE=irc for a fleet",
-            )
-        )
     return problems
 
 

@@ -83,22 +83,23 @@ class IngestionService:
         self.encoder: IrcRecordEncoder | None = None
         self.fleet: FleetMember | None = None
         self.source: TwitchSource | EventSubSource
+        in_fleet = settings.channel_source is ChannelSource.KAFKA
+        # In a fleet the channels come from the control topic's assignment, not
+        # TWITCH_CHANNEL.
+        irc: TwitchSource | None = None
         if settings.twitch_source is SourceKind.EVENTSUB:
-            # config.py refuses CHANNEL_SOURCE=kafka with EventSub (docs/scaling.md).
-            self.source = EventSubSource(settings, self.sink)
+            self.source = EventSubSource(settings, self.sink, channels=[] if in_fleet else None)
         else:
             self.encoder = IrcRecordEncoder.from_settings(settings, self.sink)
-            in_fleet = settings.channel_source is ChannelSource.KAFKA
-            # In a fleet the channels come from the control topic's assignment, not
-            # TWITCH_CHANNEL.
-            irc = TwitchSource(settings, self.encoder, channels=[] if in_fleet else None)
-            self.source = irc
-            self.fleet = FleetMember(settings, irc) if in_fleet else None
+            self.source = irc = TwitchSource(
+                settings, self.encoder, channels=[] if in_fleet else None
+            )
+        self.fleet = FleetMember(settings, self.source) if in_fleet else None
         # IRC with a token: validated (and refreshed) beside the source; EventSub does
         # the same inside its client, where Helix calls share the token.
         self.token_guard = (
             TokenGuard(settings, on_refreshed=irc.use_token)
-            if settings.twitch_source is SourceKind.IRC and settings.twitch_oauth_token
+            if irc is not None and settings.twitch_oauth_token
             else None
         )
         self._topic_check = TopicCheck(False, frozenset(), {"*": "not checked yet"})

@@ -149,10 +149,6 @@ def test_eventsub_takes_a_token_without_the_oauth_prefix_irc_does_not(
             {"TWITCH_CLIENT_ID": "cid", "TWITCH_OAUTH_TOKEN": TOKEN, "TWITCH_AUTH_URL": "ftp://x"},
             "TWITCH_AUTH_URL",
         ),
-        (
-            {"TWITCH_CLIENT_ID": "cid", "TWITCH_OAUTH_TOKEN": TOKEN, "CHANNEL_SOURCE": "kafka"},
-            "CHANNEL_SOURCE",
-        ),
     ],
 )
 def test_bad_settings_name_the_variable_and_never_the_token(
@@ -170,7 +166,6 @@ def test_every_problem_is_reported_at_once(env: pytest.MonkeyPatch) -> None:
         TWITCH_SOURCE="eventsub",
         TWITCH_CLIENT_SECRET=SECRET,
         TWITCH_AUTH_URL="ftp://x",
-        CHANNEL_SOURCE="kafka",
     )
     named = " ".join(found)
     for variable in (
@@ -178,6 +173,18 @@ def test_every_problem_is_reported_at_once(env: pytest.MonkeyPatch) -> None:
         "TWITCH_OAUTH_TOKEN",
         "TWITCH_REFRESH_TOKEN",
         "TWITCH_AUTH_URL",
-        "CHANNEL_SOURCE",
     ):
         assert variable in named
+
+
+def test_a_fleet_member_may_read_over_eventsub(env: pytest.MonkeyPatch) -> None:
+    env.delenv("TWITCH_CHANNEL")
+    settings = load(
+        env,
+        TWITCH_SOURCE="eventsub",
+        TWITCH_CLIENT_ID="cid",
+        TWITCH_OAUTH_TOKEN=TOKEN,
+        CHANNEL_SOURCE="kafka",
+    )
+    eventsub = EventSubSettings.from_settings(settings, (), dynamic_channels=True)
+    assert (eventsub.channels, eventsub.dynamic_channels) == ((), True)

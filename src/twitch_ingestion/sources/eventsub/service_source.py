@@ -9,8 +9,9 @@ them. Dead letters go to the DLQ with their exact frame bytes and the same heade
 IRC dead letter.
 
 `EventSubSource` gives the service what it asks of the IRC source: `run` (raising when
-reading cannot go on), `stop(grace_s)`, `is_ready`, `failed_channels`, and the counters
-`/metrics` reads at scrape time.
+reading cannot go on), `stop(grace_s)`, `is_ready`, `failed_channels`, the counters
+`/metrics` reads at scrape time, and the fleet's `ChannelReader` (channels added and
+removed at run time: subscribed and unsubscribed per channel).
 
 Why batches: the sink's `deliver` is a coroutine that may wait for buffer room, and the
 client calls the output without awaiting. Records are appended to a list (one tuple per
@@ -25,10 +26,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 
 import structlog
 
+from twitch_ingestion.channels import normalise_logins
 from twitch_ingestion.config import Settings
 from twitch_ingestion.log_throttle import ThrottledLogger
 from twitch_ingestion.metrics import DEAD_LETTERS, EVENTSUB, MESSAGES_PARSED
@@ -197,12 +199,22 @@ class EventSubSource:
         settings: Settings,
         sink: RecordSink,
         *,
+        channels: Iterable[str] | None = None,
         client_settings: EventSubSettings | None = None,
     ) -> None:
+        """`channels` None: TWITCH_CHANNEL, fixed; a list (the fleet's, usually empty at
+        first): the starting set, changed later with `add_channels`/`remove_channels`."""
         self.output = SinkOutput.from_settings(settings, sink)
+        dynamic = channels is not None
+        self._wanted = list(settings.twitch_channel if channels is None else channels)
         self.client = EventSubClient(
-            client_settings or EventSubSettings.from_settings(settings), self.output
+            client_settings
+            or EventSubSettings.from_settings(
+                settings, tuple(self._wanted), dynamic_channels=dynamic
+            ),
+            self.output,
         )
+        self._dynamic = dynamic
         self._running = False
         self._stopping = False
         self._done = asyncio.Event()
@@ -216,6 +228,52 @@ class EventSubSource:
         """Configured channels not read → why (unknown login, refused, revoked)."""
         return dict(self.output.failed_channels)
 
+    # --- the fleet's ChannelReader ------------------------------------------------------
+
+    @property
+    def channels(self) -> list[str]:
+        """Every wanted channel, in the order they were added."""
+        return list(self._wanted)
+
+    def joined_channels(self) -> frozenset[str]:
+        """Wanted channels whose subscriptions are all in place on a live session."""
+        return self.client.subscribed_logins().intersection(self._wanted)
+
+    def add_channels(self, channels: Iterable[str]) -> None:
+        wanted = set(self._wanted)
+        new = tuple(c for c in normalise_logins(channels) if c not in wanted)
+        if new:
+            log.info("twitch channels added", count=len(new))
+            self._wanted.extend(new)
+            self.client.add_channels(new)
+
+    def remove_channels(self, channels: Iterable[str]) -> None:
+        gone = set(normalise_logins(channels)).intersection(self._wanted)
+        if not gone:
+            return
+        self._wanted = [c for c in self._wanted if c not in gone]
+        for channel in gone:
+            self.output.failed_channels.pop(channel, None)
+        self.client.remove_channels(tuple(gone))
+        log.info("twitch channels removed", count=len(gone))
+
+    def status(self) -> dict[str, object]:
+        """A JSON-ready snapshot for /readyz and the fleet's reports (no secrets)."""
+        return {
+            "ready": self.is_ready(),
+            "channels": len(self._wanted),
+            "channels_joined": len(self.joined_channels()),
+            "channels_failed": self.failed_channels,
+            "connections": [
+                {
+                    "connection": connection.index,
+                    "state": connection.session.state.value,
+                    "channels": len(connection.channels),
+                }
+                for connection in self.client.connections
+            ],
+        }
+
     @property
     def records_read(self) -> int:
         return self.client.stats.records
@@ -225,6 +283,8 @@ class EventSubSource:
         if not self._running or self._stopping:
             return False
         states = [connection.session.state for connection in self.client.connections]
+        if self._dynamic and not states:
+            return True  # a fleet member with no channels (yet) reads all it owns
         return any(state in _READING for state in states) and all(
             state in _READING or state is SessionState.CLOSED for state in states
         )
