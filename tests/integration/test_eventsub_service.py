@@ -396,3 +396,39 @@ def test_chat_and_a_notification_reach_kafka_as_the_records_irc_gives(
     assert json.loads(events[0].value)["event_type"] == "subscription"
     assert _differing(event, irc(sub_line)) == sub_differences
     assert service.stop() == 0
+
+
+# ---------------------------------------------------------------------------------------
+# Nothing readable: the service ends (exit 4) naming TWITCH_CHANNEL
+
+
+@pytest.mark.parametrize("how", ["unknown_logins", "every_subscription_refused"])
+def test_when_no_configured_channel_can_be_read_the_service_exits_4_naming_the_variable(
+    eventsub: EventSubSimulatorThread,
+    start_service: StartService,
+    topics: dict[str, str],
+    how: str,
+) -> None:
+    channels = ["ghost_one", "ghost_two"]
+
+    def refuse(sim: EventSubSimulator) -> None:
+        for channel in channels:
+            if how == "unknown_logins":
+                sim.unknown_logins.add(channel)
+            else:
+                sim.set_cost(channel, 100)
+
+    eventsub.call(refuse)
+    token = eventsub.issue_token()
+    service = start_service({**eventsub_env(eventsub, token, channels), **topics})
+
+    assert service.wait_exit(timeout_s=30) == 4, service.logs()
+    gave_up = [e for e in service.log_events() if e["event"] == "twitch source gave up"]
+    assert len(gave_up) == 1, service.logs()
+    assert gave_up[0]["variable"] == "TWITCH_CHANNEL"
+    assert "TWITCH_CHANNEL" in gave_up[0]["error"]
+    assert "Traceback" not in service.logs()
+    reported = {
+        e["channel"] for e in service.log_events() if e["event"] == "eventsub-channel-not-read"
+    }
+    assert reported == set(channels)
