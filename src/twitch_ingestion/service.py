@@ -81,7 +81,6 @@ class IngestionService:
         self.buffer = buffer_from_settings(settings)
         self.sink = KafkaSink(settings, self.producer, self.buffer)
         self.encoder: IrcRecordEncoder | None = None
-        self.fleet: FleetMember | None = None
         self.source: TwitchSource | EventSubSource
         in_fleet = settings.channel_source is ChannelSource.KAFKA
         # In a fleet the channels come from the control topic's assignment, not
