@@ -26,11 +26,15 @@ from pydantic import SecretStr
 from twitch_ingestion.config import Settings
 from twitch_ingestion.sources.eventsub.auth import HttpSender, TokenKeeper
 from twitch_ingestion.sources.eventsub.http_messages import HttpRequest, HttpResponse
-from twitch_ingestion.sources.eventsub.tokens import IRC_SCOPE, REFRESH_RETRY_S, TokenError
+from twitch_ingestion.sources.eventsub.tokens import (
+    IRC_SCOPE,
+    NETWORK_ERROR_STATUS,
+    REFRESH_RETRY_S,
+    TokenError,
+)
 
 __all__ = ["TokenGuard", "TokenRejected", "aiohttp_sender"]
 
-_NETWORK_ERROR_STATUS = 599
 """As in the EventSub client: no HTTP answer at all is a transient 5xx for the core."""
 
 
@@ -54,7 +58,7 @@ def aiohttp_sender(http: aiohttp.ClientSession) -> HttpSender:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             # The exception's text may quote the URL but never a header or body.
             detail = msgspec.json.encode({"message": f"network error: {type(exc).__name__}"})
-            return HttpResponse(_NETWORK_ERROR_STATUS, detail)
+            return HttpResponse(NETWORK_ERROR_STATUS, detail)
 
     return send
 

@@ -77,6 +77,7 @@ from twitch_ingestion.sources.eventsub.session import (
     Subscribe,
 )
 from twitch_ingestion.sources.eventsub.tokens import (
+    NETWORK_ERROR_STATUS,
     REFRESH_MARGIN_S,
     REFRESH_RETRY_S,
     VALIDATE_INTERVAL_S,
@@ -103,7 +104,6 @@ DEFAULT_EVENTSUB_URL = "wss://eventsub.wss.twitch.tv/ws"
 DEFAULT_API_URL = "https://api.twitch.tv/helix"
 DEFAULT_AUTH_URL = "https://id.twitch.tv/oauth2"
 
-_NETWORK_ERROR_STATUS = 599
 """Status of the synthetic answer for a request that got no HTTP answer at all (refused,
 reset, timed out): a 5xx, so the core treats it as transient, and not one Twitch sends."""
 _HELIX_ATTEMPTS = 5
@@ -546,14 +546,14 @@ class EventSubClient:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             # The exception's text may quote the URL but never a header or body.
             detail = msgspec.json.encode({"message": f"network error: {type(exc).__name__}"})
-            return HttpResponse(_NETWORK_ERROR_STATUS, detail)
+            return HttpResponse(NETWORK_ERROR_STATUS, detail)
 
     async def helix(self, request: HttpRequest) -> HttpResponse | SourceFailure:
         """A Helix call with the current token: waits for the rate limit, refreshes the
         token on a 401, waits out 429s and retries 5xx, a few times."""
         keeper = self.keeper
         assert keeper is not None
-        response = HttpResponse(_NETWORK_ERROR_STATUS)
+        response = HttpResponse(NETWORK_ERROR_STATUS)
         for _ in range(_HELIX_ATTEMPTS):
             delay = self._limiter.delay(self._wall())
             if delay > 0:
