@@ -23,7 +23,13 @@ from confluent_kafka import KafkaException, libversion
 from confluent_kafka.admin import AdminClient
 
 from twitch_ingestion import __version__
-from twitch_ingestion.config import ConfigError, Settings, load_settings, topic_name_problem
+from twitch_ingestion.config import (
+    ConfigError,
+    ConfigProblem,
+    Settings,
+    load_settings,
+    topic_name_problem,
+)
 from twitch_ingestion.kafka.producer_config import admin_config, librdkafka_problems
 from twitch_ingestion.logging import configure_default_logging, configure_logging
 from twitch_ingestion.service import ExitCode, IngestionService
@@ -36,12 +42,19 @@ log = structlog.get_logger(__name__)
 _TAIL_METADATA_TIMEOUT_S = 10.0
 
 
+def _librdkafka_problems(settings: Settings) -> list[ConfigProblem]:
+    """librdkafka's verdict on every client configuration the commands build."""
+    from twitch_ingestion.fleet.assignment import group_consumer_config
+
+    return librdkafka_problems(settings, [group_consumer_config(settings)])
+
+
 def _settings_or_exit(*, require_channels: bool = True, **overrides: Any) -> Settings:
     """Settings with every problem reported — one line each — and librdkafka's consent,
     then logging set up from them; or exit 2."""
     try:
         settings = load_settings(
-            (librdkafka_problems,), require_channels=require_channels, **overrides
+            (_librdkafka_problems,), require_channels=require_channels, **overrides
         )
     except ConfigError as exc:
         for problem in exc.problems:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
@@ -128,16 +128,17 @@ _CHECK_LOGGER.addHandler(logging.NullHandler())
 _CHECK_LOGGER.propagate = False
 
 
-def librdkafka_problems(settings: Settings) -> list[ConfigProblem]:
-    """What librdkafka refuses in the producer, admin and consumer configurations.
+def librdkafka_problems(
+    settings: Settings, consumer_configs: Iterable[dict[str, Any]] = ()
+) -> list[ConfigProblem]:
+    """What librdkafka refuses in the producer and admin configurations, and in the
+    `consumer_configs` the caller builds (the fleet's: kafka/ imports no component).
 
     Each client is created and destroyed at once, without `bootstrap.servers`: that
     makes librdkafka validate every property (ranges, enumerations, combinations such
     as idempotence with acks, the TLS CA file, SASL support in this build) without
     resolving a host or opening a connection. The host:port list is checked in config.
     """
-    # Imported here: the fleet builds its consumer configurations on this module's.
-    from twitch_ingestion.fleet.assignment import group_consumer_config
 
     def make_producer(conf: dict[str, Any]) -> None:
         Producer(conf)  # destroyed when the reference goes: nothing was produced
@@ -151,7 +152,7 @@ def librdkafka_problems(settings: Settings) -> list[ConfigProblem]:
     clients: list[tuple[Callable[[dict[str, Any]], None], dict[str, Any]]] = [
         (make_producer, producer_config(settings)),
         (make_admin, admin_config(settings)),
-        (make_consumer, group_consumer_config(settings)),
+        *((make_consumer, conf) for conf in consumer_configs),
     ]
     problems: list[ConfigProblem] = []
     for make, conf in clients:
