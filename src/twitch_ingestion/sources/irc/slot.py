@@ -76,7 +76,8 @@ _STATUS_WAITING_SHOWN = 20
 
 
 class ChatSink(Protocol):
-    """Where the source hands what it reads; implemented by the service."""
+    """Where a slot hands what it reads: `records.IrcRecordEncoder`, which turns each chunk
+    into records for the `RecordSink` (the slot never sees Kafka)."""
 
     async def deliver(
         self, messages: list[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
