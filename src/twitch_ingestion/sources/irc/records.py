@@ -10,7 +10,9 @@ headers `dlq.reason` and `dlq.received_at`. The chunk's records then go, in orde
 `RecordSink` (the Kafka sink), which knows nothing of IRC.
 
 This is the hot path: one call per read chunk, and per line only the routing, the
-encoding and one tuple per record (see `deliver`).
+encoding and one tuple per record (see `deliver`). With the compiled extension
+(`compiled.py`, `HOT_PATH`), a PRIVMSG's routing and encoding is one call into it; the
+lines it declines take the Python path below, which stays the reference.
 """
 
 from __future__ import annotations
@@ -22,12 +24,18 @@ import structlog
 
 from twitch_ingestion.config import Settings
 from twitch_ingestion.log_throttle import ThrottledLogger
-from twitch_ingestion.metrics import DEAD_LETTERS, MESSAGES_PARSED
+from twitch_ingestion.metrics import DEAD_LETTERS, HOT_PATH_INFO, MESSAGES_PARSED
+from twitch_ingestion.models import CHAT_MESSAGE_SCHEMA_VERSION
 from twitch_ingestion.records import (
     DLQ_HEADER_REASON,
     DLQ_HEADER_RECEIVED_AT,
     Record,
     RecordSink,
+)
+from twitch_ingestion.sources.irc.compiled import (
+    EXTENSION_MODULE,
+    HotPathChoice,
+    compiled_chat_encoder,
 )
 from twitch_ingestion.sources.irc.irc import IrcMessage
 from twitch_ingestion.sources.irc.routing import ContractViolation, Destination, route_message
@@ -52,6 +60,7 @@ class IrcRecordEncoder:
         events_topic: str,
         raw_topic: str | None = None,
         dlq_topic: str | None = None,
+        hot_path: HotPathChoice = "auto",
     ) -> None:
         self._sink = sink
         self._chat_topic = chat_topic
@@ -59,6 +68,12 @@ class IrcRecordEncoder:
         self._raw_topic = raw_topic
         self._dlq_topic = dlq_topic
         self._encode = msgspec.json.Encoder().encode
+        compiled = compiled_chat_encoder(
+            hot_path, schema_version=CHAT_MESSAGE_SCHEMA_VERSION, ingested_via="irc"
+        )
+        self._encode_privmsg = None if compiled is None else compiled.encode_privmsg
+        self.hot_path = "python" if compiled is None else "compiled"
+        """Which path encodes PRIVMSG lines: `compiled` or `python`."""
         # Channel login → its key bytes: a few thousand channels, encoded once each.
         self._key_cache: dict[str, bytes] = {}
         self._parsed = MESSAGES_PARSED.labels("routed")
@@ -67,14 +82,31 @@ class IrcRecordEncoder:
 
     @classmethod
     def from_settings(cls, settings: Settings, sink: RecordSink) -> IrcRecordEncoder:
-        """Topics from the KAFKA_TOPIC_* settings."""
-        return cls(
+        """Topics from the KAFKA_TOPIC_* settings, the path from HOT_PATH; says which path runs.
+
+        The service builds its encoder once at start-up, so this logs once.
+        """
+        encoder = cls(
             sink,
             chat_topic=settings.kafka_topic_chat_messages,
             events_topic=settings.kafka_topic_chat_events,
             raw_topic=settings.kafka_topic_raw,
             dlq_topic=settings.kafka_topic_dlq,
+            hot_path=settings.hot_path,
         )
+        HOT_PATH_INFO.clear()
+        HOT_PATH_INFO.labels(encoder.hot_path).set(1)
+        if encoder.hot_path == "compiled":
+            log.info("IRC hot path: compiled", extension=EXTENSION_MODULE)
+        elif settings.hot_path == "python":
+            log.info("IRC hot path: pure Python (HOT_PATH=python)")
+        else:
+            log.info(
+                "IRC hot path: pure Python; the compiled extension is not installed "
+                "(`make install` builds it when cargo is present)",
+                extension=EXTENSION_MODULE,
+            )
+        return encoder
 
     # --- hot path ---------------------------------------------------------------------
 
@@ -87,6 +119,7 @@ class IrcRecordEncoder:
         events_topic = self._events_topic
         chat = Destination.CHAT
         encode = self._encode
+        encode_privmsg = self._encode_privmsg
         key_for = self._key
         raw_topic = self._raw_topic
         records: list[Record] = []
@@ -102,6 +135,11 @@ class IrcRecordEncoder:
                         received_at_ms,
                     )
                 )
+            if encode_privmsg is not None and message.command == "PRIVMSG":
+                encoded = encode_privmsg(message, received_at_ms)
+                if encoded is not None:
+                    append((chat_topic, encoded[0], encoded[1], None, received_at_ms))
+                    continue
             try:
                 routed = route_message(message, received_at_ms, room_ids)
             except ContractViolation as violation:

@@ -1,0 +1,92 @@
+"""Which IRC hot path runs: the compiled PRIVMSG encoder (`native/`) or pure Python.
+
+The compiled extension `twitch_ingestion_native` (Rust, PyO3; built by `make install`
+when cargo is present) turns a parsed PRIVMSG into its `ChatMessage` JSON in one call —
+the step that costs the most per line in Python (tag decoding, field extraction, emote
+ranges, badges, msgspec encoding). It takes only the lines it reproduces byte for byte;
+for every other line (dead letters, repaired timestamps or emote tags, missing room ids,
+non-ASCII logins, every non-PRIVMSG command) it returns None and `IrcRecordEncoder` runs
+the Python path, which stays the reference (`tests/unit/test_compiled_differential.py`
+holds the two together).
+
+`HOT_PATH` picks: `auto` (compiled when the extension imports, else Python), `compiled`
+(refuse to start without it), `python` (never use it: the reference, or a way out if
+the extension ever misbehaved).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Annotated, Literal, Protocol
+
+from pydantic import AfterValidator
+
+__all__ = [
+    "EXTENSION_MODULE",
+    "ChatEncoder",
+    "HotPath",
+    "HotPathChoice",
+    "compiled_chat_encoder",
+    "extension_available",
+]
+
+EXTENSION_MODULE = "twitch_ingestion_native"
+"""The compiled extension's import name (`native/`, a separate package built by maturin)."""
+
+HotPathChoice = Literal["auto", "compiled", "python"]
+
+
+class ChatEncoder(Protocol):
+    """The extension's `ChatEncoder`: PRIVMSG `IrcMessage` → `(key, value)` or None."""
+
+    def encode_privmsg(self, message: object, received_at_ms: int, /) -> tuple[bytes, bytes] | None:
+        """The record's key and `ChatMessage` JSON, or None: take the Python path."""
+
+
+class _ChatEncoderFactory(Protocol):
+    def __call__(self, schema_version: int, ingested_via: str, /) -> ChatEncoder: ...
+
+
+def _extension_factory() -> _ChatEncoderFactory | None:
+    try:
+        module = importlib.import_module(EXTENSION_MODULE)
+    except ImportError:
+        return None
+    factory: _ChatEncoderFactory = module.ChatEncoder
+    return factory
+
+
+def extension_available() -> bool:
+    """Whether the compiled extension imports on this machine."""
+    return _extension_factory() is not None
+
+
+def _require_extension(choice: HotPathChoice) -> HotPathChoice:
+    if choice == "compiled" and not extension_available():
+        raise ValueError(
+            f"HOT_PATH=compiled but the compiled extension ({EXTENSION_MODULE}) is not "
+            "installed: run `make install` on a machine with cargo, or set HOT_PATH=auto"
+        )
+    return choice
+
+
+HotPath = Annotated[HotPathChoice, AfterValidator(_require_extension)]
+"""The `HOT_PATH` setting's type: `compiled` fails validation without the extension."""
+
+
+def compiled_chat_encoder(
+    choice: HotPathChoice, *, schema_version: int, ingested_via: str
+) -> ChatEncoder | None:
+    """The compiled encoder `choice` asks for, or None for the pure-Python path.
+
+    Raises RuntimeError for `compiled` without the extension (settings validation
+    normally reports that first, as one line).
+    """
+    if choice == "python":
+        return None
+    factory = _extension_factory()
+    if factory is None:
+        if choice == "compiled":
+            raise RuntimeError(f"HOT_PATH=compiled but {EXTENSION_MODULE} is not installed")
+        return None
+    return factory(schema_version, ingested_via)
