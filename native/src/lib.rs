@@ -71,29 +71,48 @@ fn unescape(value: &str) -> Cow<'_, str> {
 
 /// `irc._parse_tags_exact`, keeping only the fields we need: empty keys are skipped, a
 /// valueless key means the empty value, the last repeat wins.
+///
+/// One pass over the bytes (the separators are ASCII, so every cut is a char boundary);
+/// keys are told apart by length first, so most unknown tags cost one comparison.
 fn parse_tags(raw: &str) -> Tags<'_> {
     let mut tags = Tags::default();
-    for item in raw.split(';') {
-        let (key, value) = match item.find('=') {
-            Some(eq) => (&item[..eq], &item[eq + 1..]),
-            None => (item, ""),
+    let bytes = raw.as_bytes();
+    let mut start = 0;
+    while start <= bytes.len() {
+        let mut eq = usize::MAX;
+        let mut escaped = false;
+        let mut end = start;
+        while end < bytes.len() {
+            match bytes[end] {
+                b';' => break,
+                b'=' if eq == usize::MAX => eq = end,
+                b'\\' => escaped = true,
+                _ => {}
+            }
+            end += 1;
+        }
+        let (key, value) = if eq == usize::MAX {
+            (&raw[start..end], "")
+        } else {
+            (&raw[start..eq], &raw[eq + 1..end])
         };
-        let slot = match key {
-            "badges" => &mut tags.badges,
-            "bits" => &mut tags.bits,
-            "display-name" => &mut tags.display_name,
-            "emotes" => &mut tags.emotes,
-            "first-msg" => &mut tags.first_msg,
-            "id" => &mut tags.id,
-            "reply-parent-msg-id" => &mut tags.reply_parent_msg_id,
-            "room-id" => &mut tags.room_id,
-            "source-id" => &mut tags.source_id,
-            "source-room-id" => &mut tags.source_room_id,
-            "tmi-sent-ts" => &mut tags.tmi_sent_ts,
-            "user-id" => &mut tags.user_id,
+        start = end + 1;
+        let slot = match (key.len(), key.as_bytes().first()) {
+            (2, Some(b'i')) if key == "id" => &mut tags.id,
+            (4, Some(b'b')) if key == "bits" => &mut tags.bits,
+            (6, Some(b'b')) if key == "badges" => &mut tags.badges,
+            (6, Some(b'e')) if key == "emotes" => &mut tags.emotes,
+            (7, Some(b'r')) if key == "room-id" => &mut tags.room_id,
+            (7, Some(b'u')) if key == "user-id" => &mut tags.user_id,
+            (9, Some(b'f')) if key == "first-msg" => &mut tags.first_msg,
+            (9, Some(b's')) if key == "source-id" => &mut tags.source_id,
+            (11, Some(b't')) if key == "tmi-sent-ts" => &mut tags.tmi_sent_ts,
+            (12, Some(b'd')) if key == "display-name" => &mut tags.display_name,
+            (14, Some(b's')) if key == "source-room-id" => &mut tags.source_room_id,
+            (19, Some(b'r')) if key == "reply-parent-msg-id" => &mut tags.reply_parent_msg_id,
             _ => continue,
         };
-        *slot = unescape(value);
+        *slot = if escaped && value.contains('\\') { unescape(value) } else { Cow::Borrowed(value) };
     }
     tags
 }
@@ -197,6 +216,19 @@ fn parse_badges(value: &str) -> Option<Vec<(&str, &str)>> {
     Some(badges)
 }
 
+/// Bytes msgspec escapes in a JSON string: `"`, `\\` and the control characters.
+const NEEDS_ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = true;
+        byte += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
 /// A JSON string exactly as msgspec writes it: `"` and `\` escaped, `\b \t \n \f \r`
 /// short, every other control character `\u00XX` (lower-case hex), nothing else.
 fn push_json_str(out: &mut Vec<u8>, value: &str) {
@@ -205,6 +237,9 @@ fn push_json_str(out: &mut Vec<u8>, value: &str) {
     let bytes = value.as_bytes();
     let mut start = 0;
     for (at, &byte) in bytes.iter().enumerate() {
+        if !NEEDS_ESCAPE[byte as usize] {
+            continue;
+        }
         let short = match byte {
             b'"' => b'"',
             b'\\' => b'\\',
@@ -213,8 +248,7 @@ fn push_json_str(out: &mut Vec<u8>, value: &str) {
             b'\n' => b'n',
             0x0c => b'f',
             b'\r' => b'r',
-            0x00..=0x1f => b'u',
-            _ => continue,
+            _ => b'u',
         };
         out.extend_from_slice(&bytes[start..at]);
         out.push(b'\\');
