@@ -433,9 +433,123 @@ impl ChatEncoder {
     }
 }
 
+/// The commands `irc._KNOWN_COMMANDS` lists: the only ones the fast path takes.
+const KNOWN_COMMANDS: [&str; 16] = [
+    "PRIVMSG", "USERNOTICE", "CLEARCHAT", "CLEARMSG", "ROOMSTATE", "USERSTATE",
+    "GLOBALUSERSTATE", "NOTICE", "PING", "PONG", "RECONNECT", "JOIN", "PART", "CAP",
+    "WHISPER", "HOSTTARGET",
+];
+
+/// Splits the complete lines of a read and parses them into `IrcMessage`s, as
+/// `TwitchSession.receive_data` + `irc.parse_line` do.
+///
+/// `read_lines(complete)` takes the bytes up to and including a read's last `\n` and
+/// returns `(messages, control_indices, line_count)`: every non-empty line parsed, in
+/// order; the positions of the lines that are not PRIVMSG (the session handles those);
+/// and the number of lines, empty ones included. Lines of the usual Twitch shape
+/// (`@tags :prefix CMD #chan :text`, a known command) are parsed here; any other line
+/// goes to the Python `parse_line` given at construction. None — the caller then runs
+/// its Python path on the whole read — when a line is not UTF-8 or not IRC, so every
+/// malformed-line report comes from the reference code.
+#[pyclass(frozen, module = "twitch_ingestion_native")]
+struct LineReader {
+    message_type: Py<PyAny>,
+    parse_line: Py<PyAny>,
+    commands: Vec<Py<PyString>>,
+}
+
+/// `parse_line`'s fast path: `line.split(" ", 4)` and its six conditions, or None.
+fn split_fast(line: &str) -> Option<(&str, &str, usize, &str, &str)> {
+    let rest = line.strip_prefix('@')?;
+    let mut parts = rest.splitn(5, ' ');
+    let tags = parts.next()?;
+    let prefix = parts.next()?;
+    let command = parts.next()?;
+    let target = parts.next()?;
+    let trailing = parts.next()?;
+    let command_index = KNOWN_COMMANDS.iter().position(|known| *known == command)?;
+    let prefix = prefix.strip_prefix(':')?;
+    let trailing = trailing.strip_prefix(':')?;
+    if prefix.is_empty() || target.is_empty() || target.starts_with(':') {
+        return None;
+    }
+    Some((tags, prefix, command_index, target, trailing))
+}
+
+#[pymethods]
+impl LineReader {
+    #[new]
+    fn new(py: Python<'_>, message_type: Py<PyAny>, parse_line: Py<PyAny>) -> Self {
+        let commands = KNOWN_COMMANDS.iter().map(|name| PyString::intern(py, name).unbind()).collect();
+        Self { message_type, parse_line, commands }
+    }
+
+    fn read_lines<'py>(
+        &self,
+        py: Python<'py>,
+        complete: &[u8],
+    ) -> PyResult<Option<(Bound<'py, PyList>, Bound<'py, PyList>, usize)>> {
+        let messages = PyList::empty(py);
+        let controls = PyList::empty(py);
+        let message_type = self.message_type.bind(py);
+        let parse_line = self.parse_line.bind(py);
+        let mut segments = complete.split(|byte| *byte == b'\n');
+        let mut line_count = 0usize;
+        let mut next = segments.next();
+        while let Some(segment) = next {
+            next = segments.next();
+            if next.is_none() {
+                break; // what follows the last `\n`: not a line (the caller keeps it)
+            }
+            line_count += 1;
+            let segment = segment.strip_suffix(b"\r").unwrap_or(segment);
+            let Ok(line) = std::str::from_utf8(segment) else { return Ok(None) };
+            if line.is_empty() {
+                continue;
+            }
+            let message = match split_fast(line) {
+                Some((tags, prefix, command_index, target, trailing)) => {
+                    let params = PyList::new(
+                        py,
+                        [PyString::new(py, target), PyString::new(py, trailing)],
+                    )?;
+                    let (parsed_tags, raw_tags) = if tags.is_empty() {
+                        (pyo3::types::PyDict::new(py).into_any(), py.None().into_bound(py))
+                    } else {
+                        (py.None().into_bound(py), PyString::new(py, tags).into_any())
+                    };
+                    let args = (
+                        PyString::new(py, line),
+                        parsed_tags,
+                        PyString::new(py, prefix),
+                        self.commands[command_index].bind(py).clone(),
+                        params,
+                        raw_tags,
+                    );
+                    if command_index != 0 {
+                        controls.append(messages.len())?;
+                    }
+                    message_type.call1(args)?
+                }
+                None => {
+                    let Ok(message) = parse_line.call1((line,)) else { return Ok(None) };
+                    let command = message.getattr(intern!(py, "command"))?;
+                    if !command.eq(self.commands[0].bind(py))? {
+                        controls.append(messages.len())?;
+                    }
+                    message
+                }
+            };
+            messages.append(message)?;
+        }
+        Ok(Some((messages, controls, line_count)))
+    }
+}
+
 #[pymodule]
 fn twitch_ingestion_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<ChatEncoder>()?;
+    module.add_class::<LineReader>()?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -26,7 +26,12 @@ from tests.corpus import RAW_LINES_PATH
 from twitch_ingestion.records import Record
 from twitch_ingestion.simulator.chatgen import ChatGenerator
 from twitch_ingestion.sources.irc.commands.stats import DEFAULT_PARSE_STATS
-from twitch_ingestion.sources.irc.compiled import extension_available
+from twitch_ingestion.sources.irc.compiled import (
+    HotPathChoice,
+    LineReader,
+    compiled_line_reader,
+    extension_available,
+)
 from twitch_ingestion.sources.irc.irc import IrcMessage
 from twitch_ingestion.sources.irc.records import IrcRecordEncoder
 from twitch_ingestion.sources.irc.session import ChatLines, TwitchSession
@@ -51,57 +56,107 @@ class _RecordingSink:
         self.records.append(record)
 
 
+def _shape(message: IrcMessage) -> tuple[object, ...]:
+    """What an `IrcMessage` holds (its equality is identity)."""
+    return (
+        message.raw,
+        message.parsed_tags,
+        message.prefix,
+        message.command,
+        message.params,
+        message.raw_tags,
+    )
+
+
 class _Differential:
-    """Feeds chunks to a session and both encoders; remembers how many lines it tried."""
+    """Feeds reads to a session and an encoder per path; counts what it tried."""
 
     def __init__(self, *, raw_topic: str | None = None) -> None:
         self.lines_tried = 0
         self.compiled_took = 0
+        self.reads_compiled = 0
+        """Reads the compiled line reader parsed (the others it left to Python)."""
         self._raw_topic = raw_topic
 
-    def _encoder(self, sink: _RecordingSink, hot_path: str) -> IrcRecordEncoder:
+    def _encoder(self, sink: _RecordingSink, hot_path: HotPathChoice) -> IrcRecordEncoder:
         encoder = IrcRecordEncoder(
             sink,
             chat_topic="chat",
             events_topic="events",
             raw_topic=self._raw_topic,
             dlq_topic="dlq",
-            hot_path="compiled" if hot_path == "compiled" else "python",
+            hot_path=hot_path,
         )
         assert encoder.hot_path == hot_path
         return encoder
 
     def check_chunks(self, chunks: Iterable[bytes], room_ids: dict[str, str] | None = None) -> None:
-        session = TwitchSession("justinfan12345", None)
-        messages: list[IrcMessage] = []
-        for chunk in chunks:
-            for event in session.receive_data(chunk, 0.0):
-                if isinstance(event, ChatLines):
-                    messages.extend(event.messages)
-        self.check_messages(messages, {**session.room_ids, **(room_ids or {})})
+        """Both paths from read bytes: session events and state, then the records."""
+        reads = list(chunks)
+        outcomes = []
+        for hot_path in _PATHS:
+            session = TwitchSession("justinfan12345", None)
+            reader = compiled_line_reader(hot_path)
+            assert (reader is None) == (hot_path == "python")
+            session.line_reader = None if reader is None else _CountingReader(reader, self)
+            seen: list[object] = []
+            messages: list[IrcMessage] = []
+            for read in reads:
+                for event in session.receive_data(read, 0.0):
+                    if isinstance(event, ChatLines):
+                        messages.extend(event.messages)
+                        seen.append([_shape(message) for message in event.messages])
+                    else:
+                        seen.append(event)
+            state = (
+                session.lines_received,
+                session.bytes_received,
+                dict(session.room_ids),
+                set(session.joined_channels),
+                session.data_to_send(),
+                session.state,
+            )
+            encoded = self._encode(messages, {**session.room_ids, **(room_ids or {})}, hot_path)
+            outcomes.append((seen, state, *encoded))
+        python, compiled = outcomes
+        assert compiled[:2] == python[:2], "session events or state differ"
+        assert compiled[2] == python[2], "records differ"
+        assert compiled[3:] == python[3:], "counters or dead letters differ"
 
-    def check_messages(self, messages: list[IrcMessage], room_ids: dict[str, str]) -> None:
-        self.lines_tried += len(messages)
-        results = []
-        for hot_path in ("python", "compiled"):
-            sink = _RecordingSink()
-            encoder = self._encoder(sink, hot_path)
-            before = DEFAULT_PARSE_STATS.as_dict()
-            asyncio.run(encoder.deliver(messages, RECEIVED_AT, room_ids))
-            after = DEFAULT_PARSE_STATS.as_dict()
-            stats_delta = {name: after[name] - before[name] for name in after}
-            results.append((sink.records, stats_delta, encoder.dead_lettered))
-            if hot_path == "compiled":
-                compiled = encoder._encode_privmsg
-                assert compiled is not None
-                self.compiled_took += sum(
-                    1
-                    for message in messages
-                    if message.command == "PRIVMSG" and compiled(message, RECEIVED_AT) is not None
-                )
-        python, compiled_result = results
-        assert compiled_result[0] == python[0], "records differ"
-        assert compiled_result[1:] == python[1:], "counters or dead letters differ"
+    def _encode(
+        self, messages: list[IrcMessage], room_ids: dict[str, str], hot_path: HotPathChoice
+    ) -> tuple[list[Record], dict[str, int], int]:
+        sink = _RecordingSink()
+        encoder = self._encoder(sink, hot_path)
+        before = DEFAULT_PARSE_STATS.as_dict()
+        asyncio.run(encoder.deliver(messages, RECEIVED_AT, room_ids))
+        after = DEFAULT_PARSE_STATS.as_dict()
+        if hot_path == "compiled":
+            self.lines_tried += len(messages)
+            compiled = encoder._encode_privmsg
+            assert compiled is not None
+            self.compiled_took += sum(
+                1
+                for message in messages
+                if message.command == "PRIVMSG" and compiled(message, RECEIVED_AT) is not None
+            )
+        stats_delta = {name: after[name] - before[name] for name in after}
+        return sink.records, stats_delta, encoder.dead_lettered
+
+
+_PATHS: tuple[HotPathChoice, HotPathChoice] = ("python", "compiled")
+
+
+class _CountingReader:
+    def __init__(self, inner: LineReader, differential: _Differential) -> None:
+        self._inner = inner
+        self._differential = differential
+
+    def read_lines(self, complete: bytes) -> tuple[list[IrcMessage], list[int], int] | None:
+        parsed = self._inner.read_lines(complete)
+        if parsed is not None:
+            self._differential.reads_compiled += 1
+        return parsed
 
 
 def _lines(text: str) -> bytes:
@@ -164,6 +219,7 @@ def test_generated_chat_encodes_identically_and_takes_the_compiled_path() -> Non
     differential.check_chunks([(chunk + "\r\n").encode()])
     assert differential.lines_tried == 5000
     assert differential.compiled_took == 5000
+    assert differential.reads_compiled == 1
 
 
 def test_shared_corpus_encodes_identically() -> None:
@@ -176,6 +232,7 @@ def test_shared_corpus_encodes_identically() -> None:
     differential.check_chunks(data[at : at + step] for at in range(0, len(data), step))
     assert differential.lines_tried > 7000
     assert differential.compiled_took > 6500  # the compiled path carries the corpus
+    assert differential.reads_compiled > 0
 
 
 # --- hypothesis: valid, malformed and hostile lines ----------------------------------------
@@ -265,7 +322,9 @@ _HOSTILE_PIECES = st.sampled_from(
     [b"\r\n", b"\n", b"\r", b"\x00", b"\xff", b"\xc3", b"\xed\xa0\x80", b" ", b"@", b":", b";",
      b"=", b"\\", b"PRIVMSG", b" PRIVMSG #c :", b"@emotes=0-99999999999999999999;tmi-sent-ts=1",
      b"@room-id=1;tmi-sent-ts=5;emotes=1:0-0,0-0 :a!a@a PRIVMSG #c :", b"\xf0\x9f\x98\x82",
-     b"USERNOTICE #c", b"CLEARCHAT #c :", b"ROOMSTATE #c"]
+     b"USERNOTICE #c", b"CLEARCHAT #c :", b"ROOMSTATE #c", b":tmi.twitch.tv 001 j :hi",
+     b":justinfan12345!j@j JOIN #c", b"PING :x", b"@room-id=7 :tmi.twitch.tv ROOMSTATE #c",
+     b"@msg-id=msg_banned :tmi.twitch.tv NOTICE #c :banned", b"RECONNECT", b"@a=b :p CAP * :x"]
 )  # fmt: skip
 
 

@@ -17,16 +17,23 @@ the extension ever misbehaved).
 from __future__ import annotations
 
 import importlib
-from typing import Annotated, Literal, Protocol
+from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, Literal, Protocol
 
 from pydantic import AfterValidator
+
+if TYPE_CHECKING:
+    from twitch_ingestion.sources.irc.irc import IrcMessage
 
 __all__ = [
     "EXTENSION_MODULE",
     "ChatEncoder",
     "HotPath",
     "HotPathChoice",
+    "LineReader",
     "compiled_chat_encoder",
+    "compiled_line_reader",
     "extension_available",
 ]
 
@@ -43,14 +50,34 @@ class ChatEncoder(Protocol):
         """The record's key and `ChatMessage` JSON, or None: take the Python path."""
 
 
+class LineReader(Protocol):
+    """The extension's `LineReader`: a read's complete lines → parsed `IrcMessage`s."""
+
+    def read_lines(self, complete: bytes, /) -> tuple[list[IrcMessage], list[int], int] | None:
+        """(messages, positions of non-PRIVMSG lines, line count), or None: take the
+        Python path for this read (a line is not UTF-8 or not IRC)."""
+
+
 class _ChatEncoderFactory(Protocol):
     def __call__(self, schema_version: int, ingested_via: str, /) -> ChatEncoder: ...
 
 
-def _extension_factory() -> _ChatEncoderFactory | None:
+class _LineReaderFactory(Protocol):
+    def __call__(
+        self, message_type: type[IrcMessage], parse_line: Callable[[str], IrcMessage], /
+    ) -> LineReader: ...
+
+
+def _extension() -> ModuleType | None:
     try:
-        module = importlib.import_module(EXTENSION_MODULE)
+        return importlib.import_module(EXTENSION_MODULE)
     except ImportError:
+        return None
+
+
+def _extension_factory() -> _ChatEncoderFactory | None:
+    module = _extension()
+    if module is None:
         return None
     factory: _ChatEncoderFactory = module.ChatEncoder
     return factory
@@ -90,3 +117,18 @@ def compiled_chat_encoder(
             raise RuntimeError(f"HOT_PATH=compiled but {EXTENSION_MODULE} is not installed")
         return None
     return factory(schema_version, ingested_via)
+
+
+def compiled_line_reader(choice: HotPathChoice) -> LineReader | None:
+    """The compiled line reader for `TwitchSession`, or None for the pure-Python path."""
+    if choice == "python":
+        return None
+    module = _extension()
+    if module is None:
+        if choice == "compiled":
+            raise RuntimeError(f"HOT_PATH=compiled but {EXTENSION_MODULE} is not installed")
+        return None
+    from twitch_ingestion.sources.irc.irc import IrcMessage, parse_line
+
+    factory: _LineReaderFactory = module.LineReader
+    return factory(IrcMessage, parse_line)

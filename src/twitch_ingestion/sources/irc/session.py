@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from twitch_ingestion.sources.irc.compiled import LineReader
 from twitch_ingestion.sources.irc.irc import IrcMessage, IrcParseError, parse_line
 
 __all__ = [
@@ -237,6 +238,7 @@ class TwitchSession:
         "_token",
         "bytes_received",
         "joined_channels",
+        "line_reader",
         "lines_received",
         "login",
         "room_ids",
@@ -253,6 +255,8 @@ class TwitchSession:
         join_timeout_s: float = 10.0,
     ) -> None:
         self.login = login.lower()
+        self.line_reader: LineReader | None = None
+        """The compiled split + parse (`compiled.py`, HOT_PATH); None = pure Python."""
         # Kept only to build PASS in initiate(); __repr__ and __slots__ keep it out of
         # logs and tracebacks.
         self._token = token
@@ -392,6 +396,10 @@ class TwitchSession:
         if end < 0:
             return events
         complete = data[: end + 1]
+        if self.line_reader is not None:
+            parsed = self.line_reader.read_lines(complete)
+            if parsed is not None:
+                return self._dispatch_parsed(*parsed, events)
         try:
             # Twitch ends lines with CRLF; replacing first keeps the split a single C call
             # and leaves a stray CR inside a line (never seen in practice) untouched.
@@ -440,6 +448,25 @@ class TwitchSession:
                 append(message)
         if chat:
             events.append(ChatLines(chat))
+        return events
+
+    def _dispatch_parsed(
+        self, messages: list[IrcMessage], controls: list[int], lines: int, events: list[Event]
+    ) -> list[Event]:
+        """`_dispatch` for lines the compiled reader already parsed: Python work only for
+        the non-PRIVMSG lines (`controls`, their positions in `messages`)."""
+        self.lines_received += lines
+        if controls:
+            handle = self._handle_control
+            dropped = {
+                index
+                for index in controls
+                if not handle(messages[index], messages[index].command, events)
+            }
+            if dropped:
+                messages = [m for index, m in enumerate(messages) if index not in dropped]
+        if messages:
+            events.append(ChatLines(messages))
         return events
 
     def _handle_control(self, message: IrcMessage, command: str, events: list[Event]) -> bool:
