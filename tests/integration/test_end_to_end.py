@@ -8,10 +8,13 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
+import pytest
+
 from tests.integration.conftest import twitch_env
 from tests.integration.kafka_helpers import collect_records
 from tests.integration.service_process import ServiceProcess
 from twitch_ingestion.simulator import SimulatorThread
+from twitch_ingestion.sources.irc.compiled import extension_available
 
 StartService = Callable[[dict[str, str]], ServiceProcess]
 
@@ -42,14 +45,17 @@ def _assert_seed_record(key: bytes | None, value: bytes, now_ms: int) -> dict[st
     return dict(record)
 
 
+# Both hot paths end to end: `auto` is the compiled one wherever `make install` built it.
+@pytest.mark.parametrize("hot_path", ["auto", "python"])
 def test_corpus_replay_reaches_kafka_complete_and_well_formed(
     simulator: SimulatorThread,
     start_service: StartService,
     topics: dict[str, str],
     kafka_brokers: str,
+    hot_path: str,
 ) -> None:
     channels = ["forsen", "xqcow"]
-    service = start_service({**twitch_env(simulator, channels), **topics})
+    service = start_service({**twitch_env(simulator, channels), **topics, "HOT_PATH": hot_path})
     simulator.wait_for_joined(channels, timeout=30)
 
     stream = simulator.start_replay(rate=0).wait(timeout=120)
@@ -72,6 +78,9 @@ def test_corpus_replay_reaches_kafka_complete_and_well_formed(
     assert service.stop() == 0
     stopped = next(e for e in service.log_events() if e["event"] == "service stopped")
     assert stopped["undelivered"] == 0
+    expected = "compiled" if hot_path == "auto" and extension_available() else "python"
+    said = [e["path"] for e in service.log_events() if e["event"].startswith("IRC hot path")]
+    assert said == [expected], "the start-up log names the hot path once"
 
 
 def test_sigterm_mid_stream_delivers_everything_read(
