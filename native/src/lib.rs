@@ -400,6 +400,71 @@ impl ChatEncoder {
         message: &Bound<'py, PyAny>,
         received_at_ms: i64,
     ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let Some((key, value)) = self.encode_message(py, message, received_at_ms)? else {
+            return Ok(None);
+        };
+        Ok(Some(PyTuple::new(py, [PyBytes::new(py, key.as_bytes()), PyBytes::new(py, &value)])?))
+    }
+
+    /// One read's chat lines → their records, as `IrcRecordEncoder.deliver` builds them:
+    /// per PRIVMSG it can encode, the raw copy (when `raw_topic` is set) and the chat
+    /// record `(topic, key, value, None, received_at_ms)`. Returns the records and, in
+    /// order, `(position, index)` for every other line: `messages[index]`'s records
+    /// belong at `records[position]`, and the caller builds them in Python.
+    fn encode_chunk<'py>(
+        &self,
+        py: Python<'py>,
+        messages: &Bound<'py, PyList>,
+        received_at_ms: i64,
+        chat_topic: &Bound<'py, PyString>,
+        raw_topic: Option<&Bound<'py, PyString>>,
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+        let records = PyList::empty(py);
+        let pending = PyList::empty(py);
+        let privmsg = intern!(py, "PRIVMSG");
+        let none = py.None().into_bound(py);
+        let timestamp = received_at_ms.into_pyobject(py)?.into_any();
+        for (index, message) in messages.iter().enumerate() {
+            let command = message.getattr(intern!(py, "command"))?;
+            let encoded = if command.eq(privmsg)? {
+                self.encode_message(py, &message, received_at_ms)?
+            } else {
+                None
+            };
+            let Some((key, value)) = encoded else {
+                pending.append((records.len(), index))?;
+                continue;
+            };
+            let key = PyBytes::new(py, key.as_bytes()).into_any();
+            if let Some(raw_topic) = raw_topic {
+                let raw = message.getattr(intern!(py, "raw"))?;
+                let Some(raw) = as_str(&raw) else {
+                    pending.append((records.len(), index))?;
+                    continue;
+                };
+                let raw = PyBytes::new(py, raw.as_bytes()).into_any();
+                records.append(PyTuple::new(
+                    py,
+                    [raw_topic.clone().into_any(), key.clone(), raw, none.clone(), timestamp.clone()],
+                )?)?;
+            }
+            let value = PyBytes::new(py, &value).into_any();
+            records.append(PyTuple::new(
+                py,
+                [chat_topic.clone().into_any(), key, value, none.clone(), timestamp.clone()],
+            )?)?;
+        }
+        Ok((records, pending))
+    }
+}
+
+impl ChatEncoder {
+    fn encode_message(
+        &self,
+        py: Python<'_>,
+        message: &Bound<'_, PyAny>,
+        received_at_ms: i64,
+    ) -> PyResult<Option<(String, Vec<u8>)>> {
         let raw_tags = message.getattr(intern!(py, "raw_tags"))?;
         let Some(raw_tags) = as_str(&raw_tags) else { return Ok(None) };
         let prefix = message.getattr(intern!(py, "prefix"))?;
@@ -414,7 +479,7 @@ impl ChatEncoder {
         let (Some(target), Some(text)) = (as_str(&target), as_str(&text)) else {
             return Ok(None);
         };
-        let Some((key, value)) = encode_privmsg(
+        Ok(encode_privmsg(
             raw_tags,
             prefix,
             target,
@@ -422,14 +487,7 @@ impl ChatEncoder {
             received_at_ms,
             self.schema_version,
             &self.ingested_via,
-        ) else {
-            return Ok(None);
-        };
-        let pair = PyTuple::new(
-            py,
-            [PyBytes::new(py, key.as_bytes()), PyBytes::new(py, &value)],
-        )?;
-        Ok(Some(pair))
+        ))
     }
 }
 

@@ -1,13 +1,19 @@
 """Which IRC hot path runs: the compiled PRIVMSG encoder (`native/`) or pure Python.
 
 The compiled extension `twitch_ingestion_native` (Rust, PyO3; built by `make install`
-when cargo is present) turns a parsed PRIVMSG into its `ChatMessage` JSON in one call —
-the step that costs the most per line in Python (tag decoding, field extraction, emote
-ranges, badges, msgspec encoding). It takes only the lines it reproduces byte for byte;
-for every other line (dead letters, repaired timestamps or emote tags, missing room ids,
-non-ASCII logins, every non-PRIVMSG command) it returns None and `IrcRecordEncoder` runs
-the Python path, which stays the reference (`tests/unit/test_compiled_differential.py`
-holds the two together).
+when cargo is present) does two steps, each one call per read:
+
+* `LineReader.read_lines` (used by `TwitchSession.receive_data`): split, UTF-8 decode and
+  parse a read's lines into `IrcMessage`s; a read with a line that is not UTF-8 or not
+  IRC is left whole to the Python session, so malformed-line reports stay Python's.
+* `ChatEncoder.encode_chunk` (used by `IrcRecordEncoder.deliver`): each PRIVMSG's
+  records — tag decoding, field extraction, emote ranges, badges, msgspec-exact JSON.
+  It takes only the lines it reproduces byte for byte; every other line (dead letters,
+  repaired timestamps or emote tags, missing room ids, non-ASCII logins, every
+  non-PRIVMSG command) is handed back and built by the Python path in place.
+
+The Python path stays the reference (`tests/unit/test_compiled_differential.py` holds
+the two together, from read bytes to records).
 
 `HOT_PATH` picks: `auto` (compiled when the extension imports, else Python), `compiled`
 (refuse to start without it), `python` (never use it: the reference, or a way out if
@@ -24,6 +30,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, Protocol
 from pydantic import AfterValidator
 
 if TYPE_CHECKING:
+    from twitch_ingestion.records import Record
     from twitch_ingestion.sources.irc.irc import IrcMessage
 
 __all__ = [
@@ -48,6 +55,17 @@ class ChatEncoder(Protocol):
 
     def encode_privmsg(self, message: object, received_at_ms: int, /) -> tuple[bytes, bytes] | None:
         """The record's key and `ChatMessage` JSON, or None: take the Python path."""
+
+    def encode_chunk(
+        self,
+        messages: list[IrcMessage],
+        received_at_ms: int,
+        chat_topic: str,
+        raw_topic: str | None,
+        /,
+    ) -> tuple[list[Record], list[tuple[int, int]]]:
+        """A read's PRIVMSG records (raw copy, chat record) and `(position, index)` of
+        every line left to Python, whose records belong at `records[position]`."""
 
 
 class LineReader(Protocol):

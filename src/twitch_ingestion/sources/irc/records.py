@@ -17,7 +17,9 @@ lines it declines take the Python path below, which stays the reference.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
+from operator import itemgetter
 
 import msgspec
 import structlog
@@ -72,6 +74,7 @@ class IrcRecordEncoder:
             hot_path, schema_version=CHAT_MESSAGE_SCHEMA_VERSION, ingested_via="irc"
         )
         self._encode_privmsg = None if compiled is None else compiled.encode_privmsg
+        self._encode_chunk = None if compiled is None else compiled.encode_chunk
         self.hot_path = "python" if compiled is None else "compiled"
         """Which path encodes PRIVMSG lines: `compiled` or `python`."""
         # Channel login → its key bytes: a few thousand channels, encoded once each.
@@ -115,12 +118,49 @@ class IrcRecordEncoder:
         self, messages: list[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
     ) -> None:
         """Encode one read chunk and hand its records to the sink (awaiting its room)."""
+        encode_chunk = self._encode_chunk
+        if encode_chunk is None:
+            records = self._records(messages, received_at_ms, room_ids)
+        else:
+            # Compiled: the PRIVMSGs' records in one call; Python builds the rest in place.
+            records, pending = encode_chunk(
+                messages, received_at_ms, self._chat_topic, self._raw_topic
+            )
+            if pending:
+                records = self._fill_pending(records, pending, messages, received_at_ms, room_ids)
+        if not records:
+            return
+        self._parsed.inc(len(records))
+        await self._sink.deliver(records)
+
+    def _fill_pending(
+        self,
+        records: list[Record],
+        pending: list[tuple[int, int]],
+        messages: list[IrcMessage],
+        received_at_ms: int,
+        room_ids: Mapping[str, str],
+    ) -> list[Record]:
+        """The compiled records with the Python-built ones of the lines it left, in order."""
+        out: list[Record] = []
+        start = 0
+        for position, group in itertools.groupby(pending, key=itemgetter(0)):
+            out += records[start:position]
+            start = position
+            lines = [messages[index] for _, index in group]
+            out += self._records(lines, received_at_ms, room_ids)
+        out += records[start:]
+        return out
+
+    def _records(
+        self, messages: list[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
+    ) -> list[Record]:
+        """The pure-Python path (the reference): each line's records, in order."""
         # Everything the loop touches is a local: an attribute load per line is measurable.
         chat_topic = self._chat_topic
         events_topic = self._events_topic
         chat = Destination.CHAT
         encode = self._encode
-        encode_privmsg = self._encode_privmsg
         key_for = self._key
         raw_topic = self._raw_topic
         records: list[Record] = []
@@ -136,11 +176,6 @@ class IrcRecordEncoder:
                         received_at_ms,
                     )
                 )
-            if encode_privmsg is not None and message.command == "PRIVMSG":
-                encoded = encode_privmsg(message, received_at_ms)
-                if encoded is not None:
-                    append((chat_topic, encoded[0], encoded[1], None, received_at_ms))
-                    continue
             try:
                 routed = route_message(message, received_at_ms, room_ids)
             except ContractViolation as violation:
@@ -161,10 +196,7 @@ class IrcRecordEncoder:
                         received_at_ms,
                     )
                 )
-        if not records:
-            return
-        self._parsed.inc(len(records))
-        await self._sink.deliver(records)
+        return records
 
     def _key(self, channel: str) -> bytes:
         key = self._key_cache.get(channel)
