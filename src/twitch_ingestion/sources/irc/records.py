@@ -11,8 +11,8 @@ headers `dlq.reason` and `dlq.received_at`. The chunk's records then go, in orde
 
 This is the hot path: one call per read chunk, and per line only the routing, the
 encoding and one tuple per record (see `deliver`). With the compiled extension
-(`compiled.py`, `HOT_PATH`), a PRIVMSG's routing and encoding is one call into it; the
-lines it declines take the Python path below, which stays the reference.
+(`compiled.py`, `HOT_PATH`), the chunk's PRIVMSG records come from one call into it; the
+lines it leaves take the Python path (`_records`), which stays the reference.
 """
 
 from __future__ import annotations
