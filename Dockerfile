@@ -19,13 +19,14 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /build
 
-# Dependencies first, from pyproject.toml alone, so editing the source does not re-download
-# them. Every dependency is pinned there and ships manylinux wheels (confluent-kafka bundles
-# librdkafka), so this stage needs no compiler.
-COPY pyproject.toml README.md ./
+# Dependencies first, so editing the source does not re-download them: the runtime
+# dependencies named in pyproject.toml, every one (and every dependency of theirs) pinned by
+# requirements.lock, exactly as `make install` pins them. Each ships manylinux wheels
+# (confluent-kafka bundles librdkafka), so this stage needs no compiler.
+COPY pyproject.toml requirements.lock README.md ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > requirements.txt \
-    && pip install -r requirements.txt
+    && pip install --constraint requirements.lock --requirement requirements.txt
 
 COPY src ./src
 RUN pip install --no-deps . \
@@ -34,7 +35,6 @@ RUN pip install --no-deps . \
 # The compiled hot path (HOT_PATH=auto uses it): Debian's Rust toolchain and the pinned
 # maturin build it into the venv here; the runtime stage copies the venv, not the compiler.
 # Crates come from crates.io at the versions in native/Cargo.lock (--locked).
-COPY requirements.lock ./
 COPY native ./native
 RUN apt-get update \
     && apt-get install -y --no-install-recommends cargo \

@@ -52,14 +52,14 @@ broker-stop: ## stop the local Kafka broker
 run: install broker ## run the service on TWITCH_CHANNEL (settings from env and .env)
 	$(BIN)/twitch-ingestion run
 
-demo: install broker ## offline demo: simulator replays real chat → service → Kafka → printed
-	$(BIN)/twitch-ingestion demo
+demo: install broker ## offline demo: simulator → service → Kafka → printed (CORPUS=file: real lines)
+	$(BIN)/twitch-ingestion demo $(if $(CORPUS),--corpus '$(CORPUS)')
 
-simulate: install ## run the Twitch IRC simulator on port 6667 (replaying the corpus)
-	$(BIN)/twitch-ingestion simulate --port 6667
+simulate: install ## Twitch IRC simulator on port 6667 streaming the bundled chat (CORPUS=file: that)
+	$(BIN)/twitch-ingestion simulate --port 6667 --replay $(if $(CORPUS),'$(CORPUS)') --loop 0
 
-tail: install ## print the chat topic's records (key<TAB>value), from the beginning
-	$(BIN)/twitch-ingestion tail
+tail: install ## print a topic's records (key<TAB>value) from the beginning (TOPIC=…, default chat)
+	$(BIN)/twitch-ingestion tail $(if $(TOPIC),--topic '$(TOPIC)')
 
 lint: install ## ruff check + ruff format --check
 	$(BIN)/ruff check .

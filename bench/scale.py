@@ -21,7 +21,7 @@ from typing import Any
 from bench.harness import running_service
 from bench.machine import load_average
 from bench.report import Result, at_most, exactly
-from twitch_ingestion.simulator import SimulatorConfig, SimulatorThread
+from twitch_ingestion.simulator import SimulatorConfig, SimulatorThread, default_corpus_path
 
 __all__ = ["NAME", "add_arguments", "run"]
 
@@ -86,7 +86,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         idle_load = load_average()
         idle_rss = run.stats.rss_bytes()
 
-        stream = simulator.start_replay(rate=args.scale_rate, loops=None, channels=channels)
+        stream = simulator.start_replay(
+            default_corpus_path(), rate=args.scale_rate, loops=None, channels=channels
+        )
         time.sleep(2.0)
         chat_before, records_before = run.stats.sample(), run.records()
         time.sleep(args.scale_chat_seconds)

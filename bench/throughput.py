@@ -32,7 +32,7 @@ from bench.harness import RunningService, local_broker_stats, running_service
 from bench.machine import cpu_ticks, load_average
 from bench.process_stats import ProcessStats
 from bench.report import Result, at_least, at_most, exactly
-from twitch_ingestion.simulator import SimulatorConfig, SimulatorThread
+from twitch_ingestion.simulator import SimulatorConfig, SimulatorThread, default_corpus_path
 
 __all__ = ["NAME", "add_arguments", "run"]
 
@@ -119,7 +119,9 @@ def measure_mode(args: argparse.Namespace, mode: str, hot_path: str = "python") 
         ) as run,
     ):
         broker = local_broker_stats(args.brokers)
-        stream = simulator.start_replay(rate=0, loops=None, channels=channels)
+        stream = simulator.start_replay(
+            default_corpus_path(), rate=0, loops=None, channels=channels
+        )
         time.sleep(args.throughput_warmup_seconds)
         load_before = load_average()
         samples = [_sample(run, stream.stats().lines_emitted, broker)]

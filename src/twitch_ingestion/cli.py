@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     from twitch_ingestion.demo import add_demo_arguments
 
     demo = commands.add_parser(
-        "demo", help="offline demo: simulator replaying real chat → service → Kafka → printed"
+        "demo", help="offline demo: simulator chat → service → Kafka → records printed"
     )
     add_demo_arguments(demo)
     demo.set_defaults(handler=_cmd_demo)

@@ -22,7 +22,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from twitch_ingestion.channels import LOGIN_RULE, InvalidLogin, normalise_login
@@ -36,6 +43,7 @@ __all__ = [
     "ConfigProblem",
     "LogFormat",
     "Settings",
+    "SourceKind",
     "load_settings",
     "topic_name_problem",
 ]
@@ -55,6 +63,15 @@ _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _BROKER = re.compile(
     r"^(?:[A-Za-z_]+://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>[0-9]{1,5})$"
 )
+# Twitch's endpoints (issue 11); ws:// and http:// are accepted for local testing.
+_DEFAULT_EVENTSUB_URL = "wss://eventsub.wss.twitch.tv/ws"
+_DEFAULT_API_URL = "https://api.twitch.tv/helix"
+_DEFAULT_AUTH_URL = "https://id.twitch.tv/oauth2"
+_URL_SCHEMES = {
+    "twitch_eventsub_url": ("wss://", "ws://"),
+    "twitch_api_url": ("https://", "http://"),
+    "twitch_auth_url": ("https://", "http://"),
+}
 # What .env.example used to ship: copying it unchanged must not look like a login.
 _PLACEHOLDER_USERNAMES = frozenset({"your_bot_username"})
 _PLACEHOLDER_TOKENS = frozenset({"oauth:your_token_here"})
@@ -94,6 +111,13 @@ class BufferMode(StrEnum):
 class BufferFullPolicy(StrEnum):
     BLOCK = "block"
     DROP_NEWEST = "drop_newest"
+
+
+class SourceKind(StrEnum):
+    """How chat is read (TWITCH_SOURCE): Twitch IRC, or an EventSub WebSocket."""
+
+    IRC = "irc"
+    EVENTSUB = "eventsub"
 
 
 class ChannelSource(StrEnum):
@@ -145,6 +169,8 @@ class Settings(BaseSettings):
     )
 
     # --- Twitch -------------------------------------------------------------------
+    # First: the token's validator reads it (EventSub takes a token without `oauth:`).
+    twitch_source: SourceKind = SourceKind.IRC
     twitch_channel: Annotated[list[str], NoDecode] = Field(default_factory=list)
     twitch_username: str | None = None
     twitch_oauth_token: SecretStr | None = None
@@ -170,6 +196,20 @@ class Settings(BaseSettings):
     twitch_connection_open_interval_s: float = Field(default=2.0, ge=0)
     twitch_reconnect_overlap_s: float = Field(default=5.0, ge=0)
     twitch_read_buffer_bytes: int = Field(default=256 * 1024, ge=4096)
+    # --- Twitch API, tokens and EventSub (issue 11) -------------------------------
+    twitch_client_id: str | None = None
+    twitch_client_secret: SecretStr | None = None
+    twitch_refresh_token: SecretStr | None = None
+    twitch_eventsub_url: str = _DEFAULT_EVENTSUB_URL
+    twitch_api_url: str = _DEFAULT_API_URL
+    twitch_auth_url: str = _DEFAULT_AUTH_URL
+    # Asked of Twitch with `?keepalive_timeout_seconds=` (Twitch takes 10-600); unset:
+    # Twitch's default of 10 s. Below 10 only the simulator accepts it (tests).
+    twitch_eventsub_keepalive_s: int | None = Field(default=None, ge=1, le=600)
+    # Twitch requires apps to validate their tokens hourly.
+    twitch_token_validate_interval_s: float = Field(default=3600.0, gt=0)
+    # Refresh this long before the token expires (with TWITCH_REFRESH_TOKEN).
+    twitch_token_refresh_margin_s: float = Field(default=600.0, ge=0)
 
     # --- Kafka --------------------------------------------------------------------
     kafka_brokers: str = "localhost:9092"
@@ -271,6 +311,8 @@ class Settings(BaseSettings):
 
     @field_validator(
         "twitch_username",
+        "twitch_client_id",
+        "twitch_eventsub_keepalive_s",
         "twitch_max_reconnect_attempts",
         "kafka_topic_raw",
         "kafka_topic_dlq",
@@ -284,7 +326,13 @@ class Settings(BaseSettings):
         # `VAR=` in .env (as .env.example ships the credentials) means "not set".
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("twitch_oauth_token", "kafka_sasl_password", mode="before")
+    @field_validator(
+        "twitch_oauth_token",
+        "twitch_client_secret",
+        "twitch_refresh_token",
+        "kafka_sasl_password",
+        mode="before",
+    )
     @classmethod
     def _empty_secret_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -311,11 +359,19 @@ class Settings(BaseSettings):
 
     @field_validator("twitch_oauth_token")
     @classmethod
-    def _valid_token(cls, token: SecretStr | None) -> SecretStr | None:
+    def _valid_token(cls, token: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         # The messages never quote the value: it is a secret even when malformed.
         if token is None:
             return None
         value = token.get_secret_value()
+        if info.data.get("twitch_source") is SourceKind.EVENTSUB:
+            # Helix and EventSub take the bare token; `oauth:` is IRC's spelling of it.
+            if value in _PLACEHOLDER_TOKENS or not _TOKEN_BODY.match(value.removeprefix("oauth:")):
+                raise ValueError(
+                    "is not a user access token (it must be the token's letters and digits,"
+                    " with or without 'oauth:', no spaces or quotes)"
+                )
+            return token
         if value in _PLACEHOLDER_TOKENS:
             raise ValueError(
                 "is still the .env.example placeholder: put your bot's token here "
@@ -333,6 +389,30 @@ class Settings(BaseSettings):
                 "digits, with no spaces or quotes)"
             )
         return token
+
+    @field_validator("twitch_client_secret", "twitch_refresh_token")
+    @classmethod
+    def _valid_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and not _TOKEN_BODY.match(secret.get_secret_value()):
+            raise ValueError("must be letters and digits only (no spaces or quotes)")
+        return secret
+
+    @field_validator("twitch_client_id")
+    @classmethod
+    def _valid_client_id(cls, value: str | None) -> str | None:
+        if value is not None and not _TOKEN_BODY.match(value.strip()):
+            raise ValueError("is not a client id (letters and digits, as the console shows it)")
+        return None if value is None else value.strip()
+
+    @field_validator("twitch_eventsub_url", "twitch_api_url", "twitch_auth_url")
+    @classmethod
+    def _valid_twitch_url(cls, value: str, info: ValidationInfo) -> str:
+        schemes = _URL_SCHEMES[info.field_name or ""]
+        url = value.strip().rstrip("/")
+        scheme, _, rest = url.partition("://")
+        if f"{scheme.lower()}://" not in schemes or not rest or any(c.isspace() for c in url):
+            raise ValueError(f"must be a {' or '.join(schemes)} URL, not {value!r}")
+        return url
 
     @field_validator("twitch_irc_host", "health_host")
     @classmethod
@@ -512,7 +592,10 @@ def cross_field_problems(settings: Settings) -> list[ConfigProblem]:
     def problem(*variables: str, message: str) -> None:
         problems.append(ConfigProblem(variables, message))
 
-    if (s.twitch_username is None) != (s.twitch_oauth_token is None):
+    problems.extend(_twitch_api_problems(s))
+    if s.twitch_source is SourceKind.IRC and (
+        (s.twitch_username is None) != (s.twitch_oauth_token is None)
+    ):
         missing = "TWITCH_OAUTH_TOKEN" if s.twitch_oauth_token is None else "TWITCH_USERNAME"
         problem(
             "TWITCH_USERNAME",
@@ -540,6 +623,49 @@ def cross_field_problems(settings: Settings) -> list[ConfigProblem]:
             message="KAFKA_RETRY_BACKOFF_MAX_MS must be >= KAFKA_RETRY_BACKOFF_MS",
         )
     problems.extend(_sasl_problems(s))
+    return problems
+
+
+def _twitch_api_problems(s: Settings) -> list[ConfigProblem]:
+    """TWITCH_SOURCE=eventsub's requirements, and the refresh pair (for either source)."""
+    problems: list[ConfigProblem] = []
+    if (s.twitch_client_secret is None) != (s.twitch_refresh_token is None):
+        missing = (
+            "TWITCH_REFRESH_TOKEN" if s.twitch_refresh_token is None else ("TWITCH_CLIENT_SECRET")
+        )
+        problems.append(
+            ConfigProblem(
+                ("TWITCH_CLIENT_SECRET", "TWITCH_REFRESH_TOKEN"),
+                f"{missing} is not set: refreshing the token takes both TWITCH_CLIENT_SECRET "
+                "and TWITCH_REFRESH_TOKEN; set both, or neither",
+            )
+        )
+    elif s.twitch_refresh_token is not None and s.twitch_client_id is None:
+        problems.append(
+            ConfigProblem(
+                ("TWITCH_CLIENT_ID", "TWITCH_REFRESH_TOKEN"),
+                "TWITCH_CLIENT_ID is not set: refreshing the token (TWITCH_REFRESH_TOKEN) "
+                "needs the client id of the app that issued it",
+            )
+        )
+    if s.twitch_source is not SourceKind.EVENTSUB:
+        return problems
+    if s.twitch_client_id is None:
+        problems.append(
+            ConfigProblem(
+                ("TWITCH_CLIENT_ID", "TWITCH_SOURCE"),
+                "TWITCH_CLIENT_ID is not set: TWITCH_SOURCE=eventsub needs the client id of "
+                "the app the token was issued to (dev.twitch.tv/console)",
+            )
+        )
+    if s.twitch_oauth_token is None:
+        problems.append(
+            ConfigProblem(
+                ("TWITCH_OAUTH_TOKEN", "TWITCH_SOURCE"),
+                "TWITCH_OAUTH_TOKEN is not set: TWITCH_SOURCE=eventsub needs a user access "
+                "token of the bot account with the scope user:read:chat",
+            )
+        )
     return problems
 
 

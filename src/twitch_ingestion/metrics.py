@@ -9,6 +9,7 @@ or user input, so cardinality cannot explode with the number of channels.
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable, Iterator, Mapping
 
 from confluent_kafka import libversion
 from prometheus_client import (
@@ -17,10 +18,12 @@ from prometheus_client import (
     Gauge,
     GCCollector,
     Histogram,
+    Metric,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from twitch_ingestion import __version__
 
@@ -92,6 +95,72 @@ CHANNELS_FAILED = Gauge(
 JOIN_QUEUE_LENGTH = Gauge(
     "twitch_join_queue_length", "JOINs waiting for the join rate limiter", registry=REGISTRY
 )
+
+
+# --- EventSub source (TWITCH_SOURCE=eventsub) --------------------------------------
+# Read from the client's own counters at scrape time, so the hot path pays nothing for
+# them: name → (help, kind). The source registers how to read them (`EVENTSUB.watch`).
+EVENTSUB_COUNTERS: dict[str, tuple[str, str]] = {
+    "eventsub_notifications": ("Chat notifications turned into records", "counter"),
+    "eventsub_dead_letters": (
+        "EventSub frames or notifications that could not become a record (sent to the DLQ)",
+        "counter",
+    ),
+    "eventsub_duplicates_dropped": (
+        "Notifications Twitch delivered again (same message_id) and that were kept once",
+        "counter",
+    ),
+    "eventsub_reconnects": ("Fresh reconnects (close, keepalive loss, errors)", "counter"),
+    "eventsub_session_migrations": (
+        "session_reconnect hand-overs followed (subscriptions carried over)",
+        "counter",
+    ),
+    "eventsub_subscriptions_created": ("Subscriptions created through Helix", "counter"),
+    "eventsub_revocations": ("Subscriptions Twitch revoked", "counter"),
+    "eventsub_helix_rate_limited": ("Helix calls answered 429 (and retried)", "counter"),
+    "eventsub_token_validations": ("Token validations (start-up and hourly)", "counter"),
+    "eventsub_token_refreshes": ("Token refreshes", "counter"),
+    "eventsub_channels_not_read": (
+        "Configured channels EventSub does not read (unknown login, refused subscription)",
+        "gauge",
+    ),
+    "eventsub_connections_subscribed": (
+        "EventSub WebSocket connections whose subscriptions are in place",
+        "gauge",
+    ),
+}
+
+
+class EventSubCollector:
+    """Exposes the EventSub client's counters (`EVENTSUB_COUNTERS`) at scrape time."""
+
+    def __init__(self) -> None:
+        self._read: Callable[[], Mapping[str, float]] | None = None
+
+    def watch(self, read: Callable[[], Mapping[str, float]] | None) -> None:
+        """Read the values with `read` from now on (None: export nothing)."""
+        self._read = read
+
+    def describe(self) -> list[Metric]:
+        return []  # the series exist only with TWITCH_SOURCE=eventsub
+
+    def collect(self) -> Iterator[Metric]:
+        read = self._read
+        if read is None:
+            return
+        values = read()
+        for name, (text, kind) in EVENTSUB_COUNTERS.items():
+            family: Metric
+            if kind == "counter":
+                family = CounterMetricFamily(name, text)
+            else:
+                family = GaugeMetricFamily(name, text)
+            family.add_metric([], float(values.get(name, 0)))
+            yield family
+
+
+EVENTSUB = EventSubCollector()
+REGISTRY.register(EVENTSUB)
 
 # --- Transform --------------------------------------------------------------------
 MESSAGES_PARSED = Counter(

@@ -55,7 +55,9 @@ CHAT_EVENT_SCHEMA_VERSION = 1
 
 _TIMESTAMP_DOC = (
     "Unix milliseconds when Twitch sent it (`tmi-sent-ts`); `received_at` when the tag is"
-    " missing, empty, not a number or negative."
+    " missing, empty, not a number or negative. Read over EventSub (`ingested_via` ="
+    " `eventsub`), which has no sent time: the notification's `metadata.message_timestamp`"
+    " (when Twitch sent the notification, RFC 3339 with nanoseconds) in Unix milliseconds."
 )
 _RECEIVED_AT_DOC = "Unix milliseconds when this service read the line from the socket."
 _CHANNEL_DOC = "Channel login without `#`, lower case; also the Kafka key."

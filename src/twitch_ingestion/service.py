@@ -1,5 +1,9 @@
 """Wiring and lifecycle: Twitch source → records → Kafka sink, and a clean stop.
 
+The source is chosen by TWITCH_SOURCE: IRC (`sources/irc/`, the default) or EventSub
+(`sources/eventsub/`); both hand the same records to the same sink, so topics, keys,
+DLQ, buffer, health and shutdown do not depend on which one reads.
+
 Startup never waits for Kafka: records are enqueued (and, with the disk buffer, kept)
 until the broker answers, while `/readyz` says what is missing. Shutdown stops reading
 Twitch first, then flushes, so every line read before the signal reaches Kafka.
@@ -17,7 +21,7 @@ from enum import IntEnum
 import structlog
 from confluent_kafka.admin import AdminClient
 
-from twitch_ingestion.config import ChannelSource, Settings
+from twitch_ingestion.config import ChannelSource, Settings, SourceKind
 from twitch_ingestion.fleet.assignment import FleetError, FleetMember
 from twitch_ingestion.health import HealthServer, HealthServerError
 from twitch_ingestion.kafka.buffer import DurableBufferError, buffer_from_settings
@@ -26,8 +30,10 @@ from twitch_ingestion.kafka.producer_config import admin_config
 from twitch_ingestion.kafka.sink import KafkaSink
 from twitch_ingestion.kafka.topics import TopicCheck, TopicSpec, ensure_topics
 from twitch_ingestion.metrics import REGISTRY
+from twitch_ingestion.sources.eventsub.service_source import EventSubFailed, EventSubSource
 from twitch_ingestion.sources.irc.pool import TwitchAuthenticationError, TwitchGaveUp, TwitchSource
 from twitch_ingestion.sources.irc.records import IrcRecordEncoder
+from twitch_ingestion.sources.token_guard import TokenGuard, TokenRejected
 
 __all__ = ["ExitCode", "IngestionService", "topic_specs"]
 
@@ -74,11 +80,27 @@ class IngestionService:
         self.producer = KafkaProducer(settings)
         self.buffer = buffer_from_settings(settings)
         self.sink = KafkaSink(settings, self.producer, self.buffer)
-        self.encoder = IrcRecordEncoder.from_settings(settings, self.sink)
+        self.encoder: IrcRecordEncoder | None = None
+        self.source: TwitchSource | EventSubSource
         in_fleet = settings.channel_source is ChannelSource.KAFKA
-        # In a fleet the channels come from the control topic's assignment, not TWITCH_CHANNEL.
-        self.source = TwitchSource(settings, self.encoder, channels=[] if in_fleet else None)
+        # In a fleet the channels come from the control topic's assignment, not
+        # TWITCH_CHANNEL.
+        irc: TwitchSource | None = None
+        if settings.twitch_source is SourceKind.EVENTSUB:
+            self.source = EventSubSource(settings, self.sink, channels=[] if in_fleet else None)
+        else:
+            self.encoder = IrcRecordEncoder.from_settings(settings, self.sink)
+            self.source = irc = TwitchSource(
+                settings, self.encoder, channels=[] if in_fleet else None
+            )
         self.fleet = FleetMember(settings, self.source) if in_fleet else None
+        # IRC with a token: validated (and refreshed) beside the source; EventSub does
+        # the same inside its client, where Helix calls share the token.
+        self.token_guard = (
+            TokenGuard(settings, on_refreshed=irc.use_token)
+            if irc is not None and settings.twitch_oauth_token
+            else None
+        )
         self._topic_check = TopicCheck(False, frozenset(), {"*": "not checked yet"})
         self._stop_requested = asyncio.Event()
         self._started_at = time.monotonic()
@@ -117,12 +139,18 @@ class IngestionService:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             return failed
+        eventsub = settings.twitch_source is SourceKind.EVENTSUB
         log.info(
             "service starting",
+            source=settings.twitch_source.value,
             channels=len(settings.twitch_channel),
             channel_source=settings.channel_source.value,
-            twitch=f"{settings.twitch_irc_host}:{settings.twitch_irc_port}",
-            tls=settings.twitch_irc_tls,
+            twitch=settings.twitch_eventsub_url
+            if eventsub
+            else f"{settings.twitch_irc_host}:{settings.twitch_irc_port}",
+            tls=settings.twitch_eventsub_url.startswith("wss://")
+            if eventsub
+            else settings.twitch_irc_tls,
             anonymous=settings.is_anonymous,
             kafka=settings.kafka_brokers,
             topic=settings.kafka_topic_chat_messages,
@@ -142,13 +170,23 @@ class IngestionService:
             fleet_task = asyncio.create_task(self.fleet.run(), name="fleet")
             background.append(fleet_task)
             watched.add(fleet_task)
+        if self.token_guard is not None:
+            token_task = asyncio.create_task(self.token_guard.run(), name="twitch-token")
+            background.append(token_task)
+            watched.add(token_task)
         exit_code = ExitCode.OK
         try:
             done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
             if source_task in done:
                 exit_code = _exit_code_for(source_task)
             elif done - {stop_task}:
-                exit_code = _exit_code_for(done.pop(), "fleet membership failed")
+                ended = (done - {stop_task}).pop()
+                crashed = (
+                    "fleet membership failed"
+                    if ended.get_name() == "fleet"
+                    else "twitch token check failed"
+                )
+                exit_code = _exit_code_for(ended, crashed)
         finally:
             exit_code = await self._shutdown(exit_code, source_task, stop_task, background)
             await health.stop()
@@ -203,7 +241,7 @@ class IngestionService:
             enqueued=counts.enqueued,
             delivered=counts.delivered,
             replayed=counts.replayed,
-            dead_lettered=counts.dead_lettered + self.encoder.dead_lettered,
+            dead_lettered=counts.dead_lettered + self._source_dead_letters(),
             undelivered=undelivered,
         )
         if undelivered:
@@ -216,6 +254,18 @@ class IngestionService:
             if exit_code is ExitCode.OK:
                 exit_code = ExitCode.FAILURE
         return exit_code
+
+    def _source_dead_letters(self) -> int:
+        if self.encoder is not None:
+            return self.encoder.dead_lettered
+        assert isinstance(self.source, EventSubSource)
+        return self.source.dead_lettered
+
+    def _lines_received(self) -> float:
+        """IRC lines, or EventSub notifications, read so far (for the throughput log)."""
+        if isinstance(self.source, EventSubSource):
+            return float(self.source.records_read)
+        return REGISTRY.get_sample_value("twitch_lines_received_total") or 0.0
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("shutdown requested", signal=sig.name)
@@ -250,16 +300,16 @@ class IngestionService:
         interval = self.settings.stats_log_interval_s
         counts = self.sink.counts
         last_delivered = counts.delivered
-        last_lines = _lines_received()
+        last_lines = self._lines_received()
         while True:
             await asyncio.sleep(interval)
-            lines = _lines_received()
+            lines = self._lines_received()
             log.info(
                 "throughput",
                 lines_per_s=round((lines - last_lines) / interval, 1),
                 delivered_per_s=round((counts.delivered - last_delivered) / interval, 1),
                 delivered_total=counts.delivered,
-                dead_lettered_total=counts.dead_lettered + self.encoder.dead_lettered,
+                dead_lettered_total=counts.dead_lettered + self._source_dead_letters(),
                 pending=self.sink.pending,
                 kafka_reachable=self.producer.reachable,
             )
@@ -280,16 +330,28 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def _lines_received() -> float:
-    return REGISTRY.get_sample_value("twitch_lines_received_total") or 0.0
-
-
 def _exit_code_for(
     source_task: asyncio.Task[None] | asyncio.Task[bool], crashed: str = "twitch source crashed"
 ) -> ExitCode:
     error = source_task.exception()
     if error is None:
         return ExitCode.OK
+    if isinstance(error, TokenRejected):
+        log.error("twitch authentication failed", variable=error.error.variable, error=str(error))
+        return ExitCode.TWITCH_AUTH
+    if isinstance(error, EventSubFailed):
+        # One line naming the setting to fix (the client never puts a token in it).
+        failure = error.failure
+        if error.is_authentication:
+            log.error("twitch authentication failed", variable=failure.variable, error=str(error))
+            return ExitCode.TWITCH_AUTH
+        log.error(
+            "twitch source gave up",
+            reason=failure.reason,
+            variable=failure.variable,
+            error=str(error),
+        )
+        return ExitCode.TWITCH_GAVE_UP
     if isinstance(error, TwitchAuthenticationError):
         log.error("twitch authentication failed", error=str(error))
         return ExitCode.TWITCH_AUTH

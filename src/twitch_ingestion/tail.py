@@ -114,7 +114,18 @@ def tail(
     idle_timeout_s: float | None,
     max_records: int | None,
 ) -> int:
-    """Print `key<TAB>value` per record to stdout; returns the number printed."""
+    """Print `key<TAB>value` per record to stdout; returns the number printed.
+
+    Says on stderr which topic it waits on first: an empty topic (a demo that wrote
+    elsewhere, a typo) otherwise looks exactly like a hung command.
+    """
+    start = "from the beginning" if from_beginning else "new records only"
+    print(
+        f"tail: reading topic {topic!r} on {settings.kafka_brokers} ({start}); "
+        "waiting for records, Ctrl-C to stop",
+        file=sys.stderr,
+        flush=True,
+    )
     printed = 0
     out = sys.stdout
     for record in iter_records(

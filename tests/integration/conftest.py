@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
 from tests.integration.kafka_helpers import delete_topics
 from tests.integration.service_process import ServiceProcess
@@ -80,11 +82,46 @@ def simulator() -> Iterator[SimulatorThread]:
         yield running
 
 
-def twitch_env(simulator: SimulatorThread, channels: list[str]) -> dict[str, str]:
-    """Settings that point the service at the simulator instead of Twitch."""
-    return {
+@pytest.fixture(scope="session")
+def tls_ca() -> trustme.CA:
+    """A throw-away certificate authority, made for this test run and trusted by nothing
+    else: the simulator's certificate is signed by it."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def tls_ca_file(tls_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`tls_ca`'s certificate as a PEM file, for the service's SSL_CERT_FILE."""
+    path = tmp_path_factory.mktemp("tls") / "test-ca.pem"
+    tls_ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+@pytest.fixture
+def tls_simulator(tls_ca: trustme.CA) -> Iterator[SimulatorThread]:
+    """The simulator serving TLS, as Twitch does on its default port: the production
+    setting TWITCH_IRC_TLS=true, with a certificate for 127.0.0.1 signed by `tls_ca`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    with SimulatorThread(SimulatorConfig(seed=7, ssl_context=context)) as running:
+        yield running
+
+
+def twitch_env(
+    simulator: SimulatorThread, channels: list[str], *, ca_file: Path | None = None
+) -> dict[str, str]:
+    """Settings that point the service at the simulator instead of Twitch.
+
+    For a TLS simulator, `ca_file` is the CA the service is told to trust
+    (SSL_CERT_FILE, which Python's default TLS context reads); without it the service
+    trusts only the system's CAs, which never signed the simulator's certificate.
+    """
+    env = {
         "TWITCH_CHANNEL": ",".join(channels),
         "TWITCH_IRC_HOST": simulator.host,
         "TWITCH_IRC_PORT": str(simulator.port),
-        "TWITCH_IRC_TLS": "false",
+        "TWITCH_IRC_TLS": "true" if simulator.tls else "false",
     }
+    if ca_file is not None:
+        env["SSL_CERT_FILE"] = str(ca_file)
+    return env

@@ -17,9 +17,15 @@ __all__ = ["ServiceProcess", "clean_environment"]
 _OWN_PREFIXES = ("TWITCH_", "KAFKA_", "BUFFER_", "LOG_", "HEALTH_", "SHUTDOWN_", "STATS_")
 
 
+_UNREACHABLE_AUTH_URL = "http://127.0.0.1:9/oauth2"
+
+
 def clean_environment(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_PREFIXES)}
     env.update({"LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1", "HEALTH_PORT": "0"})
+    # Never Twitch's real /validate: a test token would be answered 401 (exit 3) wherever
+    # the internet is reachable. Port 9 refuses at once, so the IRC login decides.
+    env["TWITCH_AUTH_URL"] = _UNREACHABLE_AUTH_URL
     env.update(extra)
     return env
 

@@ -1,4 +1,8 @@
-"""Simulator → `twitch-ingestion run` (a subprocess) → the real broker → a consumer."""
+"""Simulator → `twitch-ingestion run` (a subprocess) → the real broker → a consumer.
+
+Over TLS, as in production (TWITCH_IRC_TLS=true is the default): the simulator presents a
+certificate from a CA made for this test run, and the service is told to trust that CA
+with SSL_CERT_FILE."""
 
 from __future__ import annotations
 
@@ -7,13 +11,15 @@ import signal
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from tests.corpus import SHARED_CORPUS_SKIP_REASON
 from tests.integration.conftest import twitch_env
 from tests.integration.kafka_helpers import collect_records
 from tests.integration.service_process import ServiceProcess
-from twitch_ingestion.simulator import SimulatorThread
+from twitch_ingestion.simulator import SimulatorThread, default_corpus_path, load_corpus
 from twitch_ingestion.sources.irc.compiled import extension_available
 
 StartService = Callable[[dict[str, str]], ServiceProcess]
@@ -28,6 +34,17 @@ SEED_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 # 2011-01-01 (before Twitch chat's tmi-sent-ts existed) .. tomorrow: Unix milliseconds.
 _MIN_TS_MS = 1_293_840_000_000
+
+SHARED_CORPUS = default_corpus_path()
+# The bundled sample chat always; the shared real-capture corpus wherever it is present.
+CORPORA = [
+    pytest.param(None, id="bundled"),
+    pytest.param(
+        SHARED_CORPUS,
+        id="shared",
+        marks=pytest.mark.skipif(not SHARED_CORPUS.exists(), reason=SHARED_CORPUS_SKIP_REASON),
+    ),
+]
 
 
 def _assert_seed_record(key: bytes | None, value: bytes, now_ms: int) -> dict[str, object]:
@@ -47,20 +64,26 @@ def _assert_seed_record(key: bytes | None, value: bytes, now_ms: int) -> dict[st
 
 # Both hot paths end to end: `auto` is the compiled one wherever `make install` built it.
 @pytest.mark.parametrize("hot_path", ["auto", "python"])
+@pytest.mark.parametrize("corpus", CORPORA)
 def test_corpus_replay_reaches_kafka_complete_and_well_formed(
-    simulator: SimulatorThread,
+    tls_simulator: SimulatorThread,
+    tls_ca_file: Path,
     start_service: StartService,
     topics: dict[str, str],
     kafka_brokers: str,
+    corpus: Path | None,
     hot_path: str,
 ) -> None:
+    simulator = tls_simulator
     channels = ["forsen", "xqcow"]
-    service = start_service({**twitch_env(simulator, channels), **topics, "HOT_PATH": hot_path})
+    service = start_service(
+        {**twitch_env(simulator, channels, ca_file=tls_ca_file), **topics, "HOT_PATH": hot_path}
+    )
     simulator.wait_for_joined(channels, timeout=30)
 
-    stream = simulator.start_replay(rate=0).wait(timeout=120)
+    stream = simulator.start_replay(corpus, rate=0).wait(timeout=120)
     sent_privmsgs = stream.lines_by_command["PRIVMSG"]
-    assert sent_privmsgs > 7000
+    assert sent_privmsgs == load_corpus(corpus).count_by_command(["PRIVMSG"])["PRIVMSG"]
 
     records = collect_records(
         kafka_brokers, topics["KAFKA_TOPIC_CHAT_MESSAGES"], expected=sent_privmsgs
@@ -69,11 +92,14 @@ def test_corpus_replay_reaches_kafka_complete_and_well_formed(
     assert len(records) == sent_privmsgs
     values = [_assert_seed_record(r.key, r.value, now_ms) for r in records]
     ids = [v["message_id"] for v in values if v["message_id"]]
-    assert len(ids) > 7000
+    assert len(ids) > sent_privmsgs * 0.99
     assert len(set(ids)) == len(ids), "duplicate records"
     assert {v["channel_id"] for v in values} == set(channels)
     assert any(v["emotes"] for v in values), "the corpus has emotes; none came through"
     assert any(v["is_action"] for v in values)
+    assert any(not str(v["message"]).isascii() for v in values)
+    assert any(v["reply_parent_message_id"] for v in values)
+    assert any(v["source_room_id"] for v in values), "no Shared Chat message came through"
 
     assert service.stop() == 0
     stopped = next(e for e in service.log_events() if e["event"] == "service stopped")
@@ -84,16 +110,21 @@ def test_corpus_replay_reaches_kafka_complete_and_well_formed(
 
 
 def test_sigterm_mid_stream_delivers_everything_read(
-    simulator: SimulatorThread,
+    tls_simulator: SimulatorThread,
+    tls_ca_file: Path,
     start_service: StartService,
     topics: dict[str, str],
     kafka_brokers: str,
 ) -> None:
+    simulator = tls_simulator
     channels = ["alpha", "beta", "gamma"]
-    service = start_service({**twitch_env(simulator, channels), **topics})
+    service = start_service({**twitch_env(simulator, channels, ca_file=tls_ca_file), **topics})
     simulator.wait_for_joined(channels, timeout=30)
     stream = simulator.start_numbered(channels, rate=3000.0, count=1_000_000)
-    time.sleep(2.0)
+    # Mid-stream: well over a thousand lines delivered, and the stream still going.
+    simulator.wait_until(
+        lambda s: sum(s.privmsgs_by_channel.get(c, 0) for c in channels) >= 2000, timeout=30
+    )
 
     assert service.stop(signal.SIGTERM) == 0
     stream.stop()

@@ -1,5 +1,8 @@
-"""Issue 3 end to end: every corpus line lands on the right topic, valid against the
-checked-in schema; lines that break the contract land in the DLQ with their bytes intact."""
+"""Issue 3 end to end: every replayed line lands on the right topic, valid against the
+checked-in schema; lines that break the contract land in the DLQ with their bytes intact.
+
+Replays the bundled sample chat (every event kind) always, and the shared real-capture
+corpus wherever it is present; the malformed lines are `tests/fixtures/twitch-irc/`'s."""
 
 from __future__ import annotations
 
@@ -8,15 +11,27 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema  # type: ignore[import-untyped]
+import pytest
 
+from tests.corpus import SHARED_CORPUS_SKIP_REASON
 from tests.integration.conftest import twitch_env
 from tests.integration.kafka_helpers import collect_records
 from tests.integration.service_process import ServiceProcess
-from twitch_ingestion.simulator import SimulatorThread
+from tests.unit.test_fixture_lines import EVENT_TYPES, MALFORMED, malformed_bytes
+from twitch_ingestion.simulator import SimulatorThread, default_corpus_path
 from twitch_ingestion.sources.irc.routing import EVENT_COMMANDS
 
 StartService = Callable[[dict[str, str]], ServiceProcess]
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+SHARED_CORPUS = default_corpus_path()
+CORPORA = [
+    pytest.param(None, id="bundled"),
+    pytest.param(
+        SHARED_CORPUS,
+        id="shared",
+        marks=pytest.mark.skipif(not SHARED_CORPUS.exists(), reason=SHARED_CORPUS_SKIP_REASON),
+    ),
+]
 
 
 def _validator(name: str) -> jsonschema.protocols.Validator:
@@ -25,16 +40,18 @@ def _validator(name: str) -> jsonschema.protocols.Validator:
     return validator_class(schema)
 
 
+@pytest.mark.parametrize("corpus", CORPORA)
 def test_whole_corpus_routes_to_chat_and_events_topics_and_validates(
     simulator: SimulatorThread,
     start_service: StartService,
     topics: dict[str, str],
     kafka_brokers: str,
+    corpus: Path | None,
 ) -> None:
     channels = ["forsen", "pajlada"]
     service = start_service({**twitch_env(simulator, channels), **topics})
     simulator.wait_for_joined(channels, timeout=30)
-    stream = simulator.start_replay(rate=0).wait(timeout=120)
+    stream = simulator.start_replay(corpus, rate=0).wait(timeout=120)
     sent = stream.lines_by_command
     chat_expected = sent["PRIVMSG"]
     # Each JOIN is answered with a ROOMSTATE, which is an event too.
@@ -60,8 +77,11 @@ def test_whole_corpus_routes_to_chat_and_events_topics_and_validates(
         assert record.key is not None
         assert record.key.decode() == value["channel_id"]
         event_types.add(value["event_type"])
-    # The corpus has subs, raids, bans, timeouts, deletions and room state changes.
+    # Both have subs, raids, bans, timeouts, deletions and room state changes; the
+    # bundled chat has every event type the schema knows.
     assert {"ban", "timeout", "message_deleted", "room_state", "raid"} <= event_types
+    if corpus is None:
+        assert event_types == EVENT_TYPES
     assert service.stop() == 0
 
 
@@ -74,14 +94,8 @@ def test_malformed_lines_reach_the_dead_letter_topic_byte_for_byte(
     channels = ["forsen"]
     service = start_service({**twitch_env(simulator, channels), **topics})
     simulator.wait_for_joined(channels, timeout=30)
-    malformed = {
-        # Not UTF-8: Latin-1 'é' from a broken client.
-        b"@id=a1;user-id=1 :bob!bob@bob.tmi.twitch.tv PRIVMSG #forsen :caf\xe9": "invalid-utf8",
-        # Tags and then nothing.
-        b"@badge-info=;badges=": "tags-without-command",
-        # A PRIVMSG with no text parameter.
-        b":bob!bob@bob.tmi.twitch.tv PRIVMSG #forsen": "privmsg-without-text",
-    }
+    # Every malformed fixture line: undecodable, not IRC, and IRC that breaks the contract.
+    malformed = {malformed_bytes(case): case["reason"] for case in MALFORMED}
     simulator.send_raw(list(malformed))
     simulator.start_numbered(channels, count=5).wait(timeout=30)
 

@@ -22,9 +22,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.corpus import RAW_LINES_PATH
+from tests.corpus import RAW_LINES_PATH, SHARED_CORPUS_SKIP_REASON
+from tests.unit.test_fixture_lines import MALFORMED, TRICKY, malformed_bytes
 from twitch_ingestion.records import Record
 from twitch_ingestion.simulator.chatgen import ChatGenerator
+from twitch_ingestion.simulator.sample import sample_chat_lines
 from twitch_ingestion.sources.irc.commands.stats import DEFAULT_PARSE_STATS
 from twitch_ingestion.sources.irc.compiled import (
     HotPathChoice,
@@ -209,6 +211,27 @@ def test_lines_quoted_in_the_unit_tests_encode_identically() -> None:
     assert differential.compiled_took > 10
 
 
+def test_fixture_lines_tricky_and_malformed_encode_identically() -> None:
+    """`tests/fixtures/twitch-irc/`: each line alone, then all in one read."""
+    lines = [case["raw"].encode() for case in TRICKY] + [malformed_bytes(c) for c in MALFORMED]
+    differential = _Differential(raw_topic="raw")
+    for line in lines:
+        differential.check_chunks([line + b"\r\n"], {"pajlada": "11148817"})
+    differential.check_chunks([b"".join(line + b"\r\n" for line in lines)])
+    assert differential.lines_tried >= len(TRICKY)
+    assert differential.compiled_took > 5
+    assert differential.reads_compiled > len(TRICKY) // 2
+
+
+def test_bundled_sample_chat_encodes_identically() -> None:
+    """The simulator's bundled chat (every event kind, `/me`, replies, Shared Chat)."""
+    data = "".join(line + "\r\n" for line in sample_chat_lines()).encode()
+    differential = _Differential(raw_topic="raw")
+    differential.check_chunks(data[at : at + 65_536] for at in range(0, len(data), 65_536))
+    assert differential.lines_tried > 3000
+    assert differential.compiled_took > 2500
+
+
 def test_generated_chat_encodes_identically_and_takes_the_compiled_path() -> None:
     generator = ChatGenerator(seed=12)
     differential = _Differential()
@@ -224,7 +247,7 @@ def test_generated_chat_encodes_identically_and_takes_the_compiled_path() -> Non
 
 def test_shared_corpus_encodes_identically() -> None:
     if not RAW_LINES_PATH.exists():
-        pytest.skip(f"shared corpus absent: {RAW_LINES_PATH}")
+        pytest.skip(SHARED_CORPUS_SKIP_REASON)
     data = RAW_LINES_PATH.read_bytes()
     differential = _Differential(raw_topic="raw")
     # Cut into reads at odd offsets, as a socket would, so lines straddle reads.

@@ -1,65 +1,122 @@
-"""`EventSubSettings`: the issue-11 variables, checked at construction, secrets hidden."""
+"""EventSub settings: the issue-11 variables live in `config.Settings` (validated at load,
+every problem named, secrets hidden) and `EventSubSettings.from_settings` carries them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from twitch_ingestion.config import ConfigError, Settings, SourceKind, load_settings
 from twitch_ingestion.sources.eventsub.client import (
     DEFAULT_API_URL,
     DEFAULT_AUTH_URL,
     DEFAULT_EVENTSUB_URL,
     EventSubSettings,
-    SettingsError,
 )
 
 TOKEN = "abcdefghijklmnopqrstuvwxyz0123"
-SECRET = "s3cr3t-client-secret"
-REFRESH = "r3fr3sh-token-value"
+SECRET = "s3cr3tclientsecret"
+REFRESH = "r3fr3shtokenvalue"
 
 
-def test_defaults_point_at_twitch() -> None:
-    settings = EventSubSettings.from_env(
-        {"TWITCH_CLIENT_ID": "cid", "TWITCH_OAUTH_TOKEN": TOKEN}, ("forsen",)
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    """A clean environment (no developer .env, no TWITCH_/KAFKA_ variables)."""
+    monkeypatch.chdir(tmp_path)
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("TWITCH_", "KAFKA_", "CHANNEL_SOURCE")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("TWITCH_CHANNEL", "forsen")
+    return monkeypatch
+
+
+def load(env: pytest.MonkeyPatch, **values: str) -> Settings:
+    for name, value in values.items():
+        env.setenv(name, value)
+    return load_settings()
+
+
+def problems(env: pytest.MonkeyPatch, **values: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load(env, **values)
+    for problem in caught.value.problems:
+        for secret in (TOKEN, SECRET, REFRESH):
+            assert secret not in problem
+    return caught.value.problems
+
+
+def test_defaults_point_at_twitch(env: pytest.MonkeyPatch) -> None:
+    settings = load(env, TWITCH_SOURCE="eventsub", TWITCH_CLIENT_ID="cid", TWITCH_OAUTH_TOKEN=TOKEN)
+    eventsub = EventSubSettings.from_settings(settings)
+    assert settings.twitch_source is SourceKind.EVENTSUB
+    assert eventsub.eventsub_url == DEFAULT_EVENTSUB_URL == "wss://eventsub.wss.twitch.tv/ws"
+    assert eventsub.api_url == DEFAULT_API_URL == "https://api.twitch.tv/helix"
+    assert eventsub.auth_url == DEFAULT_AUTH_URL == "https://id.twitch.tv/oauth2"
+    assert eventsub.channels == ("forsen",)
+    assert eventsub.validate_interval_s == 3600.0
+
+
+def test_irc_stays_the_default_source(env: pytest.MonkeyPatch) -> None:
+    assert load(env).twitch_source is SourceKind.IRC
+
+
+def test_every_variable_is_carried_into_the_eventsub_settings(env: pytest.MonkeyPatch) -> None:
+    settings = load(
+        env,
+        TWITCH_SOURCE="eventsub",
+        TWITCH_CLIENT_ID="cid",
+        TWITCH_OAUTH_TOKEN=f"oauth:{TOKEN}",
+        TWITCH_CLIENT_SECRET=SECRET,
+        TWITCH_REFRESH_TOKEN=REFRESH,
+        TWITCH_EVENTSUB_URL="ws://127.0.0.1:8080/ws",
+        TWITCH_API_URL="http://127.0.0.1:8080/helix/",
+        TWITCH_AUTH_URL="http://127.0.0.1:8080/oauth2",
+        TWITCH_EVENTSUB_KEEPALIVE_S="30",
+        TWITCH_TOKEN_VALIDATE_INTERVAL_S="60",
     )
-    assert settings.eventsub_url == DEFAULT_EVENTSUB_URL == "wss://eventsub.wss.twitch.tv/ws"
-    assert settings.api_url == DEFAULT_API_URL == "https://api.twitch.tv/helix"
-    assert settings.auth_url == DEFAULT_AUTH_URL == "https://id.twitch.tv/oauth2"
-    assert settings.channels == ("forsen",)
+    eventsub = EventSubSettings.from_settings(settings, ("a", "b"))
+    assert (eventsub.client_secret, eventsub.refresh_token) == (SECRET, REFRESH)
+    assert eventsub.oauth_token == f"oauth:{TOKEN}"
+    assert eventsub.eventsub_url == "ws://127.0.0.1:8080/ws"
+    assert eventsub.api_url == "http://127.0.0.1:8080/helix"  # trailing slash dropped
+    assert eventsub.keepalive_timeout_s == 30
+    assert eventsub.validate_interval_s == 60.0
+    assert eventsub.channels == ("a", "b")
 
 
-def test_every_variable_is_read_from_the_environment() -> None:
-    settings = EventSubSettings.from_env(
-        {
-            "TWITCH_CLIENT_ID": "cid",
-            "TWITCH_OAUTH_TOKEN": f"oauth:{TOKEN}",
-            "TWITCH_CLIENT_SECRET": SECRET,
-            "TWITCH_REFRESH_TOKEN": REFRESH,
-            "TWITCH_EVENTSUB_URL": "ws://127.0.0.1:8080/ws",
-            "TWITCH_API_URL": "http://127.0.0.1:8080/helix",
-            "TWITCH_AUTH_URL": "http://127.0.0.1:8080/oauth2",
-        },
-        keepalive_timeout_s=30,
+def test_secrets_are_masked_in_repr(env: pytest.MonkeyPatch) -> None:
+    settings = load(
+        env,
+        TWITCH_SOURCE="eventsub",
+        TWITCH_CLIENT_ID="cid",
+        TWITCH_OAUTH_TOKEN=TOKEN,
+        TWITCH_CLIENT_SECRET=SECRET,
+        TWITCH_REFRESH_TOKEN=REFRESH,
     )
-    assert (settings.client_secret, settings.refresh_token) == (SECRET, REFRESH)
-    assert settings.eventsub_url == "ws://127.0.0.1:8080/ws"
-    assert settings.keepalive_timeout_s == 30
+    for text in (repr(settings), repr(EventSubSettings.from_settings(settings))):
+        for secret in (TOKEN, SECRET, REFRESH):
+            assert secret not in text
 
 
-def test_repr_shows_no_secret() -> None:
-    settings = EventSubSettings(
-        "cid", f"oauth:{TOKEN}", client_secret=SECRET, refresh_token=REFRESH
-    )
-    text = repr(settings)
-    for secret in (TOKEN, SECRET, REFRESH):
-        assert secret not in text
+def test_eventsub_takes_a_token_without_the_oauth_prefix_irc_does_not(
+    env: pytest.MonkeyPatch,
+) -> None:
+    load(env, TWITCH_SOURCE="eventsub", TWITCH_CLIENT_ID="cid", TWITCH_OAUTH_TOKEN=TOKEN)
+    env.delenv("TWITCH_CLIENT_ID")
+    found = problems(env, TWITCH_SOURCE="irc", TWITCH_USERNAME="bot")
+    assert any("TWITCH_OAUTH_TOKEN" in p and "oauth:" in p for p in found)
 
 
 @pytest.mark.parametrize(
-    ("env", "variable"),
+    ("values", "variable"),
     [
         ({"TWITCH_OAUTH_TOKEN": TOKEN}, "TWITCH_CLIENT_ID"),
         ({"TWITCH_CLIENT_ID": "cid"}, "TWITCH_OAUTH_TOKEN"),
         ({"TWITCH_CLIENT_ID": "cid", "TWITCH_OAUTH_TOKEN": "oauth:"}, "TWITCH_OAUTH_TOKEN"),
+        ({"TWITCH_CLIENT_ID": "c id", "TWITCH_OAUTH_TOKEN": TOKEN}, "TWITCH_CLIENT_ID"),
         (
             {
                 "TWITCH_CLIENT_ID": "cid",
@@ -95,13 +152,39 @@ def test_repr_shows_no_secret() -> None:
     ],
 )
 def test_bad_settings_name_the_variable_and_never_the_token(
-    env: dict[str, str], variable: str
+    env: pytest.MonkeyPatch, values: dict[str, str], variable: str
 ) -> None:
-    with pytest.raises(SettingsError) as caught:
-        EventSubSettings.from_env(env)
-    assert caught.value.variable == variable
-    message = str(caught.value)
-    assert variable in message
-    assert "\n" not in message
-    for secret in (TOKEN, SECRET, REFRESH):
-        assert secret not in message
+    found = problems(env, TWITCH_SOURCE="eventsub", **values)
+    assert len(found) == 1, found
+    assert found[0].startswith(variable) or f"{variable}:" in found[0] or variable in found[0]
+    assert "\n" not in found[0]
+
+
+def test_every_problem_is_reported_at_once(env: pytest.MonkeyPatch) -> None:
+    found = problems(
+        env,
+        TWITCH_SOURCE="eventsub",
+        TWITCH_CLIENT_SECRET=SECRET,
+        TWITCH_AUTH_URL="ftp://x",
+    )
+    named = " ".join(found)
+    for variable in (
+        "TWITCH_CLIENT_ID",
+        "TWITCH_OAUTH_TOKEN",
+        "TWITCH_REFRESH_TOKEN",
+        "TWITCH_AUTH_URL",
+    ):
+        assert variable in named
+
+
+def test_a_fleet_member_may_read_over_eventsub(env: pytest.MonkeyPatch) -> None:
+    env.delenv("TWITCH_CHANNEL")
+    settings = load(
+        env,
+        TWITCH_SOURCE="eventsub",
+        TWITCH_CLIENT_ID="cid",
+        TWITCH_OAUTH_TOKEN=TOKEN,
+        CHANNEL_SOURCE="kafka",
+    )
+    eventsub = EventSubSettings.from_settings(settings, (), dynamic_channels=True)
+    assert (eventsub.channels, eventsub.dynamic_channels) == ((), True)

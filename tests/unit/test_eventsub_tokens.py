@@ -12,6 +12,7 @@ from twitch_ingestion.sources.eventsub.http_messages import HttpResponse, strip_
 from twitch_ingestion.sources.eventsub.tokens import (
     EVENTSUB_SCOPE,
     IRC_SCOPE,
+    NETWORK_ERROR_STATUS,
     REFRESH_MARGIN_S,
     VALIDATE_INTERVAL_S,
     RefreshedToken,
@@ -150,6 +151,18 @@ def test_server_errors_are_transient(status: int) -> None:
     assert isinstance(error, TokenError)
     assert error.transient
     assert "will retry" in error.message
+
+
+def test_an_auth_endpoint_that_cannot_be_reached_says_so_not_a_status_code() -> None:
+    body = json.dumps({"message": "network error: ClientConnectorDNSError"}).encode()
+    error = check(HttpResponse(NETWORK_ERROR_STATUS, body))
+    assert isinstance(error, TokenError)
+    assert error.transient
+    assert error.message == (
+        "{TWITCH_AUTH_URL}/validate could not be reached"
+        " (network error: ClientConnectorDNSError); will retry"
+    )
+    assert_one_clean_line(error)
 
 
 @pytest.mark.parametrize("body", [b"", b"not json", b"[]", b'{"client_id": 5}', b'{"login": "x"}'])

@@ -2,32 +2,69 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import subprocess
+import sys
+import typing
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.corpus import REPO_DIR, SHARED_CORPUS_SKIP_REASON
+from twitch_ingestion.models import ChatEventRecord, ChatMessage
 from twitch_ingestion.simulator import wire
 from twitch_ingestion.simulator.chatgen import GLOBAL_EMOTES, ChatGenerator
 from twitch_ingestion.simulator.join_limit import JoinRateLimiter
 from twitch_ingestion.simulator.replay import (
+    BUNDLED_CORPUS_NAME,
     DEFAULT_REPLAY_COMMANDS,
+    CorpusFileError,
     default_corpus_path,
     load_corpus,
 )
+from twitch_ingestion.simulator.sample import sample_chat_lines
 from twitch_ingestion.simulator.stats import StreamStats
-from twitch_ingestion.simulator.streams import NumberedSource, ReplaySource
+from twitch_ingestion.simulator.streams import NumberedSource, RatePacer, ReplaySource
+from twitch_ingestion.sources.irc.commands import ParseStats
 from twitch_ingestion.sources.irc.irc import parse_line
+from twitch_ingestion.sources.irc.routing import route_message
 
-CORPUS = default_corpus_path()
-needs_corpus = pytest.mark.skipif(not CORPUS.exists(), reason=f"{CORPUS} is not present")
+# `event_type` of every record struct on the events topic.
+_EVENT_TYPE_TAGS = frozenset(
+    str(struct.__struct_config__.tag) for struct in typing.get_args(ChatEventRecord)
+)
+
+SHARED_CORPUS = default_corpus_path()
+GENERATED_CHAT_FILE = REPO_DIR / "tests" / "fixtures" / "twitch-irc" / "generated-chat.txt"
+# Every replay test runs on the bundled sample chat, and on the shared real-capture
+# corpus wherever that is checked out beside the repository.
+CORPORA = [
+    pytest.param(None, id="bundled"),
+    pytest.param(GENERATED_CHAT_FILE, id="fixture-file"),
+    pytest.param(
+        SHARED_CORPUS,
+        id="shared",
+        marks=pytest.mark.skipif(not SHARED_CORPUS.exists(), reason=SHARED_CORPUS_SKIP_REASON),
+    ),
+]
+every_corpus = pytest.mark.parametrize("corpus_path", CORPORA)
 
 
-def corpus_command_counts(path: Path, commands: frozenset[str]) -> Counter[str]:
+def raw_corpus_lines(path: Path | None) -> list[str]:
+    """The file's lines, or the bundled sample chat's, read without the replay code."""
+    if path is None:
+        return sample_chat_lines()
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def corpus_command_counts(path: Path | None, commands: frozenset[str]) -> Counter[str]:
     """Independent count: the command word of every line whose first param is a channel."""
     counts: Counter[str] = Counter()
-    for raw in path.read_text(encoding="utf-8").splitlines():
+    for raw in raw_corpus_lines(path):
         words = raw.split(" ")
         if words[0].startswith("@"):
             words = words[1:]
@@ -39,9 +76,13 @@ def corpus_command_counts(path: Path, commands: frozenset[str]) -> Counter[str]:
 
 
 def replay_source(
-    loops: int | None, *, rewrite_channel: bool = True, fresh_timestamps: bool = True
+    path: Path | None,
+    loops: int | None,
+    *,
+    rewrite_channel: bool = True,
+    fresh_timestamps: bool = True,
 ) -> ReplaySource:
-    corpus = load_corpus(CORPUS)
+    corpus = load_corpus(path)
     passes = iter(range(1_000_000))
     return ReplaySource(
         corpus.select(DEFAULT_REPLAY_COMMANDS),
@@ -125,27 +166,32 @@ def test_join_limiter_window_slides() -> None:
 # --------------------------------------------------------------------------- replay
 
 
-@needs_corpus
-def test_corpus_templates_render_every_line_byte_identical() -> None:
-    corpus = load_corpus(CORPUS)
+@every_corpus
+def test_corpus_templates_render_every_line_byte_identical(corpus_path: Path | None) -> None:
+    corpus = load_corpus(corpus_path)
     assert corpus.lines
     for line in corpus.lines:
         assert line.render(line.originals) == line.raw + "\r\n"
 
 
-@needs_corpus
-def test_corpus_selection_matches_an_independent_count_per_command() -> None:
-    corpus = load_corpus(CORPUS)
-    expected = corpus_command_counts(CORPUS, DEFAULT_REPLAY_COMMANDS)
+@every_corpus
+def test_corpus_selection_matches_an_independent_count_per_command(
+    corpus_path: Path | None,
+) -> None:
+    corpus = load_corpus(corpus_path)
+    expected = corpus_command_counts(corpus_path, DEFAULT_REPLAY_COMMANDS)
     assert corpus.count_by_command(DEFAULT_REPLAY_COMMANDS) == dict(expected)
-    assert expected["PRIVMSG"] > 7000
+    assert expected["PRIVMSG"] > {None: 3000, GENERATED_CHAT_FILE: 400}.get(corpus_path, 7000)
+    assert set(expected) == DEFAULT_REPLAY_COMMANDS
 
 
-@needs_corpus
-def test_first_replay_pass_without_rewrites_sends_the_corpus_lines_unchanged() -> None:
-    source = replay_source(1, rewrite_channel=False, fresh_timestamps=False)
+@every_corpus
+def test_first_replay_pass_without_rewrites_sends_the_corpus_lines_unchanged(
+    corpus_path: Path | None,
+) -> None:
+    source = replay_source(corpus_path, 1, rewrite_channel=False, fresh_timestamps=False)
     sent = source.take(100_000, [], 0)
-    corpus_lines = load_corpus(CORPUS).select(DEFAULT_REPLAY_COMMANDS)
+    corpus_lines = load_corpus(corpus_path).select(DEFAULT_REPLAY_COMMANDS)
     unchanged = [
         item[2] == line.raw + "\r\n" for item, line in zip(sent, corpus_lines, strict=True)
     ]
@@ -154,9 +200,11 @@ def test_first_replay_pass_without_rewrites_sends_the_corpus_lines_unchanged() -
     assert source.exhausted()
 
 
-@needs_corpus
-def test_replay_keeps_ids_unique_across_loops_and_clearmsg_follows_its_target() -> None:
-    source = replay_source(3)
+@every_corpus
+def test_replay_keeps_ids_unique_across_loops_and_clearmsg_follows_its_target(
+    corpus_path: Path | None,
+) -> None:
+    source = replay_source(corpus_path, 3)
     ids: list[str] = []
     targets: list[str] = []
     while not source.exhausted():
@@ -174,9 +222,9 @@ def test_replay_keeps_ids_unique_across_loops_and_clearmsg_follows_its_target() 
     assert len(followed) % 3 == 0
 
 
-@needs_corpus
-def test_replay_rewrites_channel_room_id_and_timestamp() -> None:
-    source = replay_source(1)
+@every_corpus
+def test_replay_rewrites_channel_room_id_and_timestamp(corpus_path: Path | None) -> None:
+    source = replay_source(corpus_path, 1)
     for channel, _, line, _ in source.take(50, ["x", "y"], 1_700_000_000_123):
         message = parse_line(line.removesuffix("\r\n"))
         assert message.channel == channel
@@ -258,3 +306,134 @@ def test_generated_chat_is_deterministic_for_a_seed() -> None:
     assert [first.privmsg("a", "1", 0) for _ in range(20)] == [
         second.privmsg("a", "1", 0) for _ in range(20)
     ]
+
+
+# --------------------------------------------------------------------------- bundled chat
+
+
+def test_default_replay_needs_no_file_outside_the_package(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # As in a `pip install` or the Docker image: no shared corpus anywhere.
+    monkeypatch.setattr(
+        "twitch_ingestion.simulator.replay.default_corpus_path", lambda: tmp_path / "absent.txt"
+    )
+    corpus = load_corpus(None)
+    assert corpus.path is None
+    assert corpus.name == BUNDLED_CORPUS_NAME
+    assert corpus.count_by_command(DEFAULT_REPLAY_COMMANDS).keys() == DEFAULT_REPLAY_COMMANDS
+
+
+def test_bundled_chat_covers_every_feature_and_event_kind() -> None:
+    seen: Counter[str] = Counter()
+    event_types: Counter[str] = Counter()
+    stats = ParseStats()
+    for line in sample_chat_lines():
+        message = parse_line(line)
+        routed = route_message(message, 1, {}, stats)
+        assert routed is not None, line
+        record = routed.record
+        if isinstance(record, ChatMessage):
+            seen["action"] += record.is_action
+            seen["emotes"] += bool(record.emotes)
+            seen["reply"] += record.reply_parent_message_id is not None
+            seen["bits"] += record.bits > 0
+            seen["non-ascii"] += not record.message.isascii()
+            seen["astral"] += any(ord(char) > 0xFFFF for char in record.message)
+            seen["shared-chat"] += "source-room-id" in message.tags
+        else:
+            event_types[str(type(record).__struct_config__.tag)] += 1
+            if message.tags.get("msg-id") == "sharedchatnotice":
+                seen["shared-chat-notice"] += 1
+    assert set(seen) == {
+        "action", "emotes", "reply", "bits", "non-ascii", "astral", "shared-chat",
+        "shared-chat-notice",
+    }, seen  # fmt: skip
+    assert all(seen.values()), seen
+    assert set(event_types) == _EVENT_TYPE_TAGS, event_types
+    # Every emote range of the bundled chat fits its text: nothing skipped.
+    assert stats.emote_ranges_skipped == 0
+
+
+def test_generated_chat_fixture_is_the_generator_output() -> None:
+    text = GENERATED_CHAT_FILE.read_text(encoding="utf-8")
+    assert text.splitlines() == sample_chat_lines(count=500), (
+        "regenerate tests/fixtures/twitch-irc/generated-chat.txt (see its README)"
+    )
+
+
+def test_bundled_chat_is_the_same_in_every_process() -> None:
+    # Tests count on its content: it must not depend on str hashing (PYTHONHASHSEED).
+    script = (
+        "import hashlib; from twitch_ingestion.simulator.sample import sample_chat_lines; "
+        "print(hashlib.sha256('\\n'.join(sample_chat_lines()).encode()).hexdigest())"
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in ("1", "2")
+    }
+    assert digests == {hashlib.sha256("\n".join(sample_chat_lines()).encode()).hexdigest()}
+    assert sample_chat_lines(count=50) == sample_chat_lines()[:50]
+
+
+@pytest.mark.parametrize(
+    ("make_path", "problem"),
+    [
+        (lambda tmp: tmp / "missing.txt", "does not exist"),
+        (lambda tmp: tmp, "is not a file"),
+        (lambda tmp: _write(tmp / "latin1.txt", b"caf\xe9\n"), "is not UTF-8 text"),
+    ],
+)
+def test_a_bad_replay_file_is_one_clear_error(
+    tmp_path: Path, make_path: Callable[[Path], Path], problem: str
+) -> None:
+    path = make_path(tmp_path)
+    with pytest.raises(CorpusFileError) as caught:
+        load_corpus(path)
+    message = str(caught.value)
+    assert problem in message
+    assert str(path) in message
+    assert "\n" not in message
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+# --------------------------------------------------------------------------- pacing
+
+
+def test_rate_pacer_sends_rate_lines_per_second_of_made_up_time() -> None:
+    pacer = RatePacer(200.0, batch_lines=2048, now=0.0, min_wait_s=0.001)
+    assert pacer.due(0.0) == 0
+    assert pacer.wait_s(0.0) == pytest.approx(0.005)  # the first line is due at 1/200 s
+    assert pacer.due(0.25) == 50
+    pacer.sent(50)
+    assert pacer.due(0.25) == 0
+    assert pacer.wait_s(0.25) == pytest.approx(0.005)
+    assert pacer.due(1.0) == 150  # 200 in the first second, all told
+    pacer.sent(150)
+    # A late wake-up catches up, but never more than a batch at once.
+    assert pacer.due(100.0) == 2048
+
+
+def test_rate_pacer_restart_does_not_burst_what_nobody_could_receive() -> None:
+    pacer = RatePacer(100.0, batch_lines=2048, now=0.0, min_wait_s=0.005)
+    pacer.restart(50.0)  # e.g. 50 s with no channel joined
+    assert pacer.due(50.0) == 0
+    assert pacer.due(50.25) == 25
+
+
+def test_rate_pacer_without_a_rate_always_sends_a_full_batch() -> None:
+    pacer = RatePacer(0.0, batch_lines=512, now=0.0, min_wait_s=0.005)
+    assert pacer.due(0.0) == 512
+    pacer.sent(512)
+    assert pacer.due(0.0) == 512
+    assert pacer.wait_s(0.0) == 0.0

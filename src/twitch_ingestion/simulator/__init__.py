@@ -4,6 +4,9 @@
 - `SimulatorThread`: the same on a background loop, for synchronous tests.
 - `SimulatorConfig` / `ChannelBehaviour`: settings; `SimulatorStats`: what happened.
 - `cli`: `twitch-ingestion simulate` (also `python -m twitch_ingestion.simulator`).
+- `sample_chat_lines()` / `bundled_corpus()`: the generated chat a replay sends when it
+  is given no file (every event kind; no file outside the package needed).
+- `server_tls_context()`: serve TLS (`SimulatorConfig(ssl_context=…)`).
 
 In an async test::
 
@@ -18,22 +21,32 @@ From a synchronous test (e.g. one that runs the service as a subprocess), the sa
 on `SimulatorThread` block until done; `stats()` returns a snapshot.
 """
 
-from twitch_ingestion.simulator.config import ChannelBehaviour, SimulatorConfig
+from twitch_ingestion.simulator.config import (
+    ChannelBehaviour,
+    SimulatorConfig,
+    server_tls_context,
+)
 from twitch_ingestion.simulator.replay import (
+    BUNDLED_CORPUS_NAME,
     DEFAULT_REPLAY_COMMANDS,
+    CorpusFileError,
+    bundled_corpus,
     default_corpus_path,
     load_corpus,
 )
+from twitch_ingestion.simulator.sample import sample_chat_lines
 from twitch_ingestion.simulator.server import TwitchSimulator
 from twitch_ingestion.simulator.stats import ConnectionStats, SimulatorStats, StreamStats
 from twitch_ingestion.simulator.streams import NUMBERED_SENDER, StreamHandle
 from twitch_ingestion.simulator.thread import SimulatorThread, ThreadStreamHandle
 
 __all__ = [
+    "BUNDLED_CORPUS_NAME",
     "DEFAULT_REPLAY_COMMANDS",
     "NUMBERED_SENDER",
     "ChannelBehaviour",
     "ConnectionStats",
+    "CorpusFileError",
     "SimulatorConfig",
     "SimulatorStats",
     "SimulatorThread",
@@ -41,6 +54,9 @@ __all__ = [
     "StreamStats",
     "ThreadStreamHandle",
     "TwitchSimulator",
+    "bundled_corpus",
     "default_corpus_path",
     "load_corpus",
+    "sample_chat_lines",
+    "server_tls_context",
 ]

@@ -131,6 +131,25 @@ class ChatGenerator:
             vip=vip,
         )
 
+    @property
+    def rng(self) -> random.Random:
+        """The generator's random source, shared with `EventGenerator` so one seed
+        fixes the whole mix."""
+        return self._rng
+
+    def recent_message(self, channel: str) -> tuple[str, ChatUser, str] | None:
+        """A recent PRIVMSG of `#channel` as (id, sender, text), for CLEARMSG to delete."""
+        recent = self._recent.get(channel)
+        if not recent:
+            return None
+        sent = self._rng.choice(recent)
+        return sent.message_id, sent.user, sent.body
+
+    def body(self) -> tuple[str, str]:
+        """A message text and its `emotes` tag value (for USERNOTICE messages)."""
+        text, emotes = self._body(0)
+        return text, _emotes_tag(emotes)
+
     def _body(self, offset: int) -> tuple[str, dict[str, list[tuple[int, int]]]]:
         """Message text and emote ranges (code points, inclusive), shifted by `offset`."""
         rng = self._rng
@@ -150,8 +169,19 @@ class ChatGenerator:
             position += len(token) + 1
         return " ".join(tokens), emotes
 
-    def privmsg(self, channel: str, room_id: str, sent_ts_ms: int) -> str:
-        """One PRIVMSG line for `#channel` (no CRLF)."""
+    def privmsg(
+        self,
+        channel: str,
+        room_id: str,
+        sent_ts_ms: int,
+        *,
+        shared_source_room_id: str | None = None,
+    ) -> str:
+        """One PRIVMSG line for `#channel` (no CRLF).
+
+        With `shared_source_room_id` the line is a Shared Chat relay: a message sent in
+        that other room, seen in `channel`, tagged `source-room-id`, `source-id`, ….
+        """
         rng = self._rng
         user = rng.choice(self.users)
         recent = self._recent.setdefault(channel, deque(maxlen=_RECENT_PER_CHANNEL))
@@ -180,10 +210,7 @@ class ChatGenerator:
             tags.append(("bits", str(bits)))
         if rng.random() < 0.5:
             tags.append(("client-nonce", f"{rng.getrandbits(128):032x}"))
-        emotes_tag = "/".join(
-            f"{emote_id}:" + ",".join(f"{start}-{end}" for start, end in ranges)
-            for emote_id, ranges in emotes.items()
-        )
+        emotes_tag = _emotes_tag(emotes)
         tags += [
             ("color", user.color),
             ("display-name", user.display_name),
@@ -210,6 +237,16 @@ class ChatGenerator:
         tags += [
             ("returning-chatter", "1" if rng.random() < 0.02 else "0"),
             ("room-id", room_id),
+        ]
+        if shared_source_room_id is not None:
+            tags += [
+                ("source-badge-info", user.badge_info),
+                ("source-badges", user.badges),
+                ("source-id", str(uuid.UUID(int=rng.getrandbits(128), version=4))),
+                ("source-only", "0"),
+                ("source-room-id", shared_source_room_id),
+            ]
+        tags += [
             ("subscriber", "1" if user.subscriber else "0"),
             ("tmi-sent-ts", str(sent_ts_ms)),
             ("turbo", "1" if user.turbo else "0"),
@@ -222,3 +259,10 @@ class ChatGenerator:
         tag_text = ";".join(f"{key}={escape_tag_value(value)}" for key, value in tags)
         login = user.login
         return f"@{tag_text} :{login}!{login}@{login}.tmi.twitch.tv PRIVMSG #{channel} :{text}"
+
+
+def _emotes_tag(emotes: dict[str, list[tuple[int, int]]]) -> str:
+    return "/".join(
+        f"{emote_id}:" + ",".join(f"{start}-{end}" for start, end in ranges)
+        for emote_id, ranges in emotes.items()
+    )

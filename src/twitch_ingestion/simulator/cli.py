@@ -1,8 +1,9 @@
 """`twitch-ingestion simulate`: run the Twitch IRC simulator until SIGINT/SIGTERM.
 
 Point the service at it with TWITCH_IRC_HOST=127.0.0.1, TWITCH_IRC_PORT=<port> and
-TWITCH_IRC_TLS=false. Connection events and a periodic stats line go to stderr through
-`logging` (logger `twitch_ingestion.simulator`).
+TWITCH_IRC_TLS=false (or, with `--tls-cert`, TWITCH_IRC_TLS=true and SSL_CERT_FILE=<the
+CA that signed the certificate>). Connection events and a periodic stats line go to
+stderr through `logging` (logger `twitch_ingestion.simulator`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from twitch_ingestion.simulator.config import (
     DEFAULT_PONG_TIMEOUT_S,
     ChannelBehaviour,
     SimulatorConfig,
+    server_tls_context,
 )
-from twitch_ingestion.simulator.replay import DEFAULT_REPLAY_COMMANDS
+from twitch_ingestion.simulator.replay import DEFAULT_REPLAY_COMMANDS, load_corpus
 from twitch_ingestion.simulator.server import TwitchSimulator
 from twitch_ingestion.simulator.stats import SimulatorStats
 
@@ -36,7 +38,7 @@ logger = logging.getLogger("twitch_ingestion.simulator")
 DEFAULT_CLI_PORT = 6667
 DEFAULT_CLI_RATE = 100.0
 DEFAULT_STATS_INTERVAL_S = 10.0
-# `--replay` without a path: the shared corpus.
+# `--replay` without a path: the bundled sample chat.
 _DEFAULT_CORPUS = ""
 
 
@@ -62,7 +64,19 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         "--port",
         type=int,
         default=DEFAULT_CLI_PORT,
-        help="port to listen on, 0 = ephemeral (default %(default)s; plain TCP, no TLS)",
+        help="port to listen on, 0 = ephemeral (default %(default)s)",
+    )
+    net.add_argument(
+        "--tls-cert",
+        default=None,
+        metavar="PEM",
+        help="serve TLS with this certificate (chain) instead of plain TCP",
+    )
+    net.add_argument(
+        "--tls-key",
+        default=None,
+        metavar="PEM",
+        help="the certificate's private key (default: inside --tls-cert)",
     )
 
     content = parser.add_argument_group("content (streams start once a client joins)")
@@ -72,7 +86,7 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         const=_DEFAULT_CORPUS,
         default=None,
         metavar="PATH",
-        help="replay raw lines from PATH (default: the shared twitch corpus)",
+        help="replay raw IRC lines from PATH (default: the bundled sample chat)",
     )
     content.add_argument("--generate", action="store_true", help="send synthetic chat")
     content.add_argument(
@@ -203,9 +217,14 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     ):
         for channel in getattr(args, f"{behaviour.value}_channels"):
             behaviours[channel] = behaviour
+    if args.tls_key is not None and args.tls_cert is None:
+        raise ValueError("--tls-key needs --tls-cert")
     return SimulatorConfig(
         host=args.host,
         port=args.port,
+        ssl_context=(
+            server_tls_context(args.tls_cert, args.tls_key) if args.tls_cert is not None else None
+        ),
         valid_tokens=frozenset(args.valid_token) if args.valid_token else None,
         ping_interval_s=args.ping_interval_s or None,
         pong_timeout_s=args.pong_timeout_s or None,
@@ -258,6 +277,8 @@ async def run_simulate(args: argparse.Namespace) -> int:
     logger.setLevel(logging.INFO)
     try:
         config = config_from_args(args)
+        if args.replay is not None:
+            load_corpus(args.replay or None)  # a bad path fails now, not after listening
     except ValueError as exc:
         print(f"twitch-ingestion simulate: {exc}", file=sys.stderr)
         return 2
@@ -272,6 +293,13 @@ async def run_simulate(args: argparse.Namespace) -> int:
         )
         return 1
     print(f"simulator listening on {config.host}:{sim.port}", file=sys.stderr, flush=True)
+    print(
+        f"point the service at it with TWITCH_IRC_HOST={config.host} TWITCH_IRC_PORT={sim.port}"
+        f" TWITCH_IRC_TLS={'true' if sim.tls else 'false'}"
+        + (" SSL_CERT_FILE=<the CA that signed --tls-cert>" if sim.tls else ""),
+        file=sys.stderr,
+        flush=True,
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ __all__ = [
     "DEFAULT_WRITE_BUFFER_HIGH_BYTES",
     "ChannelBehaviour",
     "SimulatorConfig",
+    "server_tls_context",
 ]
 
 # Twitch sends `PING :tmi.twitch.tv` roughly every five minutes.
@@ -58,6 +60,9 @@ class SimulatorConfig:
     host: str = "127.0.0.1"
     port: int = 0
     """0 binds an ephemeral port; read `TwitchSimulator.port` after `start()`."""
+    ssl_context: ssl.SSLContext | None = None
+    """Serve TLS with this server-side context (Twitch's own port 6697 is TLS-only);
+    None serves plain TCP. `server_tls_context()` builds one from PEM files."""
     valid_tokens: frozenset[str] | None = None
     """Tokens accepted for non-anonymous logins, with or without the `oauth:` prefix.
     None accepts any `oauth:` token."""
@@ -100,3 +105,19 @@ class SimulatorConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be > 0 or None, got {value}")
+
+
+def server_tls_context(cert_file: str, key_file: str | None = None) -> ssl.SSLContext:
+    """A TLS server context presenting `cert_file` (PEM, chain allowed) and its key.
+
+    `key_file` may be omitted when the key is in `cert_file`. Raises `ValueError` with
+    one line naming the file when it cannot be loaded.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as exc:
+        files = cert_file if key_file is None else f"{cert_file} / {key_file}"
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+        raise ValueError(f"cannot load the TLS certificate and key {files}: {reason}") from None
+    return context

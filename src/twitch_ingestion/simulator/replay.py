@@ -1,4 +1,5 @@
-"""Real Twitch lines from a file, turned into templates that can be re-sent fast.
+"""Twitch lines, from a file or the bundled sample chat, turned into templates that can
+be re-sent fast.
 
 Each line is split once, at load time, around the values a replay may rewrite (the
 channel, `room-id`, `tmi-sent-ts`, `id`, `target-msg-id`), so sending it again is one
@@ -10,16 +11,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from twitch_ingestion.simulator.wire import derived_uuid
 
 __all__ = [
+    "BUNDLED_CORPUS_NAME",
     "DEFAULT_REPLAY_COMMANDS",
     "Corpus",
+    "CorpusFileError",
     "CorpusLine",
+    "bundled_corpus",
     "default_corpus_path",
     "load_corpus",
     "serial_uuid",
@@ -39,8 +43,18 @@ _TAG_SLOTS = {
 }
 
 
+BUNDLED_CORPUS_NAME = "the bundled sample chat"
+
+
+class CorpusFileError(ValueError):
+    """A replay file that cannot be used; the message names the file and the problem."""
+
+
 def default_corpus_path() -> Path:
-    """`<repo>/../shared/twitch-corpus/raw-lines.txt`: the real-line corpus."""
+    """`<repo>/../shared/twitch-corpus/raw-lines.txt`: the shared real-capture corpus.
+
+    Only present beside a checkout that has it; replays default to `bundled_corpus()`.
+    """
     repo_root = Path(__file__).resolve().parents[3]
     return repo_root.parent / "shared" / "twitch-corpus" / "raw-lines.txt"
 
@@ -127,13 +141,18 @@ class CorpusLine:
 
 @dataclass(frozen=True, slots=True)
 class Corpus:
-    path: Path
+    path: Path | None
+    """The file read, or None for the bundled sample chat."""
     lines: tuple[CorpusLine, ...]
     """Every channel-bearing line, in file order."""
     total_lines: int
     """Non-empty lines in the file, channel-bearing or not."""
     line_span: int
     """One more than the last line number: the stride of derived-id serials per pass."""
+
+    @property
+    def name(self) -> str:
+        return str(self.path) if self.path is not None else BUNDLED_CORPUS_NAME
 
     def select(self, commands: Collection[str] | None) -> tuple[CorpusLine, ...]:
         """Lines whose command is in `commands` (None: every channel-bearing line)."""
@@ -212,22 +231,19 @@ def _parse_corpus_line(line_no: int, raw: str) -> CorpusLine | None:
     )
 
 
-@functools.lru_cache(maxsize=8)
-def _load_corpus_cached(path: Path, mtime_ns: int) -> Corpus:
-    del mtime_ns  # part of the cache key only: an edited file is read again
+def _build_corpus(numbered_lines: Iterable[tuple[int, str]], path: Path | None) -> Corpus:
     parsed_lines: list[CorpusLine] = []
     total = 0
     last_line_no = 0
-    with path.open(encoding="utf-8", newline="") as handle:
-        for line_no, text in enumerate(handle, 1):
-            last_line_no = line_no
-            raw = text.rstrip("\r\n")
-            if not raw:
-                continue
-            total += 1
-            parsed = _parse_corpus_line(line_no, raw)
-            if parsed is not None:
-                parsed_lines.append(parsed)
+    for line_no, text in numbered_lines:
+        last_line_no = line_no
+        raw = text.rstrip("\r\n")
+        if not raw:
+            continue
+        total += 1
+        parsed = _parse_corpus_line(line_no, raw)
+        if parsed is not None:
+            parsed_lines.append(parsed)
     # Second pass: number repeated ids, and point CLEARMSGs at the line they delete.
     first_line_of_id: dict[str, int] = {}
     occurrences: Counter[str] = Counter()
@@ -251,14 +267,47 @@ def _load_corpus_cached(path: Path, mtime_ns: int) -> Corpus:
     return Corpus(path=path, lines=tuple(lines), total_lines=total, line_span=last_line_no + 1)
 
 
+@functools.lru_cache(maxsize=8)
+def _load_corpus_cached(path: Path, mtime_ns: int) -> Corpus:
+    del mtime_ns  # part of the cache key only: an edited file is read again
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            return _build_corpus(enumerate(handle, 1), path)
+    except UnicodeDecodeError as exc:
+        raise CorpusFileError(
+            f"replay file {path} is not UTF-8 text (byte {exc.start}); "
+            "expected raw IRC lines, one per line"
+        ) from None
+
+
+@functools.cache
+def bundled_corpus() -> Corpus:
+    """The sample chat shipped with the package (`sample.py`): every event kind, no file."""
+    from twitch_ingestion.simulator.sample import sample_chat_lines
+
+    return _build_corpus(enumerate(sample_chat_lines(), 1), None)
+
+
 def load_corpus(path: Path | str | None = None) -> Corpus:
-    """Read a file of raw server lines (one per line); cached per path and mtime."""
-    resolved = Path(path) if path is not None else default_corpus_path()
+    """Read a file of raw server lines (one per line); cached per path and mtime.
+
+    None: the bundled sample chat. A missing, unreadable or non-text file raises
+    `CorpusFileError` with one line saying which and why.
+    """
+    if path is None:
+        return bundled_corpus()
+    resolved = Path(path)
     try:
         mtime_ns = resolved.stat().st_mtime_ns
+        if not resolved.is_file():
+            raise CorpusFileError(f"replay file {resolved} is not a file")
+        return _load_corpus_cached(resolved.resolve(), mtime_ns)
     except FileNotFoundError:
-        raise FileNotFoundError(
-            f"replay file {resolved} does not exist; pass an explicit path "
-            "(the default is <repo>/../shared/twitch-corpus/raw-lines.txt)"
+        raise CorpusFileError(
+            f"replay file {resolved} does not exist; give a file of raw IRC lines "
+            "(one per line), or none for the bundled sample chat"
         ) from None
-    return _load_corpus_cached(resolved.resolve(), mtime_ns)
+    except OSError as exc:
+        raise CorpusFileError(
+            f"cannot read replay file {resolved}: {exc.strerror or exc}"
+        ) from None

@@ -1,4 +1,5 @@
-"""`TwitchSimulator`: a TCP server that speaks Twitch IRC, for tests, demos and benchmarks.
+"""`TwitchSimulator`: a TCP (or TLS) server that speaks Twitch IRC, for tests, demos and
+benchmarks.
 
 The protocol lives in `session.py` (per connection) and `wire.py` (line formats); this
 module is the asyncio shell around them plus what needs server-wide knowledge: channel
@@ -44,6 +45,7 @@ from twitch_ingestion.simulator.streams import (
     BatchItem,
     GeneratedSource,
     NumberedSource,
+    RatePacer,
     ReplaySource,
     StreamHandle,
     StreamSource,
@@ -164,6 +166,11 @@ class TwitchSimulator:
         return self.config.host
 
     @property
+    def tls(self) -> bool:
+        """True when clients must speak TLS (`config.ssl_context` is set)."""
+        return self.config.ssl_context is not None
+
+    @property
     def accepting(self) -> bool:
         return self._server is not None
 
@@ -172,7 +179,11 @@ class TwitchSimulator:
         if self._server is not None:
             return
         self._server = await asyncio.start_server(
-            self._on_client, self.config.host, self._port, reuse_address=True
+            self._on_client,
+            self.config.host,
+            self._port,
+            reuse_address=True,
+            ssl=self.config.ssl_context,
         )
         self._port = self._server.sockets[0].getsockname()[1]
         logger.debug("simulator listening on %s:%d", self.config.host, self._port)
@@ -389,7 +400,7 @@ class TwitchSimulator:
         fresh_timestamps: bool = True,
         commands: Collection[str] | None = DEFAULT_REPLAY_COMMANDS,
     ) -> StreamHandle:
-        """Replay a file of raw lines (default: the shared corpus) into channels.
+        """Replay a file of raw lines (default: the bundled sample chat) into channels.
 
         rate: lines/s (0 = as fast as the client reads). loops: passes over the file
         (None = forever). With `rewrite_channel` each line goes to the next of
@@ -417,7 +428,7 @@ class TwitchSimulator:
             stats=stats,
         )
         logger.info(
-            "stream %d: replay of %d lines from %s", stats.stream_id, len(lines), corpus.path
+            "stream %d: replay of %d lines from %s", stats.stream_id, len(lines), corpus.name
         )
         return self._start_stream(source, stats)
 
@@ -499,10 +510,7 @@ class TwitchSimulator:
 
     async def _run_stream(self, source: StreamSource, stats: StreamStats) -> None:
         loop = asyncio.get_running_loop()
-        rate = stats.rate
-        batch_lines = self.config.batch_lines
-        started = loop.time()
-        paced = 0
+        pacer = RatePacer(stats.rate, self.config.batch_lines, loop.time(), _MIN_TICK_S)
         try:
             while not source.exhausted():
                 joined: Sequence[str] = ()
@@ -510,22 +518,17 @@ class TwitchSimulator:
                     joined = self._joined_channels()
                     if not joined:
                         await self._changed.wait()
-                        started, paced = loop.time(), 0
+                        pacer.restart(loop.time())
                         continue
-                if rate > 0:
-                    elapsed = loop.time() - started
-                    due = int(elapsed * rate) - paced
-                    if due <= 0:
-                        await asyncio.sleep(max((paced + 1) / rate - elapsed, _MIN_TICK_S))
-                        continue
-                    n = min(due, batch_lines)
-                else:
-                    n = batch_lines
+                n = pacer.due(loop.time())
+                if n == 0:
+                    await asyncio.sleep(pacer.wait_s(loop.time()))
+                    continue
                 batch = source.take(n, joined, time.time_ns() // 1_000_000)
-                paced += len(batch)
+                pacer.sent(len(batch))
                 for conn in self._deliver(batch, stats):
                     await self._drain(conn)
-                if rate <= 0:
+                if pacer.rate <= 0:
                     await asyncio.sleep(0)  # let readers, controls and other streams run
         except asyncio.CancelledError:
             stats.stopped = True

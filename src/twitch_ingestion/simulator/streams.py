@@ -21,6 +21,7 @@ __all__ = [
     "BatchItem",
     "GeneratedSource",
     "NumberedSource",
+    "RatePacer",
     "ReplaySource",
     "StreamHandle",
     "StreamSource",
@@ -237,6 +238,43 @@ class NumberedSource:
             append((channel, "PRIVMSG", f"{head}{seq:012x}{middle}{ts}{tail}{seq}\r\n", seq))
         self._round_robin = index
         return batch
+
+
+class RatePacer:
+    """How many lines a stream may send at a given time: `rate` per second since it
+    (re)started, at most `batch_lines` at once (rate 0: always a full batch).
+
+    Pure (the time is passed in) so the pacing is tested with made-up clocks; the
+    server's stream loop only sleeps for `wait_s()` and sends what `due()` allows.
+    """
+
+    def __init__(self, rate: float, batch_lines: int, now: float, min_wait_s: float) -> None:
+        self.rate = rate
+        self._batch_lines = batch_lines
+        self._min_wait_s = min_wait_s
+        self._started = now
+        self._sent = 0
+
+    def restart(self, now: float) -> None:
+        """Start counting afresh (after a pause nobody could receive): no burst to catch up."""
+        self._started = now
+        self._sent = 0
+
+    def due(self, now: float) -> int:
+        """Lines to send now; 0 means wait `wait_s(now)` first."""
+        if self.rate <= 0:
+            return self._batch_lines
+        owed = int((now - self._started) * self.rate) - self._sent
+        return max(0, min(owed, self._batch_lines))
+
+    def wait_s(self, now: float) -> float:
+        """How long until the next line is due (at least `min_wait_s`)."""
+        if self.rate <= 0:
+            return 0.0
+        return max((self._sent + 1) / self.rate - (now - self._started), self._min_wait_s)
+
+    def sent(self, lines: int) -> None:
+        self._sent += lines
 
 
 class StreamHandle:

@@ -201,6 +201,10 @@ class SimulatorThread:
     def host(self) -> str:
         return self.config.host
 
+    @property
+    def tls(self) -> bool:
+        return self.config.ssl_context is not None
+
     def stats(self) -> SimulatorStats:
         """A consistent deep copy of the counters (plain data, safe to keep)."""
         return self.call(lambda sim: sim.stats.snapshot())

@@ -61,8 +61,12 @@ class TokenKeeper:
         refresh_margin_s: float = REFRESH_MARGIN_S,
         refresh_retry_s: float = REFRESH_RETRY_S,
         clock: Callable[[], float] = time.monotonic,
+        on_refreshed: Callable[[str], None] | None = None,
     ) -> None:
+        """`on_refreshed(access_token)` is told each new token (the IRC source uses it for
+        the connections it opens next; EventSub reads `access_token` per request)."""
         self._send = send
+        self._on_refreshed = on_refreshed
         self._auth_url = auth_url
         self._client_id = client_id
         self._access = strip_oauth_prefix(access_token)
@@ -185,6 +189,8 @@ class TokenKeeper:
                 self._refresh = result.refresh_token
             self.schedule.refreshed(result, now)
             self.refreshes += 1
+            if self._on_refreshed is not None:
+                self._on_refreshed(result.access_token)
             log.info("twitch-token-refreshed", status=self.schedule.describe_remaining(now))
             return None
         error = self.schedule.refresh_failed(result, now)

@@ -22,14 +22,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import msgspec
 import structlog
+from pydantic import SecretStr
 
+from twitch_ingestion.config import Settings
 from twitch_ingestion.sources.eventsub.auth import TokenKeeper
 from twitch_ingestion.sources.eventsub.helix import (
     CONNECTIONS_PER_USER,
@@ -40,6 +42,7 @@ from twitch_ingestion.sources.eventsub.helix import (
     RefusalKind,
     SubscriptionCreated,
     UsersAnswer,
+    delete_subscription_request,
     interpret_subscription,
     interpret_users,
     plan_connections,
@@ -70,9 +73,11 @@ from twitch_ingestion.sources.eventsub.session import (
     ReconnectKind,
     Revoked,
     SessionAction,
+    SessionState,
     Subscribe,
 )
 from twitch_ingestion.sources.eventsub.tokens import (
+    NETWORK_ERROR_STATUS,
     REFRESH_MARGIN_S,
     REFRESH_RETRY_S,
     VALIDATE_INTERVAL_S,
@@ -99,7 +104,6 @@ DEFAULT_EVENTSUB_URL = "wss://eventsub.wss.twitch.tv/ws"
 DEFAULT_API_URL = "https://api.twitch.tv/helix"
 DEFAULT_AUTH_URL = "https://id.twitch.tv/oauth2"
 
-_NETWORK_ERROR_STATUS = 599
 """Status of the synthetic answer for a request that got no HTTP answer at all (refused,
 reset, timed out): a 5xx, so the core treats it as transient, and not one Twitch sends."""
 _HELIX_ATTEMPTS = 5
@@ -160,6 +164,9 @@ class EventSubSettings:
     max_unproductive_sessions: int | None = DEFAULT_MAX_UNPRODUCTIVE_SESSIONS
     max_connections: int = CONNECTIONS_PER_USER
     subscriptions_per_connection: int = SUBSCRIPTIONS_PER_CONNECTION
+    dynamic_channels: bool = False
+    """True in a fleet (CHANNEL_SOURCE=kafka): channels come and go at run time through
+    `add_channels`/`remove_channels`, and an empty channel list is not a failure."""
 
     def __post_init__(self) -> None:
         if not self.client_id.strip():
@@ -189,24 +196,38 @@ class EventSubSettings:
                 )
 
     @classmethod
-    def from_env(
-        cls, env: Mapping[str, str], channels: tuple[str, ...] = (), **tunables: object
+    def from_settings(
+        cls, settings: Settings, channels: tuple[str, ...] | None = None, **tunables: object
     ) -> EventSubSettings:
-        """Read the issue-11 variables from `env`; raises `SettingsError`."""
+        """The EventSub part of the service's `Settings` (config.py, the one home of every
+        setting, validated at load); raises `SettingsError` for what only EventSub needs.
 
-        def get(name: str, default: str = "") -> str:
-            return env.get(name, "").strip() or default
+        `channels` defaults to TWITCH_CHANNEL; `tunables` override the rest (tests).
+        """
 
+        def secret(value: SecretStr | None) -> str:
+            return "" if value is None else value.get_secret_value()
+
+        values: dict[str, object] = {
+            "keepalive_timeout_s": settings.twitch_eventsub_keepalive_s,
+            "welcome_timeout_s": settings.twitch_login_timeout_s,
+            "validate_interval_s": settings.twitch_token_validate_interval_s,
+            "refresh_margin_s": settings.twitch_token_refresh_margin_s,
+            "backoff_base_s": settings.twitch_reconnect_base_s,
+            "backoff_max_s": settings.twitch_reconnect_max_s,
+            "http_timeout_s": settings.twitch_connect_timeout_s,
+            **tunables,
+        }
         return cls(
-            client_id=get("TWITCH_CLIENT_ID"),
-            oauth_token=get("TWITCH_OAUTH_TOKEN"),
-            channels=channels,
-            client_secret=get("TWITCH_CLIENT_SECRET"),
-            refresh_token=get("TWITCH_REFRESH_TOKEN"),
-            eventsub_url=get("TWITCH_EVENTSUB_URL", DEFAULT_EVENTSUB_URL),
-            api_url=get("TWITCH_API_URL", DEFAULT_API_URL),
-            auth_url=get("TWITCH_AUTH_URL", DEFAULT_AUTH_URL),
-            **tunables,  # type: ignore[arg-type]
+            client_id=settings.twitch_client_id or "",
+            oauth_token=secret(settings.twitch_oauth_token),
+            channels=tuple(settings.twitch_channel if channels is None else channels),
+            client_secret=secret(settings.twitch_client_secret),
+            refresh_token=secret(settings.twitch_refresh_token),
+            eventsub_url=settings.twitch_eventsub_url,
+            api_url=settings.twitch_api_url,
+            auth_url=settings.twitch_auth_url,
+            **values,  # type: ignore[arg-type]
         )
 
 
@@ -285,6 +306,11 @@ class EventSubClient:
         self._reported: set[tuple[str, str]] = set()
         self.keeper: TokenKeeper | None = None
         self.connections: list[_Connection] = []
+        # Run-time channel changes (fleet): queued by add/remove, applied in `_membership`.
+        self._changes: list[tuple[bool, tuple[str, ...]]] = []
+        self._changed = asyncio.Event()
+        self._new_tasks: list[asyncio.Task[SourceFailure | None]] = []
+        self._tasks_added = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"EventSubClient(channels={len(self.settings.channels)})"
@@ -292,6 +318,24 @@ class EventSubClient:
     def stop(self) -> None:
         """Ask `run` to end (returns None then)."""
         self._stopping.set()
+
+    def add_channels(self, logins: tuple[str, ...]) -> None:
+        """Read these channels too (`dynamic_channels`): resolved, placed on a connection
+        with room (or a new one, up to `max_connections`) and subscribed."""
+        self._changes.append((True, logins))
+        self._changed.set()
+
+    def remove_channels(self, logins: tuple[str, ...]) -> None:
+        """Stop reading these channels: their subscriptions are deleted; a connection left
+        without channels is closed (Twitch would close it with 4003 otherwise)."""
+        self._changes.append((False, logins))
+        self._changed.set()
+
+    def subscribed_logins(self) -> frozenset[str]:
+        """Channels whose every subscription is in place on a live session."""
+        return frozenset(
+            login for connection in self.connections for login in connection.subscribed_logins()
+        )
 
     @property
     def duplicates_dropped(self) -> int:
@@ -343,7 +387,7 @@ class EventSubClient:
             self.report(
                 ChannelProblem(channels[problem.channel].login, problem.reason, problem.message)
             )
-        if not plan.connections:
+        if not plan.connections and not settings.dynamic_channels:
             return SourceFailure(
                 "no-channels",
                 "TWITCH_CHANNEL",
@@ -363,18 +407,30 @@ class EventSubClient:
             asyncio.create_task(self._token_loop(keeper)),
             *(asyncio.create_task(connection.run()) for connection in self.connections),
         ]
+        if settings.dynamic_channels:
+            tasks.append(asyncio.create_task(self._membership()))
         stopping = asyncio.create_task(self._stopping.wait())
-        pending: set[asyncio.Task[Any]] = {*tasks, stopping}
+        added = asyncio.create_task(self._tasks_added.wait())
+        pending: set[asyncio.Task[Any]] = {*tasks, stopping, added}
         try:
             while True:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 if stopping in done:
                     return None
+                if added in done:
+                    # Connections opened at run time (fleet) are watched like the rest.
+                    done.discard(added)
+                    self._tasks_added.clear()
+                    tasks.extend(self._new_tasks)
+                    pending.update(self._new_tasks)
+                    self._new_tasks = []
+                    added = asyncio.create_task(self._tasks_added.wait())
+                    pending.add(added)
                 for task in done:
                     failure = task.result()
                     if failure is not None:
                         return failure  # type: ignore[no-any-return]
-                if len(pending) <= 2 and tasks[0] in pending:
+                if not settings.dynamic_channels and len(pending) <= 3 and tasks[0] in pending:
                     # Only the token loop (and `stopping`) left: every connection gave up
                     # its channels (all refused for good), so nothing is read any more.
                     return SourceFailure(
@@ -385,9 +441,11 @@ class EventSubClient:
                     )
         finally:
             stopping.cancel()
+            added.cancel()
+            tasks.extend(self._new_tasks)
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, stopping, return_exceptions=True)
+            await asyncio.gather(*tasks, stopping, added, return_exceptions=True)
 
     async def _until_stopped(self, work: Coroutine[Any, Any, _T]) -> _T | None:
         """`work`'s result, or None if `stop()` came first (`work` is then cancelled)."""
@@ -403,6 +461,71 @@ class EventSubClient:
                 await task
             return None
         return task.result()
+
+    # -- channels at run time (fleet) ---------------------------------------------------
+
+    async def _membership(self) -> SourceFailure | None:
+        """Apply queued `add_channels`/`remove_channels`, in order, until stopped."""
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            changes, self._changes = self._changes, []
+            for adding, logins in changes:
+                if adding:
+                    failure = await self._add(logins)
+                    if failure is not None:
+                        return failure
+                else:
+                    self._remove(set(logins))
+
+    def _placed(self) -> dict[str, _Connection]:
+        return {c.login: conn for conn in self.connections for c in conn.channels}
+
+    async def _add(self, logins: tuple[str, ...]) -> SourceFailure | None:
+        placed = self._placed()
+        wanted = tuple(login for login in logins if login not in placed)
+        if not wanted:
+            return None
+        resolved = await self._resolve(wanted)
+        if isinstance(resolved, SourceFailure):
+            return resolved
+        settings = self.settings
+        per_connection = settings.subscriptions_per_connection // len(CHAT_SUBSCRIPTION_TYPES)
+        for channel in resolved.values():
+            if channel.login in self._placed():
+                continue
+            room = [c for c in self.connections if len(c.channels) < per_connection]
+            if room:
+                min(room, key=lambda c: len(c.channels)).add_channel(channel)
+            elif len(self.connections) < settings.max_connections:
+                connection = _Connection(self, len(self.connections), [channel])
+                self.connections.append(connection)
+                self._new_tasks.append(asyncio.create_task(connection.run()))
+                self._tasks_added.set()
+            else:
+                self.report(
+                    ChannelProblem(
+                        channel.login,
+                        "connection-limit",
+                        f"EventSub allows {settings.max_connections} connections of"
+                        f" {per_connection} channels per client id and user; all are full",
+                    )
+                )
+        return None
+
+    def _remove(self, logins: set[str]) -> None:
+        for connection in list(self.connections):
+            gone = [c for c in connection.channels if c.login in logins]
+            if not gone:
+                continue
+            connection.remove_channels(gone)
+            if not connection.channels:
+                # An empty session would be closed by Twitch (4003) and reconnect in a loop.
+                self.connections.remove(connection)
+                connection.retire()
+        for login in logins:
+            for reason in [r for channel, r in self._reported if channel == login]:
+                self._reported.discard((login, reason))
 
     async def _token_loop(self, keeper: TokenKeeper) -> SourceFailure:
         return SourceFailure.from_token_error(await keeper.run())
@@ -423,14 +546,14 @@ class EventSubClient:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             # The exception's text may quote the URL but never a header or body.
             detail = msgspec.json.encode({"message": f"network error: {type(exc).__name__}"})
-            return HttpResponse(_NETWORK_ERROR_STATUS, detail)
+            return HttpResponse(NETWORK_ERROR_STATUS, detail)
 
     async def helix(self, request: HttpRequest) -> HttpResponse | SourceFailure:
         """A Helix call with the current token: waits for the rate limit, refreshes the
         token on a 401, waits out 429s and retries 5xx, a few times."""
         keeper = self.keeper
         assert keeper is not None
-        response = HttpResponse(_NETWORK_ERROR_STATUS)
+        response = HttpResponse(NETWORK_ERROR_STATUS)
         for _ in range(_HELIX_ATTEMPTS):
             delay = self._limiter.delay(self._wall())
             if delay > 0:
@@ -559,6 +682,68 @@ class _Connection:
         """Set by the previous connection when its first round of subscriptions is over."""
         self.first_round = asyncio.Event()
         self._calls = len(channels) * len(CHAT_SUBSCRIPTION_TYPES)
+        self._subscription_ids: dict[str, list[str]] = {}
+        """User id → ids of its subscriptions on the current session (for deletes)."""
+        self._subscribed: set[str] = set()
+        """User ids with every subscription in place on the current session."""
+
+    # -- channels at run time (fleet) --------------------------------------------------
+
+    def subscribed_logins(self) -> list[str]:
+        if self.session.state not in (SessionState.RUNNING, SessionState.MIGRATING):
+            return []
+        return [c.login for c in self.channels if c.user_id in self._subscribed]
+
+    def add_channel(self, channel: _Channel) -> None:
+        self.channels.append(channel)
+        self._dropped.discard(channel.user_id)
+        session_id = self.session.session_id
+        if session_id is not None and self.session.state in (
+            SessionState.WELCOMED,
+            SessionState.RUNNING,
+        ):
+            # A round in progress may have listed the channels already: subscribe it
+            # now (a 409 "already exists" counts as done).
+            limit = asyncio.Semaphore(1)
+            self._spawn(self._subscribe_one(channel, session_id, limit))
+
+    async def _subscribe_one(
+        self, channel: _Channel, session_id: str, limit: asyncio.Semaphore
+    ) -> None:
+        result = await self._subscribe_channel(channel, session_id, limit)
+        if isinstance(result, SourceFailure):
+            self._actions.put_nowait(result)
+
+    def remove_channels(self, channels: list[_Channel]) -> None:
+        gone = {c.user_id for c in channels}
+        self.channels = [c for c in self.channels if c.user_id not in gone]
+        for user_id in gone:
+            self._subscribed.discard(user_id)
+            self._dropped.discard(user_id)
+            for subscription_id in self._subscription_ids.pop(user_id, []):
+                self._spawn(self._delete(subscription_id))
+
+    def retire(self) -> None:
+        """No channels left: close the sockets and end `run` (returns None)."""
+        self._actions.put_nowait(_NOTHING_LEFT)
+
+    async def _delete(self, subscription_id: str) -> None:
+        client = self.client
+        keeper = client.keeper
+        assert keeper is not None
+        request = delete_subscription_request(
+            client.settings.api_url,
+            client.settings.client_id,
+            keeper.access_token,
+            subscription_id,
+        )
+        response = await client.helix(request)
+        if isinstance(response, SourceFailure):
+            self._actions.put_nowait(response)
+        elif response.status not in (204, 404):  # 404: gone with its session already
+            log.warning(
+                "eventsub-unsubscribe-failed", connection=self.index, status=response.status
+            )
 
     # -- the driver --------------------------------------------------------------------
 
@@ -715,8 +900,13 @@ class _Connection:
         clock = self._clock
         output = self._output
         stats = self.client.stats
+        # Optional backpressure (the service's `SinkOutput.room`): None while the sink
+        # keeps up, else something to await before reading on.
+        room: Callable[[], Awaitable[object] | None] | None = getattr(output, "room", None)
         with contextlib.suppress(aiohttp.ClientError, ConnectionError):
             async for message in ws:
+                if room is not None and (wait := room()) is not None:
+                    await wait
                 if message.type is not aiohttp.WSMsgType.TEXT:
                     continue  # Twitch sends text frames only; ping/pong/close are handled
                 decoded = decode_frame(message.data)
@@ -755,6 +945,10 @@ class _Connection:
         then reconnects with backoff; the warning says why it keeps happening.
         """
         limit = asyncio.Semaphore(self.client.settings.subscribe_concurrency)
+        # A new session starts without subscriptions (a session_reconnect keeps them, and
+        # does not come through here).
+        self._subscription_ids = {}
+        self._subscribed = set()
         channels = [c for c in self.channels if c.user_id not in self._dropped]
         results = await asyncio.gather(
             *(self._subscribe_channel(channel, session_id, limit) for channel in channels)
@@ -795,11 +989,17 @@ class _Connection:
         created = 0
         async with limit:
             for subscription_type in CHAT_SUBSCRIPTION_TYPES:
+                if channel not in self.channels:
+                    return created or None  # removed meanwhile (fleet)
                 result = await self._create(channel, subscription_type, session_id)
                 if isinstance(result, SourceFailure):
                     return result
                 if isinstance(result, SubscriptionCreated):
                     created += 1
+                    if result.id:
+                        self._subscription_ids.setdefault(channel.user_id, []).append(result.id)
+                    if created == len(CHAT_SUBSCRIPTION_TYPES):
+                        self._subscribed.add(channel.user_id)
                     continue
                 if result.kind.reports_channel:
                     self._dropped.add(channel.user_id)

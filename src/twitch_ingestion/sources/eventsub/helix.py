@@ -42,6 +42,7 @@ __all__ = [
     "RefusalKind",
     "SubscriptionCreated",
     "UsersAnswer",
+    "delete_subscription_request",
     "interpret_subscription",
     "interpret_users",
     "normalise_login",
@@ -240,6 +241,17 @@ class _CreatedBody(msgspec.Struct, frozen=True, gc=False):
 
 class _HelixError(msgspec.Struct, frozen=True, gc=False):
     message: str = ""
+
+
+def delete_subscription_request(
+    api_url: str, client_id: str, token: str, subscription_id: str
+) -> HttpRequest:
+    """Delete one subscription (a channel the fleet moved elsewhere); 204 when done."""
+    return HttpRequest(
+        "DELETE",
+        f"{api_url}/eventsub/subscriptions?{urlencode({'id': subscription_id})}",
+        bearer_headers(client_id, token),
+    )
 
 
 def subscription_request(

@@ -229,6 +229,14 @@ _ANY_OBJECT = msgspec.json.Decoder(dict[str, object])
 # Entry point
 
 
+def _finished(
+    destination: Destination, key: str, record: ChatMessage | ChatEventRecord
+) -> EventSubRecord:
+    """Mark the record as read over EventSub (the models default to `irc`) and encode it."""
+    record.ingested_via = "eventsub"
+    return EventSubRecord(destination, key, record, encode_record(record))
+
+
 def notification_record(
     notification: Notification, received_at_ms: int
 ) -> EventSubRecord | DeadLetter:
@@ -327,7 +335,7 @@ def _chat_message(notification: Notification, received_at_ms: int) -> EventSubRe
         event.source_broadcaster_user_id or None,  # source_room_id
         event.source_message_id or None,  # source_message_id
     )
-    return EventSubRecord(Destination.CHAT, channel, record, encode_record(record))
+    return _finished(Destination.CHAT, channel, record)
 
 
 # ---------------------------------------------------------------------------------------
@@ -380,7 +388,7 @@ def _chat_notification(notification: Notification, received_at_ms: int) -> Event
         record = UserNotice(**common, notice_type=_IRC_NOTICE_NAMES.get(kind, kind))
     else:
         record = builder(kind, details, event, common)
-    return EventSubRecord(Destination.EVENTS, channel, record, encode_record(record))
+    return _finished(Destination.EVENTS, channel, record)
 
 
 def _notice_details(event: msgspec.Raw, notice_type: str) -> msgspec.Raw:
@@ -584,7 +592,7 @@ def _moderation_fields(
 def _clear(notification: Notification, received_at_ms: int) -> EventSubRecord:
     event = _CLEAR_EVENT.decode(notification.event)
     record = ChatCleared(**_moderation_fields(notification, event, received_at_ms))
-    return EventSubRecord(Destination.EVENTS, record.channel_id, record, encode_record(record))
+    return _finished(Destination.EVENTS, record.channel_id, record)
 
 
 def _clear_user(notification: Notification, received_at_ms: int) -> EventSubRecord:
@@ -603,7 +611,7 @@ def _clear_user(notification: Notification, received_at_ms: int) -> EventSubReco
         "target-user-login": event.target_user_login.lower(),
     }
     record = UserNotice(**common, notice_type="clear_user_messages")
-    return EventSubRecord(Destination.EVENTS, record.channel_id, record, encode_record(record))
+    return _finished(Destination.EVENTS, record.channel_id, record)
 
 
 def _message_delete(notification: Notification, received_at_ms: int) -> EventSubRecord:
@@ -615,7 +623,7 @@ def _message_delete(notification: Notification, received_at_ms: int) -> EventSub
         target_username=event.target_user_login.lower(),
         deleted_message_id=event.message_id,
     )
-    return EventSubRecord(Destination.EVENTS, record.channel_id, record, encode_record(record))
+    return _finished(Destination.EVENTS, record.channel_id, record)
 
 
 _BUILDERS: dict[str, Callable[[Notification, int], EventSubRecord]] = {

@@ -32,6 +32,7 @@ from twitch_ingestion.sources.eventsub.http_messages import (
 __all__ = [
     "EVENTSUB_SCOPE",
     "IRC_SCOPE",
+    "NETWORK_ERROR_STATUS",
     "REFRESH_MARGIN_S",
     "REFRESH_RETRY_S",
     "VALIDATE_INTERVAL_S",
@@ -61,6 +62,11 @@ REFRESH_RETRY_S = 30.0
 """Wait before retrying a refresh that failed for a transient reason (5xx, network)."""
 
 _TOKEN_VARIABLE = "TWITCH_OAUTH_TOKEN"
+
+
+# What the I/O shells (`client.py`, `token_guard.py`) report for a request that got no
+# response at all (refused, DNS, timeout): a synthetic 5xx, so it counts as transient.
+NETWORK_ERROR_STATUS = 599
 
 
 class TokenError(msgspec.Struct, frozen=True, gc=False):
@@ -422,11 +428,16 @@ def _twitch_message(body: bytes) -> str:
 def _unexpected(endpoint: str, response: HttpResponse) -> TokenError:
     text = _twitch_message(response.body)
     transient = response.status >= 500 or response.status == 429
+    # The I/O shells report a network failure as a synthetic 599 with the error as body.
+    what = (
+        f"could not be reached ({text or 'network error'})"
+        if response.status == NETWORK_ERROR_STATUS
+        else f"answered {response.status}{' ' + text if text else ''}"
+    )
     return TokenError(
         f"{endpoint}-http-{response.status}",
         "TWITCH_AUTH_URL",
-        f"{{TWITCH_AUTH_URL}}/{endpoint} answered {response.status}"
-        f"{' ' + text if text else ''}"
+        f"{{TWITCH_AUTH_URL}}/{endpoint} {what}"
         f"{'; will retry' if transient else '; check TWITCH_AUTH_URL'}",
         transient=transient,
     )

@@ -178,6 +178,13 @@ class TwitchConnection:
                 f"connecting to {self.host}:{self.port} timed out after "
                 f"{self._connect_timeout_s:g} s"
             ) from None
+        except ssl.SSLCertVerificationError as exc:
+            self.status = ConnectionStatus.DISCONNECTED
+            raise TwitchConnectError(
+                f"the TLS certificate of {self.host}:{self.port} is not trusted "
+                f"({exc.verify_message}): point SSL_CERT_FILE at the CA that signed it, "
+                "or set TWITCH_IRC_TLS=false if the server speaks plain TCP"
+            ) from None
         except OSError as exc:
             self.status = ConnectionStatus.DISCONNECTED
             raise TwitchConnectError(

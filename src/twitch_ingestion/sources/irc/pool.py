@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 import structlog
+from pydantic import SecretStr
 
 from twitch_ingestion.channels import normalise_logins
 from twitch_ingestion.config import Settings
@@ -274,6 +275,11 @@ class TwitchSource:
         log.info("twitch channels removed", count=len(gone))
         self._refresh_connection_metrics()
         self._refresh_channel_metrics()
+
+    def use_token(self, token: SecretStr) -> None:
+        """A refreshed TWITCH_OAUTH_TOKEN (`sources/token_guard.py`): every connection
+        opened from now on (reconnects, new slots) logs in with it."""
+        self._token = token
 
     def is_ready(self) -> bool:
         """Every connection logged in and every wanted channel joined or known-failed."""

@@ -1,0 +1,344 @@
+"""The EventSub source as the service runs it: the client's results → the records stage.
+
+`EventSubClient` (client.py) reads chat and hands each result to an `EventSubOutput`
+synchronously, from its socket reader. `SinkOutput` is that output for the service: it
+turns an `EventSubRecord` into the same `Record` tuple the IRC encoder makes (same
+topics, same key, the record's JSON value, created at `received_at`) and hands them, in
+batches, to the `RecordSink` (the Kafka sink) — which never learns which source read
+them. Dead letters go to the DLQ with their exact frame bytes and the same headers as an
+IRC dead letter.
+
+`EventSubSource` gives the service what it asks of the IRC source: `run` (raising when
+reading cannot go on), `stop(grace_s)`, `is_ready`, `failed_channels`, the counters
+`/metrics` reads at scrape time, and the fleet's `ChannelReader` (channels added and
+removed at run time: subscribed and unsubscribed per channel).
+
+Why batches: the sink's `deliver` is a coroutine that may wait for buffer room, and the
+client calls the output without awaiting. Records are appended to a list (one tuple per
+notification, nothing else) and a drain task hands the list to the sink as one chunk,
+exactly like an IRC read chunk. When the sink falls behind by `_HIGH_WATER` records the
+client's reader waits (`room`), which is the backpressure: Twitch's socket is then not
+read until the sink has taken the backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Iterable
+
+import structlog
+
+from twitch_ingestion.channels import normalise_logins
+from twitch_ingestion.config import Settings
+from twitch_ingestion.log_throttle import ThrottledLogger
+from twitch_ingestion.metrics import DEAD_LETTERS, EVENTSUB, MESSAGES_PARSED
+from twitch_ingestion.records import (
+    DLQ_HEADER_REASON,
+    DLQ_HEADER_RECEIVED_AT,
+    Record,
+    RecordSink,
+)
+from twitch_ingestion.sources.eventsub.client import (
+    EventSubClient,
+    EventSubSettings,
+    SourceFailure,
+)
+from twitch_ingestion.sources.eventsub.helix import ChannelProblem
+from twitch_ingestion.sources.eventsub.messages import DeadLetter
+from twitch_ingestion.sources.eventsub.records import EventSubRecord
+from twitch_ingestion.sources.eventsub.session import SessionState
+from twitch_ingestion.sources.irc.routing import Destination
+
+__all__ = ["AUTH_VARIABLES", "EventSubFailed", "EventSubSource", "SinkOutput"]
+
+log = structlog.get_logger(__name__)
+
+_HIGH_WATER = 10_000
+"""Records waiting for the sink before the client's reader pauses: a few seconds of a
+busy channel set, a few MiB of memory at most."""
+
+AUTH_VARIABLES = frozenset(
+    {"TWITCH_OAUTH_TOKEN", "TWITCH_CLIENT_ID", "TWITCH_CLIENT_SECRET", "TWITCH_REFRESH_TOKEN"}
+)
+"""A `SourceFailure` naming one of these is a credentials problem: exit 3."""
+
+_READING = (SessionState.RUNNING, SessionState.MIGRATING)
+
+
+class EventSubFailed(Exception):  # noqa: N818 - carries the client's SourceFailure
+    """The EventSub client stopped for good; `failure.message` is one line, token-free."""
+
+    def __init__(self, failure: SourceFailure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+    @property
+    def is_authentication(self) -> bool:
+        return self.failure.variable in AUTH_VARIABLES
+
+
+class SinkOutput:
+    """An `EventSubOutput` that hands records and dead letters to a `RecordSink`."""
+
+    def __init__(
+        self,
+        sink: RecordSink,
+        *,
+        chat_topic: str,
+        events_topic: str,
+        dlq_topic: str | None,
+        high_water: int = _HIGH_WATER,
+    ) -> None:
+        self._sink = sink
+        self._chat_topic = chat_topic
+        self._events_topic = events_topic
+        self._dlq_topic = dlq_topic
+        self._high_water = high_water
+        self._pending: list[Record] = []
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._closing = False
+        self._key_cache: dict[str, bytes] = {}
+        self._parsed = MESSAGES_PARSED.labels("routed")
+        self._errors = ThrottledLogger(log, interval_s=10.0)
+        self.dead_lettered = 0
+        self.failed_channels: dict[str, str] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, sink: RecordSink) -> SinkOutput:
+        return cls(
+            sink,
+            chat_topic=settings.kafka_topic_chat_messages,
+            events_topic=settings.kafka_topic_chat_events,
+            dlq_topic=settings.kafka_topic_dlq,
+        )
+
+    @property
+    def pending(self) -> int:
+        """Records taken from the client and not yet handed to the sink."""
+        return len(self._pending)
+
+    # --- EventSubOutput (called from the client's socket readers) ---------------------
+
+    def record(self, record: EventSubRecord) -> None:
+        key = self._key_cache.get(record.key)
+        if key is None:
+            key = self._key_cache[record.key] = record.key.encode()
+        self._pending.append(
+            (
+                self._chat_topic if record.destination is Destination.CHAT else self._events_topic,
+                key,
+                record.value,
+                None,
+                record.record.received_at,
+            )
+        )
+        if not self._wake.is_set():
+            self._wake.set()
+        if len(self._pending) >= self._high_water:
+            self._room.clear()
+
+    def room(self) -> Awaitable[bool] | None:
+        """None while the sink keeps up; else an awaitable the reader waits on."""
+        return None if self._room.is_set() else self._room.wait()
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        DEAD_LETTERS.labels(letter.reason).inc()
+        self.dead_lettered += 1
+        self._errors.warning(
+            "eventsub frame dead-lettered",
+            letter.reason,
+            reason=letter.reason,
+            detail=letter.detail,
+            size=len(letter.frame),
+        )
+        if self._dlq_topic is None:
+            return  # counted and logged; with no DLQ it has nowhere to go
+        received_at_ms = time.time_ns() // 1_000_000
+        headers = [
+            (DLQ_HEADER_REASON, letter.reason.encode()),
+            (DLQ_HEADER_RECEIVED_AT, str(received_at_ms).encode()),
+        ]
+        self._sink.deliver_nowait((self._dlq_topic, None, letter.frame, headers, received_at_ms))
+
+    def channel_problem(self, problem: ChannelProblem) -> None:
+        self.failed_channels[problem.channel] = f"{problem.reason}: {problem.message}"
+
+    # --- the drain task -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Hand what the client produced to the sink, chunk by chunk, until `close`d and
+        empty."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending, []
+                self._parsed.inc(len(batch))
+                await self._sink.deliver(batch)
+                if len(self._pending) < self._high_water:
+                    self._room.set()
+            if self._closing:
+                return
+
+    def close(self) -> None:
+        """No more records will come: `run` returns once the sink has taken the rest."""
+        self._closing = True
+        self._wake.set()
+        self._room.set()
+
+
+class EventSubSource:
+    """The EventSub client and its sink output, shaped as the service's source."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sink: RecordSink,
+        *,
+        channels: Iterable[str] | None = None,
+        client_settings: EventSubSettings | None = None,
+    ) -> None:
+        """`channels` None: TWITCH_CHANNEL, fixed; a list (the fleet's, usually empty at
+        first): the starting set, changed later with `add_channels`/`remove_channels`."""
+        self.output = SinkOutput.from_settings(settings, sink)
+        dynamic = channels is not None
+        self._wanted = list(settings.twitch_channel if channels is None else channels)
+        self.client = EventSubClient(
+            client_settings
+            or EventSubSettings.from_settings(
+                settings, tuple(self._wanted), dynamic_channels=dynamic
+            ),
+            self.output,
+        )
+        self._dynamic = dynamic
+        self._running = False
+        self._stopping = False
+        self._done = asyncio.Event()
+
+    @property
+    def dead_lettered(self) -> int:
+        return self.output.dead_lettered
+
+    @property
+    def failed_channels(self) -> dict[str, str]:
+        """Configured channels not read → why (unknown login, refused, revoked)."""
+        return dict(self.output.failed_channels)
+
+    # --- the fleet's ChannelReader ------------------------------------------------------
+
+    @property
+    def channels(self) -> list[str]:
+        """Every wanted channel, in the order they were added."""
+        return list(self._wanted)
+
+    def joined_channels(self) -> frozenset[str]:
+        """Wanted channels whose subscriptions are all in place on a live session."""
+        return self.client.subscribed_logins().intersection(self._wanted)
+
+    def add_channels(self, channels: Iterable[str]) -> None:
+        wanted = set(self._wanted)
+        new = tuple(c for c in normalise_logins(channels) if c not in wanted)
+        if new:
+            log.info("twitch channels added", count=len(new))
+            self._wanted.extend(new)
+            self.client.add_channels(new)
+
+    def remove_channels(self, channels: Iterable[str]) -> None:
+        gone = set(normalise_logins(channels)).intersection(self._wanted)
+        if not gone:
+            return
+        self._wanted = [c for c in self._wanted if c not in gone]
+        for channel in gone:
+            self.output.failed_channels.pop(channel, None)
+        self.client.remove_channels(tuple(gone))
+        log.info("twitch channels removed", count=len(gone))
+
+    def status(self) -> dict[str, object]:
+        """A JSON-ready snapshot for /readyz and the fleet's reports (no secrets)."""
+        return {
+            "ready": self.is_ready(),
+            "channels": len(self._wanted),
+            "channels_joined": len(self.joined_channels()),
+            "channels_failed": self.failed_channels,
+            "connections": [
+                {
+                    "connection": connection.index,
+                    "state": connection.session.state.value,
+                    "channels": len(connection.channels),
+                }
+                for connection in self.client.connections
+            ],
+        }
+
+    @property
+    def records_read(self) -> int:
+        return self.client.stats.records
+
+    def is_ready(self) -> bool:
+        """Every connection subscribed (or ended because Twitch refused all its channels)."""
+        if not self._running or self._stopping:
+            return False
+        states = [connection.session.state for connection in self.client.connections]
+        if self._dynamic and not states:
+            return True  # a fleet member with no channels (yet) reads all it owns
+        return any(state in _READING for state in states) and all(
+            state in _READING or state is SessionState.CLOSED for state in states
+        )
+
+    def counters(self) -> dict[str, float]:
+        """What `/metrics` shows as `eventsub_*` (read at scrape time only)."""
+        client = self.client
+        stats = client.stats
+        keeper = client.keeper
+        connections = client.connections
+        return {
+            "eventsub_notifications": stats.records,
+            "eventsub_dead_letters": stats.dead_letters,
+            "eventsub_duplicates_dropped": client.duplicates_dropped,
+            "eventsub_reconnects": len(stats.reconnects),
+            "eventsub_session_migrations": stats.migrations,
+            "eventsub_subscriptions_created": stats.subscriptions_created,
+            "eventsub_revocations": stats.revocations,
+            "eventsub_helix_rate_limited": stats.rate_limited,
+            "eventsub_token_validations": keeper.validations if keeper else 0,
+            "eventsub_token_refreshes": keeper.refreshes if keeper else 0,
+            "eventsub_channels_not_read": len(self.output.failed_channels),
+            "eventsub_connections_subscribed": sum(
+                1 for connection in connections if connection.session.state in _READING
+            ),
+        }
+
+    async def run(self) -> None:
+        """Read until `stop()`; raises `EventSubFailed` when reading cannot go on."""
+        self._running = True
+        EVENTSUB.watch(self.counters)
+        drain = asyncio.create_task(self.output.run(), name="eventsub-drain")
+        try:
+            failure = await self.client.run()
+            # Whatever the client read before it ended goes to the sink before run returns.
+            self.output.close()
+            await drain
+        finally:
+            self._running = False
+            if not drain.done():
+                drain.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await drain
+            self._done.set()
+        if failure is not None:
+            raise EventSubFailed(failure)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop reading; returns once `run` has handed every record read to the sink, or
+        after `grace_s` (the service then cancels `run`)."""
+        self._stopping = True
+        self.client.stop()
+        if not self._running:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace_s):
+                await self._done.wait()

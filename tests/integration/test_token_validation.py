@@ -1,0 +1,143 @@
+"""The IRC source's token is validated too (issue 11): at start-up and hourly against
+`{TWITCH_AUTH_URL}/validate` — here the EventSub simulator's OAuth endpoint — while the
+IRC simulator serves chat. An explicit "no" ends the service with exit 3; an unreachable
+endpoint leaves the decision to the IRC login."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.integration.conftest import twitch_env
+from tests.integration.kafka_helpers import collect_records
+from tests.integration.service_process import ServiceProcess
+from twitch_ingestion.simulator import SimulatorThread
+from twitch_ingestion.simulator.eventsub_server import (
+    EventSubSimulatorConfig,
+    EventSubSimulatorThread,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+StartService = Callable[[dict[str, str]], ServiceProcess]
+USERNAME = "sim_bot"
+
+
+@pytest.fixture
+def oauth() -> Iterator[EventSubSimulatorThread]:
+    with EventSubSimulatorThread(EventSubSimulatorConfig()) as running:
+        yield running
+
+
+def irc_env(
+    simulator: SimulatorThread, oauth: EventSubSimulatorThread, token: str, channels: list[str]
+) -> dict[str, str]:
+    return {
+        **twitch_env(simulator, channels),
+        "TWITCH_USERNAME": USERNAME,
+        "TWITCH_OAUTH_TOKEN": f"oauth:{token}",
+        "TWITCH_AUTH_URL": oauth.urls["TWITCH_AUTH_URL"],
+    }
+
+
+@pytest.mark.parametrize("problem", ["not_issued", "missing_chat_read", "expired"])
+def test_a_token_validate_refuses_ends_the_irc_service_with_exit_3(
+    simulator: SimulatorThread,
+    oauth: EventSubSimulatorThread,
+    start_service: StartService,
+    topics: dict[str, str],
+    problem: str,
+) -> None:
+    if problem == "not_issued":
+        token = "notissued0000aaaabbbbccccdddd"
+    elif problem == "missing_chat_read":
+        token = oauth.issue_token(scopes=("user:read:chat",)).access_token
+    else:
+        token = oauth.issue_token(scopes=("chat:read",), lifetime_s=0).access_token
+    service = start_service({**irc_env(simulator, oauth, token, ["alpha"]), **topics})
+
+    assert service.wait_exit(timeout_s=30) == 3, service.logs()
+    failures = [e for e in service.log_events() if e["event"] == "twitch authentication failed"]
+    assert len(failures) == 1, service.logs()
+    assert failures[0]["variable"] == "TWITCH_OAUTH_TOKEN"
+    assert "TWITCH_OAUTH_TOKEN" in failures[0]["error"]
+    assert "Traceback" not in service.logs()
+    assert token not in service.logs()
+
+
+def test_a_valid_irc_token_is_validated_and_chat_flows(
+    simulator: SimulatorThread,
+    oauth: EventSubSimulatorThread,
+    start_service: StartService,
+    topics: dict[str, str],
+    kafka_brokers: str,
+) -> None:
+    token = oauth.issue_token(scopes=("chat:read",)).access_token
+    service = start_service({**irc_env(simulator, oauth, token, ["alpha"]), **topics})
+    valid = service.wait_for_log("twitch-token-valid")
+    assert "expires in" in valid["status"]
+    simulator.wait_for_joined(["alpha"], timeout=30)
+    simulator.start_numbered(["alpha"], rate=0, count=100).wait(timeout=30)
+    records = collect_records(kafka_brokers, topics["KAFKA_TOPIC_CHAT_MESSAGES"], expected=100)
+    assert len(records) == 100
+    assert service.stop() == 0
+    assert token not in service.logs()
+
+
+def test_an_irc_token_is_refreshed_before_it_expires_and_the_service_runs_on(
+    simulator: SimulatorThread,
+    oauth: EventSubSimulatorThread,
+    start_service: StartService,
+    topics: dict[str, str],
+) -> None:
+    issued = oauth.issue_token(scopes=("chat:read",), lifetime_s=3.0)
+    env = {
+        **irc_env(simulator, oauth, issued.access_token, ["alpha"]),
+        **topics,
+        "TWITCH_CLIENT_ID": oauth.config.client_id,
+        "TWITCH_CLIENT_SECRET": oauth.config.client_secret,
+        "TWITCH_REFRESH_TOKEN": issued.refresh_token,
+        "TWITCH_TOKEN_REFRESH_MARGIN_S": "2",
+    }
+    service = start_service(env)
+    service.wait_for_log("twitch-token-refreshed")
+    simulator.wait_for_joined(["alpha"], timeout=30)
+    # Past the old token's expiry the service is still running (it would exit 3
+    # without the refresh), and the new token was validated.
+    expires_at = issued.expires_at
+    assert expires_at is not None
+    oauth.wait_until(
+        lambda sim: time.monotonic() > expires_at + 1.0 and sim.stats.validate_calls >= 2,
+        timeout=30,
+    )
+    assert oauth.stats().refresh_calls >= 1
+    assert service.process.poll() is None
+    assert service.stop() == 0
+    logs = service.logs()
+    assert issued.access_token not in logs
+    assert issued.refresh_token not in logs
+
+
+def test_an_unreachable_validate_endpoint_leaves_the_decision_to_the_irc_login(
+    simulator: SimulatorThread,
+    start_service: StartService,
+    topics: dict[str, str],
+    kafka_brokers: str,
+) -> None:
+    env = {
+        **twitch_env(simulator, ["alpha"]),
+        **topics,
+        "TWITCH_USERNAME": USERNAME,
+        "TWITCH_OAUTH_TOKEN": "oauth:anytoken0000aaaabbbbcccc",
+        "TWITCH_AUTH_URL": "http://127.0.0.1:9/oauth2",  # refuses at once
+    }
+    service = start_service(env)
+    warning = service.wait_for_log("twitch-token-validate-failed")
+    assert "network error" in warning["detail"]
+    simulator.wait_for_joined(["alpha"], timeout=30)
+    simulator.start_numbered(["alpha"], rate=0, count=50).wait(timeout=30)
+    records = collect_records(kafka_brokers, topics["KAFKA_TOPIC_CHAT_MESSAGES"], expected=50)
+    assert len(records) == 50
+    assert service.stop() == 0
