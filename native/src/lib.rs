@@ -1,14 +1,19 @@
-//! Compiled hot path of twitch-ingestion: a parsed Twitch PRIVMSG → its `ChatMessage` JSON.
+//! Compiled hot path of twitch-ingestion, two steps, each one call per socket read:
 //!
-//! The pure-Python path (`sources/irc/commands/privmsg.py` + msgspec) is the reference:
-//! this produces byte-identical JSON for the lines it takes, and takes only the lines it
-//! can reproduce exactly without side effects. Everything else — a contract violation
-//! (dead letter), a missing or invalid `tmi-sent-ts` or an emote tag that does not fit
-//! the text (both counted in `ParseStats`), a missing `room-id` (filled from ROOMSTATE),
-//! non-ASCII logins (Python's Unicode `lower()`), odd emote numbers that Python's `int()`
-//! reads differently — returns `None` and the caller runs the Python path for that line.
-//! The differential test (`tests/unit/test_compiled_differential.py`) holds the two
-//! together.
+//! * `LineReader.read_lines`: a read's complete lines split, UTF-8 decoded and parsed into
+//!   the Python `IrcMessage`s the session and the encoder use (`irc.parse_line`'s fast
+//!   shape here, every other line through the Python `parse_line` itself);
+//! * `ChatEncoder.encode_chunk`: each parsed PRIVMSG → its records, the `ChatMessage`
+//!   JSON byte-identical to msgspec's.
+//!
+//! The pure-Python path (`sources/irc/session.py`, `commands/privmsg.py` + msgspec) is the
+//! reference: this takes only the lines it can reproduce exactly without side effects.
+//! Everything else — a contract violation (dead letter), a missing or invalid
+//! `tmi-sent-ts` or an emote tag that does not fit the text (both counted in
+//! `ParseStats`), a missing `room-id` (filled from ROOMSTATE), non-ASCII logins (Python's
+//! Unicode `lower()`), odd emote numbers that Python's `int()` reads differently, a line
+//! that is not UTF-8 or not IRC — is handed back and Python does it. The differential
+//! test (`tests/unit/test_compiled_differential.py`) holds the two together.
 //!
 //! Safety on hostile input: no indexing that can panic (every slice is at a boundary
 //! found by `find`/`split` on ASCII bytes), no recursion, and every allocation is
@@ -112,7 +117,11 @@ fn parse_tags(raw: &str) -> Tags<'_> {
             (19, Some(b'r')) if key == "reply-parent-msg-id" => &mut tags.reply_parent_msg_id,
             _ => continue,
         };
-        *slot = if escaped && value.contains('\\') { unescape(value) } else { Cow::Borrowed(value) };
+        *slot = if escaped && value.contains('\\') {
+            unescape(value)
+        } else {
+            Cow::Borrowed(value)
+        };
     }
     tags
 }
@@ -170,7 +179,12 @@ fn emote_codes<'t>(tag: &str, text: &'t str) -> Option<Vec<&'t str>> {
     let offsets: Option<Vec<usize>> = if text.is_ascii() {
         None
     } else {
-        Some(text.char_indices().map(|(at, _)| at).chain(std::iter::once(text.len())).collect())
+        Some(
+            text.char_indices()
+                .map(|(at, _)| at)
+                .chain(std::iter::once(text.len()))
+                .collect(),
+        )
     };
     let length = match &offsets {
         None => text.len(),
@@ -309,9 +323,21 @@ fn encode_privmsg(
     if tags.room_id.is_empty() {
         return None; // filled from ROOMSTATE by the caller's room_ids
     }
-    let (text, is_action) = if text.starts_with('\x01') { unwrap_action(text) } else { (text, false) };
-    let emotes = if tags.emotes.is_empty() { Vec::new() } else { emote_codes(&tags.emotes, text)? };
-    let badges = if tags.badges.is_empty() { Vec::new() } else { parse_badges(&tags.badges)? };
+    let (text, is_action) = if text.starts_with('\x01') {
+        unwrap_action(text)
+    } else {
+        (text, false)
+    };
+    let emotes = if tags.emotes.is_empty() {
+        Vec::new()
+    } else {
+        emote_codes(&tags.emotes, text)?
+    };
+    let badges = if tags.badges.is_empty() {
+        Vec::new()
+    } else {
+        parse_badges(&tags.badges)?
+    };
     let bits = ascii_decimal(&tags.bits, MAX_INT_DIGITS).unwrap_or(0);
 
     let mut out = Vec::with_capacity(360 + text.len() + raw_tags.len() / 2);
@@ -391,7 +417,10 @@ impl ChatEncoder {
         if ingested_via.is_empty() {
             return Err(PyValueError::new_err("ingested_via must not be empty"));
         }
-        Ok(Self { schema_version, ingested_via })
+        Ok(Self {
+            schema_version,
+            ingested_via,
+        })
     }
 
     fn encode_privmsg<'py>(
@@ -403,7 +432,10 @@ impl ChatEncoder {
         let Some((key, value)) = self.encode_message(py, message, received_at_ms)? else {
             return Ok(None);
         };
-        Ok(Some(PyTuple::new(py, [PyBytes::new(py, key.as_bytes()), PyBytes::new(py, &value)])?))
+        Ok(Some(PyTuple::new(
+            py,
+            [PyBytes::new(py, key.as_bytes()), PyBytes::new(py, &value)],
+        )?))
     }
 
     /// One read's chat lines → their records, as `IrcRecordEncoder.deliver` builds them:
@@ -445,13 +477,25 @@ impl ChatEncoder {
                 let raw = PyBytes::new(py, raw.as_bytes()).into_any();
                 records.append(PyTuple::new(
                     py,
-                    [raw_topic.clone().into_any(), key.clone(), raw, none.clone(), timestamp.clone()],
+                    [
+                        raw_topic.clone().into_any(),
+                        key.clone(),
+                        raw,
+                        none.clone(),
+                        timestamp.clone(),
+                    ],
                 )?)?;
             }
             let value = PyBytes::new(py, &value).into_any();
             records.append(PyTuple::new(
                 py,
-                [chat_topic.clone().into_any(), key, value, none.clone(), timestamp.clone()],
+                [
+                    chat_topic.clone().into_any(),
+                    key,
+                    value,
+                    none.clone(),
+                    timestamp.clone(),
+                ],
             )?)?;
         }
         Ok((records, pending))
@@ -466,11 +510,17 @@ impl ChatEncoder {
         received_at_ms: i64,
     ) -> PyResult<Option<(String, Vec<u8>)>> {
         let raw_tags = message.getattr(intern!(py, "raw_tags"))?;
-        let Some(raw_tags) = as_str(&raw_tags) else { return Ok(None) };
+        let Some(raw_tags) = as_str(&raw_tags) else {
+            return Ok(None);
+        };
         let prefix = message.getattr(intern!(py, "prefix"))?;
-        let Some(prefix) = as_str(&prefix) else { return Ok(None) };
+        let Some(prefix) = as_str(&prefix) else {
+            return Ok(None);
+        };
         let params = message.getattr(intern!(py, "params"))?;
-        let Ok(params) = params.cast::<PyList>() else { return Ok(None) };
+        let Ok(params) = params.cast::<PyList>() else {
+            return Ok(None);
+        };
         if params.len() < 2 {
             return Ok(None);
         }
@@ -493,9 +543,22 @@ impl ChatEncoder {
 
 /// The commands `irc._KNOWN_COMMANDS` lists: the only ones the fast path takes.
 const KNOWN_COMMANDS: [&str; 16] = [
-    "PRIVMSG", "USERNOTICE", "CLEARCHAT", "CLEARMSG", "ROOMSTATE", "USERSTATE",
-    "GLOBALUSERSTATE", "NOTICE", "PING", "PONG", "RECONNECT", "JOIN", "PART", "CAP",
-    "WHISPER", "HOSTTARGET",
+    "PRIVMSG",
+    "USERNOTICE",
+    "CLEARCHAT",
+    "CLEARMSG",
+    "ROOMSTATE",
+    "USERSTATE",
+    "GLOBALUSERSTATE",
+    "NOTICE",
+    "PING",
+    "PONG",
+    "RECONNECT",
+    "JOIN",
+    "PART",
+    "CAP",
+    "WHISPER",
+    "HOSTTARGET",
 ];
 
 /// Splits the complete lines of a read and parses them into `IrcMessage`s, as
@@ -515,6 +578,9 @@ struct LineReader {
     parse_line: Py<PyAny>,
     commands: Vec<Py<PyString>>,
 }
+
+/// `read_lines`' result: the messages, the positions of the non-PRIVMSG ones, the line count.
+type ReadLines<'py> = (Bound<'py, PyList>, Bound<'py, PyList>, usize);
 
 /// `parse_line`'s fast path: `line.split(" ", 4)` and its six conditions, or None.
 fn split_fast(line: &str) -> Option<(&str, &str, usize, &str, &str)> {
@@ -538,15 +604,22 @@ fn split_fast(line: &str) -> Option<(&str, &str, usize, &str, &str)> {
 impl LineReader {
     #[new]
     fn new(py: Python<'_>, message_type: Py<PyAny>, parse_line: Py<PyAny>) -> Self {
-        let commands = KNOWN_COMMANDS.iter().map(|name| PyString::intern(py, name).unbind()).collect();
-        Self { message_type, parse_line, commands }
+        let commands = KNOWN_COMMANDS
+            .iter()
+            .map(|name| PyString::intern(py, name).unbind())
+            .collect();
+        Self {
+            message_type,
+            parse_line,
+            commands,
+        }
     }
 
     fn read_lines<'py>(
         &self,
         py: Python<'py>,
         complete: &[u8],
-    ) -> PyResult<Option<(Bound<'py, PyList>, Bound<'py, PyList>, usize)>> {
+    ) -> PyResult<Option<ReadLines<'py>>> {
         let messages = PyList::empty(py);
         let controls = PyList::empty(py);
         let message_type = self.message_type.bind(py);
@@ -561,18 +634,21 @@ impl LineReader {
             }
             line_count += 1;
             let segment = segment.strip_suffix(b"\r").unwrap_or(segment);
-            let Ok(line) = std::str::from_utf8(segment) else { return Ok(None) };
+            let Ok(line) = std::str::from_utf8(segment) else {
+                return Ok(None);
+            };
             if line.is_empty() {
                 continue;
             }
             let message = match split_fast(line) {
                 Some((tags, prefix, command_index, target, trailing)) => {
-                    let params = PyList::new(
-                        py,
-                        [PyString::new(py, target), PyString::new(py, trailing)],
-                    )?;
+                    let params =
+                        PyList::new(py, [PyString::new(py, target), PyString::new(py, trailing)])?;
                     let (parsed_tags, raw_tags) = if tags.is_empty() {
-                        (pyo3::types::PyDict::new(py).into_any(), py.None().into_bound(py))
+                        (
+                            pyo3::types::PyDict::new(py).into_any(),
+                            py.None().into_bound(py),
+                        )
                     } else {
                         (py.None().into_bound(py), PyString::new(py, tags).into_any())
                     };
@@ -590,7 +666,9 @@ impl LineReader {
                     message_type.call1(args)?
                 }
                 None => {
-                    let Ok(message) = parse_line.call1((line,)) else { return Ok(None) };
+                    let Ok(message) = parse_line.call1((line,)) else {
+                        return Ok(None);
+                    };
                     let command = message.getattr(intern!(py, "command"))?;
                     if !command.eq(self.commands[0].bind(py))? {
                         controls.append(messages.len())?;

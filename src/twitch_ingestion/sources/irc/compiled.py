@@ -1,4 +1,4 @@
-"""Which IRC hot path runs: the compiled PRIVMSG encoder (`native/`) or pure Python.
+"""Which IRC hot path runs: the compiled read + encode steps (`native/`) or pure Python.
 
 The compiled extension `twitch_ingestion_native` (Rust, PyO3; built by `make install`
 when cargo is present) does two steps, each one call per read:
