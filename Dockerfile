@@ -3,7 +3,9 @@
 #   docker build -t twitch-ingestion .
 #   docker compose up -d            (with the kafka service from docker-compose.yml)
 
-ARG PYTHON_IMAGE=python:3.11-slim
+# Debian trixie: its apt `cargo`/`rustc` (1.85) build the compiled hot path (native/,
+# rust-version 1.85); bookworm's 1.63 would not.
+ARG PYTHON_IMAGE=python:3.11-slim-trixie
 
 # --- builder: a self-contained virtualenv in /opt/venv ---------------------------------------
 FROM ${PYTHON_IMAGE} AS builder
@@ -29,6 +31,20 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 COPY src ./src
 RUN pip install --no-deps . \
     && twitch-ingestion --help >/dev/null
+
+# The compiled hot path (HOT_PATH=auto uses it): Debian's Rust toolchain and the pinned
+# maturin build it into the venv here; the runtime stage copies the venv, not the compiler.
+# Crates come from crates.io at the versions in native/Cargo.lock (--locked).
+COPY native ./native
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends cargo \
+    && rm -rf /var/lib/apt/lists/* \
+    && pip install -c requirements.lock maturin \
+    && maturin build --release --locked --manifest-path native/Cargo.toml --out /tmp/wheels \
+    && pip install --no-deps /tmp/wheels/*.whl \
+    && pip uninstall -y maturin \
+    && python -c "import twitch_ingestion_native" \
+    && rm -rf /tmp/wheels native/target /root/.cargo/registry
 
 # --- runtime: the venv and nothing else ---------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

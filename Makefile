@@ -6,6 +6,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# The compiled hot path (native/, Rust): built into the venv when cargo is on PATH.
+NATIVE_STAMP := $(VENV)/.native-stamp
+NATIVE_SOURCES := native/Cargo.toml native/Cargo.lock native/pyproject.toml $(wildcard native/src/*.rs)
 
 # The local broker is started unless KAFKA_BROKERS (env, else .env) points elsewhere
 # than the local default localhost:9092.
@@ -25,7 +28,19 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install the service with its dev tools (pinned)
+# Without cargo, say so in one line and go on: the service runs the pure-Python path
+# (HOT_PATH=auto). With cargo, a failed build is an error. Cargo caches the build in
+# native/target, so a rebuild after `make clean` takes seconds.
+$(NATIVE_STAMP): $(STAMP) $(NATIVE_SOURCES)
+	@if command -v cargo >/dev/null 2>&1; then \
+		echo "building the compiled hot path (native/, cargo $$(cargo --version | cut -d' ' -f2))"; \
+		VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release --quiet \
+			--manifest-path native/Cargo.toml && touch $@; \
+	else \
+		echo "cargo not found: skipping the compiled hot path; the service runs pure Python (README: Prerequisites)"; \
+	fi
+
+install: $(STAMP) $(NATIVE_STAMP) ## create .venv, install the service with its dev tools (pinned) and build the compiled hot path
 
 broker: install ## start the local single-node Kafka (KRaft) unless KAFKA_BROKERS is elsewhere
 	@if [ -n "$(LOCAL_BROKER)" ]; then scripts/kafka-local start; \
@@ -74,3 +89,4 @@ bench: install broker ## run the benchmarks (bench/README.md)
 
 clean: ## remove the venv, caches and build output (keeps the broker's jar cache)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist src/*.egg-info
+	@# native/target (cargo's build cache) is kept: `rm -rf native/target` for a cold build

@@ -17,6 +17,7 @@ from bench import buffer, hotpath, latency, parse, scale, throughput
 from bench.harness import DEFAULT_BROKERS
 from bench.machine import busy_cores, load_average, machine_info, wait_for_quiet
 from bench.report import Figure, render_table, write_result
+from twitch_ingestion.sources.irc.compiled import extension_available
 
 BENCHMARKS: dict[str, ModuleType] = {
     module.NAME: module for module in (parse, buffer, hotpath, throughput, latency, scale)
@@ -41,6 +42,18 @@ def _modes(value: str) -> list[str]:
     return modes
 
 
+def _hot_paths(value: str) -> list[str]:
+    paths = [path.strip() for path in value.split(",") if path.strip()]
+    unknown = [path for path in paths if path not in ("compiled", "python")]
+    if not paths or unknown:
+        raise argparse.ArgumentTypeError("hot paths are compiled, python")
+    if "compiled" in paths and not extension_available():
+        raise argparse.ArgumentTypeError(
+            "the compiled extension is not built (make install with cargo): use --hot-paths python"
+        )
+    return paths
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -55,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--modes", type=_modes, default=",".join(BUFFER_MODES), help="BUFFER_MODE values to run"
+    )
+    parser.add_argument(
+        "--hot-paths",
+        type=_hot_paths,
+        default="compiled,python" if extension_available() else "python",
+        help="HOT_PATH values to compare (hotpath, throughput), interleaved A/B in one sitting",
     )
     parser.add_argument("--brokers", default=DEFAULT_BROKERS, help="Kafka bootstrap servers")
     parser.add_argument(

@@ -51,6 +51,7 @@ from twitch_ingestion.kafka.sink import KafkaSink
 from twitch_ingestion.metrics import BUFFER_BYTES, BYTES_RECEIVED, DELIVERY_LATENCY
 from twitch_ingestion.records import Headers, Record
 from twitch_ingestion.simulator import DEFAULT_REPLAY_COMMANDS, default_corpus_path
+from twitch_ingestion.sources.irc.compiled import HotPathChoice, compiled_line_reader
 from twitch_ingestion.sources.irc.irc import IrcMessage, parse_line
 from twitch_ingestion.sources.irc.records import IrcRecordEncoder
 from twitch_ingestion.sources.irc.routing import ContractViolation, Routed, route_message
@@ -104,8 +105,11 @@ def _command(line: str) -> str | None:
         return None
 
 
-def _read_all(chunks: Sequence[bytes]) -> list[list[IrcMessage]]:
+def _read_all(
+    chunks: Sequence[bytes], hot_path: HotPathChoice = "python"
+) -> list[list[IrcMessage]]:
     session = TwitchSession("justinfan1", None)
+    session.line_reader = compiled_line_reader(hot_path)
     batches: list[list[IrcMessage]] = []
     for chunk in chunks:
         for event in session.receive_data(chunk, 0.0):
@@ -195,6 +199,31 @@ def _buffer_cost(
         shutil.rmtree(settings.buffer_dir, ignore_errors=True)
 
     return best_ns_per_item(rounds, records, body) / 1000
+
+
+class _NullRecordSink:
+    async def deliver(self, records: list[Record]) -> None:
+        return None
+
+    def deliver_nowait(self, record: Record) -> None:
+        return None
+
+
+def _encoder_cost(
+    settings: Settings, batches: Sequence[list[IrcMessage]], lines: int, rounds: int
+) -> float:
+    """µs per line of `IrcRecordEncoder.deliver` alone (route + encode + record tuples),
+    into a sink that does nothing: the step the compiled path replaces for PRIVMSG."""
+    encoder = IrcRecordEncoder.from_settings(settings, _NullRecordSink())
+
+    def body() -> None:
+        async def deliver_all() -> None:
+            for batch in batches:
+                await encoder.deliver(batch, 1, {})
+
+        asyncio.run(deliver_all())
+
+    return best_ns_per_item(rounds, lines, body) / 1000
 
 
 def _deliver_cost(
@@ -330,10 +359,6 @@ def run(args: argparse.Namespace) -> Result:
             for batch in batches
         ]
         stages: dict[str, float] = {
-            "read (decode+split+parse_line), per line": best_ns_per_item(
-                rounds, lines, lambda: _read_all(chunks)
-            )
-            / 1000,
             "route_message": best_ns_per_item(rounds, records, lambda: _route_all(batches)) / 1000,
             "encode (msgspec)": best_ns_per_item(
                 rounds, records, lambda: [encode(r.record) for r in routed]
@@ -341,9 +366,32 @@ def run(args: argparse.Namespace) -> Result:
             / 1000,
             "memory buffer append+ack": _buffer_cost(memory, record_chunks, records, rounds),
             "disk buffer append+ack+sync": _buffer_cost(disk, record_chunks, records, rounds),
-            "sink.deliver, memory, null producer": _deliver_cost(memory, batches, records, rounds),
-            "sink.deliver, disk, null producer": _deliver_cost(disk, batches, records, rounds),
         }
+        chat_lines = sum(len(batch) for batch in batches)
+        # Per HOT_PATH, interleaved: the encoder alone, then with the sink and buffer.
+        for hot_path in args.hot_paths:
+            on_path = memory.model_copy(update={"hot_path": hot_path})
+            path_read_us = (
+                best_ns_per_item(rounds, lines, partial(_read_all, chunks, hot_path)) / 1000
+            )
+            encoder_us = _encoder_cost(on_path, batches, chat_lines, rounds)
+            stages[f"[{hot_path}] read (TwitchSession.receive_data), per line"] = path_read_us
+            stages[f"[{hot_path}] IrcRecordEncoder.deliver (route+encode), per chat line"] = (
+                encoder_us
+            )
+            # The issue's "parse + route + encode" per line: the session's read (split,
+            # decode, parse) plus the encoder.
+            stages[f"[{hot_path}] parse+route+encode, per line"] = path_read_us + encoder_us
+        for hot_path in args.hot_paths:
+            for name in ("memory", "disk"):
+                stages[f"[{hot_path}] sink.deliver, {name}, null producer"] = _deliver_cost(
+                    (memory if name == "memory" else disk).model_copy(
+                        update={"hot_path": hot_path}
+                    ),
+                    batches,
+                    records,
+                    rounds,
+                )
         producer = _producer_costs(memory, record_chunks, rounds)
         stages["librdkafka produce()"] = producer["produce"]
         stages["poll() + sink._on_delivery"] = producer["poll_sink_callback"]

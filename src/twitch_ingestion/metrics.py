@@ -47,6 +47,13 @@ BUILD_INFO.labels(
     version=__version__, python=platform.python_version(), librdkafka=libversion()[0]
 ).set(1)
 
+HOT_PATH_INFO = Gauge(
+    "twitch_ingestion_hot_path_info",
+    "Always 1; the label says which IRC hot path encodes chat: compiled or python (HOT_PATH)",
+    ["path"],
+    registry=REGISTRY,
+)
+
 # --- Twitch source ----------------------------------------------------------------
 LINES_RECEIVED = Counter(
     "twitch_lines_received", "IRC lines read from Twitch connections", registry=REGISTRY

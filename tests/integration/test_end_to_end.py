@@ -20,6 +20,7 @@ from tests.integration.conftest import twitch_env
 from tests.integration.kafka_helpers import collect_records
 from tests.integration.service_process import ServiceProcess
 from twitch_ingestion.simulator import SimulatorThread, default_corpus_path, load_corpus
+from twitch_ingestion.sources.irc.compiled import extension_available
 
 StartService = Callable[[dict[str, str]], ServiceProcess]
 
@@ -61,6 +62,8 @@ def _assert_seed_record(key: bytes | None, value: bytes, now_ms: int) -> dict[st
     return dict(record)
 
 
+# Both hot paths end to end: `auto` is the compiled one wherever `make install` built it.
+@pytest.mark.parametrize("hot_path", ["auto", "python"])
 @pytest.mark.parametrize("corpus", CORPORA)
 def test_corpus_replay_reaches_kafka_complete_and_well_formed(
     tls_simulator: SimulatorThread,
@@ -69,10 +72,13 @@ def test_corpus_replay_reaches_kafka_complete_and_well_formed(
     topics: dict[str, str],
     kafka_brokers: str,
     corpus: Path | None,
+    hot_path: str,
 ) -> None:
     simulator = tls_simulator
     channels = ["forsen", "xqcow"]
-    service = start_service({**twitch_env(simulator, channels, ca_file=tls_ca_file), **topics})
+    service = start_service(
+        {**twitch_env(simulator, channels, ca_file=tls_ca_file), **topics, "HOT_PATH": hot_path}
+    )
     simulator.wait_for_joined(channels, timeout=30)
 
     stream = simulator.start_replay(corpus, rate=0).wait(timeout=120)
@@ -98,6 +104,9 @@ def test_corpus_replay_reaches_kafka_complete_and_well_formed(
     assert service.stop() == 0
     stopped = next(e for e in service.log_events() if e["event"] == "service stopped")
     assert stopped["undelivered"] == 0
+    expected = "compiled" if hot_path == "auto" and extension_available() else "python"
+    said = [e["path"] for e in service.log_events() if e["event"].startswith("IRC hot path")]
+    assert said == [expected], "the start-up log names the hot path once"
 
 
 def test_sigterm_mid_stream_delivers_everything_read(

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from enum import StrEnum
 
 from twitch_ingestion.metrics import BYTES_RECEIVED, LINES_RECEIVED
+from twitch_ingestion.sources.irc.compiled import LineReader
 from twitch_ingestion.sources.irc.irc import IrcMessage
 from twitch_ingestion.sources.irc.session import (
     AuthenticationFailed,
@@ -106,6 +107,7 @@ class TwitchConnection:
         join_timeout_s: float = 10.0,
         read_buffer_bytes: int = 256 * 1024,
         ssl_context: ssl.SSLContext | None = None,
+        line_reader: LineReader | None = None,
     ) -> None:
         self.name = name
         self.host = host
@@ -119,6 +121,7 @@ class TwitchConnection:
             pong_timeout_s=pong_timeout_s,
             join_timeout_s=join_timeout_s,
         )
+        self.session.line_reader = line_reader
         self._on_chat = on_chat
         self._on_event = on_event
         self._connect_timeout_s = connect_timeout_s

@@ -47,6 +47,7 @@ from twitch_ingestion.metrics import (
     JOIN_QUEUE_LENGTH,
 )
 from twitch_ingestion.sources.irc.backoff import ExponentialBackoff
+from twitch_ingestion.sources.irc.compiled import compiled_line_reader
 from twitch_ingestion.sources.irc.connection import (
     TwitchAuthenticationError,
     TwitchConnection,
@@ -109,6 +110,7 @@ class TwitchSource:
         self._settings = settings
         self._login = settings.twitch_login
         self._token = settings.twitch_oauth_token
+        self._line_reader = compiled_line_reader(settings.hot_path)  # shared: stateless
         self._room_ids: dict[str, str] = {}
         self._malformed_log = MalformedLineLog()
         self._slot_context = SlotContext(
@@ -345,6 +347,7 @@ class TwitchSource:
             pong_timeout_s=settings.twitch_pong_timeout_s,
             join_timeout_s=settings.twitch_join_timeout_s,
             read_buffer_bytes=settings.twitch_read_buffer_bytes,
+            line_reader=self._line_reader,
         )
 
     def _fail(self, exc: BaseException) -> None:

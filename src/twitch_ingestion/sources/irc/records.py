@@ -10,24 +10,34 @@ headers `dlq.reason` and `dlq.received_at`. The chunk's records then go, in orde
 `RecordSink` (the Kafka sink), which knows nothing of IRC.
 
 This is the hot path: one call per read chunk, and per line only the routing, the
-encoding and one tuple per record (see `deliver`).
+encoding and one tuple per record (see `deliver`). With the compiled extension
+(`compiled.py`, `HOT_PATH`), the chunk's PRIVMSG records come from one call into it; the
+lines it leaves take the Python path (`_records`), which stays the reference.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
+from operator import itemgetter
 
 import msgspec
 import structlog
 
 from twitch_ingestion.config import Settings
 from twitch_ingestion.log_throttle import ThrottledLogger
-from twitch_ingestion.metrics import DEAD_LETTERS, MESSAGES_PARSED
+from twitch_ingestion.metrics import DEAD_LETTERS, HOT_PATH_INFO, MESSAGES_PARSED
+from twitch_ingestion.models import CHAT_MESSAGE_SCHEMA_VERSION
 from twitch_ingestion.records import (
     DLQ_HEADER_REASON,
     DLQ_HEADER_RECEIVED_AT,
     Record,
     RecordSink,
+)
+from twitch_ingestion.sources.irc.compiled import (
+    EXTENSION_MODULE,
+    HotPathChoice,
+    compiled_chat_encoder,
 )
 from twitch_ingestion.sources.irc.irc import IrcMessage
 from twitch_ingestion.sources.irc.routing import ContractViolation, Destination, route_message
@@ -52,6 +62,7 @@ class IrcRecordEncoder:
         events_topic: str,
         raw_topic: str | None = None,
         dlq_topic: str | None = None,
+        hot_path: HotPathChoice = "auto",
     ) -> None:
         self._sink = sink
         self._chat_topic = chat_topic
@@ -59,6 +70,13 @@ class IrcRecordEncoder:
         self._raw_topic = raw_topic
         self._dlq_topic = dlq_topic
         self._encode = msgspec.json.Encoder().encode
+        compiled = compiled_chat_encoder(
+            hot_path, schema_version=CHAT_MESSAGE_SCHEMA_VERSION, ingested_via="irc"
+        )
+        self._encode_privmsg = None if compiled is None else compiled.encode_privmsg
+        self._encode_chunk = None if compiled is None else compiled.encode_chunk
+        self.hot_path = "python" if compiled is None else "compiled"
+        """Which path encodes PRIVMSG lines: `compiled` or `python`."""
         # Channel login → its key bytes: a few thousand channels, encoded once each.
         self._key_cache: dict[str, bytes] = {}
         self._parsed = MESSAGES_PARSED.labels("routed")
@@ -67,14 +85,32 @@ class IrcRecordEncoder:
 
     @classmethod
     def from_settings(cls, settings: Settings, sink: RecordSink) -> IrcRecordEncoder:
-        """Topics from the KAFKA_TOPIC_* settings."""
-        return cls(
+        """Topics from the KAFKA_TOPIC_* settings, the path from HOT_PATH; says which path runs.
+
+        The service builds its encoder once at start-up, so this logs once.
+        """
+        encoder = cls(
             sink,
             chat_topic=settings.kafka_topic_chat_messages,
             events_topic=settings.kafka_topic_chat_events,
             raw_topic=settings.kafka_topic_raw,
             dlq_topic=settings.kafka_topic_dlq,
+            hot_path=settings.hot_path,
         )
+        HOT_PATH_INFO.clear()
+        HOT_PATH_INFO.labels(encoder.hot_path).set(1)
+        if encoder.hot_path == "compiled":
+            log.info("IRC hot path: compiled", path="compiled", extension=EXTENSION_MODULE)
+        elif settings.hot_path == "python":
+            log.info("IRC hot path: pure Python (HOT_PATH=python)", path="python")
+        else:
+            log.info(
+                "IRC hot path: pure Python; the compiled extension is not installed "
+                "(`make install` builds it when cargo is present)",
+                path="python",
+                extension=EXTENSION_MODULE,
+            )
+        return encoder
 
     # --- hot path ---------------------------------------------------------------------
 
@@ -82,6 +118,44 @@ class IrcRecordEncoder:
         self, messages: list[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
     ) -> None:
         """Encode one read chunk and hand its records to the sink (awaiting its room)."""
+        encode_chunk = self._encode_chunk
+        if encode_chunk is None:
+            records = self._records(messages, received_at_ms, room_ids)
+        else:
+            # Compiled: the PRIVMSGs' records in one call; Python builds the rest in place.
+            records, pending = encode_chunk(
+                messages, received_at_ms, self._chat_topic, self._raw_topic
+            )
+            if pending:
+                records = self._fill_pending(records, pending, messages, received_at_ms, room_ids)
+        if not records:
+            return
+        self._parsed.inc(len(records))
+        await self._sink.deliver(records)
+
+    def _fill_pending(
+        self,
+        records: list[Record],
+        pending: list[tuple[int, int]],
+        messages: list[IrcMessage],
+        received_at_ms: int,
+        room_ids: Mapping[str, str],
+    ) -> list[Record]:
+        """The compiled records with the Python-built ones of the lines it left, in order."""
+        out: list[Record] = []
+        start = 0
+        for position, group in itertools.groupby(pending, key=itemgetter(0)):
+            out += records[start:position]
+            start = position
+            lines = [messages[index] for _, index in group]
+            out += self._records(lines, received_at_ms, room_ids)
+        out += records[start:]
+        return out
+
+    def _records(
+        self, messages: list[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
+    ) -> list[Record]:
+        """The pure-Python path (the reference): each line's records, in order."""
         # Everything the loop touches is a local: an attribute load per line is measurable.
         chat_topic = self._chat_topic
         events_topic = self._events_topic
@@ -122,10 +196,7 @@ class IrcRecordEncoder:
                         received_at_ms,
                     )
                 )
-        if not records:
-            return
-        self._parsed.inc(len(records))
-        await self._sink.deliver(records)
+        return records
 
     def _key(self, channel: str) -> bytes:
         key = self._key_cache.get(channel)

@@ -18,7 +18,8 @@ Hot path: Twitch chat arrives at tens of thousands of lines per second and ~95% 
 PRIVMSG. `receive_data` decodes the whole chunk in one call (falling back per line only on
 invalid UTF-8), parses each line once, and hands every chat line to the caller in a single
 `ChatLines` event per chunk, so the per-line overhead is one `parse_line` call, one string
-compare and one `list.append`.
+compare and one `list.append`. With a compiled `line_reader` (`compiled.py`) the split,
+decode and parse of a chunk is one call, and Python touches only the control lines.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from twitch_ingestion.sources.irc.compiled import LineReader
 from twitch_ingestion.sources.irc.irc import IrcMessage, IrcParseError, parse_line
 
 __all__ = [
@@ -237,6 +239,7 @@ class TwitchSession:
         "_token",
         "bytes_received",
         "joined_channels",
+        "line_reader",
         "lines_received",
         "login",
         "room_ids",
@@ -253,6 +256,8 @@ class TwitchSession:
         join_timeout_s: float = 10.0,
     ) -> None:
         self.login = login.lower()
+        self.line_reader: LineReader | None = None
+        """The compiled split + parse (`compiled.py`, HOT_PATH); None = pure Python."""
         # Kept only to build PASS in initiate(); __repr__ and __slots__ keep it out of
         # logs and tracebacks.
         self._token = token
@@ -392,6 +397,10 @@ class TwitchSession:
         if end < 0:
             return events
         complete = data[: end + 1]
+        if self.line_reader is not None:
+            parsed = self.line_reader.read_lines(complete)
+            if parsed is not None:
+                return self._dispatch_parsed(*parsed, events)
         try:
             # Twitch ends lines with CRLF; replacing first keeps the split a single C call
             # and leaves a stray CR inside a line (never seen in practice) untouched.
@@ -440,6 +449,25 @@ class TwitchSession:
                 append(message)
         if chat:
             events.append(ChatLines(chat))
+        return events
+
+    def _dispatch_parsed(
+        self, messages: list[IrcMessage], controls: list[int], lines: int, events: list[Event]
+    ) -> list[Event]:
+        """`_dispatch` for lines the compiled reader already parsed: Python work only for
+        the non-PRIVMSG lines (`controls`, their positions in `messages`)."""
+        self.lines_received += lines
+        if controls:
+            handle = self._handle_control
+            dropped = {
+                index
+                for index in controls
+                if not handle(messages[index], messages[index].command, events)
+            }
+            if dropped:
+                messages = [m for index, m in enumerate(messages) if index not in dropped]
+        if messages:
+            events.append(ChatLines(messages))
         return events
 
     def _handle_control(self, message: IrcMessage, command: str, events: list[Event]) -> bool:

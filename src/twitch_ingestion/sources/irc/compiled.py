@@ -1,0 +1,152 @@
+"""Which IRC hot path runs: the compiled read + encode steps (`native/`) or pure Python.
+
+The compiled extension `twitch_ingestion_native` (Rust, PyO3; built by `make install`
+when cargo is present) does two steps, each one call per read:
+
+* `LineReader.read_lines` (used by `TwitchSession.receive_data`): split, UTF-8 decode and
+  parse a read's lines into `IrcMessage`s; a read with a line that is not UTF-8 or not
+  IRC is left whole to the Python session, so malformed-line reports stay Python's.
+* `ChatEncoder.encode_chunk` (used by `IrcRecordEncoder.deliver`): each PRIVMSG's
+  records — tag decoding, field extraction, emote ranges, badges, msgspec-exact JSON.
+  It takes only the lines it reproduces byte for byte; every other line (dead letters,
+  repaired timestamps or emote tags, missing room ids, non-ASCII logins, every
+  non-PRIVMSG command) is handed back and built by the Python path in place.
+
+The Python path stays the reference (`tests/unit/test_compiled_differential.py` holds
+the two together, from read bytes to records).
+
+`HOT_PATH` picks: `auto` (compiled when the extension imports, else Python), `compiled`
+(refuse to start without it), `python` (never use it: the reference, or a way out if
+the extension ever misbehaved).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, Literal, Protocol
+
+from pydantic import AfterValidator
+
+if TYPE_CHECKING:
+    from twitch_ingestion.records import Record
+    from twitch_ingestion.sources.irc.irc import IrcMessage
+
+__all__ = [
+    "EXTENSION_MODULE",
+    "ChatEncoder",
+    "HotPath",
+    "HotPathChoice",
+    "LineReader",
+    "compiled_chat_encoder",
+    "compiled_line_reader",
+    "extension_available",
+]
+
+EXTENSION_MODULE = "twitch_ingestion_native"
+"""The compiled extension's import name (`native/`, a separate package built by maturin)."""
+
+HotPathChoice = Literal["auto", "compiled", "python"]
+
+
+class ChatEncoder(Protocol):
+    """The extension's `ChatEncoder`: PRIVMSG `IrcMessage` → `(key, value)` or None."""
+
+    def encode_privmsg(self, message: object, received_at_ms: int, /) -> tuple[bytes, bytes] | None:
+        """The record's key and `ChatMessage` JSON, or None: take the Python path."""
+
+    def encode_chunk(
+        self,
+        messages: list[IrcMessage],
+        received_at_ms: int,
+        chat_topic: str,
+        raw_topic: str | None,
+        /,
+    ) -> tuple[list[Record], list[tuple[int, int]]]:
+        """A read's PRIVMSG records (raw copy, chat record) and `(position, index)` of
+        every line left to Python, whose records belong at `records[position]`."""
+
+
+class LineReader(Protocol):
+    """The extension's `LineReader`: a read's complete lines → parsed `IrcMessage`s."""
+
+    def read_lines(self, complete: bytes, /) -> tuple[list[IrcMessage], list[int], int] | None:
+        """(messages, positions of non-PRIVMSG lines, line count), or None: take the
+        Python path for this read (a line is not UTF-8 or not IRC)."""
+
+
+class _ChatEncoderFactory(Protocol):
+    def __call__(self, schema_version: int, ingested_via: str, /) -> ChatEncoder: ...
+
+
+class _LineReaderFactory(Protocol):
+    def __call__(
+        self, message_type: type[IrcMessage], parse_line: Callable[[str], IrcMessage], /
+    ) -> LineReader: ...
+
+
+def _extension() -> ModuleType | None:
+    try:
+        return importlib.import_module(EXTENSION_MODULE)
+    except ImportError:
+        return None
+
+
+def _extension_factory() -> _ChatEncoderFactory | None:
+    module = _extension()
+    if module is None:
+        return None
+    factory: _ChatEncoderFactory = module.ChatEncoder
+    return factory
+
+
+def extension_available() -> bool:
+    """Whether the compiled extension imports on this machine."""
+    return _extension_factory() is not None
+
+
+def _require_extension(choice: HotPathChoice) -> HotPathChoice:
+    if choice == "compiled" and not extension_available():
+        raise ValueError(
+            f"HOT_PATH=compiled but the compiled extension ({EXTENSION_MODULE}) is not "
+            "installed: run `make install` on a machine with cargo, or set HOT_PATH=auto"
+        )
+    return choice
+
+
+HotPath = Annotated[HotPathChoice, AfterValidator(_require_extension)]
+"""The `HOT_PATH` setting's type: `compiled` fails validation without the extension."""
+
+
+def compiled_chat_encoder(
+    choice: HotPathChoice, *, schema_version: int, ingested_via: str
+) -> ChatEncoder | None:
+    """The compiled encoder `choice` asks for, or None for the pure-Python path.
+
+    Raises RuntimeError for `compiled` without the extension (settings validation
+    normally reports that first, as one line).
+    """
+    if choice == "python":
+        return None
+    factory = _extension_factory()
+    if factory is None:
+        if choice == "compiled":
+            raise RuntimeError(f"HOT_PATH=compiled but {EXTENSION_MODULE} is not installed")
+        return None
+    return factory(schema_version, ingested_via)
+
+
+def compiled_line_reader(choice: HotPathChoice) -> LineReader | None:
+    """The compiled line reader for `TwitchSession`, or None for the pure-Python path."""
+    if choice == "python":
+        return None
+    module = _extension()
+    if module is None:
+        if choice == "compiled":
+            raise RuntimeError(f"HOT_PATH=compiled but {EXTENSION_MODULE} is not installed")
+        return None
+    from twitch_ingestion.sources.irc.irc import IrcMessage, parse_line
+
+    factory: _LineReaderFactory = module.LineReader
+    return factory(IrcMessage, parse_line)

@@ -1,0 +1,98 @@
+"""HOT_PATH: which IRC hot path runs, how the service says so, and what it refuses."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from structlog.testing import capture_logs
+
+from twitch_ingestion.config import ConfigError, load_settings
+from twitch_ingestion.metrics import REGISTRY
+from twitch_ingestion.records import Record
+from twitch_ingestion.sources.irc.compiled import (
+    EXTENSION_MODULE,
+    compiled_chat_encoder,
+    compiled_line_reader,
+    extension_available,
+)
+from twitch_ingestion.sources.irc.records import IrcRecordEncoder
+
+needs_extension = pytest.mark.skipif(
+    not extension_available(), reason="compiled extension not built (make install with cargo)"
+)
+
+
+class _NullSink:
+    async def deliver(self, records: list[Record]) -> None:
+        return None
+
+    def deliver_nowait(self, record: Record) -> None:
+        return None
+
+
+@pytest.fixture
+def without_extension(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a machine where `make install` found no cargo: the import fails."""
+    monkeypatch.setitem(sys.modules, EXTENSION_MODULE, None)  # `import` raises ImportError
+
+
+def _hot_path_metric(path: str) -> float | None:
+    return REGISTRY.get_sample_value("twitch_ingestion_hot_path_info", {"path": path})
+
+
+def test_hot_path_defaults_to_auto() -> None:
+    assert load_settings(require_channels=False).hot_path == "auto"
+
+
+@pytest.mark.usefixtures("without_extension")
+def test_hot_path_compiled_without_the_extension_is_one_clear_config_problem() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(require_channels=False, hot_path="compiled")
+    (problem,) = raised.value.problems
+    assert problem.startswith("HOT_PATH: HOT_PATH=compiled but the compiled extension")
+    assert "make install" in problem
+    assert "\n" not in problem
+
+
+@pytest.mark.usefixtures("without_extension")
+def test_auto_without_the_extension_runs_python_and_says_so_once() -> None:
+    settings = load_settings(require_channels=False)
+    with capture_logs() as logs:
+        encoder = IrcRecordEncoder.from_settings(settings, _NullSink())
+    assert encoder.hot_path == "python"
+    assert compiled_line_reader("auto") is None
+    said = [entry for entry in logs if entry["event"].startswith("IRC hot path")]
+    assert len(said) == 1
+    assert said[0]["path"] == "python"
+    assert "not installed" in said[0]["event"]
+    assert _hot_path_metric("python") == 1.0
+    assert _hot_path_metric("compiled") is None
+
+
+def test_hot_path_python_never_touches_the_extension() -> None:
+    settings = load_settings(require_channels=False, hot_path="python")
+    with capture_logs() as logs:
+        encoder = IrcRecordEncoder.from_settings(settings, _NullSink())
+    assert encoder.hot_path == "python"
+    assert compiled_line_reader("python") is None
+    assert compiled_chat_encoder("python", schema_version=1, ingested_via="irc") is None
+    assert [entry["path"] for entry in logs if entry["event"].startswith("IRC hot path")] == [
+        "python"
+    ]
+    assert _hot_path_metric("python") == 1.0
+
+
+@needs_extension
+@pytest.mark.parametrize("choice", ["auto", "compiled"])
+def test_with_the_extension_auto_and_compiled_run_it_and_metrics_say_so(choice: str) -> None:
+    settings = load_settings(require_channels=False, hot_path=choice)
+    with capture_logs() as logs:
+        encoder = IrcRecordEncoder.from_settings(settings, _NullSink())
+    assert encoder.hot_path == "compiled"
+    assert compiled_line_reader(settings.hot_path) is not None
+    assert [entry["path"] for entry in logs if entry["event"].startswith("IRC hot path")] == [
+        "compiled"
+    ]
+    assert _hot_path_metric("compiled") == 1.0
+    assert _hot_path_metric("python") is None  # one path at a time
