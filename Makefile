@@ -9,6 +9,8 @@ STAMP := $(VENV)/.installed-stamp
 # The compiled hot path (native/, Rust): built into the venv when cargo is on PATH.
 NATIVE_STAMP := $(VENV)/.native-stamp
 NATIVE_SOURCES := native/Cargo.toml native/Cargo.lock native/pyproject.toml $(wildcard native/src/*.rs)
+# cargo on PATH, else where rustup puts it (a non-login shell, CI, may not have it on PATH).
+CARGO := $(or $(shell command -v cargo 2>/dev/null),$(wildcard $(HOME)/.cargo/bin/cargo))
 
 # The local broker is started unless KAFKA_BROKERS (env, else .env) points elsewhere
 # than the local default localhost:9092.
@@ -32,7 +34,8 @@ $(STAMP): pyproject.toml requirements.lock
 # (HOT_PATH=auto). With cargo, a failed build is an error. Cargo caches the build in
 # native/target, so a rebuild after `make clean` takes seconds.
 $(NATIVE_STAMP): $(STAMP) $(NATIVE_SOURCES)
-	@if command -v cargo >/dev/null 2>&1; then \
+	@if [ -n "$(CARGO)" ]; then \
+		export PATH="$(dir $(CARGO)):$$PATH"; \
 		echo "building the compiled hot path (native/, cargo $$(cargo --version | cut -d' ' -f2))"; \
 		VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release --quiet \
 			--manifest-path native/Cargo.toml && touch $@; \
