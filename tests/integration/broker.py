@@ -42,6 +42,10 @@ class LocalBroker:
 
     The ports are fixed for the broker's lifetime: KRaft storage is formatted for its
     controller address, and clients keep the bootstrap address across restarts.
+
+    With `ssl_cert` (a PEM chain, leaf first) and `ssl_key` (an unencrypted PKCS#8 PEM
+    key) the broker also serves an SSL listener on `ssl_port` (`ssl_bootstrap`), next to
+    the PLAINTEXT one.
     """
 
     def __init__(
@@ -51,17 +55,36 @@ class LocalBroker:
         port: int | None = None,
         controller_port: int | None = None,
         auto_create_topics: bool = True,
+        ssl_cert: Path | None = None,
+        ssl_key: Path | None = None,
+        ssl_port: int | None = None,
     ) -> None:
+        if (ssl_cert is None) != (ssl_key is None):
+            raise ValueError("an SSL listener needs both ssl_cert and ssl_key")
         self.state_dir = state_dir
         self.port = port if port is not None else free_port()
         self.controller_port = controller_port if controller_port is not None else free_port()
         if self.controller_port == self.port:
             self.controller_port = free_port()
         self.auto_create_topics = auto_create_topics
+        self.ssl_cert = ssl_cert
+        self.ssl_key = ssl_key
+        self.ssl_port: int | None = None
+        if ssl_cert is not None:
+            self.ssl_port = ssl_port if ssl_port is not None else free_port()
+            while self.ssl_port in (self.port, self.controller_port):
+                self.ssl_port = free_port()
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        """The SSL listener's address; only for a broker made with `ssl_cert`."""
+        if self.ssl_port is None:
+            raise ValueError("this broker has no SSL listener")
+        return f"127.0.0.1:{self.ssl_port}"
 
     def start(self) -> None:
         """Start and wait until it answers a metadata request (reuses a running one)."""
@@ -107,6 +130,12 @@ class LocalBroker:
             "KAFKA_LOCAL_START_TIMEOUT_S": str(_START_TIMEOUT_S),
             "KAFKA_LOCAL_STOP_TIMEOUT_S": str(_STOP_TIMEOUT_S),
         }
+        for name in ("KAFKA_LOCAL_SSL_PORT", "KAFKA_LOCAL_SSL_CERT", "KAFKA_LOCAL_SSL_KEY"):
+            env.pop(name, None)  # never a developer's, only this broker's own
+        if self.ssl_port is not None:
+            env["KAFKA_LOCAL_SSL_PORT"] = str(self.ssl_port)
+            env["KAFKA_LOCAL_SSL_CERT"] = str(self.ssl_cert)
+            env["KAFKA_LOCAL_SSL_KEY"] = str(self.ssl_key)
         completed = subprocess.run(
             [str(_KAFKA_LOCAL), command],
             env=env,

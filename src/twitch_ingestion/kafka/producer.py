@@ -176,6 +176,15 @@ class KafkaProducer:
             self._reachable = False
             KAFKA_REACHABLE.set(0)
             return
+        detail = error.str()
+        # The first failed handshake is reported as _SSL, later ones as _TRANSPORT.
+        if error.code() == KafkaError._SSL or "certificate verify failed" in detail:
+            # librdkafka's text names its own property (ssl.ca.location); say which
+            # setting of ours fixes it. Throttled: it repeats on every reconnect.
+            self._client_errors.error(
+                "kafka TLS handshake failed", "tls", problem=_tls_problem(detail), error=detail
+            )
+            return
         self._client_errors.warning(
             "kafka client error", error.name(), error=error.str(), code=error.name()
         )
@@ -190,3 +199,16 @@ class KafkaProducer:
             log.info("kafka reachable" if reachable else "kafka unreachable")
         self._reachable = reachable
         KAFKA_REACHABLE.set(1 if reachable else 0)
+
+
+def _tls_problem(detail: str) -> str:
+    """One line naming the setting to fix for a failed TLS handshake with a broker."""
+    if "certificate verify failed" in detail:
+        return (
+            "the broker's certificate is not signed by a CA this service trusts: set "
+            "KAFKA_SSL_CA_LOCATION to the PEM file of the CA that signed it"
+        )
+    return (
+        "could not talk TLS to the broker: check that KAFKA_BROKERS names its SSL "
+        "listener and that KAFKA_SECURITY_PROTOCOL and KAFKA_SSL_CA_LOCATION match it"
+    )
