@@ -354,7 +354,7 @@ def test_stalled_connection_is_declared_dead_by_keepalive_and_replaced(
     service = start_service({**twitch_env(simulator, channels), **topics, **FAST_TWITCH, **health})
     simulator.wait_for_joined(channels, timeout=15)
     stream = simulator.start_numbered(channels, rate=400)
-    _wait_delivered(simulator, channels, 50)
+    _wait_delivered(simulator, channels, 60)
 
     # Keeps reading, sends nothing — not even to connections accepted meanwhile, which
     # therefore cannot log in until the server talks again.
@@ -372,14 +372,15 @@ def test_stalled_connection_is_declared_dead_by_keepalive_and_replaced(
         ),
         timeout=15,
     )
-    _wait_delivered(simulator, channels, 50)
+    _wait_delivered(simulator, channels, 60)
     expected = _stop_stream_and_snapshot(simulator, stream, channels)
 
     stats = simulator.stats()
     assert sum(stats.sent_while_silent.values()) > 0, "the stall happened mid-stream"
     assert stats.connections_accepted >= 2
     _assert_kafka_numbers(kafka_brokers, topics["KAFKA_TOPIC_CHAT_MESSAGES"], expected)
-    assert all(len(numbers) > 100 for numbers in expected.values())
+    # Both waits above saw 60 more each: chat provably flowed on both sides of the stall.
+    assert all(len(numbers) >= 120 for numbers in expected.values())
 
     _, metrics = _http_get(health_port, "/metrics")
     assert 'twitch_reconnects_total{cause="keepalive_timeout"} 1.0' in metrics
