@@ -1,8 +1,8 @@
 """What a source hands to a sink: Kafka records as plain tuples, and where they go.
 
-The pipeline is source → records → sink. A source (the Twitch IRC reader today,
-EventSub tomorrow) turns what it reads into `Record`s with its own encoder
-(`sources/irc/records.py`) and hands them to a `RecordSink`; the sink (`kafka/sink.py`)
+The pipeline is source → records → sink. A source (Twitch IRC or EventSub) turns what
+it reads into `Record`s with its own encoder (`sources/irc/records.py`,
+`sources/eventsub/service_source.py`) and hands them to a `RecordSink`; the sink (`kafka/sink.py`)
 buffers and produces records and never asks where they came from. Nothing here
 imports a source or Kafka.
 
