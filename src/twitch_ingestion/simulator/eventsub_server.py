@@ -38,11 +38,9 @@ import math
 import secrets
 import ssl
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -51,6 +49,7 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from twitch_ingestion.simulator.chatgen import ChatGenerator
+from twitch_ingestion.simulator.loop_thread import LoopThread
 from twitch_ingestion.simulator.streams import NUMBERED_SENDER
 from twitch_ingestion.simulator.wire import derived_uuid, room_id_for, user_id_for
 from twitch_ingestion.sources.irc.irc import parse_line
@@ -1184,33 +1183,15 @@ class EventSubSimulatorThread:
     ) -> None:
         self.config = config if config is not None else EventSubSimulatorConfig()
         self.ssl_context = ssl_context
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop = LoopThread(
+            "eventsub-simulator", "the EventSub simulator thread is not running"
+        )
         self._simulator: EventSubSimulator | None = None
 
     def start(self, timeout: float = 10.0) -> EventSubSimulatorThread:
-        if self._thread is not None:
+        if self._loop.running:
             return self
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            loop.call_soon(ready.set)
-            try:
-                loop.run_forever()
-            finally:
-                pending = asyncio.all_tasks(loop)
-                for task in pending:
-                    task.cancel()
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=run, name="eventsub-simulator", daemon=True)
-        self._thread.start()
-        ready.wait(timeout)
+        self._loop.start(timeout)
 
         async def create() -> EventSubSimulator:
             simulator = EventSubSimulator(self.config, ssl_context=self.ssl_context)
@@ -1221,17 +1202,14 @@ class EventSubSimulatorThread:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
+        if not self._loop.running:
             return
         try:
             if self._simulator is not None:
                 self.run(self._simulator.stop(), timeout)
         finally:
             self._simulator = None
-            self._loop = self._thread = None
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=10.0)
+            self._loop.stop()
 
     def __enter__(self) -> EventSubSimulatorThread:
         return self.start()
@@ -1247,11 +1225,7 @@ class EventSubSimulatorThread:
 
     def run(self, coro: Coroutine[Any, Any, _T], timeout: float | None = 10.0) -> _T:
         """Run `coro` on the simulator's loop and wait for its result."""
-        if self._loop is None:
-            coro.close()
-            raise RuntimeError("the EventSub simulator thread is not running")
-        future: Future[_T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        return future.result(timeout)
+        return self._loop.run(coro, timeout)
 
     def call(self, fn: Callable[[EventSubSimulator], _T]) -> _T:
         """Run `fn(simulator)` on the simulator's loop and return its result."""

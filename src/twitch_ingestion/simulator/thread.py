@@ -7,14 +7,12 @@ pytest functions; every method here blocks until the simulator's loop has done t
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
 from twitch_ingestion.simulator.config import ChannelBehaviour, SimulatorConfig
+from twitch_ingestion.simulator.loop_thread import LoopThread
 from twitch_ingestion.simulator.replay import DEFAULT_REPLAY_COMMANDS
 from twitch_ingestion.simulator.server import TwitchSimulator
 from twitch_ingestion.simulator.stats import SimulatorStats, StreamStats
@@ -91,37 +89,18 @@ class SimulatorThread:
 
     def __init__(self, config: SimulatorConfig | None = None) -> None:
         self.config = config if config is not None else SimulatorConfig()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop = LoopThread(
+            "twitch-simulator", "the simulator thread is not running: call start() first"
+        )
         self._simulator: TwitchSimulator | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self, timeout: float = 10.0) -> SimulatorThread:
         """Start the loop thread and the simulator; returns once it is listening."""
-        if self._thread is not None:
+        if self._loop.running:
             return self
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            loop.call_soon(ready.set)
-            try:
-                loop.run_forever()
-            finally:
-                # Let cancelled tasks finish so closing the loop warns about nothing.
-                pending = asyncio.all_tasks(loop)
-                for task in pending:
-                    task.cancel()
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=run, name="twitch-simulator", daemon=True)
-        self._thread.start()
-        ready.wait(timeout)
+        self._loop.start(timeout)
 
         async def create_and_start() -> TwitchSimulator:
             simulator = TwitchSimulator(self.config)
@@ -131,28 +110,20 @@ class SimulatorThread:
         try:
             self._simulator = self._run(create_and_start(), timeout)
         except BaseException:
-            self._shutdown_loop()
+            self._loop.stop()
             raise
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the simulator and the loop thread (idempotent)."""
-        if self._thread is None:
+        if not self._loop.running:
             return
         try:
             if self._simulator is not None:
                 self._run(self._simulator.stop(), timeout)
         finally:
             self._simulator = None
-            self._shutdown_loop()
-
-    def _shutdown_loop(self) -> None:
-        loop, thread = self._loop, self._thread
-        self._loop = self._thread = None
-        if loop is None or thread is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10.0)
+            self._loop.stop()
 
     def __enter__(self) -> SimulatorThread:
         return self.start()
@@ -170,15 +141,7 @@ class SimulatorThread:
         return self._simulator
 
     def _run(self, coro: Coroutine[Any, Any, _T], timeout: float | None) -> _T:
-        if self._loop is None:
-            coro.close()
-            raise RuntimeError("the simulator thread is not running: call start() first")
-        future: Future[_T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            future.cancel()
-            raise
+        return self._loop.run(coro, timeout)
 
     def _call(self, fn: Callable[[], _T]) -> _T:
         async def invoke() -> _T:
