@@ -16,6 +16,10 @@ import trustme
 from tests.integration.kafka_helpers import delete_topics
 from tests.integration.service_process import ServiceProcess
 from twitch_ingestion.simulator import SimulatorConfig, SimulatorThread
+from twitch_ingestion.simulator.eventsub_server import (
+    EventSubSimulatorConfig,
+    EventSubSimulatorThread,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_LOCAL = REPO_ROOT / "scripts" / "kafka-local"
@@ -125,3 +129,12 @@ def twitch_env(
     if ca_file is not None:
         env["SSL_CERT_FILE"] = str(ca_file)
     return env
+
+
+@pytest.fixture
+def eventsub() -> Iterator[EventSubSimulatorThread]:
+    """The EventSub simulator (WebSocket + OAuth + Helix) on an ephemeral port, in a thread;
+    deadlines long enough for a loaded machine."""
+    config = EventSubSimulatorConfig(subscribe_deadline_s=10.0, reconnect_grace_s=10.0)
+    with EventSubSimulatorThread(config) as running:
+        yield running

@@ -12,15 +12,15 @@ import asyncio
 import collections
 import ssl
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.integration.eventsub_helpers import subscribed
 from twitch_ingestion.models import ChatMessage
 from twitch_ingestion.simulator.eventsub_server import (
     EventSubSimulator,
-    EventSubSimulatorConfig,
     EventSubSimulatorThread,
     IssuedToken,
 )
@@ -74,10 +74,9 @@ class Collector:
 
 
 @pytest.fixture
-def simulator() -> Iterator[EventSubSimulatorThread]:
-    config = EventSubSimulatorConfig(subscribe_deadline_s=10.0, reconnect_grace_s=10.0)
-    with EventSubSimulatorThread(config) as running:
-        yield running
+def simulator(eventsub: EventSubSimulatorThread) -> EventSubSimulatorThread:
+    """Here the EventSub simulator is the only simulator (conftest's is IRC)."""
+    return eventsub
 
 
 def settings_for(
@@ -139,20 +138,6 @@ class Running:
             result = await self.task
         if exc_info[0] is None:
             assert result is None, result
-
-
-def subscribed(sim: EventSubSimulatorThread, channels: int) -> Callable[[], bool]:
-    """True once one live session holds every chat subscription of `channels` channels."""
-    wanted = channels * len(CHAT_SUBSCRIPTION_TYPES)
-
-    def check() -> bool:
-        def count(simulator: EventSubSimulator) -> int:
-            per_session = collections.Counter(s for s, _, _ in simulator.subscriptions())
-            return max(per_session.values(), default=0)
-
-        return sim.call(count) == wanted
-
-    return check
 
 
 def raise_helix_bucket(sim: EventSubSimulatorThread) -> None:

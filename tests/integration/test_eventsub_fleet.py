@@ -15,18 +15,18 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.integration.broker import free_port
 from tests.integration.kafka_helpers import collect_records, delete_topics
 from tests.integration.service_process import ServiceProcess, clean_environment
 from tests.integration.test_eventsub_client import Running, exactly_once, settings_for, wait_for
-from tests.integration.test_eventsub_service import assert_exactly_once, eventsub_env, free_port
+from tests.integration.test_eventsub_service import assert_exactly_once, eventsub_env
 from twitch_ingestion.simulator.eventsub_server import (
     EventSubSimulator,
-    EventSubSimulatorConfig,
     EventSubSimulatorThread,
 )
 from twitch_ingestion.simulator.wire import room_id_for
@@ -36,13 +36,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 StartService = Callable[[dict[str, str]], ServiceProcess]
 TYPES = len(CHAT_SUBSCRIPTION_TYPES)
-
-
-@pytest.fixture
-def eventsub() -> Iterator[EventSubSimulatorThread]:
-    config = EventSubSimulatorConfig(subscribe_deadline_s=10.0, reconnect_grace_s=10.0)
-    with EventSubSimulatorThread(config) as running:
-        yield running
 
 
 def subscriptions_by_channel(sim: EventSubSimulatorThread) -> dict[str, collections.Counter[str]]:

@@ -12,16 +12,17 @@ import collections
 import copy
 import json
 import signal
-import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 import pytest
 
+from tests.integration.broker import free_port
+from tests.integration.eventsub_helpers import subscribed
 from tests.integration.kafka_helpers import ConsumedRecord, collect_records
 from tests.integration.service_process import ServiceProcess
 from tests.unit.test_eventsub_records import (
@@ -32,13 +33,11 @@ from tests.unit.test_eventsub_records import (
 from twitch_ingestion.models import ChatMessage, decode_chat_event, decode_chat_message
 from twitch_ingestion.simulator.eventsub_server import (
     EventSubSimulator,
-    EventSubSimulatorConfig,
     EventSubSimulatorThread,
     IssuedToken,
 )
 from twitch_ingestion.simulator.streams import NUMBERED_SENDER
 from twitch_ingestion.simulator.wire import room_id_for
-from twitch_ingestion.sources.eventsub.records import CHAT_SUBSCRIPTION_TYPES
 from twitch_ingestion.sources.irc.irc import parse_line
 from twitch_ingestion.sources.irc.routing import route_message
 
@@ -49,20 +48,6 @@ CHANNELS = ["alpha", "bravo", "charlie"]
 WAIT_S = 60.0
 """Bound for every condition wait: generous for a loaded 2-core machine, never reached
 when things work."""
-
-
-@pytest.fixture
-def eventsub() -> Iterator[EventSubSimulatorThread]:
-    config = EventSubSimulatorConfig(subscribe_deadline_s=10.0, reconnect_grace_s=10.0)
-    with EventSubSimulatorThread(config) as running:
-        yield running
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def eventsub_env(
@@ -100,20 +85,6 @@ def wait_until(condition: Callable[[], bool], what: str, within_s: float = WAIT_
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
-
-
-def subscribed(sim: EventSubSimulatorThread, channels: int) -> Callable[[], bool]:
-    """True once one live session holds every chat subscription of `channels` channels."""
-    wanted = channels * len(CHAT_SUBSCRIPTION_TYPES)
-
-    def check() -> bool:
-        def count(simulator: EventSubSimulator) -> int:
-            per_session = collections.Counter(s for s, _, _ in simulator.subscriptions())
-            return max(per_session.values(), default=0)
-
-        return sim.call(count) == wanted
-
-    return check
 
 
 def http_get(env: dict[str, str], path: str) -> tuple[int, str]:
