@@ -20,20 +20,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import aiohttp
-import msgspec
 from pydantic import SecretStr
 
 from twitch_ingestion.config import Settings
-from twitch_ingestion.sources.eventsub.auth import HttpSender, TokenKeeper
-from twitch_ingestion.sources.eventsub.http_messages import HttpRequest, HttpResponse
+from twitch_ingestion.sources.eventsub.auth import TokenKeeper, aiohttp_sender
 from twitch_ingestion.sources.eventsub.tokens import (
     IRC_SCOPE,
-    NETWORK_ERROR_STATUS,
     REFRESH_RETRY_S,
     TokenError,
 )
 
-__all__ = ["TokenGuard", "TokenRejected", "aiohttp_sender"]
+__all__ = ["TokenGuard", "TokenRejected"]
 
 """As in the EventSub client: no HTTP answer at all is a transient 5xx for the core."""
 
@@ -44,23 +41,6 @@ class TokenRejected(Exception):  # noqa: N818 - carries the core's TokenError
     def __init__(self, error: TokenError) -> None:
         super().__init__(error.message)
         self.error = error
-
-
-def aiohttp_sender(http: aiohttp.ClientSession) -> HttpSender:
-    """An `HttpSender` on `http`; a network failure becomes a synthetic 599 answer."""
-
-    async def send(request: HttpRequest) -> HttpResponse:
-        try:
-            async with http.request(
-                request.method, request.url, headers=request.headers, data=request.body
-            ) as response:
-                return HttpResponse(response.status, await response.read(), dict(response.headers))
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            # The exception's text may quote the URL but never a header or body.
-            detail = msgspec.json.encode({"message": f"network error: {type(exc).__name__}"})
-            return HttpResponse(NETWORK_ERROR_STATUS, detail)
-
-    return send
 
 
 class TokenGuard:

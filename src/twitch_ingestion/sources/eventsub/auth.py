@@ -9,9 +9,12 @@ logged, and every failure is a `TokenError` whose message names the setting to f
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 
+import aiohttp
+import msgspec
 import structlog
 
 from twitch_ingestion.sources.eventsub.http_messages import (
@@ -21,6 +24,7 @@ from twitch_ingestion.sources.eventsub.http_messages import (
 )
 from twitch_ingestion.sources.eventsub.tokens import (
     EVENTSUB_SCOPE,
+    NETWORK_ERROR_STATUS,
     REFRESH_MARGIN_S,
     REFRESH_RETRY_S,
     VALIDATE_INTERVAL_S,
@@ -35,13 +39,32 @@ from twitch_ingestion.sources.eventsub.tokens import (
     validate_request,
 )
 
-__all__ = ["HttpSender", "TokenKeeper"]
+__all__ = ["HttpSender", "TokenKeeper", "aiohttp_sender", "send_http"]
 
 log = structlog.get_logger(__name__)
 
 HttpSender = Callable[[HttpRequest], Awaitable[HttpResponse]]
 """Sends one request and returns the answer; network failures come back as a synthetic
 5xx answer (transient), never as an exception carrying the request."""
+
+
+async def send_http(http: aiohttp.ClientSession, request: HttpRequest) -> HttpResponse:
+    """Send one request on `http`; a network failure becomes a synthetic 599 answer
+    (`tokens.NETWORK_ERROR_STATUS`), which the sans-I/O core treats as transient."""
+    try:
+        async with http.request(
+            request.method, request.url, headers=request.headers, data=request.body
+        ) as response:
+            return HttpResponse(response.status, await response.read(), dict(response.headers))
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        # The exception's text may quote the URL but never a header or body.
+        detail = msgspec.json.encode({"message": f"network error: {type(exc).__name__}"})
+        return HttpResponse(NETWORK_ERROR_STATUS, detail)
+
+
+def aiohttp_sender(http: aiohttp.ClientSession) -> HttpSender:
+    """An `HttpSender` on `http` (see `send_http`)."""
+    return functools.partial(send_http, http)
 
 
 class TokenKeeper:

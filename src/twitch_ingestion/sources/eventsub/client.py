@@ -32,7 +32,7 @@ import structlog
 from pydantic import SecretStr
 
 from twitch_ingestion.config import Settings
-from twitch_ingestion.sources.eventsub.auth import TokenKeeper
+from twitch_ingestion.sources.eventsub.auth import TokenKeeper, send_http
 from twitch_ingestion.sources.eventsub.helix import (
     CONNECTIONS_PER_USER,
     SUBSCRIPTIONS_PER_CONNECTION,
@@ -537,16 +537,7 @@ class EventSubClient:
         http = self._http
         if http is None:
             raise RuntimeError("EventSubClient.send outside run()")
-        try:
-            async with http.request(
-                request.method, request.url, headers=request.headers, data=request.body
-            ) as response:
-                body = await response.read()
-                return HttpResponse(response.status, body, dict(response.headers))
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            # The exception's text may quote the URL but never a header or body.
-            detail = msgspec.json.encode({"message": f"network error: {type(exc).__name__}"})
-            return HttpResponse(NETWORK_ERROR_STATUS, detail)
+        return await send_http(http, request)
 
     async def helix(self, request: HttpRequest) -> HttpResponse | SourceFailure:
         """A Helix call with the current token: waits for the rate limit, refreshes the
