@@ -20,11 +20,13 @@
 //! bounded by a small multiple of the input line (which the session caps at 64 KiB).
 
 use std::borrow::Cow;
+use std::collections::HashSet;
+use std::sync::Arc;
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PySlice, PyString, PyTuple};
 
 /// 15 digits stay below 2**53 (see `fields.non_negative_int`).
 const MAX_INT_DIGITS: usize = 15;
@@ -74,33 +76,70 @@ fn unescape(value: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Non-zero when one of `word`'s 8 bytes is `byte` (the classic SWAR zero-byte test; a
+/// false positive can only follow a true one, so the caller rescans byte by byte).
+fn has_byte(word: u64, byte: u8) -> u64 {
+    let x = word ^ (ONES * u64::from(byte));
+    x.wrapping_sub(ONES) & !x & HIGHS
+}
+
+/// The position of the first `;` or `\\` at or after `at`, else `bytes.len()`: eight
+/// bytes a step over the long tag values (client-nonce, badge-info, emotes…).
+fn next_separator_or_escape(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        if has_byte(word, b';') | has_byte(word, b'\\') != 0 {
+            break;
+        }
+        at += 8;
+    }
+    while let Some(&byte) = bytes.get(at) {
+        if byte == b';' || byte == b'\\' {
+            return at;
+        }
+        at += 1;
+    }
+    bytes.len()
+}
+
 /// `irc._parse_tags_exact`, keeping only the fields we need: empty keys are skipped, a
 /// valueless key means the empty value, the last repeat wins.
 ///
-/// One pass over the bytes (the separators are ASCII, so every cut is a char boundary);
-/// keys are told apart by length first, so most unknown tags cost one comparison.
+/// The separators are ASCII, so every cut is a char boundary. Keys are short and
+/// scanned byte by byte; values are skipped eight bytes a step; keys are told apart by
+/// length first, so most unknown tags cost one comparison.
 fn parse_tags(raw: &str) -> Tags<'_> {
     let mut tags = Tags::default();
     let bytes = raw.as_bytes();
     let mut start = 0;
     while start <= bytes.len() {
-        let mut eq = usize::MAX;
-        let mut escaped = false;
-        let mut end = start;
-        while end < bytes.len() {
-            match bytes[end] {
-                b';' => break,
-                b'=' if eq == usize::MAX => eq = end,
-                b'\\' => escaped = true,
-                _ => {}
+        let mut key_end = start;
+        while let Some(&byte) = bytes.get(key_end) {
+            if byte == b'=' || byte == b';' {
+                break;
             }
-            end += 1;
+            key_end += 1;
         }
-        let (key, value) = if eq == usize::MAX {
-            (&raw[start..end], "")
-        } else {
-            (&raw[start..eq], &raw[eq + 1..end])
-        };
+        let valued = bytes.get(key_end) == Some(&b'=');
+        let value_start = if valued { key_end + 1 } else { key_end };
+        let mut escaped = false;
+        let mut end = value_start;
+        loop {
+            end = next_separator_or_escape(bytes, end);
+            if bytes.get(end) == Some(&b'\\') {
+                escaped = true;
+                end += 1;
+                continue;
+            }
+            break;
+        }
+        let key = raw.get(start..key_end).unwrap_or("");
+        let value = raw.get(value_start..end).unwrap_or("");
         start = end + 1;
         let slot = match (key.len(), key.as_bytes().first()) {
             (2, Some(b'i')) if key == "id" => &mut tags.id,
@@ -117,7 +156,7 @@ fn parse_tags(raw: &str) -> Tags<'_> {
             (19, Some(b'r')) if key == "reply-parent-msg-id" => &mut tags.reply_parent_msg_id,
             _ => continue,
         };
-        *slot = if escaped && value.contains('\\') {
+        *slot = if escaped {
             unescape(value)
         } else {
             Cow::Borrowed(value)
@@ -286,8 +325,32 @@ fn push_optional_str(out: &mut Vec<u8>, value: &str) {
     }
 }
 
+/// A decimal integer, without the allocation `to_string` makes (this runs ~4× a line).
 fn push_int(out: &mut Vec<u8>, value: i64) {
-    out.extend_from_slice(value.to_string().as_bytes());
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = value.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// ASCII lower case, borrowed when it already is (Twitch logins nearly always are).
+fn ascii_lower(value: &str) -> Cow<'_, str> {
+    if value.bytes().any(|byte| byte.is_ascii_uppercase()) {
+        Cow::Owned(value.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(value)
+    }
 }
 
 fn push_bool(out: &mut Vec<u8>, value: bool) {
@@ -295,20 +358,20 @@ fn push_bool(out: &mut Vec<u8>, value: bool) {
 }
 
 /// The PRIVMSG → (key, JSON) step, on plain strings; None = "let Python do this line".
-fn encode_privmsg(
+fn encode_privmsg<'t>(
     raw_tags: &str,
     prefix: &str,
-    target: &str,
+    target: &'t str,
     text: &str,
     received_at_ms: i64,
     schema_version: i64,
     ingested_via: &str,
-) -> Option<(String, Vec<u8>)> {
+) -> Option<(Cow<'t, str>, Vec<u8>)> {
     let channel = target.strip_prefix('#')?;
     if channel.is_empty() || !channel.is_ascii() {
         return None; // a contract violation, or Python's Unicode lower()
     }
-    let channel = channel.to_ascii_lowercase();
+    let channel = ascii_lower(channel);
     let username = match prefix.find('!') {
         Some(bang) => &prefix[..bang],
         None => prefix,
@@ -316,7 +379,7 @@ fn encode_privmsg(
     if username.is_empty() || !username.is_ascii() {
         return None;
     }
-    let username = username.to_ascii_lowercase();
+    let username = ascii_lower(username);
 
     let tags = parse_tags(raw_tags);
     let timestamp = ascii_decimal(&tags.tmi_sent_ts, MAX_INT_DIGITS)?; // else counted in Python
@@ -443,62 +506,170 @@ impl ChatEncoder {
     /// record `(topic, key, value, None, received_at_ms)`. Returns the records and, in
     /// order, `(position, index)` for every other line: `messages[index]`'s records
     /// belong at `records[position]`, and the caller builds them in Python.
+    ///
+    /// `messages` is a `ChatChunk` from `LineReader.read_lines` (the fused step: its
+    /// PRIVMSG lines are encoded straight from the read's text, no `IrcMessage` is ever
+    /// built for them) or any sequence of `IrcMessage`s (what de-duplication returns).
     fn encode_chunk<'py>(
         &self,
         py: Python<'py>,
-        messages: &Bound<'py, PyList>,
+        messages: &Bound<'py, PyAny>,
         received_at_ms: i64,
         chat_topic: &Bound<'py, PyString>,
         raw_topic: Option<&Bound<'py, PyString>>,
     ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
-        let records = PyList::empty(py);
-        let pending = PyList::empty(py);
-        let privmsg = intern!(py, "PRIVMSG");
-        let none = py.None().into_bound(py);
-        let timestamp = received_at_ms.into_pyobject(py)?.into_any();
-        for (index, message) in messages.iter().enumerate() {
-            let command = message.getattr(intern!(py, "command"))?;
-            let encoded = if command.eq(privmsg)? {
-                self.encode_message(py, &message, received_at_ms)?
-            } else {
-                None
+        let out = RecordsOut {
+            records: PyList::empty(py),
+            pending: PyList::empty(py),
+            chat_topic: chat_topic.clone().into_any(),
+            raw_topic: raw_topic.map(|topic| topic.clone().into_any()),
+            none: py.None().into_bound(py),
+            timestamp: received_at_ms.into_pyobject(py)?.into_any(),
+        };
+        if let Ok(chunk) = messages.cast::<ChatChunk>() {
+            self.encode_parsed_chunk(py, chunk.get(), received_at_ms, &out)?;
+        } else {
+            let messages = match messages.cast::<PyList>() {
+                Ok(list) => list.clone(),
+                Err(_) => PyList::new(py, messages.try_iter()?.collect::<PyResult<Vec<_>>>()?)?,
             };
-            let Some((key, value)) = encoded else {
-                pending.append((records.len(), index))?;
-                continue;
-            };
-            let key = PyBytes::new(py, key.as_bytes()).into_any();
-            if let Some(raw_topic) = raw_topic {
-                let raw = message.getattr(intern!(py, "raw"))?;
-                let Some(raw) = as_str(&raw) else {
-                    pending.append((records.len(), index))?;
-                    continue;
-                };
-                let raw = PyBytes::new(py, raw.as_bytes()).into_any();
-                records.append(PyTuple::new(
-                    py,
-                    [
-                        raw_topic.clone().into_any(),
-                        key.clone(),
-                        raw,
-                        none.clone(),
-                        timestamp.clone(),
-                    ],
-                )?)?;
-            }
-            let value = PyBytes::new(py, &value).into_any();
-            records.append(PyTuple::new(
+            self.encode_message_list(py, &messages, received_at_ms, &out)?;
+        }
+        Ok((out.records, out.pending))
+    }
+}
+
+/// A PRIVMSG's record key, `ChatMessage` JSON and raw bytes (empty without a raw topic).
+type Encoded<'t> = (Cow<'t, str>, Vec<u8>, Cow<'t, [u8]>);
+
+/// What `encode_chunk` builds: the records, the lines left to Python, shared objects.
+struct RecordsOut<'py> {
+    records: Bound<'py, PyList>,
+    pending: Bound<'py, PyList>,
+    chat_topic: Bound<'py, PyAny>,
+    raw_topic: Option<Bound<'py, PyAny>>,
+    none: Bound<'py, PyAny>,
+    timestamp: Bound<'py, PyAny>,
+}
+
+impl RecordsOut<'_> {
+    /// Line `index` is left to Python; its records go where the next record would.
+    fn leave(&self, index: usize) -> PyResult<()> {
+        self.pending.append((self.records.len(), index))
+    }
+
+    /// A PRIVMSG's records: its raw copy (with a raw topic), then its chat record.
+    fn push(&self, key: &str, value: &[u8], raw: &[u8]) -> PyResult<()> {
+        let py = self.records.py();
+        let key = PyBytes::new(py, key.as_bytes()).into_any();
+        if let Some(raw_topic) = &self.raw_topic {
+            self.records.append(PyTuple::new(
                 py,
                 [
-                    chat_topic.clone().into_any(),
-                    key,
-                    value,
-                    none.clone(),
-                    timestamp.clone(),
+                    raw_topic.clone(),
+                    key.clone(),
+                    PyBytes::new(py, raw).into_any(),
+                    self.none.clone(),
+                    self.timestamp.clone(),
                 ],
             )?)?;
         }
-        Ok((records, pending))
+        self.records.append(PyTuple::new(
+            py,
+            [
+                self.chat_topic.clone(),
+                key,
+                PyBytes::new(py, value).into_any(),
+                self.none.clone(),
+                self.timestamp.clone(),
+            ],
+        )?)
+    }
+}
+
+impl ChatEncoder {
+    /// The fused step: fast-shape PRIVMSG lines encoded from the chunk's text.
+    fn encode_parsed_chunk(
+        &self,
+        py: Python<'_>,
+        chunk: &ChatChunk,
+        received_at_ms: i64,
+        out: &RecordsOut<'_>,
+    ) -> PyResult<()> {
+        let text: &str = &chunk.text;
+        for (index, entry) in chunk.entries.iter().enumerate() {
+            let encoded = match entry {
+                Entry::Line(spans) => {
+                    let parts = spans.parts(text);
+                    if parts.tags.is_empty() {
+                        // `@ :…`: parsed with an empty tag dict, no raw tags; Python does it.
+                        None
+                    } else {
+                        encode_privmsg(
+                            parts.tags,
+                            parts.prefix,
+                            parts.target,
+                            parts.trailing,
+                            received_at_ms,
+                            self.schema_version,
+                            &self.ingested_via,
+                        )
+                        .map(|(key, value)| (key, value, Cow::Borrowed(parts.line.as_bytes())))
+                    }
+                }
+                Entry::Message(message) => {
+                    self.encode_privmsg_object(py, message.bind(py), received_at_ms, out)?
+                }
+            };
+            match encoded {
+                Some((key, value, raw)) => out.push(&key, &value, &raw)?,
+                None => out.leave(index)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn encode_message_list(
+        &self,
+        py: Python<'_>,
+        messages: &Bound<'_, PyList>,
+        received_at_ms: i64,
+        out: &RecordsOut<'_>,
+    ) -> PyResult<()> {
+        for (index, message) in messages.iter().enumerate() {
+            match self.encode_privmsg_object(py, &message, received_at_ms, out)? {
+                Some((key, value, raw)) => out.push(&key, &value, &raw)?,
+                None => out.leave(index)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// An `IrcMessage`'s key, value and (with a raw topic) raw bytes when it is a
+    /// PRIVMSG this can encode.
+    fn encode_privmsg_object(
+        &self,
+        py: Python<'_>,
+        message: &Bound<'_, PyAny>,
+        received_at_ms: i64,
+        out: &RecordsOut<'_>,
+    ) -> PyResult<Option<Encoded<'static>>> {
+        let command = message.getattr(intern!(py, "command"))?;
+        if !command.eq(intern!(py, "PRIVMSG"))? {
+            return Ok(None);
+        }
+        let Some((key, value)) = self.encode_message(py, message, received_at_ms)? else {
+            return Ok(None);
+        };
+        let key = Cow::Owned(key);
+        if out.raw_topic.is_none() {
+            return Ok(Some((key, value, Cow::Borrowed(b""))));
+        }
+        let raw = message.getattr(intern!(py, "raw"))?;
+        let Some(raw) = as_str(&raw) else {
+            return Ok(None);
+        };
+        Ok(Some((key, value, Cow::Owned(raw.as_bytes().to_vec()))))
     }
 }
 
@@ -537,7 +708,8 @@ impl ChatEncoder {
             received_at_ms,
             self.schema_version,
             &self.ingested_via,
-        ))
+        )
+        .map(|(key, value)| (key.into_owned(), value)))
     }
 }
 
@@ -561,29 +733,214 @@ const KNOWN_COMMANDS: [&str; 16] = [
     "HOSTTARGET",
 ];
 
-/// Splits the complete lines of a read and parses them into `IrcMessage`s, as
-/// `TwitchSession.receive_data` + `irc.parse_line` do.
+/// Splits the complete lines of a read and parses them, as `TwitchSession.receive_data`
+/// + `irc.parse_line` do.
 ///
 /// `read_lines(complete)` takes the bytes up to and including a read's last `\n` and
-/// returns `(messages, control_indices, line_count)`: every non-empty line parsed, in
-/// order; the positions of the lines that are not PRIVMSG (the session handles those);
-/// and the number of lines, empty ones included. Lines of the usual Twitch shape
-/// (`@tags :prefix CMD #chan :text`, a known command) are parsed here; any other line
-/// goes to the Python `parse_line` given at construction. None — the caller then runs
-/// its Python path on the whole read — when a line is not UTF-8 or not IRC, so every
-/// malformed-line report comes from the reference code.
+/// returns `(chunk, control_indices, line_count)`: a `ChatChunk` with every non-empty
+/// line, in order; the positions of the lines that are not PRIVMSG (the session handles
+/// those); and the number of lines, empty ones included. PRIVMSG lines of the usual
+/// Twitch shape (`@tags :prefix PRIVMSG #chan :text`) are only located here — no Python
+/// object is made for them; `ChatEncoder.encode_chunk` encodes them straight from the
+/// read's text. Other lines of that shape with a known command become `IrcMessage`s
+/// here; any other line goes to the Python `parse_line` given at construction. None —
+/// the caller then runs its Python path on the whole read — when a line is not UTF-8 or
+/// not IRC, so every malformed-line report comes from the reference code.
 #[pyclass(frozen, module = "twitch_ingestion_native")]
 struct LineReader {
-    message_type: Py<PyAny>,
+    factory: Arc<MessageFactory>,
     parse_line: Py<PyAny>,
+}
+
+/// What a `ChatChunk` needs to build an `IrcMessage` on demand.
+struct MessageFactory {
+    message_type: Py<PyAny>,
     commands: Vec<Py<PyString>>,
 }
 
-/// `read_lines`' result: the messages, the positions of the non-PRIVMSG ones, the line count.
-type ReadLines<'py> = (Bound<'py, PyList>, Bound<'py, PyList>, usize);
+impl MessageFactory {
+    /// `IrcMessage(raw, parsed_tags, prefix, command, [target, trailing], raw_tags)`,
+    /// exactly as `parse_line`'s fast path builds it.
+    fn build<'py>(
+        &self,
+        py: Python<'py>,
+        parts: &LineParts<'_>,
+        command_index: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let params = PyList::new(
+            py,
+            [
+                PyString::new(py, parts.target),
+                PyString::new(py, parts.trailing),
+            ],
+        )?;
+        let (parsed_tags, raw_tags) = if parts.tags.is_empty() {
+            (PyDict::new(py).into_any(), py.None().into_bound(py))
+        } else {
+            (
+                py.None().into_bound(py),
+                PyString::new(py, parts.tags).into_any(),
+            )
+        };
+        self.message_type.bind(py).call1((
+            PyString::new(py, parts.line),
+            parsed_tags,
+            PyString::new(py, parts.prefix),
+            self.commands[command_index].bind(py).clone(),
+            params,
+            raw_tags,
+        ))
+    }
+}
+
+/// A fast-shape line's parts, borrowed from its chunk's text.
+struct LineParts<'t> {
+    line: &'t str,
+    tags: &'t str,
+    prefix: &'t str,
+    target: &'t str,
+    trailing: &'t str,
+}
+
+/// Where a fast-shape PRIVMSG line's parts sit in its chunk's text (byte offsets).
+#[derive(Clone, Copy)]
+struct Spans {
+    line: (usize, usize),
+    tags: (usize, usize),
+    prefix: (usize, usize),
+    target: (usize, usize),
+    trailing: (usize, usize),
+}
+
+impl Spans {
+    fn of(text: &str, parts: &LineParts<'_>) -> Self {
+        let span = |part: &str| {
+            let start = part.as_ptr() as usize - text.as_ptr() as usize;
+            (start, start + part.len())
+        };
+        Self {
+            line: span(parts.line),
+            tags: span(parts.tags),
+            prefix: span(parts.prefix),
+            target: span(parts.target),
+            trailing: span(parts.trailing),
+        }
+    }
+
+    /// The parts again. Every offset was taken from a `&str` of this very text, so each
+    /// is a char boundary; `get` keeps even a wrong offset from panicking.
+    fn parts<'t>(&self, text: &'t str) -> LineParts<'t> {
+        let part = |(start, end): (usize, usize)| text.get(start..end).unwrap_or("");
+        LineParts {
+            line: part(self.line),
+            tags: part(self.tags),
+            prefix: part(self.prefix),
+            target: part(self.target),
+            trailing: part(self.trailing),
+        }
+    }
+}
+
+/// One line of a `ChatChunk`: a located PRIVMSG, or an `IrcMessage` already built.
+enum Entry {
+    Line(Spans),
+    Message(Py<PyAny>),
+}
+
+impl Entry {
+    fn clone_ref(&self, py: Python<'_>) -> Self {
+        match self {
+            Entry::Line(spans) => Entry::Line(*spans),
+            Entry::Message(message) => Entry::Message(message.clone_ref(py)),
+        }
+    }
+}
+
+/// The chat-level lines of one read, a read-only sequence of `IrcMessage`s.
+///
+/// PRIVMSG lines stay offsets into the read's text until someone indexes or iterates
+/// the chunk (de-duplication during a hand-over, the Python path for a line the encoder
+/// leaves): then each is built as `parse_line` would build it, a new object per access.
+/// `ChatEncoder.encode_chunk` reads the text directly and builds none.
+#[pyclass(frozen, sequence, module = "twitch_ingestion_native")]
+struct ChatChunk {
+    text: Arc<str>,
+    entries: Vec<Entry>,
+    factory: Arc<MessageFactory>,
+}
+
+impl ChatChunk {
+    fn message<'py>(&self, py: Python<'py>, index: usize) -> PyResult<Bound<'py, PyAny>> {
+        match self.entries.get(index) {
+            None => Err(PyIndexError::new_err("ChatChunk index out of range")),
+            Some(Entry::Message(message)) => Ok(message.bind(py).clone()),
+            Some(Entry::Line(spans)) => self.factory.build(py, &spans.parts(&self.text), 0),
+        }
+    }
+
+    fn all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        for index in 0..self.entries.len() {
+            list.append(self.message(py, index)?)?;
+        }
+        Ok(list)
+    }
+}
+
+#[pymethods]
+impl ChatChunk {
+    fn __len__(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        index: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if let Ok(slice) = index.cast::<PySlice>() {
+            let all = self.all(py)?;
+            return all.as_any().get_item(slice);
+        }
+        let index: isize = index.extract()?;
+        let length = self.entries.len() as isize;
+        let position = if index < 0 { index + length } else { index };
+        if position < 0 || position >= length {
+            return Err(PyIndexError::new_err("ChatChunk index out of range"));
+        }
+        self.message(py, position as usize)
+    }
+
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(self.all(py)?.as_any().try_iter()?.into_any())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<ChatChunk of {} lines>", self.entries.len())
+    }
+
+    /// The same chunk without the lines at `dropped` (the session's connection-level
+    /// lines: PING, our own JOIN/PART, numerics…).
+    fn without(&self, py: Python<'_>, dropped: HashSet<usize>) -> Self {
+        Self {
+            text: Arc::clone(&self.text),
+            entries: self
+                .entries
+                .iter()
+                .enumerate()
+                .filter(|(index, _)| !dropped.contains(index))
+                .map(|(_, entry)| entry.clone_ref(py))
+                .collect(),
+            factory: Arc::clone(&self.factory),
+        }
+    }
+}
+
+/// `read_lines`' result: the chunk, the positions of its non-PRIVMSG lines, the line count.
+type ReadLines<'py> = (ChatChunk, Bound<'py, PyList>, usize);
 
 /// `parse_line`'s fast path: `line.split(" ", 4)` and its six conditions, or None.
-fn split_fast(line: &str) -> Option<(&str, &str, usize, &str, &str)> {
+fn split_fast(line: &str) -> Option<(LineParts<'_>, usize)> {
     let rest = line.strip_prefix('@')?;
     let mut parts = rest.splitn(5, ' ');
     let tags = parts.next()?;
@@ -597,7 +954,14 @@ fn split_fast(line: &str) -> Option<(&str, &str, usize, &str, &str)> {
     if prefix.is_empty() || target.is_empty() || target.starts_with(':') {
         return None;
     }
-    Some((tags, prefix, command_index, target, trailing))
+    let parts = LineParts {
+        line,
+        tags,
+        prefix,
+        target,
+        trailing,
+    };
+    Some((parts, command_index))
 }
 
 #[pymethods]
@@ -609,9 +973,11 @@ impl LineReader {
             .map(|name| PyString::intern(py, name).unbind())
             .collect();
         Self {
-            message_type,
+            factory: Arc::new(MessageFactory {
+                message_type,
+                commands,
+            }),
             parse_line,
-            commands,
         }
     }
 
@@ -620,11 +986,16 @@ impl LineReader {
         py: Python<'py>,
         complete: &[u8],
     ) -> PyResult<Option<ReadLines<'py>>> {
-        let messages = PyList::empty(py);
+        // Line ends are ASCII, so the read is UTF-8 exactly when each of its lines is.
+        let Ok(text) = std::str::from_utf8(complete) else {
+            return Ok(None);
+        };
+        let text: Arc<str> = Arc::from(text);
+        let mut entries: Vec<Entry> = Vec::new();
         let controls = PyList::empty(py);
-        let message_type = self.message_type.bind(py);
         let parse_line = self.parse_line.bind(py);
-        let mut segments = complete.split(|byte| *byte == b'\n');
+        let privmsg = self.factory.commands[0].bind(py);
+        let mut segments = text.split('\n');
         let mut line_count = 0usize;
         let mut next = segments.next();
         while let Some(segment) = next {
@@ -633,52 +1004,35 @@ impl LineReader {
                 break; // what follows the last `\n`: not a line (the caller keeps it)
             }
             line_count += 1;
-            let segment = segment.strip_suffix(b"\r").unwrap_or(segment);
-            let Ok(line) = std::str::from_utf8(segment) else {
-                return Ok(None);
-            };
+            let line = segment.strip_suffix('\r').unwrap_or(segment);
             if line.is_empty() {
                 continue;
             }
-            let message = match split_fast(line) {
-                Some((tags, prefix, command_index, target, trailing)) => {
-                    let params =
-                        PyList::new(py, [PyString::new(py, target), PyString::new(py, trailing)])?;
-                    let (parsed_tags, raw_tags) = if tags.is_empty() {
-                        (
-                            pyo3::types::PyDict::new(py).into_any(),
-                            py.None().into_bound(py),
-                        )
-                    } else {
-                        (py.None().into_bound(py), PyString::new(py, tags).into_any())
-                    };
-                    let args = (
-                        PyString::new(py, line),
-                        parsed_tags,
-                        PyString::new(py, prefix),
-                        self.commands[command_index].bind(py).clone(),
-                        params,
-                        raw_tags,
-                    );
-                    if command_index != 0 {
-                        controls.append(messages.len())?;
-                    }
-                    message_type.call1(args)?
+            let entry = match split_fast(line) {
+                Some((parts, 0)) => Entry::Line(Spans::of(&text, &parts)),
+                Some((parts, command_index)) => {
+                    controls.append(entries.len())?;
+                    Entry::Message(self.factory.build(py, &parts, command_index)?.unbind())
                 }
                 None => {
                     let Ok(message) = parse_line.call1((line,)) else {
                         return Ok(None);
                     };
                     let command = message.getattr(intern!(py, "command"))?;
-                    if !command.eq(self.commands[0].bind(py))? {
-                        controls.append(messages.len())?;
+                    if !command.eq(privmsg)? {
+                        controls.append(entries.len())?;
                     }
-                    message
+                    Entry::Message(message.unbind())
                 }
             };
-            messages.append(message)?;
+            entries.push(entry);
         }
-        Ok(Some((messages, controls, line_count)))
+        let chunk = ChatChunk {
+            text: Arc::clone(&text),
+            entries,
+            factory: Arc::clone(&self.factory),
+        };
+        Ok(Some((chunk, controls, line_count)))
     }
 }
 
@@ -686,6 +1040,7 @@ impl LineReader {
 fn twitch_ingestion_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<ChatEncoder>()?;
     module.add_class::<LineReader>()?;
+    module.add_class::<ChatChunk>()?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -1,8 +1,10 @@
 """The compiled hot path against the pure-Python reference: byte-identical records.
 
 Every input goes through the real `TwitchSession` (split, decode, parse, control lines),
-then the chunk's chat lines go to two `IrcRecordEncoder`s, one with `HOT_PATH=python`
-and one with `HOT_PATH=compiled`; their records (topic, key, value, headers, timestamp,
+then each read's chat lines (on the compiled path the reader's `ParsedChunk`, so the
+fused step — PRIVMSG lines encoded straight from the read's text — is what runs) go to
+two `IrcRecordEncoder`s, one with `HOT_PATH=python` and one with `HOT_PATH=compiled`;
+their records (topic, key, value, headers, timestamp,
 dead letters included) and the data-quality counters they bump must be equal. Inputs:
 the IRC lines quoted in this project's unit tests, generated chat (`chatgen`), the
 shared corpus, and hypothesis-generated lines (valid, malformed, hostile).
@@ -15,7 +17,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,7 @@ from twitch_ingestion.sources.irc.commands.stats import DEFAULT_PARSE_STATS
 from twitch_ingestion.sources.irc.compiled import (
     HotPathChoice,
     LineReader,
+    ParsedChunk,
     compiled_line_reader,
     extension_available,
 )
@@ -102,11 +105,11 @@ class _Differential:
             assert (reader is None) == (hot_path == "python")
             session.line_reader = None if reader is None else _CountingReader(reader, self)
             seen: list[object] = []
-            messages: list[IrcMessage] = []
+            chat: list[Sequence[IrcMessage]] = []
             for read in reads:
                 for event in session.receive_data(read, 0.0):
                     if isinstance(event, ChatLines):
-                        messages.extend(event.messages)
+                        chat.append(event.messages)
                         seen.append([_shape(message) for message in event.messages])
                     else:
                         seen.append(event)
@@ -118,7 +121,7 @@ class _Differential:
                 session.data_to_send(),
                 session.state,
             )
-            encoded = self._encode(messages, {**session.room_ids, **(room_ids or {})}, hot_path)
+            encoded = self._encode(chat, {**session.room_ids, **(room_ids or {})}, hot_path)
             outcomes.append((seen, state, *encoded))
         python, compiled = outcomes
         assert compiled[:2] == python[:2], "session events or state differ"
@@ -126,14 +129,23 @@ class _Differential:
         assert compiled[3:] == python[3:], "counters or dead letters differ"
 
     def _encode(
-        self, messages: list[IrcMessage], room_ids: dict[str, str], hot_path: HotPathChoice
+        self,
+        chunks: list[Sequence[IrcMessage]],
+        room_ids: dict[str, str],
+        hot_path: HotPathChoice,
     ) -> tuple[list[Record], dict[str, int], int]:
         sink = _RecordingSink()
         encoder = self._encoder(sink, hot_path)
         before = DEFAULT_PARSE_STATS.as_dict()
-        asyncio.run(encoder.deliver(messages, RECEIVED_AT, room_ids))
+
+        async def deliver_all() -> None:
+            for chunk in chunks:
+                await encoder.deliver(chunk, RECEIVED_AT, room_ids)
+
+        asyncio.run(deliver_all())
         after = DEFAULT_PARSE_STATS.as_dict()
         if hot_path == "compiled":
+            messages = [message for chunk in chunks for message in chunk]
             self.lines_tried += len(messages)
             compiled = encoder._encode_privmsg
             assert compiled is not None
@@ -154,7 +166,7 @@ class _CountingReader:
         self._inner = inner
         self._differential = differential
 
-    def read_lines(self, complete: bytes) -> tuple[list[IrcMessage], list[int], int] | None:
+    def read_lines(self, complete: bytes) -> tuple[ParsedChunk, list[int], int] | None:
         parsed = self._inner.read_lines(complete)
         if parsed is not None:
             self._differential.reads_compiled += 1

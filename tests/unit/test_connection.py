@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 
@@ -32,7 +32,9 @@ class Recorder:
         self.events: list[Event] = []
         self.chunks = 0
 
-    async def on_chat(self, conn: TwitchConnection, messages: list[IrcMessage], at: int) -> None:
+    async def on_chat(
+        self, conn: TwitchConnection, messages: Sequence[IrcMessage], at: int
+    ) -> None:
         assert at > 1_600_000_000_000, "received_at_ms is wall-clock milliseconds"
         self.chunks += 1
         self.messages.extend(messages)
@@ -164,7 +166,7 @@ async def test_a_quiet_but_alive_server_answers_our_ping(sim: TwitchSimulator) -
 async def test_a_slow_sink_is_backpressure_not_a_dead_connection(sim: TwitchSimulator) -> None:
     class SlowRecorder(Recorder):
         async def on_chat(
-            self, conn: TwitchConnection, messages: list[IrcMessage], at: int
+            self, conn: TwitchConnection, messages: Sequence[IrcMessage], at: int
         ) -> None:
             await asyncio.sleep(0.3)  # longer than ping interval + pong timeout
             await super().on_chat(conn, messages, at)
@@ -193,7 +195,7 @@ async def test_server_drop_ends_the_connection_as_lost(sim: TwitchSimulator) -> 
 async def test_a_failing_callback_surfaces_from_wait_closed(sim: TwitchSimulator) -> None:
     class Broken(Recorder):
         async def on_chat(
-            self, conn: TwitchConnection, messages: list[IrcMessage], at: int
+            self, conn: TwitchConnection, messages: Sequence[IrcMessage], at: int
         ) -> None:
             raise ValueError("sink bug")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -33,7 +33,7 @@ class RecordingSink:
         self.room_ids: dict[str, str] = {}
 
     async def deliver(
-        self, messages: list[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
+        self, messages: Sequence[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
     ) -> None:
         self.messages.extend(messages)
         self.room_ids = dict(room_ids)
@@ -378,7 +378,7 @@ async def test_stop_ends_every_task_even_while_chat_flows(sim: TwitchSimulator) 
         after_stop = 0
 
         async def deliver(
-            self, messages: list[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
+            self, messages: Sequence[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
         ) -> None:
             if self.stopped:
                 self.after_stop += 1
@@ -501,7 +501,7 @@ def test_channel_names_that_would_corrupt_a_join_line_are_refused() -> None:
 async def test_stop_abandons_a_sink_blocked_past_the_grace_period(sim: TwitchSimulator) -> None:
     class StuckSink(RecordingSink):
         async def deliver(
-            self, messages: list[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
+            self, messages: Sequence[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
         ) -> None:
             await asyncio.Event().wait()  # Kafka gone and the buffer full, forever
 

@@ -4,13 +4,19 @@ The compiled extension `twitch_ingestion_native` (Rust, PyO3; built by `make ins
 when cargo is present) does two steps, each one call per read:
 
 * `LineReader.read_lines` (used by `TwitchSession.receive_data`): split, UTF-8 decode and
-  parse a read's lines into `IrcMessage`s; a read with a line that is not UTF-8 or not
+  parse a read's lines into a `ParsedChunk`; a read with a line that is not UTF-8 or not
   IRC is left whole to the Python session, so malformed-line reports stay Python's.
 * `ChatEncoder.encode_chunk` (used by `IrcRecordEncoder.deliver`): each PRIVMSG's
   records — tag decoding, field extraction, emote ranges, badges, msgspec-exact JSON.
   It takes only the lines it reproduces byte for byte; every other line (dead letters,
   repaired timestamps or emote tags, missing room ids, non-ASCII logins, every
   non-PRIVMSG command) is handed back and built by the Python path in place.
+
+The two are fused through the `ParsedChunk`: its PRIVMSG lines are only located by the
+reader and encoded by the encoder straight from the read's text, so no Python object is
+made for a chat line unless someone indexes or iterates the chunk (de-duplication during
+a hand-over, the Python path for a line the encoder leaves); then it is built exactly as
+`parse_line` builds it.
 
 The Python path stays the reference (`tests/unit/test_compiled_differential.py` holds
 the two together, from read bytes to records).
@@ -23,9 +29,9 @@ the extension ever misbehaved).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING, Annotated, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Literal, Protocol, overload
 
 from pydantic import AfterValidator
 
@@ -39,6 +45,7 @@ __all__ = [
     "HotPath",
     "HotPathChoice",
     "LineReader",
+    "ParsedChunk",
     "compiled_chat_encoder",
     "compiled_line_reader",
     "extension_available",
@@ -50,6 +57,30 @@ EXTENSION_MODULE = "twitch_ingestion_native"
 HotPathChoice = Literal["auto", "compiled", "python"]
 
 
+class ParsedChunk(Sequence["IrcMessage"]):
+    """The extension's `ChatChunk`: one read's chat-level lines, a read-only sequence of
+    `IrcMessage`s whose PRIVMSG lines are built only when indexed or iterated (a new
+    object per access). Registered as a `Sequence` when the extension loads; this class
+    only gives the type checker its shape."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, index: int, /) -> IrcMessage: ...
+    @overload
+    def __getitem__(self, index: slice, /) -> list[IrcMessage]: ...
+    def __getitem__(self, index: int | slice, /) -> IrcMessage | list[IrcMessage]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[IrcMessage]:
+        raise NotImplementedError
+
+    def without(self, dropped: set[int], /) -> ParsedChunk:
+        """The same chunk without the lines at the positions in `dropped`."""
+        raise NotImplementedError
+
+
 class ChatEncoder(Protocol):
     """The extension's `ChatEncoder`: PRIVMSG `IrcMessage` → `(key, value)` or None."""
 
@@ -58,21 +89,22 @@ class ChatEncoder(Protocol):
 
     def encode_chunk(
         self,
-        messages: list[IrcMessage],
+        messages: Sequence[IrcMessage],
         received_at_ms: int,
         chat_topic: str,
         raw_topic: str | None,
         /,
     ) -> tuple[list[Record], list[tuple[int, int]]]:
         """A read's PRIVMSG records (raw copy, chat record) and `(position, index)` of
-        every line left to Python, whose records belong at `records[position]`."""
+        every line left to Python, whose records belong at `records[position]`; from a
+        `ParsedChunk` without building its PRIVMSG lines."""
 
 
 class LineReader(Protocol):
     """The extension's `LineReader`: a read's complete lines → parsed `IrcMessage`s."""
 
-    def read_lines(self, complete: bytes, /) -> tuple[list[IrcMessage], list[int], int] | None:
-        """(messages, positions of non-PRIVMSG lines, line count), or None: take the
+    def read_lines(self, complete: bytes, /) -> tuple[ParsedChunk, list[int], int] | None:
+        """(chunk, positions of its non-PRIVMSG lines, line count), or None: take the
         Python path for this read (a line is not UTF-8 or not IRC)."""
 
 
@@ -148,5 +180,6 @@ def compiled_line_reader(choice: HotPathChoice) -> LineReader | None:
         return None
     from twitch_ingestion.sources.irc.irc import IrcMessage, parse_line
 
+    Sequence.register(module.ChatChunk)
     factory: _LineReaderFactory = module.LineReader
     return factory(IrcMessage, parse_line)

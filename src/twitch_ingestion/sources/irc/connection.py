@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from enum import StrEnum
 
 from twitch_ingestion.metrics import BYTES_RECEIVED, LINES_RECEIVED
@@ -50,7 +50,7 @@ __all__ = [
 _KEEPALIVE_POLLS_PER_TIMEOUT = 4
 _MIN_KEEPALIVE_POLL_S = 0.005
 
-ChatHandler = Callable[["TwitchConnection", list[IrcMessage], int], Awaitable[None]]
+ChatHandler = Callable[["TwitchConnection", Sequence[IrcMessage], int], Awaitable[None]]
 """`(connection, messages, received_at_ms)`, awaited once per chunk read."""
 EventHandler = Callable[["TwitchConnection", Event, int], None]
 """`(connection, event, received_at_ms)` for every event other than `ChatLines`."""

@@ -8,6 +8,7 @@ hand-over: outside one the hot path does not pay for it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import islice
 
 from twitch_ingestion.metrics import DUPLICATE_MESSAGES_DROPPED
@@ -38,7 +39,7 @@ class RecentIds:
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
 
-    def fresh(self, messages: list[IrcMessage]) -> list[IrcMessage]:
+    def fresh(self, messages: Sequence[IrcMessage]) -> list[IrcMessage]:
         """The lines of `messages` not seen before, in order; counts the dropped ones."""
         seen = self._seen
         kept: list[IrcMessage] = []

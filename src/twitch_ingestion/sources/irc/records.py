@@ -18,7 +18,7 @@ lines it leaves take the Python path (`_records`), which stays the reference.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from operator import itemgetter
 
 import msgspec
@@ -115,7 +115,7 @@ class IrcRecordEncoder:
     # --- hot path ---------------------------------------------------------------------
 
     async def deliver(
-        self, messages: list[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
+        self, messages: Sequence[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
     ) -> None:
         """Encode one read chunk and hand its records to the sink (awaiting its room)."""
         encode_chunk = self._encode_chunk
@@ -137,7 +137,7 @@ class IrcRecordEncoder:
         self,
         records: list[Record],
         pending: list[tuple[int, int]],
-        messages: list[IrcMessage],
+        messages: Sequence[IrcMessage],
         received_at_ms: int,
         room_ids: Mapping[str, str],
     ) -> list[Record]:
@@ -153,7 +153,7 @@ class IrcRecordEncoder:
         return out
 
     def _records(
-        self, messages: list[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
+        self, messages: Sequence[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
     ) -> list[Record]:
         """The pure-Python path (the reference): each line's records, in order."""
         # Everything the loop touches is a local: an attribute load per line is measurable.

@@ -24,11 +24,11 @@ decode and parse of a chunk is one call, and Python touches only the control lin
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from twitch_ingestion.sources.irc.compiled import LineReader
+from twitch_ingestion.sources.irc.compiled import LineReader, ParsedChunk
 from twitch_ingestion.sources.irc.irc import IrcMessage, IrcParseError, parse_line
 
 __all__ = [
@@ -198,7 +198,9 @@ class ChatLines:
     WHISPER, HOSTTARGET, GLOBALUSERSTATE… The list is owned by the receiver.
     """
 
-    messages: list[IrcMessage]
+    messages: Sequence[IrcMessage]
+    """A list, or with the compiled reader a `compiled.ParsedChunk` (a read-only
+    sequence whose chat lines are built only if someone indexes or iterates it)."""
 
 
 Event = (
@@ -452,7 +454,7 @@ class TwitchSession:
         return events
 
     def _dispatch_parsed(
-        self, messages: list[IrcMessage], controls: list[int], lines: int, events: list[Event]
+        self, messages: ParsedChunk, controls: list[int], lines: int, events: list[Event]
     ) -> list[Event]:
         """`_dispatch` for lines the compiled reader already parsed: Python work only for
         the non-PRIVMSG lines (`controls`, their positions in `messages`)."""
@@ -465,7 +467,7 @@ class TwitchSession:
                 if not handle(messages[index], messages[index].command, events)
             }
             if dropped:
-                messages = [m for index, m in enumerate(messages) if index not in dropped]
+                messages = messages.without(dropped)
         if messages:
             events.append(ChatLines(messages))
         return events

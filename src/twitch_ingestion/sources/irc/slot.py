@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -80,7 +80,7 @@ class ChatSink(Protocol):
     into records for the `RecordSink` (the slot never sees Kafka)."""
 
     async def deliver(
-        self, messages: list[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
+        self, messages: Sequence[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
     ) -> None:
         """Take one chunk's chat lines, in order. May block: that connection stops reading
         until it returns (backpressure). `room_ids` maps channel login → room id."""
@@ -113,7 +113,7 @@ class PoolConnection(Protocol):
     def is_closing(self) -> bool: ...
 
 
-SlotChatHandler = Callable[[PoolConnection, list[IrcMessage], int], Awaitable[None]]
+SlotChatHandler = Callable[[PoolConnection, Sequence[IrcMessage], int], Awaitable[None]]
 SlotEventHandler = Callable[[PoolConnection, Event, int], None]
 ConnectionFactory = Callable[[str, SlotChatHandler, SlotEventHandler], PoolConnection]
 """`(name, on_chat, on_event)` → a new, not yet connected connection."""
@@ -472,7 +472,7 @@ class Slot:
     # --- events from the connections -------------------------------------------------
 
     async def on_chat(
-        self, conn: PoolConnection, messages: list[IrcMessage], received_at_ms: int
+        self, conn: PoolConnection, messages: Sequence[IrcMessage], received_at_ms: int
     ) -> None:
         dedup = self._dedup
         if dedup is not None:
