@@ -9,7 +9,9 @@ holds, never the sink's internals.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,7 +22,7 @@ from structlog.testing import capture_logs
 from twitch_ingestion.config import BufferMode, Settings
 from twitch_ingestion.kafka.buffer import DiskBuffer, MemoryBuffer, buffer_from_settings
 from twitch_ingestion.kafka.delivery import REDELIVERY_DELAY_S, REFUSED_RETRY_DELAY_S
-from twitch_ingestion.kafka.producer import DeliveryCallback
+from twitch_ingestion.kafka.producer import DeliveryCallback, SeqDeliveryCallback
 from twitch_ingestion.kafka.sink import KafkaSink
 from twitch_ingestion.records import Headers, Record
 
@@ -96,6 +98,23 @@ class FakeProducer:
         produced = Produced(topic, key, value, headers, timestamp_ms, on_delivery)
         self.produced.append(produced)
         self.outstanding.append(produced)
+
+    def produce_batch(
+        self,
+        records: Sequence[Record],
+        start: int,
+        stop: int,
+        first_seq: int,
+        on_delivery: SeqDeliveryCallback,
+    ) -> int:
+        for index in range(start, stop):
+            topic, key, value, headers, timestamp_ms = records[index]
+            callback = partial(on_delivery, first_seq + index - start)
+            try:
+                self.produce_nowait(topic, key, value, timestamp_ms, callback, headers)
+            except BufferError:
+                return index
+        return stop
 
     async def wait_for_queue_space(self) -> None:
         self.poll()

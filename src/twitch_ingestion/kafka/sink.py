@@ -37,7 +37,7 @@ from twitch_ingestion.kafka.delivery import (
     Stalled,
     StartRewind,
 )
-from twitch_ingestion.kafka.producer import DeliveryCallback
+from twitch_ingestion.kafka.producer import DeliveryCallback, SeqDeliveryCallback
 from twitch_ingestion.log_throttle import ThrottledLogger
 from twitch_ingestion.metrics import (
     BUFFER_REPLAYED,
@@ -93,6 +93,17 @@ class Producer(Protocol):
         headers: Headers | None = None,
     ) -> None:
         """Enqueue one record; raises `BufferError` when the local queue is full."""
+
+    def produce_batch(
+        self,
+        records: Sequence[Record],
+        start: int,
+        stop: int,
+        first_seq: int,
+        on_delivery: SeqDeliveryCallback,
+    ) -> int:
+        """Enqueue `records[start:stop]` (sequence numbers from `first_seq`) until the
+        local queue is full; returns the index of the first record not enqueued."""
 
     async def wait_for_queue_space(self) -> None:
         """Serve delivery reports for a moment, so the queue can make room."""
@@ -184,30 +195,27 @@ class KafkaSink:
     async def _produce_all(
         self, records: Sequence[Record], start: int, count: int, first_seq: int
     ) -> None:
-        produce = self._producer.produce_nowait
-        on_delivery = self._on_delivery
+        # `delivery.paused` changes only in delivery reports and maintenance, which run
+        # at awaits (never inside produce_batch): checking it around the waits is
+        # checking it before every record.
         delivery = self._delivery
-        seq = first_seq
-        for index in range(start, start + count):
+        index, stop = start, start + count
+        while index < stop:
             if delivery.paused:
                 # Kafka stalled or a record failed: these stay in the buffer, and the
                 # rewind produces them after every older record.
                 return
-            topic, key, value, headers, timestamp_ms = records[index]
-            callback = partial(on_delivery, seq)
-            while True:
-                try:
-                    produce(topic, key, value, timestamp_ms, callback, headers)
-                    break
-                except BufferError:
-                    # librdkafka's queue is full. Wait for room while Kafka makes progress;
-                    # once the stall watchdog pauses delivery, stop waiting (librdkafka
-                    # never times records out, so the room may not come before the broker
-                    # does) and let the buffer keep the rest.
-                    if delivery.paused:
-                        return
-                    await self._producer.wait_for_queue_space()
-            seq += 1
+            index = self._producer.produce_batch(
+                records, index, stop, first_seq + index - start, self._on_delivery
+            )
+            if index < stop:
+                # librdkafka's queue is full. Wait for room while Kafka makes progress;
+                # once the stall watchdog pauses delivery, stop waiting (librdkafka
+                # never times records out, so the room may not come before the broker
+                # does) and let the buffer keep the rest.
+                if delivery.paused:
+                    return
+                await self._producer.wait_for_queue_space()
 
     def deliver_nowait(self, record: Record) -> None:
         """Buffer (if there is room) and produce one record without waiting."""
