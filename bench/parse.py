@@ -7,6 +7,11 @@ order, the realistic mix of PRIVMSG, USERNOTICE, CLEARCHAT, NOTICE, numerics …
 2. + `route_message` (PRIVMSG → `ChatMessage`, events → `ChatEventRecord`, the rest None);
 3. + the sink's msgspec JSON encoding of the record.
 
+Then, per `--hot-paths` value, what the service does with the same lines as wire bytes:
+the corpus in 256 KiB reads through `TwitchSession.receive_data` (split, decode, parse,
+control lines) and `IrcRecordEncoder.deliver` (route, encode, records, dead letters)
+into a sink that keeps nothing — on the compiled path, the fused step.
+
 Time is this process's CPU time (`time.process_time_ns`), so other work on the machine
 slows the figures less than wall time would; each stage runs `--parse-rounds` rounds
 and the best round is reported (the median is in the JSON).
@@ -15,6 +20,7 @@ and the best round is reported (the median is in the JSON).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import statistics
 import time
@@ -24,9 +30,13 @@ from pathlib import Path
 import msgspec
 
 from bench.report import Result
+from twitch_ingestion.records import Record
 from twitch_ingestion.simulator import default_corpus_path
+from twitch_ingestion.sources.irc.compiled import HotPathChoice, compiled_line_reader
 from twitch_ingestion.sources.irc.irc import IrcParseError, parse_line
+from twitch_ingestion.sources.irc.records import IrcRecordEncoder
 from twitch_ingestion.sources.irc.routing import ContractViolation, route_message
+from twitch_ingestion.sources.irc.session import ChatLines, TwitchSession
 
 __all__ = ["NAME", "add_arguments", "run"]
 
@@ -111,6 +121,47 @@ STAGES: dict[str, Callable[[list[str]], int]] = {
 }
 
 
+_READ_BYTES = 256 * 1024  # TWITCH_READ_BUFFER_BYTES' default
+
+
+class _NullRecordSink:
+    async def deliver(self, records: list[Record]) -> None:
+        return None
+
+    def deliver_nowait(self, record: Record) -> None:
+        return None
+
+
+def _from_bytes(hot_path: HotPathChoice) -> Callable[[list[str]], int]:
+    """The service's read + encode steps on `hot_path`, fed the lines as wire bytes."""
+    reads: list[bytes] = []
+    encoder = IrcRecordEncoder(
+        _NullRecordSink(),
+        chat_topic="chat",
+        events_topic="events",
+        dlq_topic="dlq",
+        hot_path=hot_path,
+    )
+
+    def stage(lines: list[str]) -> int:
+        if not reads:
+            data = "".join(f"{line}\r\n" for line in lines).encode()
+            reads.extend(data[i : i + _READ_BYTES] for i in range(0, len(data), _READ_BYTES))
+        session = TwitchSession("justinfan1", None)
+        session.line_reader = compiled_line_reader(hot_path)
+
+        async def read_all() -> None:
+            for read in reads:
+                for event in session.receive_data(read, 0.0):
+                    if type(event) is ChatLines:
+                        await encoder.deliver(event.messages, 1, session.room_ids)
+
+        asyncio.run(read_all())
+        return len(lines)
+
+    return stage
+
+
 def time_stage(
     stage: Callable[[list[str]], int], lines: list[str], seconds: float, rounds: int
 ) -> list[float]:
@@ -136,7 +187,10 @@ def run(args: argparse.Namespace) -> Result:
     lines = load_lines(args.corpus)
     result.details["corpus_lines"] = len(lines)
     result.details["stages"] = {}
-    for label, stage in STAGES.items():
+    stages = dict(STAGES)
+    for hot_path in args.hot_paths:
+        stages[f"[{hot_path}] read+encode from bytes"] = _from_bytes(hot_path)
+    for label, stage in stages.items():
         per_line_ns = time_stage(stage, lines, args.parse_seconds, args.parse_rounds)
         best = min(per_line_ns)
         result.details["stages"][label] = {

@@ -19,6 +19,8 @@
 //! found by `find`/`split` on ASCII bytes), no recursion, and every allocation is
 //! bounded by a small multiple of the input line (which the session caps at 64 KiB).
 
+mod frames;
+
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -1041,6 +1043,7 @@ fn twitch_ingestion_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<ChatEncoder>()?;
     module.add_class::<LineReader>()?;
     module.add_class::<ChatChunk>()?;
+    module.add_function(wrap_pyfunction!(frames::frame_records, module)?)?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -33,7 +33,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from twitch_ingestion.channels import LOGIN_RULE, InvalidLogin, normalise_login
-from twitch_ingestion.sources.irc.compiled import HotPath
+from twitch_ingestion.native import HotPath
 
 __all__ = [
     "BufferFullPolicy",
@@ -276,7 +276,7 @@ class Settings(BaseSettings):
     health_host: str = "0.0.0.0"
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     stats_log_interval_s: float = Field(default=30.0, gt=0)
-    hot_path: HotPath = "auto"  # compiled PRIVMSG encoder or pure Python (sources/irc/compiled.py)
+    hot_path: HotPath = "auto"  # the compiled extension or pure Python (native.py)
 
     @field_validator("twitch_channel", mode="before")
     @classmethod

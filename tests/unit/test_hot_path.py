@@ -41,7 +41,8 @@ def _hot_path_metric(path: str) -> float | None:
     return REGISTRY.get_sample_value("twitch_ingestion_hot_path_info", {"path": path})
 
 
-def test_hot_path_defaults_to_auto() -> None:
+def test_hot_path_defaults_to_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HOT_PATH", raising=False)  # CI also runs the suite with HOT_PATH=python
     assert load_settings(require_channels=False).hot_path == "auto"
 
 
@@ -57,7 +58,7 @@ def test_hot_path_compiled_without_the_extension_is_one_clear_config_problem() -
 
 @pytest.mark.usefixtures("without_extension")
 def test_auto_without_the_extension_runs_python_and_says_so_once() -> None:
-    settings = load_settings(require_channels=False)
+    settings = load_settings(require_channels=False, hot_path="auto")
     with capture_logs() as logs:
         encoder = IrcRecordEncoder.from_settings(settings, _NullSink())
     assert encoder.hot_path == "python"

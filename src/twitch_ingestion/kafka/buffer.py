@@ -110,6 +110,7 @@ from twitch_ingestion.metrics import (
 )
 
 # Re-exported: the record type is the sources' and the sink's (`records.py`).
+from twitch_ingestion.native import RecordFramer, compiled_record_framer
 from twitch_ingestion.records import Headers, Record
 
 __all__ = [
@@ -312,6 +313,7 @@ class BufferOptions(TypedDict, total=False):
     full_policy: BufferFullPolicy
     checkpoint_interval_ms: int
     files: SegmentFiles
+    framer: RecordFramer | None
 
 
 class _CappedBuffer:
@@ -333,8 +335,11 @@ class _CappedBuffer:
         full_policy: BufferFullPolicy = BufferFullPolicy.BLOCK,
         checkpoint_interval_ms: int = 1000,
         files: SegmentFiles | None = None,
+        framer: RecordFramer | None = None,
     ) -> None:
         self._dir = Path(directory)
+        self._framer = framer
+        """The compiled record framer (HOT_PATH), or None: `FrameEncoder`'s Python."""
         self._max_bytes = max_bytes
         self._segment_bytes = segment_bytes
         self._fsync_ms = fsync_ms
@@ -358,6 +363,7 @@ class _CappedBuffer:
             segment_bytes=settings.buffer_segment_bytes,
             fsync_ms=settings.buffer_fsync_ms,
             full_policy=settings.buffer_full_policy,
+            framer=compiled_record_framer(settings.hot_path),
         )
 
     # --- what a subclass provides -----------------------------------------------------
@@ -586,7 +592,7 @@ class DiskBuffer(_CappedBuffer):
             _MIN_SEGMENT_BYTES, min(self._segment_bytes, self._max_bytes // _SEGMENTS_PER_CAP)
         )
         self._hold_when_full = hold_when_full
-        self._encoder = FrameEncoder()
+        self._encoder = FrameEncoder(self._framer)
         self._segments: list[_Segment] = []
         self._first_seqs: list[int] = []
         self._active: _Segment | None = None
@@ -1386,6 +1392,7 @@ class MemoryBuffer(_CappedBuffer):
                 full_policy=BufferFullPolicy.BLOCK,
                 checkpoint_interval_ms=self._checkpoint_interval_ms,
                 files=self._files,
+                framer=self._framer,
                 hold_when_full=False,
             )
             disk.open()

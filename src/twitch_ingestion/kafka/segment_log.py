@@ -51,7 +51,10 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Iterator, Sequence
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
+
+if TYPE_CHECKING:
+    from twitch_ingestion.native import RecordFramer
 
 __all__ = [
     "ACKS_SUFFIX",
@@ -179,9 +182,11 @@ class FrameEncoder:
     come from one encoder.
     """
 
-    __slots__ = ("_all_topics", "_topic_ids", "_topic_names")
+    __slots__ = ("_all_topics", "_framer", "_topic_ids", "_topic_names")
 
-    def __init__(self) -> None:
+    def __init__(self, framer: RecordFramer | None = None) -> None:
+        self._framer = framer
+        """The compiled framer (`native.compiled_record_framer`), or None: Python only."""
         self._topic_ids: dict[str, int] = {}
         self._topic_names: dict[int, str] = {}
         self._all_topics = b""
@@ -218,9 +223,19 @@ class FrameEncoder:
         records is a prefix of parts; `size` is their total length; the topic frames for
         topics first seen here must be written before the records.
         """
+        framer = self._framer
+        if framer is not None:
+            # The compiled framer takes a batch of known topics, bytes keys and no
+            # headers (the chat); it leaves any other batch to the reference below.
+            framed = framer(records, first_seq, self._topic_ids)
+            if framed is not None:
+                parts, size = framed
+                if size > MAX_BODY_BYTES:
+                    _check_frame_sizes(parts)
+                return parts, size, b""
         # The hot path: one struct pack, one concatenation and one CRC per record, with
         # everything it touches in locals.
-        parts: list[bytes] = []
+        parts = []
         append = parts.append
         pack = RECORD_HEAD.pack
         pack_crc = _CRC.pack
@@ -265,14 +280,18 @@ class FrameEncoder:
             seq += 1
         size = sum(map(len, parts))
         if size > MAX_BODY_BYTES:
-            # Only a large batch can hide a record too large for a frame; find it.
-            for frame in parts[::2]:
-                if len(frame) - _FRAME_HEAD.size > MAX_BODY_BYTES:
-                    raise ValueError(
-                        f"a record of {len(frame)} bytes is over the buffer's limit of "
-                        f"{MAX_BODY_BYTES} bytes (Kafka would refuse it too)"
-                    )
+            _check_frame_sizes(parts)
         return parts, size, b"".join(new_frames)
+
+
+def _check_frame_sizes(parts: list[bytes]) -> None:
+    """Only a large batch can hide a record too large for a frame; find it."""
+    for frame in parts[::2]:
+        if len(frame) - _FRAME_HEAD.size > MAX_BODY_BYTES:
+            raise ValueError(
+                f"a record of {len(frame)} bytes is over the buffer's limit of "
+                f"{MAX_BODY_BYTES} bytes (Kafka would refuse it too)"
+            )
 
 
 class DecodedRecord(NamedTuple):

@@ -21,19 +21,21 @@ a hand-over, the Python path for a line the encoder leaves); then it is built ex
 The Python path stays the reference (`tests/unit/test_compiled_differential.py` holds
 the two together, from read bytes to records).
 
-`HOT_PATH` picks: `auto` (compiled when the extension imports, else Python), `compiled`
-(refuse to start without it), `python` (never use it: the reference, or a way out if
-the extension ever misbehaved).
+`HOT_PATH` (`twitch_ingestion/native.py`) picks the path.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator, Sequence
-from types import ModuleType
-from typing import TYPE_CHECKING, Annotated, Literal, Protocol, overload
+from typing import TYPE_CHECKING, Protocol, overload
 
-from pydantic import AfterValidator
+from twitch_ingestion.native import (
+    EXTENSION_MODULE,
+    HotPath,
+    HotPathChoice,
+    compiled_extension,
+    extension_available,
+)
 
 if TYPE_CHECKING:
     from twitch_ingestion.records import Record
@@ -50,11 +52,6 @@ __all__ = [
     "compiled_line_reader",
     "extension_available",
 ]
-
-EXTENSION_MODULE = "twitch_ingestion_native"
-"""The compiled extension's import name (`native/`, a separate package built by maturin)."""
-
-HotPathChoice = Literal["auto", "compiled", "python"]
 
 
 class ParsedChunk(Sequence["IrcMessage"]):
@@ -118,39 +115,6 @@ class _LineReaderFactory(Protocol):
     ) -> LineReader: ...
 
 
-def _extension() -> ModuleType | None:
-    try:
-        return importlib.import_module(EXTENSION_MODULE)
-    except ImportError:
-        return None
-
-
-def _extension_factory() -> _ChatEncoderFactory | None:
-    module = _extension()
-    if module is None:
-        return None
-    factory: _ChatEncoderFactory = module.ChatEncoder
-    return factory
-
-
-def extension_available() -> bool:
-    """Whether the compiled extension imports on this machine."""
-    return _extension_factory() is not None
-
-
-def _require_extension(choice: HotPathChoice) -> HotPathChoice:
-    if choice == "compiled" and not extension_available():
-        raise ValueError(
-            f"HOT_PATH=compiled but the compiled extension ({EXTENSION_MODULE}) is not "
-            "installed: run `make install` on a machine with cargo, or set HOT_PATH=auto"
-        )
-    return choice
-
-
-HotPath = Annotated[HotPathChoice, AfterValidator(_require_extension)]
-"""The `HOT_PATH` setting's type: `compiled` fails validation without the extension."""
-
-
 def compiled_chat_encoder(
     choice: HotPathChoice, *, schema_version: int, ingested_via: str
 ) -> ChatEncoder | None:
@@ -159,24 +123,17 @@ def compiled_chat_encoder(
     Raises RuntimeError for `compiled` without the extension (settings validation
     normally reports that first, as one line).
     """
-    if choice == "python":
+    module = compiled_extension(choice)
+    if module is None:
         return None
-    factory = _extension_factory()
-    if factory is None:
-        if choice == "compiled":
-            raise RuntimeError(f"HOT_PATH=compiled but {EXTENSION_MODULE} is not installed")
-        return None
+    factory: _ChatEncoderFactory = module.ChatEncoder
     return factory(schema_version, ingested_via)
 
 
 def compiled_line_reader(choice: HotPathChoice) -> LineReader | None:
     """The compiled line reader for `TwitchSession`, or None for the pure-Python path."""
-    if choice == "python":
-        return None
-    module = _extension()
+    module = compiled_extension(choice)
     if module is None:
-        if choice == "compiled":
-            raise RuntimeError(f"HOT_PATH=compiled but {EXTENSION_MODULE} is not installed")
         return None
     from twitch_ingestion.sources.irc.irc import IrcMessage, parse_line
 
