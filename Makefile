@@ -75,8 +75,18 @@ format: install ## apply ruff's formatting and safe fixes
 type-check: install ## mypy --strict over src, tests and bench
 	$(BIN)/mypy --strict
 
-test: install broker lint type-check ## everything: lint, types, unit + integration tests (real Kafka)
+# With the compiled extension built, the suite runs on it (HOT_PATH=auto), then the tests
+# whose outcome the path can change run again on the pure-Python reference: every unit
+# test and the IRC end-to-end, event-routing and disk-buffer tests against the real broker.
+PYTHON_PATH_TESTS := tests/unit tests/integration/test_end_to_end.py \
+	tests/integration/test_event_routing.py tests/integration/test_buffer_disk_full.py
+
+test: install broker lint type-check ## everything: lint, types, unit + integration tests (real Kafka), on both hot paths
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	@if [ -z "$(PYTEST_ARGS)" ] && $(BIN)/python -c 'import twitch_ingestion_native' 2>/dev/null; then \
+		echo "again on the pure-Python hot path (HOT_PATH=python), the reference:"; \
+		HOT_PATH=python $(BIN)/python -m pytest -q $(PYTHON_PATH_TESTS); \
+	fi
 
 test-unit: install ## only the offline unit tests
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
