@@ -57,7 +57,7 @@ from twitch_ingestion.sources.irc.records import IrcRecordEncoder
 from twitch_ingestion.sources.irc.routing import ContractViolation, Routed, route_message
 from twitch_ingestion.sources.irc.session import ChatLines, TwitchSession
 
-__all__ = ["NAME", "add_arguments", "best_ns_per_item", "run"]
+__all__ = ["NAME", "NullRecordSink", "add_arguments", "best_ns_per_item", "run"]
 
 NAME = "hotpath"
 
@@ -219,7 +219,7 @@ def _buffer_cost(
     return best_ns_per_item(rounds, records, body) / 1000
 
 
-class _NullRecordSink:
+class NullRecordSink:
     async def deliver(self, records: list[Record]) -> None:
         return None
 
@@ -232,7 +232,7 @@ def _encoder_cost(
 ) -> float:
     """µs per line of `IrcRecordEncoder.deliver` alone (route + encode + record tuples),
     into a sink that does nothing: the step the compiled path replaces for PRIVMSG."""
-    encoder = IrcRecordEncoder.from_settings(settings, _NullRecordSink())
+    encoder = IrcRecordEncoder.from_settings(settings, NullRecordSink())
 
     def body() -> None:
         async def deliver_all() -> None:

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import msgspec
 
+from bench.hotpath import NullRecordSink
 from bench.report import Result
-from twitch_ingestion.records import Record
 from twitch_ingestion.simulator import default_corpus_path
 from twitch_ingestion.sources.irc.compiled import HotPathChoice, compiled_line_reader
 from twitch_ingestion.sources.irc.irc import IrcParseError, parse_line
@@ -124,19 +124,11 @@ STAGES: dict[str, Callable[[list[str]], int]] = {
 _READ_BYTES = 256 * 1024  # TWITCH_READ_BUFFER_BYTES' default
 
 
-class _NullRecordSink:
-    async def deliver(self, records: list[Record]) -> None:
-        return None
-
-    def deliver_nowait(self, record: Record) -> None:
-        return None
-
-
 def _from_bytes(hot_path: HotPathChoice) -> Callable[[list[str]], int]:
     """The service's read + encode steps on `hot_path`, fed the lines as wire bytes."""
     reads: list[bytes] = []
     encoder = IrcRecordEncoder(
-        _NullRecordSink(),
+        NullRecordSink(),
         chat_topic="chat",
         events_topic="events",
         dlq_topic="dlq",

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.corpus import RAW_LINES_PATH, SHARED_CORPUS_SKIP_REASON
+from tests.record_sinks import RecordingSink
 from tests.unit.test_fixture_lines import MALFORMED, TRICKY, malformed_bytes
 from twitch_ingestion.records import Record
 from twitch_ingestion.simulator.chatgen import ChatGenerator
@@ -50,17 +51,6 @@ EXAMPLES = int(os.environ.get("DIFFERENTIAL_EXAMPLES", "0")) or None
 UNIT_TESTS = Path(__file__).parent
 
 
-class _RecordingSink:
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-
-    async def deliver(self, records: list[Record]) -> None:
-        self.records.extend(records)
-
-    def deliver_nowait(self, record: Record) -> None:
-        self.records.append(record)
-
-
 def _shape(message: IrcMessage) -> tuple[object, ...]:
     """What an `IrcMessage` holds (its equality is identity)."""
     return (
@@ -83,7 +73,7 @@ class _Differential:
         """Reads the compiled line reader parsed (the others it left to Python)."""
         self._raw_topic = raw_topic
 
-    def _encoder(self, sink: _RecordingSink, hot_path: HotPathChoice) -> IrcRecordEncoder:
+    def _encoder(self, sink: RecordingSink, hot_path: HotPathChoice) -> IrcRecordEncoder:
         encoder = IrcRecordEncoder(
             sink,
             chat_topic="chat",
@@ -134,7 +124,7 @@ class _Differential:
         room_ids: dict[str, str],
         hot_path: HotPathChoice,
     ) -> tuple[list[Record], dict[str, int], int]:
-        sink = _RecordingSink()
+        sink = RecordingSink()
         encoder = self._encoder(sink, hot_path)
         before = DEFAULT_PARSE_STATS.as_dict()
 
@@ -403,7 +393,7 @@ def test_thousands_of_tags_and_absurd_emote_ranges_encode_identically() -> None:
 
 def test_hot_path_python_never_uses_the_extension() -> None:
     encoder = IrcRecordEncoder(
-        _RecordingSink(), chat_topic="chat", events_topic="events", hot_path="python"
+        RecordingSink(), chat_topic="chat", events_topic="events", hot_path="python"
     )
     assert encoder.hot_path == "python"
     assert encoder._encode_privmsg is None

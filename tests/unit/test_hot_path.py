@@ -7,9 +7,9 @@ import sys
 import pytest
 from structlog.testing import capture_logs
 
+from tests.record_sinks import NullRecordSink
 from twitch_ingestion.config import ConfigError, load_settings
 from twitch_ingestion.metrics import REGISTRY
-from twitch_ingestion.records import Record
 from twitch_ingestion.sources.irc.compiled import (
     EXTENSION_MODULE,
     compiled_chat_encoder,
@@ -21,14 +21,6 @@ from twitch_ingestion.sources.irc.records import IrcRecordEncoder
 needs_extension = pytest.mark.skipif(
     not extension_available(), reason="compiled extension not built (make install with cargo)"
 )
-
-
-class _NullSink:
-    async def deliver(self, records: list[Record]) -> None:
-        return None
-
-    def deliver_nowait(self, record: Record) -> None:
-        return None
 
 
 @pytest.fixture
@@ -60,7 +52,7 @@ def test_hot_path_compiled_without_the_extension_is_one_clear_config_problem() -
 def test_auto_without_the_extension_runs_python_and_says_so_once() -> None:
     settings = load_settings(require_channels=False, hot_path="auto")
     with capture_logs() as logs:
-        encoder = IrcRecordEncoder.from_settings(settings, _NullSink())
+        encoder = IrcRecordEncoder.from_settings(settings, NullRecordSink())
     assert encoder.hot_path == "python"
     assert compiled_line_reader("auto") is None
     said = [entry for entry in logs if entry["event"].startswith("IRC hot path")]
@@ -74,7 +66,7 @@ def test_auto_without_the_extension_runs_python_and_says_so_once() -> None:
 def test_hot_path_python_never_touches_the_extension() -> None:
     settings = load_settings(require_channels=False, hot_path="python")
     with capture_logs() as logs:
-        encoder = IrcRecordEncoder.from_settings(settings, _NullSink())
+        encoder = IrcRecordEncoder.from_settings(settings, NullRecordSink())
     assert encoder.hot_path == "python"
     assert compiled_line_reader("python") is None
     assert compiled_chat_encoder("python", schema_version=1, ingested_via="irc") is None
@@ -89,7 +81,7 @@ def test_hot_path_python_never_touches_the_extension() -> None:
 def test_with_the_extension_auto_and_compiled_run_it_and_metrics_say_so(choice: str) -> None:
     settings = load_settings(require_channels=False, hot_path=choice)
     with capture_logs() as logs:
-        encoder = IrcRecordEncoder.from_settings(settings, _NullSink())
+        encoder = IrcRecordEncoder.from_settings(settings, NullRecordSink())
     assert encoder.hot_path == "compiled"
     assert compiled_line_reader(settings.hot_path) is not None
     assert [entry["path"] for entry in logs if entry["event"].startswith("IRC hot path")] == [

@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from tests.record_sinks import RecordingSink
 from twitch_ingestion.metrics import REGISTRY
-from twitch_ingestion.records import Record
 from twitch_ingestion.sources.irc.irc import parse_line
 from twitch_ingestion.sources.irc.records import IrcRecordEncoder
 
@@ -16,20 +16,6 @@ PRIVMSG = "@id=x;tmi-sent-ts=1 :a!a@a PRIVMSG #pajlada :hi"
 USERNOTICE = "@msg-id=raid;id=y :tmi.twitch.tv USERNOTICE #pajlada"
 BROKEN = ":a!a@a PRIVMSG :text"  # no channel: breaks the contract
 PING = "PING :tmi.twitch.tv"
-
-
-class RecordingSink:
-    """A `RecordSink` that keeps what it is handed, one list per call."""
-
-    def __init__(self) -> None:
-        self.chunks: list[list[Record]] = []
-        self.nowait: list[Record] = []
-
-    async def deliver(self, records: list[Record]) -> None:
-        self.chunks.append(records)
-
-    def deliver_nowait(self, record: Record) -> None:
-        self.nowait.append(record)
 
 
 def encoder(

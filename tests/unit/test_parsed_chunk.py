@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from twitch_ingestion.records import Record
+from tests.record_sinks import RecordingSink
 from twitch_ingestion.sources.irc.compiled import (
     EXTENSION_MODULE,
     ParsedChunk,
@@ -142,17 +142,6 @@ def test_the_session_hands_on_a_chunk_without_its_connection_level_lines() -> No
     assert session.room_ids == {"chan": "11"}
 
 
-class _RecordingSink:
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-
-    async def deliver(self, records: list[Record]) -> None:
-        self.records.extend(records)
-
-    def deliver_nowait(self, record: Record) -> None:
-        self.records.append(record)
-
-
 @pytest.mark.parametrize("raw_topic", [None, "raw"])
 def test_a_chunk_and_the_same_lines_as_a_list_or_tuple_give_the_same_records(
     raw_topic: str | None,
@@ -161,7 +150,7 @@ def test_a_chunk_and_the_same_lines_as_a_list_or_tuple_give_the_same_records(
     chunk, _ = _read(lines)
     outputs = []
     for messages in (chunk, list(chunk), tuple(chunk)):
-        sink = _RecordingSink()
+        sink = RecordingSink()
         encoder = IrcRecordEncoder(
             sink,
             chat_topic="chat",
