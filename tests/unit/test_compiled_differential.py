@@ -397,3 +397,22 @@ def test_hot_path_python_never_uses_the_extension() -> None:
     )
     assert encoder.hot_path == "python"
     assert encoder._encode_privmsg is None
+
+
+def test_json_escapes_at_every_offset_of_the_eight_byte_steps() -> None:
+    """The compiled JSON writer skips clean text eight bytes a step: every character
+    msgspec escapes, at every offset of two such steps, must still come out the same."""
+    escaped = [chr(code) for code in range(0x20)] + ['"', "\\"]
+    lines = [
+        "@room-id=1;tmi-sent-ts=5;display-name=A;id=x :a!a@a PRIVMSG #c :"
+        + "k" * offset
+        + char
+        + "é" * (offset % 3)
+        + "z" * (17 - offset)
+        for char in escaped
+        if char not in "\r\n\x00"
+        for offset in range(17)
+    ]
+    differential = _Differential()
+    differential.check_chunks([("\r\n".join(lines) + "\r\n").encode()])
+    assert differential.compiled_took == len(lines)
