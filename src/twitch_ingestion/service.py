@@ -1,8 +1,10 @@
 """Wiring and lifecycle: Twitch source → records → Kafka sink, and a clean stop.
 
 The source is chosen by TWITCH_SOURCE: IRC (`sources/irc/`, the default) or EventSub
-(`sources/eventsub/`); both hand the same records to the same sink, so topics, keys,
-DLQ, buffer, health and shutdown do not depend on which one reads.
+(`sources/eventsub/`). The service holds it as a `Source` (`sources/common/source.py`)
+and never asks which one it is; both hand their events to the one `RecordBuilder`
+(`records/`) and its records to the same sink, so topics, keys, DLQ, buffer, health and
+shutdown do not depend on which one reads.
 
 Startup never waits for Kafka: records are enqueued (and, with the disk buffer, kept)
 until the broker answers, while `/readyz` says what is missing. Shutdown stops reading
@@ -29,11 +31,11 @@ from twitch_ingestion.kafka.producer import KafkaProducer
 from twitch_ingestion.kafka.producer_config import admin_config
 from twitch_ingestion.kafka.sink import KafkaSink
 from twitch_ingestion.kafka.topics import TopicCheck, TopicSpec, ensure_topics
-from twitch_ingestion.metrics import REGISTRY
-from twitch_ingestion.sources.eventsub.service_source import EventSubFailed, EventSubSource
-from twitch_ingestion.sources.irc.pool import TwitchAuthenticationError, TwitchGaveUp, TwitchSource
-from twitch_ingestion.sources.irc.records import IrcRecordEncoder
-from twitch_ingestion.sources.token_guard import TokenGuard, TokenRejected
+from twitch_ingestion.records import RecordSink, Topics
+from twitch_ingestion.records.builder import RecordBuilder
+from twitch_ingestion.sources.common.source import Source, SourceStopped
+from twitch_ingestion.sources.eventsub.service_source import EventSubSource
+from twitch_ingestion.sources.irc.source import IrcSource
 
 __all__ = ["ExitCode", "IngestionService", "topic_specs"]
 
@@ -61,46 +63,36 @@ class ExitCode(IntEnum):
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """The topics this service writes to, as configured."""
-    names = [settings.kafka_topic_chat_messages, settings.kafka_topic_chat_events]
-    if settings.kafka_topic_raw:
-        names.append(settings.kafka_topic_raw)
-    if settings.kafka_topic_dlq:
-        names.append(settings.kafka_topic_dlq)
     return [
         TopicSpec(name, settings.kafka_topic_partitions, settings.kafka_topic_replication_factor)
-        for name in names
+        for name in Topics.from_settings(settings).names
     ]
 
 
+def source_from_settings(
+    settings: Settings, records: RecordBuilder, sink: RecordSink, *, in_fleet: bool
+) -> Source:
+    """The source TWITCH_SOURCE names; in a fleet its channels come from the control
+    topic's assignment (none at first), not TWITCH_CHANNEL."""
+    channels: list[str] | None = [] if in_fleet else None
+    if settings.twitch_source is SourceKind.EVENTSUB:
+        return EventSubSource(settings, records, sink, channels=channels)
+    return IrcSource(settings, records, sink, channels=channels)
+
+
 class IngestionService:
-    """One running instance: owns the producer, the sink, the Twitch source and health."""
+    """One running instance: owns the producer, the sink, the records stage, the Twitch
+    source and health."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.producer = KafkaProducer(settings)
         self.buffer = buffer_from_settings(settings)
         self.sink = KafkaSink(settings, self.producer, self.buffer)
-        self.encoder: IrcRecordEncoder | None = None
-        self.source: TwitchSource | EventSubSource
+        self.records = RecordBuilder.from_settings(settings)
         in_fleet = settings.channel_source is ChannelSource.KAFKA
-        # In a fleet the channels come from the control topic's assignment, not
-        # TWITCH_CHANNEL.
-        irc: TwitchSource | None = None
-        if settings.twitch_source is SourceKind.EVENTSUB:
-            self.source = EventSubSource(settings, self.sink, channels=[] if in_fleet else None)
-        else:
-            self.encoder = IrcRecordEncoder.from_settings(settings, self.sink)
-            self.source = irc = TwitchSource(
-                settings, self.encoder, channels=[] if in_fleet else None
-            )
+        self.source = source_from_settings(settings, self.records, self.sink, in_fleet=in_fleet)
         self.fleet = FleetMember(settings, self.source) if in_fleet else None
-        # IRC with a token: validated (and refreshed) beside the source; EventSub does
-        # the same inside its client, where Helix calls share the token.
-        self.token_guard = (
-            TokenGuard(settings, on_refreshed=irc.use_token)
-            if irc is not None and settings.twitch_oauth_token
-            else None
-        )
         self._topic_check = TopicCheck(False, frozenset(), {"*": "not checked yet"})
         self._stop_requested = asyncio.Event()
         self._started_at = time.monotonic()
@@ -139,18 +131,14 @@ class IngestionService:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             return failed
-        eventsub = settings.twitch_source is SourceKind.EVENTSUB
+        twitch, tls = self.source.endpoint
         log.info(
             "service starting",
             source=settings.twitch_source.value,
             channels=len(settings.twitch_channel),
             channel_source=settings.channel_source.value,
-            twitch=settings.twitch_eventsub_url
-            if eventsub
-            else f"{settings.twitch_irc_host}:{settings.twitch_irc_port}",
-            tls=settings.twitch_eventsub_url.startswith("wss://")
-            if eventsub
-            else settings.twitch_irc_tls,
+            twitch=twitch,
+            tls=tls,
             anonymous=settings.is_anonymous,
             kafka=settings.kafka_brokers,
             topic=settings.kafka_topic_chat_messages,
@@ -170,10 +158,12 @@ class IngestionService:
             fleet_task = asyncio.create_task(self.fleet.run(), name="fleet")
             background.append(fleet_task)
             watched.add(fleet_task)
-        if self.token_guard is not None:
-            token_task = asyncio.create_task(self.token_guard.run(), name="twitch-token")
-            background.append(token_task)
-            watched.add(token_task)
+        crashed = {"fleet": "fleet membership failed"}
+        for side in self.source.side_tasks():
+            side_task = asyncio.create_task(side.run(), name=side.name)
+            crashed[side.name] = side.crashed
+            background.append(side_task)
+            watched.add(side_task)
         exit_code = ExitCode.OK
         try:
             done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
@@ -181,12 +171,7 @@ class IngestionService:
                 exit_code = _exit_code_for(source_task)
             elif done - {stop_task}:
                 ended = (done - {stop_task}).pop()
-                crashed = (
-                    "fleet membership failed"
-                    if ended.get_name() == "fleet"
-                    else "twitch token check failed"
-                )
-                exit_code = _exit_code_for(ended, crashed)
+                exit_code = _exit_code_for(ended, crashed[ended.get_name()])
         finally:
             exit_code = await self._shutdown(exit_code, source_task, stop_task, background)
             await health.stop()
@@ -241,7 +226,7 @@ class IngestionService:
             enqueued=counts.enqueued,
             delivered=counts.delivered,
             replayed=counts.replayed,
-            dead_lettered=counts.dead_lettered + self._source_dead_letters(),
+            dead_lettered=counts.dead_lettered + self.records.dead_lettered,
             undelivered=undelivered,
         )
         if undelivered:
@@ -254,18 +239,6 @@ class IngestionService:
             if exit_code is ExitCode.OK:
                 exit_code = ExitCode.FAILURE
         return exit_code
-
-    def _source_dead_letters(self) -> int:
-        if self.encoder is not None:
-            return self.encoder.dead_lettered
-        assert isinstance(self.source, EventSubSource)
-        return self.source.dead_lettered
-
-    def _lines_received(self) -> float:
-        """IRC lines, or EventSub notifications, read so far (for the throughput log)."""
-        if isinstance(self.source, EventSubSource):
-            return float(self.source.records_read)
-        return REGISTRY.get_sample_value("twitch_lines_received_total") or 0.0
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("shutdown requested", signal=sig.name)
@@ -300,16 +273,16 @@ class IngestionService:
         interval = self.settings.stats_log_interval_s
         counts = self.sink.counts
         last_delivered = counts.delivered
-        last_lines = self._lines_received()
+        last_lines = self.source.lines_read()
         while True:
             await asyncio.sleep(interval)
-            lines = self._lines_received()
+            lines = self.source.lines_read()
             log.info(
                 "throughput",
                 lines_per_s=round((lines - last_lines) / interval, 1),
                 delivered_per_s=round((counts.delivered - last_delivered) / interval, 1),
                 delivered_total=counts.delivered,
-                dead_lettered_total=counts.dead_lettered + self._source_dead_letters(),
+                dead_lettered_total=counts.dead_lettered + self.records.dead_lettered,
                 pending=self.sink.pending,
                 kafka_reachable=self.producer.reachable,
             )
@@ -336,27 +309,15 @@ def _exit_code_for(
     error = source_task.exception()
     if error is None:
         return ExitCode.OK
-    if isinstance(error, TokenRejected):
-        log.error("twitch authentication failed", variable=error.error.variable, error=str(error))
-        return ExitCode.TWITCH_AUTH
-    if isinstance(error, EventSubFailed):
-        # One line naming the setting to fix (the client never puts a token in it).
-        failure = error.failure
+    if isinstance(error, SourceStopped):
+        # One line naming what to fix, unless the source said it already (`details` None).
+        details = error.details()
         if error.is_authentication:
-            log.error("twitch authentication failed", variable=failure.variable, error=str(error))
+            if details is not None:
+                log.error("twitch authentication failed", **details)
             return ExitCode.TWITCH_AUTH
-        log.error(
-            "twitch source gave up",
-            reason=failure.reason,
-            variable=failure.variable,
-            error=str(error),
-        )
-        return ExitCode.TWITCH_GAVE_UP
-    if isinstance(error, TwitchAuthenticationError):
-        log.error("twitch authentication failed", error=str(error))
-        return ExitCode.TWITCH_AUTH
-    if isinstance(error, TwitchGaveUp):
-        # Already logged by the source as it gave up ("twitch source gave up").
+        if details is not None:
+            log.error("twitch source gave up", **details)
         return ExitCode.TWITCH_GAVE_UP
     if isinstance(error, FleetError):  # its message says what to fix: no traceback
         log.error(crashed, error=str(error))

@@ -7,7 +7,14 @@ import asyncio
 import pytest
 
 from twitch_ingestion.models import ChatMessage
-from twitch_ingestion.records import DLQ_HEADER_REASON, DLQ_HEADER_RECEIVED_AT, Record
+from twitch_ingestion.records import (
+    DLQ_HEADER_REASON,
+    DLQ_HEADER_RECEIVED_AT,
+    Destination,
+    Record,
+    Topics,
+)
+from twitch_ingestion.records.builder import RecordBuilder
 from twitch_ingestion.sources.eventsub.client import SourceFailure
 from twitch_ingestion.sources.eventsub.helix import ChannelProblem
 from twitch_ingestion.sources.eventsub.messages import DeadLetter
@@ -16,7 +23,6 @@ from twitch_ingestion.sources.eventsub.service_source import (
     EventSubFailed,
     SinkOutput,
 )
-from twitch_ingestion.sources.irc.routing import Destination
 
 
 class FakeSink:
@@ -59,9 +65,7 @@ def chat(channel: str, text: str, received_at: int = 1_700_000_000_123) -> Event
 
 
 def output(sink: FakeSink, *, dlq: str | None = "dlq", high_water: int = 10_000) -> SinkOutput:
-    return SinkOutput(
-        sink, chat_topic="chat", events_topic="events", dlq_topic=dlq, high_water=high_water
-    )
+    return SinkOutput(sink, RecordBuilder(Topics("chat", "events", dlq=dlq)), high_water=high_water)
 
 
 async def test_records_reach_the_sink_in_order_with_the_irc_topic_key_and_time() -> None:

@@ -32,6 +32,7 @@ import structlog
 from pydantic import SecretStr
 
 from twitch_ingestion.config import Settings
+from twitch_ingestion.sources.common.backoff import ExponentialBackoff
 from twitch_ingestion.sources.eventsub.auth import TokenKeeper, send_http
 from twitch_ingestion.sources.eventsub.helix import (
     CONNECTIONS_PER_USER,
@@ -83,7 +84,6 @@ from twitch_ingestion.sources.eventsub.tokens import (
     VALIDATE_INTERVAL_S,
     TokenError,
 )
-from twitch_ingestion.sources.irc.backoff import ExponentialBackoff
 
 __all__ = [
     "DEFAULT_API_URL",

@@ -46,7 +46,7 @@ from twitch_ingestion.metrics import (
     CONNECTION_STATES,
     JOIN_QUEUE_LENGTH,
 )
-from twitch_ingestion.sources.irc.backoff import ExponentialBackoff
+from twitch_ingestion.sources.common.backoff import ExponentialBackoff
 from twitch_ingestion.sources.irc.compiled import compiled_line_reader
 from twitch_ingestion.sources.irc.connection import (
     TwitchAuthenticationError,

@@ -22,7 +22,8 @@ from typing import Protocol
 import structlog
 
 from twitch_ingestion.metrics import RECONNECTS
-from twitch_ingestion.sources.irc.backoff import ExponentialBackoff
+from twitch_ingestion.sources.common.backoff import ExponentialBackoff
+from twitch_ingestion.sources.common.source import SourceStopped
 from twitch_ingestion.sources.irc.connection import (
     DisconnectCause,
     TwitchAuthenticationError,
@@ -89,8 +90,11 @@ class ChatSink(Protocol):
         """Keep a line that could not be decoded or parsed (exact bytes, no line end)."""
 
 
-class TwitchGaveUp(TwitchError):  # noqa: N818 - the name the service and docs use
+class TwitchGaveUp(TwitchError, SourceStopped):  # noqa: N818 - the name the service and docs use
     """`twitch_max_reconnect_attempts` connection attempts in a row failed."""
+
+    def details(self) -> None:
+        return None  # logged by the pool as it gave up ("twitch source gave up")
 
 
 class PoolConnection(Protocol):
