@@ -24,23 +24,10 @@ TOPICS = Topics("chat", "events", raw="raw", dlq="dlq")
 
 
 def chat_message(channel: str) -> ChatMessage:
-    return ChatMessage(
-        channel_id=channel,
-        user_id="1",
-        username="u",
-        message="hi",
-        timestamp=RECEIVED_AT,
-        emotes=[],
-        message_id="m-1",
-        room_id="9",
-        display_name="U",
-        badges={},
-        is_action=False,
-        bits=0,
-        reply_parent_message_id=None,
-        first_message=False,
-        received_at=RECEIVED_AT,
-    )
+    routed = route_message(parse_line(f"@id=m-1 :u!u@u PRIVMSG #{channel} :hi"), RECEIVED_AT, {})
+    assert routed is not None
+    assert isinstance(routed.record, ChatMessage)
+    return routed.record
 
 
 def test_the_topic_check_and_the_builder_read_one_topic_list() -> None:
