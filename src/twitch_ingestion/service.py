@@ -37,7 +37,7 @@ from twitch_ingestion.sources.common.source import Source, SourceStopped
 from twitch_ingestion.sources.eventsub.service_source import EventSubSource
 from twitch_ingestion.sources.irc.source import IrcSource
 
-__all__ = ["ExitCode", "IngestionService", "topic_specs"]
+__all__ = ["ExitCode", "IngestionService", "source_from_settings", "topic_specs"]
 
 log = structlog.get_logger(__name__)
 
