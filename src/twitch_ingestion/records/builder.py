@@ -148,7 +148,7 @@ class RecordBuilder:
         reason = letter.reason
         DEAD_LETTERS.labels(reason).inc()
         self.dead_lettered += 1
-        if letter.detail:
+        if letter.detail is not None:
             self._errors.warning(
                 f"{letter.what} dead-lettered",
                 reason,

@@ -49,7 +49,7 @@ class SourceDeadLetter(msgspec.Struct, frozen=True, gc=False):
     reason: str
     """Short kebab-case cause, a metric label: never user data."""
     received_at_ms: int
-    detail: str = ""
+    detail: str | None = None
     """For the log only (which field, which value), never for a metric."""
     what: str = "line"
     """What was dead-lettered, for the log line (`line`, `eventsub frame`)."""
