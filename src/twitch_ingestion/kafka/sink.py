@@ -1,10 +1,10 @@
 """The Kafka sink: records in, records on their topics out, nothing dropped.
 
 A source hands over each read chunk's records (`deliver`, the `RecordSink` protocol of
-`records/record.py`); the sink never asks where they came from, nor looks inside a value. The chunk's records are
-appended to the buffer (on disk before anything else, in `disk` mode) and then enqueued
-in librdkafka, each with its buffer sequence number; a delivery report acknowledges that
-number, which is what lets the buffer forget it.
+`records/record.py`); the sink never asks where they came from, nor looks inside a
+value. The chunk's records are appended to the buffer (on disk before anything else, in
+`disk` mode) and then enqueued in librdkafka, each with its buffer sequence number; a
+delivery report acknowledges that number, which is what lets the buffer forget it.
 
 What to do when a record fails, when Kafka stalls and when to rewind is decided by
 `DeliveryState` (`kafka/delivery.py`, which explains how channel order survives an
