@@ -50,7 +50,7 @@ class ChunkRoute:
     def __init__(self, sink: ChatSink, room_ids: Mapping[str, str]) -> None:
         # Bound once: deliver runs per chunk.
         self._deliver = sink.deliver
-        # A read-only view of the owner's map: room ids learned on any socket show here.
+        # The owner's map (read-only here): room ids learned on any socket show here.
         self._room_ids = room_ids
         self.dedup: RecentIds | None = None
 
