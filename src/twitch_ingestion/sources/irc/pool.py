@@ -20,9 +20,9 @@ slows only its own connection. Metrics are updated per chunk or per state change
 per line; logs are per state change, never per message.
 
 Layout: this module is the pool itself — the public API, which slot a channel goes to,
-start/stop, readiness and the pool-wide metrics. One slot's life cycle is `slot.py`.
+start/stop, readiness and the pool-wide metrics. One slot's life cycle is `twitch.slot`.
 What to decide (which slot a channel goes to, when a failed channel is retried, how long
-a hand-over overlaps and when the old connection is dropped) is `pool_policy.py`,
+a hand-over overlaps and when the old connection is dropped) is `twitch.pool_policy`,
 pure code tested with a fake clock. A slot gets everything it uses from the pool as one
 explicit `SlotContext` — the sink, the shared room-id map, the join limiter, the open
 pacer, a connection factory and the callbacks through which it reports back.

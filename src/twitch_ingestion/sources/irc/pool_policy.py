@@ -1,6 +1,6 @@
 """The connection pool's decisions, as pure code: no sockets, no tasks, the time passed in.
 
-`pool.py` is the asyncio shell that opens sockets, sleeps and awaits the sink; every
+`twitch.pool` is the asyncio shell that opens sockets, sleeps and awaits the sink; every
 *decision* it takes is made here, so each rule is a unit test with a fake clock:
 
 * `assign_channels` — which slot a new channel goes to (fill the open slots in order,

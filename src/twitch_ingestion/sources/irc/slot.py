@@ -5,7 +5,7 @@ joins everything through the account-wide JOIN limiter, reconnects with backoff 
 disconnect, retries channels Twitch would not join, and on a server RECONNECT opens and
 joins a replacement before it drops the old connection, de-duplicating the overlap.
 
-What to decide is `pool_policy.py` (pure, tested with a fake clock); this module is
+What to decide is `twitch.pool_policy` (pure, tested with a fake clock); this module is
 the asyncio shell that carries it out. Everything a slot uses but does not own comes in
 one explicit `SlotContext`, and connections are anything shaped like `PoolConnection`,
 so the orchestration is tested without sockets (tests/unit/test_pool_shell.py).
