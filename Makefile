@@ -8,17 +8,21 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # The compiled hot path (native/, Rust): built into the venv when cargo is on PATH.
 NATIVE_STAMP := $(VENV)/.native-stamp
-NATIVE_SOURCES := native/Cargo.toml native/Cargo.lock native/pyproject.toml $(wildcard native/src/*.rs)
+NATIVE_SOURCES := native/Cargo.toml native/Cargo.lock native/pyproject.toml \
+	$(wildcard native/src/*.rs native/src/*/*.rs)
 # cargo on PATH, else where rustup puts it (a non-login shell, CI, may not have it on PATH).
 CARGO := $(or $(shell command -v cargo 2>/dev/null),$(wildcard $(HOME)/.cargo/bin/cargo))
+# REQUIRE_COMPILED=1 (CI: .ci/run): the compiled path must be built and tested — no cargo
+# or a failed build is an error, and the tests that need the extension fail, not skip.
+export REQUIRE_COMPILED
 
 # The local broker is started unless KAFKA_BROKERS (env, else .env) points elsewhere
 # than the local default localhost:9092.
 EFFECTIVE_BROKERS := $(or $(KAFKA_BROKERS),$(shell sed -n 's/^KAFKA_BROKERS=//p' .env 2>/dev/null | tail -n 1),localhost:9092)
 LOCAL_BROKER := $(filter localhost:9092 127.0.0.1:9092,$(strip $(EFFECTIVE_BROKERS)))
 
-.PHONY: help install broker broker-stop run demo simulate tail test test-unit lint format \
-        type-check build dev bench clean
+.PHONY: help install broker broker-stop run demo simulate tail test test-unit test-native lint \
+        format type-check build dev bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,14 +35,18 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $(STAMP)
 
 # Without cargo, say so in one line and go on: the service runs the pure-Python path
-# (HOT_PATH=auto). With cargo, a failed build is an error. Cargo caches the build in
-# native/target, so a rebuild after `make clean` takes seconds.
+# (HOT_PATH=auto); under REQUIRE_COMPILED that is an error. With cargo, a failed build is
+# an error. Cargo caches the build in native/target, so a rebuild after `make clean`
+# takes seconds.
 $(NATIVE_STAMP): $(STAMP) $(NATIVE_SOURCES)
 	@if [ -n "$(CARGO)" ]; then \
 		export PATH="$(dir $(CARGO)):$$PATH"; \
 		echo "building the compiled hot path (native/, cargo $$(cargo --version | cut -d' ' -f2))"; \
 		VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release --quiet \
 			--manifest-path native/Cargo.toml && touch $@; \
+	elif [ -n "$(filter-out 0,$(REQUIRE_COMPILED))" ]; then \
+		echo "REQUIRE_COMPILED=$(REQUIRE_COMPILED) but cargo was found neither on PATH nor in ~/.cargo/bin: install Rust (rustup, or apt install cargo)" >&2; \
+		exit 1; \
 	else \
 		echo "cargo not found: skipping the compiled hot path; the service runs pure Python (README: Prerequisites)"; \
 	fi
@@ -81,7 +89,7 @@ type-check: install ## mypy --strict over src, tests and bench
 PYTHON_PATH_TESTS := tests/unit tests/integration/test_end_to_end.py \
 	tests/integration/test_event_routing.py tests/integration/test_buffer_disk_full.py
 
-test: install broker lint type-check ## everything: lint, types, unit + integration tests (real Kafka), on both hot paths
+test: install broker lint type-check test-native ## everything: lint, types, Rust checks, unit + integration tests (real Kafka), on both hot paths
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 	@if [ -z "$(PYTEST_ARGS)" ] && $(BIN)/python -c 'import twitch_ingestion_native' 2>/dev/null; then \
 		echo "again on the pure-Python hot path (HOT_PATH=python), the reference:"; \
@@ -90,6 +98,9 @@ test: install broker lint type-check ## everything: lint, types, unit + integrat
 
 test-unit: install ## only the offline unit tests
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
+
+test-native: ## the compiled hot path's Rust checks: cargo fmt --check, clippy -D warnings, cargo test
+	@CARGO='$(CARGO)' scripts/check-native
 
 build: install ## build the wheel into dist/
 	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .

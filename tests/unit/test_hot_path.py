@@ -14,13 +14,8 @@ from twitch_ingestion.sources.irc.compiled import (
     EXTENSION_MODULE,
     compiled_chat_encoder,
     compiled_line_reader,
-    extension_available,
 )
 from twitch_ingestion.sources.irc.records import IrcRecordEncoder
-
-needs_extension = pytest.mark.skipif(
-    not extension_available(), reason="compiled extension not built (make install with cargo)"
-)
 
 
 @pytest.fixture
@@ -76,7 +71,7 @@ def test_hot_path_python_never_touches_the_extension() -> None:
     assert _hot_path_metric("python") == 1.0
 
 
-@needs_extension
+@pytest.mark.compiled
 @pytest.mark.parametrize("choice", ["auto", "compiled"])
 def test_with_the_extension_auto_and_compiled_run_it_and_metrics_say_so(choice: str) -> None:
     settings = load_settings(require_channels=False, hot_path=choice)

@@ -1,4 +1,4 @@
-"""The pool's decisions (`twitch.pool_policy`) and small parts, driven by a fake clock."""
+"""The pool's decisions (`sources/irc/pool_policy.py`) and small parts, driven by a fake clock."""
 
 from __future__ import annotations
 

@@ -43,13 +43,13 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 from aiohttp import WSMsgType, web
 
 from twitch_ingestion.simulator.chatgen import ChatGenerator
-from twitch_ingestion.simulator.loop_thread import LoopThread
+from twitch_ingestion.simulator.loop_thread import SimulatorOnThread
 from twitch_ingestion.simulator.streams import NUMBERED_SENDER
 from twitch_ingestion.simulator.wire import derived_uuid, room_id_for, user_id_for
 from twitch_ingestion.sources.irc.irc import parse_line
@@ -75,7 +75,6 @@ CHAT_TYPES = (
 )
 """Subscription types the simulator accepts (all version 1, all need `user:read:chat`)."""
 _CHAT_SCOPE = "user:read:chat"
-_T = TypeVar("_T")
 
 
 @dataclass
@@ -1167,7 +1166,7 @@ def privmsg_event(login: str, line: str) -> dict[str, Any]:
 # On a thread, for synchronous callers
 
 
-class EventSubSimulatorThread:
+class EventSubSimulatorThread(SimulatorOnThread[EventSubSimulator]):
     """An `EventSubSimulator` on its own loop in a daemon thread (like `SimulatorThread`).
 
     Every method blocks until the simulator's loop has done the work, so a test on
@@ -1183,58 +1182,11 @@ class EventSubSimulatorThread:
     ) -> None:
         self.config = config if config is not None else EventSubSimulatorConfig()
         self.ssl_context = ssl_context
-        self._loop = LoopThread(
-            "eventsub-simulator", "the EventSub simulator thread is not running"
+        super().__init__(
+            "eventsub-simulator",
+            "the EventSub simulator",
+            lambda: EventSubSimulator(self.config, ssl_context=self.ssl_context),
         )
-        self._simulator: EventSubSimulator | None = None
-
-    def start(self, timeout: float = 10.0) -> EventSubSimulatorThread:
-        if self._loop.running:
-            return self
-        self._loop.start(timeout)
-
-        async def create() -> EventSubSimulator:
-            simulator = EventSubSimulator(self.config, ssl_context=self.ssl_context)
-            await simulator.start()
-            return simulator
-
-        self._simulator = self.run(create(), timeout)
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if not self._loop.running:
-            return
-        try:
-            if self._simulator is not None:
-                self.run(self._simulator.stop(), timeout)
-        finally:
-            self._simulator = None
-            self._loop.stop()
-
-    def __enter__(self) -> EventSubSimulatorThread:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def simulator(self) -> EventSubSimulator:
-        if self._simulator is None:
-            raise RuntimeError("the EventSub simulator thread is not running")
-        return self._simulator
-
-    def run(self, coro: Coroutine[Any, Any, _T], timeout: float | None = 10.0) -> _T:
-        """Run `coro` on the simulator's loop and wait for its result."""
-        return self._loop.run(coro, timeout)
-
-    def call(self, fn: Callable[[EventSubSimulator], _T]) -> _T:
-        """Run `fn(simulator)` on the simulator's loop and return its result."""
-        simulator = self.simulator
-
-        async def invoke() -> _T:
-            return fn(simulator)
-
-        return self.run(invoke())
 
     @property
     def urls(self) -> dict[str, str]:

@@ -11,7 +11,7 @@ then runs two tasks:
   half-open TCP connection (a NAT that forgot us, a dead peer) cannot stall ingestion.
 
 Reconnecting, joining through the rate limiter and de-duplicating are the pool's job
-(`twitch.pool`); this module only reports what happened through two callbacks.
+(`pool.py`); this module only reports what happened through two callbacks.
 """
 
 from __future__ import annotations

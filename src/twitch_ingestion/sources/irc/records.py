@@ -50,7 +50,7 @@ log = structlog.get_logger(__name__)
 class IrcRecordEncoder:
     """Turns each read chunk of IRC lines into records and hands them to a `RecordSink`.
 
-    Implements `twitch.pool.ChatSink`. `dead_lettered` counts the lines it sent (or,
+    Implements the IRC pool's `ChatSink`. `dead_lettered` counts the lines it sent (or,
     without a dead-letter topic, would have sent) to the dead-letter topic.
     """
 
