@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.broker import free_port
 from tests.integration.eventsub_helpers import subscribed
 from tests.integration.kafka_helpers import collect_records
 from tests.integration.test_eventsub_client import (
@@ -40,6 +41,7 @@ from tests.integration.test_eventsub_service import (
 from twitch_ingestion.simulator.eventsub_server import EventSubSimulator, EventSubSimulatorThread
 from twitch_ingestion.sources.eventsub.client import EventSubClient, SourceFailure
 from twitch_ingestion.sources.eventsub.records import CHAT_SUBSCRIPTION_TYPES
+from twitch_ingestion.sources.eventsub.service_source import EventSubFailed
 from twitch_ingestion.sources.eventsub.session import ReconnectKind
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -72,6 +74,39 @@ async def test_bursts_of_5xx_and_timeouts_from_helix_are_retried_until_every_cha
         assert output.problems == []  # temporary: nothing reported as "not read"
         eventsub.start_numbered(CHANNELS, count=20)
         await wait_for(lambda: exactly_once(output, 20), "chat")
+
+
+async def test_get_users_failing_at_start_up_is_retried_instead_of_ending_the_source(
+    eventsub: EventSubSimulatorThread,
+) -> None:
+    eventsub.call(lambda sim: sim.fail_helix(503, endpoints=("users",), count=3))
+    token = eventsub.issue_token()
+    async with Running(settings_for(eventsub, token)) as running:
+        await wait_for(
+            lambda: any(
+                status.failure is not None and "503" in status.failure.message
+                for status in running.client.channel_statuses().values()
+            ),
+            "the channels shown failing while Get Users fails",
+        )
+        await wait_for(subscribed(eventsub, 3), "the subscriptions once Helix answers")
+        assert eventsub.stats().users_calls == 4
+        assert running.output.problems == []
+
+
+async def test_twitch_max_reconnect_attempts_ends_an_outage_with_a_give_up_not_exit_3(
+    eventsub: EventSubSimulatorThread,
+) -> None:
+    token = eventsub.issue_token()
+    dead_url = f"ws://127.0.0.1:{free_port()}/ws"  # nothing listens there
+    settings = settings_for(eventsub, token, eventsub_url=dead_url, max_unproductive_sessions=3)
+    client = EventSubClient(settings, Collector())
+    async with asyncio.timeout(30):
+        failure = await client.run()
+    assert isinstance(failure, SourceFailure)
+    assert failure.variable == "TWITCH_MAX_RECONNECT_ATTEMPTS"
+    assert not EventSubFailed(failure).is_authentication  # exit 4, not 3
+    assert len(client.stats.reconnects) == 2
 
 
 async def test_a_429_without_ratelimit_reset_waits_a_moment_and_goes_on(
