@@ -457,17 +457,22 @@ class EventSubSimulator:
 
     def vanish(self, login: str, subscription_type: str) -> int:
         """End subscriptions silently (no revocation): only a listing shows they are gone."""
+        count = len(self._take(login, subscription_type))
+        self._changed.set()
+        return count
+
+    def _take(self, login: str, subscription_type: str) -> list[tuple[_Session, _Subscription]]:
+        """Remove the live sessions' subscriptions of this type in `login`'s channel."""
         broadcaster = room_id_for(login.lower())
-        count = 0
+        taken: list[tuple[_Session, _Subscription]] = []
         for session in list(self._sessions.values()):
             for sub in list(session.subscriptions.values()):
                 if sub.type == subscription_type and (
                     sub.condition.get("broadcaster_user_id") == broadcaster
                 ):
                     del session.subscriptions[sub.id]
-                    count += 1
-        self._changed.set()
-        return count
+                    taken.append((session, sub))
+        return taken
 
     async def unreachable(self, for_s: float) -> None:
         """Nothing answers for `for_s` seconds: every connection is cut (no close frame)
@@ -583,18 +588,11 @@ class EventSubSimulator:
 
     def revoke(self, login: str, subscription_type: str, status: str) -> int:
         """End a subscription the way Twitch does: a `revocation` message, then gone."""
-        broadcaster = room_id_for(login.lower())
-        count = 0
-        for session in list(self._sessions.values()):
-            for sub in list(session.subscriptions.values()):
-                if sub.type == subscription_type and (
-                    sub.condition.get("broadcaster_user_id") == broadcaster
-                ):
-                    del session.subscriptions[sub.id]
-                    body = b'{"subscription":' + self._subscription_json(sub, status) + b"}"
-                    self._spawn(self._send(session.socket, self._message("revocation", body, sub)))
-                    count += 1
-        return count
+        taken = self._take(login, subscription_type)
+        for session, sub in taken:
+            body = b'{"subscription":' + self._subscription_json(sub, status) + b"}"
+            self._spawn(self._send(session.socket, self._message("revocation", body, sub)))
+        return len(taken)
 
     # ------------------------------------------------------------------ streams
 

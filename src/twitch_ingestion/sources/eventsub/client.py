@@ -1150,6 +1150,13 @@ class _Connection:
 
     # -- carrying out the reconciler's actions ----------------------------------------
 
+    def _ended(self, result: _T | SourceFailure) -> bool:
+        """True (and the driver told) when a Helix call ended the client (the token)."""
+        if isinstance(result, SourceFailure):
+            self._actions.put_nowait(result)
+            return True
+        return False
+
     async def _create(self, action: Create) -> None:
         client = self.client
         keeper = client.keeper
@@ -1164,9 +1171,9 @@ class _Connection:
             session_id=action.session_id,
         )
         response = await client.helix(request)
-        if isinstance(response, SourceFailure):
-            self._actions.put_nowait(response)
+        if self._ended(response):
             return
+        assert isinstance(response, HttpResponse)
         result = interpret_subscription(
             response,
             subscription_type=action.subscription_type,
@@ -1178,16 +1185,16 @@ class _Connection:
 
     async def _look_up(self, action: LookUp) -> None:
         found = await self.client.list_subscriptions(action.subscription_type)
-        if isinstance(found, SourceFailure):
-            self._actions.put_nowait(found)
+        if self._ended(found):
             return
+        assert not isinstance(found, SourceFailure)
         self._feed(self.reconciler.looked_up(action, found, self._clock()))
 
     async def _check(self, action: ListSubscriptions) -> None:
         found = await self.client.list_subscriptions()
-        if isinstance(found, SourceFailure):
-            self._actions.put_nowait(found)
+        if self._ended(found):
             return
+        assert not isinstance(found, SourceFailure)
         if isinstance(found, HelixRefusal):
             log.warning(
                 "eventsub-subscription-check-failed",
@@ -1208,9 +1215,9 @@ class _Connection:
             action.subscription_id,
         )
         response = await client.helix(request)
-        if isinstance(response, SourceFailure):
-            self._actions.put_nowait(response)
+        if self._ended(response):
             return
+        assert isinstance(response, HttpResponse)
         refusal = interpret_delete(response)
         if action.recreate:
             self._feed(self.reconciler.deleted(action, refusal, self._clock()))
