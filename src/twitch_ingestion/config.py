@@ -39,6 +39,7 @@ __all__ = [
     "BufferFullPolicy",
     "BufferMode",
     "ChannelSource",
+    "ClientType",
     "ConfigError",
     "ConfigProblem",
     "LogFormat",
@@ -111,6 +112,14 @@ class BufferMode(StrEnum):
 class BufferFullPolicy(StrEnum):
     BLOCK = "block"
     DROP_NEWEST = "drop_newest"
+
+
+class ClientType(StrEnum):
+    """The Twitch app's client type (dev.twitch.tv/console): a confidential app has a
+    secret; a public one (device code flow) has none and refreshes without it."""
+
+    CONFIDENTIAL = "confidential"
+    PUBLIC = "public"
 
 
 class SourceKind(StrEnum):
@@ -200,16 +209,24 @@ class Settings(BaseSettings):
     twitch_client_id: str | None = None
     twitch_client_secret: SecretStr | None = None
     twitch_refresh_token: SecretStr | None = None
+    # `public`: an app without a secret (device code flow) refreshes with the refresh
+    # token alone, as Twitch allows for public clients.
+    twitch_client_type: ClientType = ClientType.CONFIDENTIAL
     twitch_eventsub_url: str = _DEFAULT_EVENTSUB_URL
     twitch_api_url: str = _DEFAULT_API_URL
     twitch_auth_url: str = _DEFAULT_AUTH_URL
     # Asked of Twitch with `?keepalive_timeout_seconds=` (Twitch takes 10-600); unset:
     # Twitch's default of 10 s. Below 10 only the simulator accepts it (tests).
     twitch_eventsub_keepalive_s: int | None = Field(default=None, ge=1, le=600)
-    # Twitch requires apps to validate their tokens hourly.
+    # Twitch requires apps to validate their tokens hourly: an hour at most.
     twitch_token_validate_interval_s: float = Field(default=3600.0, gt=0)
     # Refresh this long before the token expires (with TWITCH_REFRESH_TOKEN).
     twitch_token_refresh_margin_s: float = Field(default=600.0, ge=0)
+    # The live EventSub subscriptions are listed this often, to catch any that vanished.
+    twitch_eventsub_check_interval_s: float = Field(default=300.0, gt=0)
+    # Notifications read and held while the sink is busy (Kafka slow or down), so that
+    # the socket is read on and Twitch's pings answered; past this, BUFFER_FULL_POLICY.
+    twitch_eventsub_max_held_records: int = Field(default=50_000, ge=1)
 
     # --- Kafka --------------------------------------------------------------------
     kafka_brokers: str = "localhost:9092"
@@ -277,6 +294,16 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     stats_log_interval_s: float = Field(default=30.0, gt=0)
     hot_path: HotPath = "auto"  # the compiled extension or pure Python (native.py)
+
+    @field_validator("twitch_token_validate_interval_s")
+    @classmethod
+    def _validate_at_least_hourly(cls, value: float) -> float:
+        if value > 3600:
+            raise ValueError(
+                f"{value:g} is more than 3600: Twitch requires apps to validate their"
+                " tokens at least hourly"
+            )
+        return value
 
     @field_validator("twitch_channel", mode="before")
     @classmethod
@@ -629,7 +656,16 @@ def cross_field_problems(settings: Settings) -> list[ConfigProblem]:
 def _twitch_api_problems(s: Settings) -> list[ConfigProblem]:
     """TWITCH_SOURCE=eventsub's requirements, and the refresh pair (for either source)."""
     problems: list[ConfigProblem] = []
-    if (s.twitch_client_secret is None) != (s.twitch_refresh_token is None):
+    public = s.twitch_client_type is ClientType.PUBLIC
+    if public and s.twitch_client_secret is not None:
+        problems.append(
+            ConfigProblem(
+                ("TWITCH_CLIENT_SECRET", "TWITCH_CLIENT_TYPE"),
+                "TWITCH_CLIENT_SECRET is set but TWITCH_CLIENT_TYPE=public: a public app has "
+                "no secret; unset TWITCH_CLIENT_SECRET, or set TWITCH_CLIENT_TYPE=confidential",
+            )
+        )
+    elif not public and (s.twitch_client_secret is None) != (s.twitch_refresh_token is None):
         missing = (
             "TWITCH_REFRESH_TOKEN" if s.twitch_refresh_token is None else ("TWITCH_CLIENT_SECRET")
         )
@@ -637,7 +673,8 @@ def _twitch_api_problems(s: Settings) -> list[ConfigProblem]:
             ConfigProblem(
                 ("TWITCH_CLIENT_SECRET", "TWITCH_REFRESH_TOKEN"),
                 f"{missing} is not set: refreshing the token takes both TWITCH_CLIENT_SECRET "
-                "and TWITCH_REFRESH_TOKEN; set both, or neither",
+                "and TWITCH_REFRESH_TOKEN; set both, or neither (an app without a secret: "
+                "TWITCH_CLIENT_TYPE=public and TWITCH_REFRESH_TOKEN alone)",
             )
         )
     elif s.twitch_refresh_token is not None and s.twitch_client_id is None:

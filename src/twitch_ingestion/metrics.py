@@ -162,6 +162,34 @@ class EventSubCollector:
 EVENTSUB = EventSubCollector()
 REGISTRY.register(EVENTSUB)
 
+# --- EventSub subscriptions (issue 19) ---------------------------------------------
+# Desired vs subscribed is read at scrape time (the source sets the functions); the
+# failure counter is updated where a subscription call fails, never on the hot path.
+EVENTSUB_DESIRED_CHANNELS = Gauge(
+    "twitch_ingestion_eventsub_desired_channels",
+    "Channels EventSub should read (TWITCH_CHANNEL or the fleet's share)",
+    registry=REGISTRY,
+)
+EVENTSUB_SUBSCRIBED_CHANNELS = Gauge(
+    "twitch_ingestion_eventsub_subscribed_channels",
+    "Desired channels with every chat subscription in place on a live session",
+    registry=REGISTRY,
+)
+EVENTSUB_SUBSCRIPTION_FAILURES = Counter(
+    "twitch_ingestion_eventsub_subscription_failures",
+    "Failed subscription attempts, revocations and vanished subscriptions, by reason "
+    "(rate-limited, limit-exceeded, transient, session-gone, forbidden, bad-request, "
+    "unknown-login, connection-limit, revoked…, vanished, conflict)",
+    ["reason"],
+    registry=REGISTRY,
+)
+EVENTSUB_HELD_RECORDS = Gauge(
+    "twitch_ingestion_eventsub_held_records",
+    "EventSub records read from Twitch and held until the sink takes them "
+    "(TWITCH_EVENTSUB_MAX_HELD_RECORDS at most)",
+    registry=REGISTRY,
+)
+
 # --- Transform --------------------------------------------------------------------
 MESSAGES_PARSED = Counter(
     "ingestion_messages_parsed",

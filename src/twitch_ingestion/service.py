@@ -120,6 +120,8 @@ class IngestionService:
         }
         if self._topic_check.problems:
             details["kafka_problems"] = dict(self._topic_check.problems)
+        if isinstance(self.source, EventSubSource):
+            details["channels"] = self.source.subscription_summary()
         return twitch_ready and kafka_ready, details
 
     def request_stop(self) -> None:

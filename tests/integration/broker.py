@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -97,6 +98,17 @@ class LocalBroker:
     def kill(self) -> None:
         """SIGKILL: an unclean death, as a crash or an OOM kill leaves it."""
         self._run("kill", timeout_s=10)
+
+    def pause(self) -> None:
+        """SIGSTOP: the broker holds its connections and answers nothing (a GC pause, a
+        frozen VM) until `resume`; no JVM restart, so it is quick."""
+        os.kill(self._pid(), signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self._pid(), signal.SIGCONT)
+
+    def _pid(self) -> int:
+        return int((self.state_dir / "broker.pid").read_text().strip())
 
     def restart(self) -> None:
         self.stop()

@@ -342,3 +342,18 @@ def test_transient_refresh_failure_retries_until_expiry() -> None:
 )
 def test_describe_duration(seconds: float, text: str) -> None:
     assert describe_duration(seconds) == text
+
+
+def test_a_public_clients_refresh_request_carries_no_secret() -> None:
+    request = refresh_request(
+        "https://id.twitch.tv/oauth2",
+        client_id=CLIENT_ID,
+        client_secret="",
+        refresh_token="r3fr3sh-value",
+    )
+    assert request.body is not None
+    assert parse_qs(request.body.decode()) == {
+        "grant_type": ["refresh_token"],
+        "refresh_token": ["r3fr3sh-value"],
+        "client_id": [CLIENT_ID],
+    }

@@ -79,6 +79,7 @@ class TokenKeeper:
         access_token: str,
         client_secret: str = "",
         refresh_token: str = "",
+        public_client: bool = False,
         required_scope: str = EVENTSUB_SCOPE,
         validate_interval_s: float = VALIDATE_INTERVAL_S,
         refresh_margin_s: float = REFRESH_MARGIN_S,
@@ -87,7 +88,10 @@ class TokenKeeper:
         on_refreshed: Callable[[str], None] | None = None,
     ) -> None:
         """`on_refreshed(access_token)` is told each new token (the IRC source uses it for
-        the connections it opens next; EventSub reads `access_token` per request)."""
+        the connections it opens next; EventSub reads `access_token` per request).
+
+        A refresh needs `refresh_token` and `client_secret`, or only the refresh token
+        for a `public_client` (Twitch issues public clients no secret)."""
         self._send = send
         self._on_refreshed = on_refreshed
         self._auth_url = auth_url
@@ -98,7 +102,7 @@ class TokenKeeper:
         self._scope = required_scope
         self._clock = clock
         self.schedule = TokenSchedule(
-            can_refresh=bool(client_secret and refresh_token),
+            can_refresh=bool(refresh_token and (client_secret or public_client)),
             validate_interval_s=validate_interval_s,
             refresh_margin_s=refresh_margin_s,
             refresh_retry_s=refresh_retry_s,
@@ -154,6 +158,13 @@ class TokenKeeper:
                 error = await self._act(action)
                 if error is not None:
                     return error
+
+    async def validate_now(self) -> TokenError | None:
+        """Validate at once (a revocation said the authorisation may be gone): None when
+        the token is still good (or a refresh was scheduled for it), else why not."""
+        error = await self._act(TokenAction.VALIDATE)
+        self._rescheduled.set()
+        return error
 
     async def unauthorized(self, token_used: str) -> TokenError | None:
         """A Helix call with `token_used` got 401: refresh (once for concurrent callers)."""

@@ -16,9 +16,22 @@ removed at run time: subscribed and unsubscribed per channel).
 Why batches: the sink's `deliver` is a coroutine that may wait for buffer room, and the
 client calls the output without awaiting. Records are appended to a list (one tuple per
 notification, nothing else) and a drain task hands the list to the sink as one chunk,
-exactly like an IRC read chunk. When the sink falls behind by `_HIGH_WATER` records the
-client's reader waits (`room`), which is the backpressure: Twitch's socket is then not
-read until the sink has taken the backlog.
+exactly like an IRC read chunk.
+
+Backpressure, exactly. Twitch answers a socket that stops reading by closing the
+session (4002: aiohttp answers Twitch's pings only while the reader receives), and the
+notifications sent meanwhile are gone: EventSub keeps nothing for a closed session. So
+while the sink is busy (Kafka slow or down, the buffer full under `block`) the reader
+goes on reading, and the records wait here, at most TWITCH_EVENTSUB_MAX_HELD_RECORDS
+(`max_held`; `twitch_ingestion_eventsub_held_records` shows how many). When that many
+are held, BUFFER_FULL_POLICY decides, as it does for the buffer:
+- `block`: the reader stops reading until the sink has taken the held records (the
+  policy's "stop reading Twitch"). If that lasts past Twitch's ping timeout, Twitch closes
+  the session (4002), the source reconnects and subscribes again; what Twitch sent in
+  between is lost. Size the limit for the longest stall to ride out (about 1 KiB a record).
+- `drop_newest`: the record read is dropped, counted in
+  `buffer_records_dropped_total{reason="buffer_full"}` and warned about (throttled); the
+  session stays up and reading goes on.
 """
 
 from __future__ import annotations
@@ -31,9 +44,17 @@ from collections.abc import Awaitable, Iterable
 import structlog
 
 from twitch_ingestion.channels import normalise_logins
-from twitch_ingestion.config import Settings
+from twitch_ingestion.config import BufferFullPolicy, Settings
 from twitch_ingestion.log_throttle import ThrottledLogger
-from twitch_ingestion.metrics import DEAD_LETTERS, EVENTSUB, MESSAGES_PARSED
+from twitch_ingestion.metrics import (
+    BUFFER_DROPPED,
+    DEAD_LETTERS,
+    EVENTSUB,
+    EVENTSUB_DESIRED_CHANNELS,
+    EVENTSUB_HELD_RECORDS,
+    EVENTSUB_SUBSCRIBED_CHANNELS,
+    MESSAGES_PARSED,
+)
 from twitch_ingestion.records import (
     DLQ_HEADER_REASON,
     DLQ_HEADER_RECEIVED_AT,
@@ -47,6 +68,7 @@ from twitch_ingestion.sources.eventsub.client import (
 )
 from twitch_ingestion.sources.eventsub.helix import ChannelProblem
 from twitch_ingestion.sources.eventsub.messages import DeadLetter
+from twitch_ingestion.sources.eventsub.reconciler import ChannelState
 from twitch_ingestion.sources.eventsub.records import EventSubRecord
 from twitch_ingestion.sources.eventsub.session import SessionState
 from twitch_ingestion.sources.irc.routing import Destination
@@ -55,9 +77,9 @@ __all__ = ["AUTH_VARIABLES", "EventSubFailed", "EventSubSource", "SinkOutput"]
 
 log = structlog.get_logger(__name__)
 
-_HIGH_WATER = 10_000
-"""Records waiting for the sink before the client's reader pauses: a few seconds of a
-busy channel set, a few MiB of memory at most."""
+_HIGH_WATER = 50_000
+"""Records held for the sink at most by default (TWITCH_EVENTSUB_MAX_HELD_RECORDS): tens
+of seconds of a busy channel set, some 50 MiB at most."""
 
 AUTH_VARIABLES = frozenset(
     {"TWITCH_OAUTH_TOKEN", "TWITCH_CLIENT_ID", "TWITCH_CLIENT_SECRET", "TWITCH_REFRESH_TOKEN"}
@@ -65,6 +87,7 @@ AUTH_VARIABLES = frozenset(
 """A `SourceFailure` naming one of these is a credentials problem: exit 3."""
 
 _READING = (SessionState.RUNNING, SessionState.MIGRATING)
+_SUBSCRIBED = ChannelState.SUBSCRIBED
 
 
 class EventSubFailed(Exception):  # noqa: N818 - carries the client's SourceFailure
@@ -90,8 +113,13 @@ class SinkOutput:
         events_topic: str,
         dlq_topic: str | None,
         high_water: int = _HIGH_WATER,
+        full_policy: BufferFullPolicy = BufferFullPolicy.BLOCK,
     ) -> None:
+        """`high_water`: records held at most (see the module docstring); then
+        `full_policy` decides."""
         self._sink = sink
+        self._drop_when_full = full_policy is BufferFullPolicy.DROP_NEWEST
+        self.dropped = 0
         self._chat_topic = chat_topic
         self._events_topic = events_topic
         self._dlq_topic = dlq_topic
@@ -114,6 +142,8 @@ class SinkOutput:
             chat_topic=settings.kafka_topic_chat_messages,
             events_topic=settings.kafka_topic_chat_events,
             dlq_topic=settings.kafka_topic_dlq,
+            high_water=settings.twitch_eventsub_max_held_records,
+            full_policy=settings.buffer_full_policy,
         )
 
     @property
@@ -124,6 +154,9 @@ class SinkOutput:
     # --- EventSubOutput (called from the client's socket readers) ---------------------
 
     def record(self, record: EventSubRecord) -> None:
+        if self._drop_when_full and len(self._pending) >= self._high_water:
+            self._drop_newest()
+            return
         key = self._key_cache.get(record.key)
         if key is None:
             key = self._key_cache[record.key] = record.key.encode()
@@ -138,11 +171,23 @@ class SinkOutput:
         )
         if not self._wake.is_set():
             self._wake.set()
-        if len(self._pending) >= self._high_water:
+        if len(self._pending) >= self._high_water and not self._drop_when_full:
             self._room.clear()
 
+    def _drop_newest(self) -> None:
+        self.dropped += 1
+        BUFFER_DROPPED.labels(reason="buffer_full").inc()
+        self._errors.warning(
+            "buffer full; records dropped",
+            "buffer_full",
+            held=len(self._pending),
+            policy="drop_newest",
+            detail="EventSub records held for the sink reached TWITCH_EVENTSUB_MAX_HELD_RECORDS",
+        )
+
     def room(self) -> Awaitable[bool] | None:
-        """None while the sink keeps up; else an awaitable the reader waits on."""
+        """None while records can be held; else (`block`, `high_water` records held) an
+        awaitable the reader waits on."""
         return None if self._room.is_set() else self._room.wait()
 
     def dead_letter(self, letter: DeadLetter) -> None:
@@ -225,8 +270,27 @@ class EventSubSource:
 
     @property
     def failed_channels(self) -> dict[str, str]:
-        """Configured channels not read → why (unknown login, refused, revoked)."""
-        return dict(self.output.failed_channels)
+        """Wanted channels not read because something failed → `reason: detail` (unknown
+        login, refused, revoked, or a temporary failure being retried)."""
+        return {
+            login: status.describe()
+            for login, status in self.client.channel_statuses().items()
+            if status.failure is not None
+        }
+
+    def subscription_summary(self) -> dict[str, object]:
+        """For /readyz: how many channels are wanted and subscribed, and every channel
+        that is not, with why (`pending` while the first subscription is under way)."""
+        statuses = self.client.channel_statuses()
+        return {
+            "desired": len(statuses),
+            "subscribed": sum(1 for s in statuses.values() if s.state is _SUBSCRIBED),
+            "not_subscribed": {
+                login: status.describe()
+                for login, status in statuses.items()
+                if status.state is not _SUBSCRIBED
+            },
+        }
 
     # --- the fleet's ChannelReader ------------------------------------------------------
 
@@ -279,15 +343,18 @@ class EventSubSource:
         return self.client.stats.records
 
     def is_ready(self) -> bool:
-        """Every connection subscribed (or ended because Twitch refused all its channels)."""
+        """Every wanted channel subscribed, except those Twitch refused for good (they are
+        reported, and re-checked slowly); and, for TWITCH_CHANNEL, at least one read.
+
+        Not ready while any channel is pending or failing for a reason that may clear
+        (Helix down, a limit, a reconnect): /readyz then names them (`subscription_summary`).
+        """
         if not self._running or self._stopping:
             return False
-        states = [connection.session.state for connection in self.client.connections]
-        if self._dynamic and not states:
-            return True  # a fleet member with no channels (yet) reads all it owns
-        return any(state in _READING for state in states) and all(
-            state in _READING or state is SessionState.CLOSED for state in states
-        )
+        states = [status.state for status in self.client.channel_statuses().values()]
+        if any(state in (ChannelState.PENDING, ChannelState.FAILING) for state in states):
+            return False
+        return self._dynamic or _SUBSCRIBED in states
 
     def counters(self) -> dict[str, float]:
         """What `/metrics` shows as `eventsub_*` (read at scrape time only)."""
@@ -306,7 +373,7 @@ class EventSubSource:
             "eventsub_helix_rate_limited": stats.rate_limited,
             "eventsub_token_validations": keeper.validations if keeper else 0,
             "eventsub_token_refreshes": keeper.refreshes if keeper else 0,
-            "eventsub_channels_not_read": len(self.output.failed_channels),
+            "eventsub_channels_not_read": len(self.failed_channels),
             "eventsub_connections_subscribed": sum(
                 1 for connection in connections if connection.session.state in _READING
             ),
@@ -316,6 +383,12 @@ class EventSubSource:
         """Read until `stop()`; raises `EventSubFailed` when reading cannot go on."""
         self._running = True
         EVENTSUB.watch(self.counters)
+        statuses = self.client.channel_statuses
+        EVENTSUB_DESIRED_CHANNELS.set_function(lambda: len(statuses()))
+        EVENTSUB_SUBSCRIBED_CHANNELS.set_function(
+            lambda: sum(1 for s in statuses().values() if s.state is _SUBSCRIBED)
+        )
+        EVENTSUB_HELD_RECORDS.set_function(lambda: self.output.pending)
         drain = asyncio.create_task(self.output.run(), name="eventsub-drain")
         try:
             failure = await self.client.run()

@@ -54,7 +54,8 @@ IRC_SCOPE = "chat:read"
 """Scope a user token needs to read chat over IRC."""
 
 VALIDATE_INTERVAL_S = 3600.0
-"""Twitch: "you must validate access tokens … on an hourly basis"."""
+"""Twitch: "you must validate access tokens … on an hourly basis"; also the largest
+TWITCH_TOKEN_VALIDATE_INTERVAL_S accepted."""
 REFRESH_MARGIN_S = 600.0
 """Refresh this long before expiry: enough for a slow `/token` call and one retry, and
 far below a user token's ~4 h life, so a refreshing service never runs on a dead token."""
@@ -231,15 +232,15 @@ class _Refresh(msgspec.Struct, frozen=True, gc=False):
 def refresh_request(
     auth_url: str, *, client_id: str, client_secret: str, refresh_token: str
 ) -> HttpRequest:
-    """`POST {auth_url}/token` (grant_type=refresh_token), form-encoded as Twitch wants."""
-    body = urlencode(
-        {
-            "grant_type": "refresh_token",
-            "refresh_token": refresh_token,
-            "client_id": client_id,
-            "client_secret": client_secret,
-        }
-    ).encode()
+    """`POST {auth_url}/token` (grant_type=refresh_token), form-encoded as Twitch wants.
+
+    An empty `client_secret` is left out: a *public* client (TWITCH_CLIENT_TYPE=public,
+    the device code flow) has none, and Twitch refreshes its tokens without one.
+    """
+    form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": client_id}
+    if client_secret:
+        form["client_secret"] = client_secret
+    body = urlencode(form).encode()
     return HttpRequest(
         "POST",
         auth_url.rstrip("/") + "/token",
