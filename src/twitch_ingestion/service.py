@@ -4,8 +4,10 @@ The source is chosen by TWITCH_SOURCE: IRC (`sources/irc/`, the default) or Even
 (`sources/eventsub/`); both hand the same records to the same sink, so topics, keys,
 DLQ, buffer, health and shutdown do not depend on which one reads.
 
-Startup never waits for Kafka: records are enqueued (and, with the disk buffer, kept)
-until the broker answers, while `/readyz` says what is missing. Shutdown stops reading
+Startup never waits for Kafka: Twitch is read at once, and records wait in the buffer
+until the topics are known to exist with their configured partitions and settings
+(created if missing) — nothing is produced before, so no broker auto-creates a topic
+with its own defaults — while `/readyz` says what is missing. Shutdown stops reading
 Twitch first, then flushes, so every line read before the signal reaches Kafka.
 """
 
@@ -67,7 +69,17 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     if settings.kafka_topic_dlq:
         names.append(settings.kafka_topic_dlq)
     return [
-        TopicSpec(name, settings.kafka_topic_partitions, settings.kafka_topic_replication_factor)
+        TopicSpec(
+            name,
+            settings.kafka_topic_partitions,
+            settings.kafka_topic_replication_factor,
+            warn_fewer_partitions=True,
+            fewer_partitions_effect=(
+                "channels are spread over fewer partitions, so fewer consumers of one "
+                "group can share them (a keyed topic cannot be re-partitioned without "
+                "moving channels between partitions)"
+            ),
+        )
         for name in names
     ]
 
@@ -155,14 +167,15 @@ class IngestionService:
             kafka=settings.kafka_brokers,
             topic=settings.kafka_topic_chat_messages,
         )
+        # Until the topics are checked (and created), records wait in the buffer; the
+        # earlier run's unacknowledged records go first once they are.
+        self.sink.hold()
         background = [
             asyncio.create_task(self.producer.run_poller(), name="kafka-poller"),
             asyncio.create_task(self.sink.run_maintenance(), name="kafka-maintenance"),
             asyncio.create_task(self._keep_topics_checked(), name="kafka-topics"),
             asyncio.create_task(self._log_throughput(), name="stats"),
         ]
-        # What an earlier run read but Kafka never acknowledged goes first, in order.
-        await self.sink.replay_buffered()
         source_task = asyncio.create_task(self.source.run(), name="twitch-source")
         stop_task = asyncio.create_task(self._stop_requested.wait(), name="stop")
         watched: set[asyncio.Task[None] | asyncio.Task[bool]] = {source_task, stop_task}
@@ -289,10 +302,12 @@ class IngestionService:
             if check.problems != self._topic_check.problems:
                 for topic, problem in check.problems.items():
                     log.error("kafka topic problem", topic=topic, problem=problem)
-                if check.ok:
-                    log.info("kafka topics ready", topics=sorted(s.name for s in specs))
             self._topic_check = check
             if check.ok:
+                for topic, warning in check.warnings.items():
+                    log.warning("kafka topic warning", topic=topic, warning=warning)
+                log.info("kafka topics ready", topics=sorted(s.name for s in specs))
+                self.sink.release()
                 return
             await asyncio.sleep(_TOPIC_RECHECK_INTERVAL_S)
 

@@ -436,3 +436,20 @@ def test_a_token_pasted_into_twitch_username_is_not_echoed(monkeypatch: pytest.M
     [problem] = raised.value.problems
     assert problem.startswith("TWITCH_USERNAME: is not a Twitch login")
     assert TOKEN[6:] not in problem
+
+
+def test_no_client_lets_the_broker_auto_create_a_topic() -> None:
+    # librdkafka's producer (and admin client) default to allow.auto.create.topics=true:
+    # a record produced before the topic exists would create it with the broker's
+    # partition count, not KAFKA_TOPIC_PARTITIONS.
+    from twitch_ingestion.fleet.assignment import group_consumer_config
+    from twitch_ingestion.kafka.producer_config import admin_config, producer_config
+
+    settings = Settings(_env_file=None, twitch_channel=["forsen"])  # type: ignore[call-arg]
+    for conf in (
+        producer_config(settings),
+        admin_config(settings),
+        group_consumer_config(settings),
+    ):
+        assert conf["allow.auto.create.topics"] is False
+    assert librdkafka_problems(settings) == []
