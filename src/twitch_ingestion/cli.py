@@ -29,6 +29,7 @@ from twitch_ingestion.config import (
     Settings,
     load_settings,
     topic_name_problem,
+    unknown_settings,
 )
 from twitch_ingestion.kafka.producer_config import admin_config, librdkafka_problems
 from twitch_ingestion.logging import configure_default_logging, configure_logging
@@ -49,17 +50,32 @@ def _librdkafka_problems(settings: Settings) -> list[ConfigProblem]:
     return librdkafka_problems(settings, [group_consumer_config(settings)])
 
 
-def _settings_or_exit(*, require_channels: bool = True, **overrides: Any) -> Settings:
+def _settings_or_exit(
+    *, require_channels: bool = True, strict: bool = False, **overrides: Any
+) -> Settings:
     """Settings with every problem reported — one line each — and librdkafka's consent,
-    then logging set up from them; or exit 2."""
+    then logging set up from them; or exit 2.
+
+    A variable that looks like a setting but is none (a typo) is a warning, or with
+    `strict` one more problem."""
+    unknown = [found.message for found in unknown_settings()]
+    problems: list[str] = []
+    settings: Settings | None = None
     try:
         settings = load_settings(
             (_librdkafka_problems,), require_channels=require_channels, **overrides
         )
     except ConfigError as exc:
-        for problem in exc.problems:
+        problems = exc.problems
+    if strict:
+        problems = [*problems, *unknown]
+    else:
+        for message in unknown:
+            print(f"twitch-ingestion: warning: {message} (ignored)", file=sys.stderr)
+    if problems or settings is None:
+        for problem in problems:
             print(f"twitch-ingestion: {problem}", file=sys.stderr)
-        raise SystemExit(ExitCode.CONFIG) from None
+        raise SystemExit(ExitCode.CONFIG)
     configure_logging(settings.log_level, settings.log_format)
     return settings
 
@@ -69,8 +85,8 @@ def _cmd_run(_args: argparse.Namespace) -> int:
     return int(asyncio.run(IngestionService(settings).run()))
 
 
-def _cmd_check_config(_args: argparse.Namespace) -> int:
-    settings = _settings_or_exit()
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _settings_or_exit(strict=args.strict)
     shown = settings.model_dump(mode="json")
     for name in sorted(shown):
         value = shown[name]
@@ -164,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_cmd_run)
 
     check = commands.add_parser("check-config", help="validate settings and print them")
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="an unknown TWITCH_*/KAFKA_*/… variable (a typo) is an error, not a warning",
+    )
     check.set_defaults(handler=_cmd_check_config)
 
     tail = commands.add_parser("tail", help="print a topic's records (key<TAB>value)")

@@ -8,8 +8,10 @@ otherwise echo a bad token back into the terminal).
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import logging
+import os
 import random
 import re
 import socket
@@ -22,6 +24,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
+from dotenv.parser import parse_stream
 from pydantic import (
     Field,
     SecretStr,
@@ -44,8 +47,10 @@ __all__ = [
     "LogFormat",
     "Settings",
     "SourceKind",
+    "UnknownSetting",
     "load_settings",
     "topic_name_problem",
+    "unknown_settings",
 ]
 
 _ANONYMOUS_PREFIX = "justinfan"
@@ -96,6 +101,37 @@ _LIBRDKAFKA_MAX_RECONNECT_BACKOFF_MS = 3_600_000
 _LIBRDKAFKA_MAX_SESSION_TIMEOUT_MS = 3_600_000
 # Kafka stores a replication factor as int16.
 _MAX_REPLICATION_FACTOR = 32_767
+
+# A variable whose name starts like this service's settings but names none of them is
+# most likely a typo (KAFKA_BROKER for KAFKA_BROKERS): it would be ignored in silence.
+SETTING_PREFIXES = (
+    "TWITCH_",
+    "KAFKA_",
+    "BUFFER_",
+    "HEALTH_",
+    "LOG_",
+    "CHANNEL_",
+    "INSTANCE_",
+    "HOT_PATH",
+)
+# Variables with those prefixes that other programs read legitimately: scripts/kafka-local
+# (KAFKA_LOCAL_*) and Apache Kafka's own launch scripts (bin/kafka-run-class.sh).
+_FOREIGN_PREFIXES = ("KAFKA_LOCAL_",)
+_FOREIGN_NAMES = frozenset(
+    {
+        "KAFKA_HOME",
+        "KAFKA_OPTS",
+        "KAFKA_HEAP_OPTS",
+        "KAFKA_JVM_PERFORMANCE_OPTS",
+        "KAFKA_LOG4J_OPTS",
+        "KAFKA_JMX_OPTS",
+        "KAFKA_GC_LOG_OPTS",
+        "KAFKA_DEBUG",
+        "KAFKA_CLUSTER_ID",
+    }
+)
+# difflib's ratio below which a known name is too different to suggest.
+_SUGGESTION_CUTOFF = 0.6
 
 # While `load_settings` builds a Settings, it runs the cross-field checks itself (so that
 # they run even when a field failed); a Settings built directly runs them in its model
@@ -728,6 +764,62 @@ def _describe(error: Mapping[str, Any]) -> str:
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     variable = _variable(error)
     return message if variable is None else f"{variable}: {message}"
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownSetting:
+    """A variable that looks like a setting (`SETTING_PREFIXES`) but is none."""
+
+    name: str
+    source: str
+    """Where it was found: "the environment" or ".env"."""
+    suggestion: str | None
+    """The closest setting name, if one is close."""
+
+    @property
+    def message(self) -> str:
+        found = f"{self.name} (in {self.source}) is not a setting"
+        if self.suggestion is not None:
+            return f"{found}: did you mean {self.suggestion}?"
+        return f"{found} (the README's Settings table lists them)"
+
+
+def unknown_settings(
+    environ: Mapping[str, str] | None = None, dotenv_path: Path | None = None
+) -> list[UnknownSetting]:
+    """Variables of `environ` (default: the process's) and of the `.env` file (default:
+    the one `Settings` reads) that look like settings but name none."""
+    environ = os.environ if environ is None else environ
+    if dotenv_path is None:
+        dotenv_path = Path(str(Settings.model_config.get("env_file") or ".env"))
+    known = sorted(name.upper() for name in Settings.model_fields)
+    found: dict[str, UnknownSetting] = {}
+    for source, names in (("the environment", list(environ)), (".env", _dotenv_names(dotenv_path))):
+        for name in names:
+            upper = name.upper()
+            if upper in found or not _looks_like_a_setting(upper) or upper in known:
+                continue
+            close = difflib.get_close_matches(upper, known, n=1, cutoff=_SUGGESTION_CUTOFF)
+            found[upper] = UnknownSetting(name, source, close[0] if close else None)
+    return list(found.values())
+
+
+def _looks_like_a_setting(name: str) -> bool:
+    return (
+        name.startswith(SETTING_PREFIXES)
+        and not name.startswith(_FOREIGN_PREFIXES)
+        and name not in _FOREIGN_NAMES
+    )
+
+
+def _dotenv_names(path: Path) -> list[str]:
+    """The names a `.env` file sets; none when it is missing or unreadable (reading the
+    settings reports that)."""
+    try:
+        with path.open(encoding="utf-8") as stream:
+            return [binding.key for binding in parse_stream(stream) if binding.key]
+    except (OSError, UnicodeDecodeError):
+        return []
 
 
 def load_settings(

@@ -320,3 +320,45 @@ def test_tail_refuses_a_topic_name_kafka_would_refuse(tmp_path: Path) -> None:
     assert result.stdout == ""
     [line] = error_lines(result)
     assert "--topic 'chat messages' is not a Kafka topic name" in line
+
+
+# --- unknown settings ----------------------------------------------------------------
+
+
+def test_a_misspelled_setting_is_a_warning_naming_the_closest_setting(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("KAFKA_BROKER=localhost:9\nTWITCH_CHANNEL=forsen\n")
+    result = twitch_ingestion(tmp_path, "check-config", TWITCH_CHANEL="xqc")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in error_lines(result) if "warning" in line]
+    assert warnings == [
+        "twitch-ingestion: warning: TWITCH_CHANEL (in the environment) is not a setting: "
+        "did you mean TWITCH_CHANNEL? (ignored)",
+        "twitch-ingestion: warning: KAFKA_BROKER (in .env) is not a setting: "
+        "did you mean KAFKA_BROKERS? (ignored)",
+    ]
+    assert "KAFKA_BROKER" not in result.stdout.replace("KAFKA_BROKERS=", "")
+
+
+def test_check_config_strict_makes_an_unknown_setting_an_error(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("KAFKA_BROKER=localhost:9\nTWITCH_CHANNEL=forsen\n")
+    result = twitch_ingestion(tmp_path, "check-config", "--strict")
+    assert result.returncode == ExitCode.CONFIG
+    assert result.stdout == ""
+    assert error_lines(result) == [
+        "twitch-ingestion: KAFKA_BROKER (in .env) is not a setting: did you mean KAFKA_BROKERS?"
+    ]
+
+
+def test_variables_of_the_projects_own_tools_are_not_taken_for_typos(tmp_path: Path) -> None:
+    result = twitch_ingestion(
+        tmp_path,
+        "check-config",
+        "--strict",
+        TWITCH_CHANNEL="forsen",
+        KAFKA_LOCAL_PORT="19092",  # scripts/kafka-local
+        KAFKA_HEAP_OPTS="-Xmx1g",  # Apache Kafka's launch scripts
+        TEST_KAFKA_BROKERS="127.0.0.1:9092",  # the integration tests
+        LOGNAME="user",
+    )
+    assert result.returncode == 0, result.stderr
+    assert not [line for line in error_lines(result) if "warning" in line]
