@@ -18,7 +18,9 @@ import contextlib
 import gc
 import signal
 import time
+from collections.abc import Coroutine
 from enum import IntEnum
+from typing import Any
 
 import structlog
 from confluent_kafka.admin import AdminClient
@@ -44,6 +46,8 @@ log = structlog.get_logger(__name__)
 # How often a failed topic check (broker down, topic missing) is tried again.
 _TOPIC_RECHECK_INTERVAL_S = 5.0
 _TOPIC_CHECK_TIMEOUT_S = 3.0
+# A shutdown flush this long (or with Kafka unreachable) says what it waits for.
+_SHUTDOWN_QUIET_S = 1.0
 
 
 class ExitCode(IntEnum):
@@ -115,6 +119,9 @@ class IngestionService:
         )
         self._topic_check = TopicCheck(False, frozenset(), {"*": "not checked yet"})
         self._stop_requested = asyncio.Event()
+        # A second SIGINT/SIGTERM during shutdown: stop without waiting for Kafka.
+        self._stop_now = asyncio.Event()
+        self._signal_hint = "Ctrl-C"
         self._started_at = time.monotonic()
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
@@ -231,16 +238,34 @@ class IngestionService:
         stop_task: asyncio.Task[bool],
         background: list[asyncio.Task[None]],
     ) -> ExitCode:
-        """Stop reading, then deliver what was read, within SHUTDOWN_TIMEOUT_S."""
-        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        """Stop reading, then deliver what was read, within SHUTDOWN_TIMEOUT_S — or less,
+        if a second signal asks to stop now (what is unacknowledged stays in the buffer)."""
+        timeout_s = self.settings.shutdown_timeout_s
+        deadline = time.monotonic() + timeout_s
         if self.fleet is not None:
             # First, so that no channel is added while the source winds down.
-            await self.fleet.stop()
+            await self._unless_stopped_now(self.fleet.stop())
         # Half the budget for a chunk the source is still handing over, the rest to flush.
-        await self.source.stop(grace_s=self.settings.shutdown_timeout_s / 2)
+        await self._unless_stopped_now(self.source.stop(grace_s=timeout_s / 2))
         await _cancel(source_task, stop_task)
-        while self.sink.pending and time.monotonic() < deadline:
-            await self.producer.flush(min(0.5, max(0.0, deadline - time.monotonic())))
+        flush_started = time.monotonic()
+        announced = False
+        while self.sink.pending and time.monotonic() < deadline and not self._stop_now.is_set():
+            if not announced and (
+                not self.producer.reachable
+                or self.sink.held
+                or time.monotonic() - flush_started >= _SHUTDOWN_QUIET_S
+            ):
+                # Otherwise the wait looks like a hang, with only Kafka errors to read.
+                announced = True
+                log.warning(
+                    "shutdown waiting for kafka",
+                    records=self.sink.pending,
+                    up_to_s=round(deadline - time.monotonic()),
+                    hint=f"{self._signal_hint} again to stop now; the records stay in the "
+                    "buffer and are sent on the next start",
+                )
+            await self.producer.flush(min(0.2, max(0.0, deadline - time.monotonic())))
             # Records can be pending outside librdkafka (waiting for the sink's redelivery),
             # and then flush returns at once without awaiting: let the sink's task run.
             await asyncio.sleep(0.01)
@@ -259,14 +284,25 @@ class IngestionService:
         )
         if undelivered:
             log.error(
-                "records not acknowledged by Kafka before SHUTDOWN_TIMEOUT_S; "
-                "they stay in the buffer and are delivered on the next start",
+                "records not acknowledged by kafka; they stay in the buffer and are sent "
+                "on the next start",
                 records=undelivered,
+                reason="stopped at once (second signal)"
+                if self._stop_now.is_set()
+                else f"SHUTDOWN_TIMEOUT_S={timeout_s:g} ran out",
                 buffer_mode=self.settings.buffer_mode.value,
+                buffer_dir=str(self.settings.buffer_dir),
             )
             if exit_code is ExitCode.OK:
                 exit_code = ExitCode.FAILURE
         return exit_code
+
+    async def _unless_stopped_now(self, step: Coroutine[Any, Any, None]) -> None:
+        """Run a shutdown step, cut short by a second signal."""
+        task = asyncio.ensure_future(step)
+        stop_now = asyncio.ensure_future(self._stop_now.wait())
+        await asyncio.wait({task, stop_now}, return_when=asyncio.FIRST_COMPLETED)
+        await _cancel(task, stop_now)
 
     def _source_dead_letters(self) -> int:
         if self.encoder is not None:
@@ -281,8 +317,18 @@ class IngestionService:
         return REGISTRY.get_sample_value("twitch_lines_received_total") or 0.0
 
     def _on_signal(self, sig: signal.Signals) -> None:
-        log.info("shutdown requested", signal=sig.name)
-        self._stop_requested.set()
+        if not self._stop_requested.is_set():
+            self._signal_hint = "Ctrl-C" if sig is signal.SIGINT else sig.name
+            log.info("shutdown requested", signal=sig.name)
+            self._stop_requested.set()
+        elif not self._stop_now.is_set():
+            log.warning(
+                "stopping now",
+                signal=sig.name,
+                records_in_buffer=self.sink.pending,
+                buffer_dir=str(self.settings.buffer_dir),
+            )
+            self._stop_now.set()
 
     async def _keep_topics_checked(self) -> None:
         # librdkafka's own logs off (log_level 2): nothing polls this client, so they would

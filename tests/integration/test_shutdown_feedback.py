@@ -1,0 +1,77 @@
+"""Shutdown with Kafka down says what it waits for, and a second signal stops at once.
+
+No broker at all: KAFKA_BROKERS is a closed port, so every record the simulator's chat
+brings stays in the buffer. SHUTDOWN_TIMEOUT_S is long, so only the second signal can
+explain a quick exit.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.service_process import ServiceProcess
+from twitch_ingestion.config import Settings
+from twitch_ingestion.kafka.buffer import buffer_from_settings
+from twitch_ingestion.service import ExitCode
+from twitch_ingestion.simulator import SimulatorThread
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+CHANNEL = "alpha"
+COUNT = 50
+SHUTDOWN_TIMEOUT_S = 600
+
+
+def buffered_records(buffer_dir: Path) -> int:
+    settings = Settings(_env_file=None, twitch_channel=[CHANNEL], buffer_dir=buffer_dir)  # type: ignore[call-arg]
+    buffer = buffer_from_settings(settings)
+    buffer.open()
+    try:
+        return buffer.records
+    finally:
+        buffer.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_stops_at_once_and_the_records_stay_in_the_buffer(
+    simulator: SimulatorThread, tmp_path: Path, sig: signal.Signals
+) -> None:
+    buffer_dir = tmp_path / "buffer"
+    service = ServiceProcess(
+        tmp_path,
+        {
+            "TWITCH_CHANNEL": CHANNEL,
+            "TWITCH_IRC_HOST": simulator.host,
+            "TWITCH_IRC_PORT": str(simulator.port),
+            "TWITCH_IRC_TLS": "false",
+            "KAFKA_BROKERS": "127.0.0.1:1",
+            "BUFFER_DIR": str(buffer_dir),
+            "SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_TIMEOUT_S),
+        },
+    )
+    try:
+        simulator.wait_for_joined([CHANNEL], timeout=30)
+        simulator.start_numbered([CHANNEL], rate=500, count=COUNT).wait(timeout=30)
+        service.process.send_signal(sig)
+        waiting = service.wait_for_log("shutdown waiting for kafka")
+        assert waiting["records"] >= COUNT
+        assert SHUTDOWN_TIMEOUT_S - 30 <= waiting["up_to_s"] <= SHUTDOWN_TIMEOUT_S
+        again = "Ctrl-C" if sig is signal.SIGINT else "SIGTERM"
+        assert waiting["hint"].startswith(f"{again} again to stop now; the records stay")
+
+        service.process.send_signal(sig)
+        asked = time.monotonic()
+        code = service.wait_exit(timeout_s=60)
+        assert code == ExitCode.FAILURE, service.logs()[-3000:]
+        assert time.monotonic() - asked < SHUTDOWN_TIMEOUT_S / 10
+        stopped = service.wait_for_log("service stopped")
+        assert stopped["undelivered"] >= COUNT
+        assert service.wait_for_log("stopping now")["signal"] == sig.name
+        assert "Traceback" not in service.logs()
+    finally:
+        service.close()
+    assert buffered_records(buffer_dir) == stopped["undelivered"]
