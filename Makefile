@@ -23,7 +23,8 @@ LOCAL_BROKER := $(filter localhost:9092 127.0.0.1:9092,$(strip $(EFFECTIVE_BROKE
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml requirements.lock
+# __init__.py holds the version: a new one is installed into the package metadata too.
+$(STAMP): pyproject.toml requirements.lock src/twitch_ingestion/__init__.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -72,7 +73,7 @@ format: install ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-type-check: install ## mypy --strict over src, tests and bench
+type-check: install ## mypy --strict over src, tests, bench and examples
 	$(BIN)/mypy --strict
 
 # With the compiled extension built, the suite runs on it (HOT_PATH=auto), then the tests
