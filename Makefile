@@ -17,11 +17,11 @@ CARGO := $(or $(shell command -v cargo 2>/dev/null),$(wildcard $(HOME)/.cargo/bi
 EFFECTIVE_BROKERS := $(or $(KAFKA_BROKERS),$(shell sed -n 's/^KAFKA_BROKERS=//p' .env 2>/dev/null | tail -n 1),localhost:9092)
 LOCAL_BROKER := $(filter localhost:9092 127.0.0.1:9092,$(strip $(EFFECTIVE_BROKERS)))
 
-.PHONY: help install broker broker-stop run demo simulate tail test test-unit lint format \
+.PHONY: help install broker broker-stop run demo simulate simulate-eventsub tail test test-unit lint format \
         type-check build dev bench clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 # __init__.py holds the version: a new one is installed into the package metadata too.
 $(STAMP): pyproject.toml requirements.lock src/twitch_ingestion/__init__.py
@@ -61,6 +61,13 @@ demo: install broker ## offline demo: simulator → service → Kafka → printe
 
 simulate: install ## Twitch IRC simulator on port 6667 streaming the bundled chat (CORPUS=file: that)
 	$(BIN)/twitch-ingestion simulate --port 6667 --replay $(if $(CORPUS),'$(CORPUS)') --loop 0
+
+# The settings the EventSub simulator prints (a simulator-only token) also go to this file,
+# for the service's terminal to source (README: "EventSub offline").
+EVENTSUB_ENV ?= eventsub-simulator.env
+
+simulate-eventsub: install ## Twitch EventSub simulator (WebSocket, OAuth, Helix) on port 7080, chat for channel demo; prints its settings, also into eventsub-simulator.env
+	@$(BIN)/python -m twitch_ingestion.simulator.eventsub_server --port 7080 --channels demo | tee '$(EVENTSUB_ENV)'
 
 tail: install ## print a topic's records (key<TAB>value) from the beginning (TOPIC=…, default chat)
 	$(BIN)/twitch-ingestion tail $(if $(TOPIC),--topic '$(TOPIC)')

@@ -1256,7 +1256,11 @@ class EventSubSimulatorThread:
 
 
 # ---------------------------------------------------------------------------------------
-# Standalone: `python -m twitch_ingestion.simulator.eventsub_server`
+# Standalone: `python -m twitch_ingestion.simulator.eventsub_server` (`make simulate-eventsub`)
+
+# Not 8080 (the service's HEALTH_PORT), 6667 (the IRC simulator) or 9092/9093 (Kafka):
+# the simulator, the service and the broker run side by side on one machine.
+DEFAULT_STANDALONE_PORT = 7080
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1266,7 +1270,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="A local Twitch EventSub (WebSocket, OAuth and Helix) for demos and tests.",
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080, help="0: any free port")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_STANDALONE_PORT,
+        help="0: any free port (default %(default)s)",
+    )
     parser.add_argument(
         "--channels", default="", help="comma-separated logins to generate chat for"
     )
@@ -1288,6 +1297,7 @@ async def _serve(
         token = simulator.issue_token()
         # stdout carries what this command is for: the settings (a simulator-only token).
         settings = {
+            "TWITCH_SOURCE": "eventsub",
             "TWITCH_CLIENT_ID": config.client_id,
             "TWITCH_OAUTH_TOKEN": token.access_token,
             "TWITCH_CLIENT_SECRET": config.client_secret,
