@@ -53,7 +53,11 @@ broker: install ## start the local single-node Kafka (KRaft) unless KAFKA_BROKER
 broker-stop: ## stop the local Kafka broker
 	scripts/kafka-local stop
 
-run: install broker ## run the service on TWITCH_CHANNEL (settings from env and .env)
+# The settings are checked before the broker starts: a first run without .env learns
+# what to set at once, not after Kafka's start-up.
+run: install ## run the service on TWITCH_CHANNEL (settings from env and .env)
+	@$(BIN)/twitch-ingestion check-config >/dev/null 2>&1 || $(BIN)/twitch-ingestion check-config >/dev/null
+	@$(MAKE) --no-print-directory broker
 	$(BIN)/twitch-ingestion run
 
 demo: install broker ## offline demo: simulator → service → Kafka → printed (CORPUS=file: real lines)

@@ -860,7 +860,8 @@ def load_settings(
                     ConfigProblem(
                         ("TWITCH_CHANNEL",),
                         "TWITCH_CHANNEL is not set: give one channel login or a "
-                        "comma-separated list",
+                        "comma-separated list, in .env (first `cp .env.example .env`, then "
+                        "edit it) or in the environment",
                     )
                 )
         for check in checks:

@@ -362,3 +362,24 @@ def test_variables_of_the_projects_own_tools_are_not_taken_for_typos(tmp_path: P
     )
     assert result.returncode == 0, result.stderr
     assert not [line for line in error_lines(result) if "warning" in line]
+
+
+# --- the first run --------------------------------------------------------------------
+
+
+def test_a_first_run_without_a_channel_says_to_copy_env_example(tmp_path: Path) -> None:
+    result = twitch_ingestion(tmp_path, "run")
+    assert result.returncode == ExitCode.CONFIG
+    [line] = error_lines(result)
+    assert line.startswith("twitch-ingestion: TWITCH_CHANNEL is not set")
+    assert "cp .env.example .env" in line
+
+
+def test_env_example_copied_unchanged_reads_no_ones_channel(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / ".env.example"
+    (tmp_path / ".env").write_text(example.read_text(encoding="utf-8"), encoding="utf-8")
+    result = twitch_ingestion(tmp_path, "check-config", "--strict")
+    assert result.returncode == ExitCode.CONFIG
+    # Only the channel is missing: every other line of the example is a setting, as is.
+    [line] = error_lines(result)
+    assert "TWITCH_CHANNEL is not set" in line
