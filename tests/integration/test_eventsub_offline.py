@@ -28,7 +28,7 @@ SERVICE = "set -a; . ./eventsub-simulator.env; set +a; TWITCH_CHANNEL=demo make 
 
 def readme_recipe() -> list[str]:
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    match = re.search(r"EventSub offline.*?```bash\n(.*?)```", readme, re.S)
+    match = re.search(r"### EventSub offline.*?```bash\n(.*?)```", readme, re.S)
     assert match, "README has no EventSub offline recipe"
     return match.group(1).splitlines()
 

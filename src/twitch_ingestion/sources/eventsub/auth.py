@@ -180,7 +180,11 @@ class TokenKeeper:
         now = self._clock()
         self.validations += 1
         result = interpret_validation(
-            response, client_id=self._client_id, required_scope=self._scope, now=now
+            response,
+            client_id=self._client_id,
+            required_scope=self._scope,
+            now=now,
+            auth_url=self._auth_url,
         )
         if isinstance(result, ValidToken):
             self.valid = result
@@ -205,7 +209,7 @@ class TokenKeeper:
             )
         )
         now = self._clock()
-        result = interpret_refresh(response)
+        result = interpret_refresh(response, self._auth_url)
         if isinstance(result, RefreshedToken):
             self._access = result.access_token
             if result.refresh_token:
