@@ -27,6 +27,8 @@ from twitch_ingestion.config import (
     ConfigError,
     ConfigProblem,
     Settings,
+    SourceKind,
+    dotenv_lines,
     load_settings,
     topic_name_problem,
     unknown_settings,
@@ -87,13 +89,13 @@ def _cmd_run(_args: argparse.Namespace) -> int:
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     settings = _settings_or_exit(strict=args.strict)
-    shown = settings.model_dump(mode="json")
-    for name in sorted(shown):
-        value = shown[name]
-        if name in {"twitch_oauth_token", "kafka_sasl_password"} and value is not None:
-            value = "**********"
-        print(f"{name.upper()}={value}")
-    print(f"# login: {'anonymous' if settings.is_anonymous else settings.twitch_login}")
+    # .env syntax: the output, saved as .env, reads back to these settings.
+    for line in dotenv_lines(settings):
+        print(line)
+    if settings.twitch_source is SourceKind.IRC:
+        # EventSub reads as the token's own account (validated at start-up): no IRC nick.
+        who = "anonymous (a justinfan guest)" if settings.is_anonymous else settings.twitch_login
+        print(f"# IRC login: {who}")
     print("# configuration is valid", file=sys.stderr)
     return 0
 

@@ -48,6 +48,7 @@ __all__ = [
     "Settings",
     "SourceKind",
     "UnknownSetting",
+    "dotenv_lines",
     "load_settings",
     "topic_name_problem",
     "unknown_settings",
@@ -764,6 +765,46 @@ def _describe(error: Mapping[str, Any]) -> str:
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     variable = _variable(error)
     return message if variable is None else f"{variable}: {message}"
+
+
+# A value made only of these is written to .env as it is; anything else is single-quoted
+# (python-dotenv then takes it literally: no `${…}` expansion, no `#` comment).
+_DOTENV_BARE = re.compile(r"^[A-Za-z0-9_.,:/@+=-]*$")
+
+
+def dotenv_lines(settings: Settings) -> list[str]:
+    """`settings` as `.env` lines that `load_settings` reads back to the same settings.
+
+    Secrets are not written: a set one is a comment saying so (the file then reads back
+    with it unset), an unset one an empty value, as `.env.example` has them.
+    """
+    lines: list[str] = []
+    for name in sorted(Settings.model_fields):
+        value = getattr(settings, name)
+        variable = name.upper()
+        if isinstance(value, SecretStr):
+            lines.append(f"# {variable} is set (a secret: not shown)")
+            continue
+        lines.append(f"{variable}={_dotenv_value(value)}")
+    return lines
+
+
+def _dotenv_value(value: object) -> str:
+    if value is None:
+        return ""  # every optional setting reads an empty value as unset
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, StrEnum):
+        text = value.value
+    elif isinstance(value, float):
+        text = str(int(value)) if value.is_integer() else repr(value)
+    elif isinstance(value, list):
+        text = ",".join(str(item) for item in value)
+    else:
+        text = str(value)
+    if _DOTENV_BARE.match(text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,7 +141,7 @@ def test_check_config_prints_settings_on_stdout_and_nothing_else(tmp_path: Path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "KAFKA_BROKERS=127.0.0.1:1" in lines
-    assert all(line.startswith("# login: ") or "=" in line for line in lines), lines
+    assert all(line.startswith("# ") or "=" in line for line in lines), lines
     assert "exiting" not in result.stdout
     assert_no_traceback(result)
 
@@ -383,3 +383,57 @@ def test_env_example_copied_unchanged_reads_no_ones_channel(tmp_path: Path) -> N
     # Only the channel is missing: every other line of the example is a setting, as is.
     [line] = error_lines(result)
     assert "TWITCH_CHANNEL is not set" in line
+
+
+# --- check-config's output is .env ----------------------------------------------------
+
+
+def test_check_config_output_saved_as_env_reads_back_to_the_same_settings(
+    tmp_path: Path,
+) -> None:
+    first = twitch_ingestion(
+        tmp_path,
+        "check-config",
+        TWITCH_CHANNEL="forsen,#XQC",
+        TWITCH_IRC_TLS="false",
+        TWITCH_RECONNECT_MAX_S="12.5",
+        KAFKA_TOPIC_DLQ="",  # no dead-letter topic: None, written as an empty value
+        KAFKA_COMPRESSION="ZSTD",
+        BUFFER_DIR=str(tmp_path / "a buffer #1 $HOME"),
+        LOG_FORMAT="json",
+    )
+    assert first.returncode == 0, first.stderr
+    assert "TWITCH_CHANNEL=forsen,xqc" in first.stdout.splitlines()
+    for python_spelling in ("None", "True", "False", "["):
+        assert python_spelling not in first.stdout
+    again_dir = tmp_path / "again"
+    again_dir.mkdir()
+    (again_dir / ".env").write_text(first.stdout, encoding="utf-8")
+    env = {k: v for k, v in _env().items() if k not in {"KAFKA_BROKERS", "HEALTH_PORT"}}
+    again = subprocess.run(
+        [*_COMMAND, "check-config", "--strict"],
+        cwd=again_dir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == first.stdout
+
+
+def test_check_config_shows_no_irc_login_for_eventsub(tmp_path: Path) -> None:
+    result = twitch_ingestion(
+        tmp_path,
+        "check-config",
+        TWITCH_CHANNEL="forsen",
+        TWITCH_SOURCE="eventsub",
+        TWITCH_CLIENT_ID="abc123",
+        TWITCH_OAUTH_TOKEN="abc123def456",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "justinfan" not in result.stdout
+    assert not [line for line in result.stdout.splitlines() if "login:" in line]
+    assert "# TWITCH_OAUTH_TOKEN is set (a secret: not shown)" in result.stdout.splitlines()
+    assert "abc123def456" not in result.stdout
