@@ -159,10 +159,22 @@ class IngestionService:
                 loop.remove_signal_handler(sig)
             return failed
         eventsub = settings.twitch_source is SourceKind.EVENTSUB
+        if self.fleet is not None and settings.twitch_channel:
+            log.warning(
+                "twitch channel setting ignored in a fleet",
+                variable="TWITCH_CHANNEL",
+                hint="with CHANNEL_SOURCE=kafka the channels come from the control topic: "
+                "twitch-ingestion channels add …",
+            )
+        channels: dict[str, object] = (
+            {"control_topic": settings.kafka_topic_channels}
+            if self.fleet is not None
+            else {"channels": len(settings.twitch_channel)}
+        )
         log.info(
             "service starting",
             source=settings.twitch_source.value,
-            channels=len(settings.twitch_channel),
+            **channels,
             channel_source=settings.channel_source.value,
             twitch=settings.twitch_eventsub_url
             if eventsub
