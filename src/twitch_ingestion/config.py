@@ -48,6 +48,7 @@ __all__ = [
     "Settings",
     "SourceKind",
     "UnknownSetting",
+    "default_buffer_dir",
     "dotenv_lines",
     "load_settings",
     "topic_name_problem",
@@ -300,7 +301,8 @@ class Settings(BaseSettings):
 
     # --- Durable buffer -----------------------------------------------------------
     buffer_mode: BufferMode = BufferMode.DISK
-    buffer_dir: Path = Path("data/buffer")
+    # Absolute, so that a restart from another directory finds what the last run left.
+    buffer_dir: Path = Field(default_factory=lambda: default_buffer_dir())
     buffer_fsync_ms: int = Field(default=50, ge=0)
     buffer_max_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
     buffer_segment_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
@@ -543,6 +545,9 @@ class Settings(BaseSettings):
     @field_validator("buffer_dir")
     @classmethod
     def _buffer_dir_is_a_directory(cls, value: Path) -> Path:
+        # Made absolute (against the working directory) once, here: logs and check-config
+        # then name the directory the records are really in.
+        value = value.expanduser().absolute()
         if value.exists() and not value.is_dir():
             raise ValueError(f"{str(value)!r} exists and is not a directory")
         return value
@@ -572,6 +577,18 @@ class Settings(BaseSettings):
         if self.twitch_username is not None:
             return self.twitch_username.lower()
         return f"{_ANONYMOUS_PREFIX}{_anonymous_suffix()}"
+
+
+def default_buffer_dir() -> Path:
+    """BUFFER_DIR's default: the XDG state directory (`$XDG_STATE_HOME`, else
+    `~/.local/state`) — records that must outlive the process, but are not user data."""
+    state = os.environ.get("XDG_STATE_HOME", "")
+    if not Path(state).is_absolute():  # unset, or relative (the spec says: ignore it)
+        try:
+            state = str(Path.home() / ".local" / "state")
+        except RuntimeError:  # no home directory at all: the working directory
+            state = str(Path("state").absolute())
+    return Path(state) / "twitch-ingestion" / "buffer"
 
 
 def _default_instance_id() -> str:

@@ -241,6 +241,14 @@ class IngestionService:
             await health.stop()
             log.error(_buffer_problem(exc, self.settings))
             return ExitCode.BUFFER
+        # Where unacknowledged records live, and how many an earlier run left there: they
+        # are only ever sent by a service started on this same directory.
+        log.info(
+            "buffer ready",
+            directory=str(self.settings.buffer_dir),
+            mode=self.settings.buffer_mode.value,
+            records_waiting=self.buffer.records,
+        )
         return None
 
     async def _shutdown(

@@ -50,7 +50,11 @@ class ServiceProcess:
         self.process = subprocess.Popen(
             argv or [sys.executable, "-m", "twitch_ingestion", *args],
             cwd=workdir,
-            env=clean_environment(env),
+            # A default BUFFER_DIR (XDG state directory) inside the test's folder.
+            env={
+                **clean_environment(env),
+                "XDG_STATE_HOME": env.get("XDG_STATE_HOME", str(workdir / "state")),
+            },
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,

@@ -36,24 +36,32 @@ def buffered_records(buffer_dir: Path) -> int:
         buffer.close()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_second_signal_stops_at_once_and_the_records_stay_in_the_buffer(
-    simulator: SimulatorThread, tmp_path: Path, sig: signal.Signals
-) -> None:
-    buffer_dir = tmp_path / "buffer"
-    service = ServiceProcess(
-        tmp_path,
+def start(workdir: Path, simulator: SimulatorThread, state: Path) -> ServiceProcess:
+    workdir.mkdir(exist_ok=True)
+    return ServiceProcess(
+        workdir,
         {
             "TWITCH_CHANNEL": CHANNEL,
             "TWITCH_IRC_HOST": simulator.host,
             "TWITCH_IRC_PORT": str(simulator.port),
             "TWITCH_IRC_TLS": "false",
             "KAFKA_BROKERS": "127.0.0.1:1",
-            "BUFFER_DIR": str(buffer_dir),
+            # BUFFER_DIR left at its default, under the XDG state directory.
+            "XDG_STATE_HOME": str(state),
             "SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_TIMEOUT_S),
         },
     )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_stops_at_once_and_the_records_stay_in_the_buffer(
+    simulator: SimulatorThread, tmp_path: Path, sig: signal.Signals
+) -> None:
+    state = tmp_path / "state"
+    buffer_dir = state / "twitch-ingestion" / "buffer"
+    service = start(tmp_path / "first", simulator, state)
     try:
+        assert service.wait_for_log("buffer ready")["directory"] == str(buffer_dir)
         simulator.wait_for_joined([CHANNEL], timeout=30)
         simulator.start_numbered([CHANNEL], rate=500, count=COUNT).wait(timeout=30)
         service.process.send_signal(sig)
@@ -75,3 +83,12 @@ def test_a_second_signal_stops_at_once_and_the_records_stay_in_the_buffer(
     finally:
         service.close()
     assert buffered_records(buffer_dir) == stopped["undelivered"]
+
+    # Started again from another directory, it finds them, and says so.
+    restarted = start(tmp_path / "elsewhere", simulator, state)
+    try:
+        ready = restarted.wait_for_log("buffer ready")
+        assert ready["directory"] == str(buffer_dir)
+        assert ready["records_waiting"] == stopped["undelivered"]
+    finally:
+        restarted.close()

@@ -51,10 +51,15 @@ def _env(**settings: str) -> dict[str, str]:
 
 def twitch_ingestion(cwd: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
     # cwd is an empty folder, so no developer's .env is read.
+    # The default BUFFER_DIR is under the XDG state directory: the test's own, never the
+    # developer's (nor shared between tests).
     return subprocess.run(
         [*_COMMAND, *args],
         cwd=cwd,
-        env=_env(**settings),
+        env={
+            **_env(**settings),
+            "XDG_STATE_HOME": settings.get("XDG_STATE_HOME", str(cwd / "state")),
+        },
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

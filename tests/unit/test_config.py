@@ -453,3 +453,25 @@ def test_no_client_lets_the_broker_auto_create_a_topic() -> None:
     ):
         assert conf["allow.auto.create.topics"] is False
     assert librdkafka_problems(settings) == []
+
+
+def test_the_default_buffer_dir_is_the_absolute_xdg_state_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Records left there are found by a restart from any directory.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    settings = Settings(_env_file=None, twitch_channel=["forsen"])  # type: ignore[call-arg]
+    assert settings.buffer_dir == tmp_path / "state" / "twitch-ingestion" / "buffer"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    settings = Settings(_env_file=None, twitch_channel=["forsen"])  # type: ignore[call-arg]
+    assert settings.buffer_dir == tmp_path / "home" / ".local/state/twitch-ingestion/buffer"
+
+
+def test_a_relative_buffer_dir_is_made_absolute_where_the_settings_are_loaded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(_env_file=None, twitch_channel=["forsen"], buffer_dir="data/buffer")  # type: ignore[call-arg]
+    assert settings.buffer_dir == tmp_path / "data" / "buffer"
