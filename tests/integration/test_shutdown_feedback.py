@@ -80,6 +80,11 @@ def test_a_second_signal_stops_at_once_and_the_records_stay_in_the_buffer(
         assert stopped["undelivered"] >= COUNT
         assert service.wait_for_log("stopping now")["signal"] == sig.name
         assert "Traceback" not in service.logs()
+        # One line per Kafka failure: ours, not librdkafka's copy of it as well.
+        failures = [e for e in service.log_events() if e["event"] == "kafka client error"]
+        assert failures
+        librdkafka = [e["event"] for e in service.log_events() if e.get("logger") == "librdkafka"]
+        assert not [line for line in librdkafka if line.startswith(("FAIL", "ERROR"))]
     finally:
         service.close()
     assert buffered_records(buffer_dir) == stopped["undelivered"]
