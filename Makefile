@@ -18,7 +18,7 @@ EFFECTIVE_BROKERS := $(or $(KAFKA_BROKERS),$(shell sed -n 's/^KAFKA_BROKERS=//p'
 LOCAL_BROKER := $(filter localhost:9092 127.0.0.1:9092,$(strip $(EFFECTIVE_BROKERS)))
 
 .PHONY: help install broker broker-stop run demo simulate simulate-eventsub tail test test-unit lint format \
-        type-check build dev bench clean
+        type-check build dev bench clean image-test
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -102,6 +102,10 @@ test: install broker lint type-check ## everything: lint, types, unit + integrat
 
 test-unit: install ## only the offline unit tests
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
+
+# Not part of `make test` (it takes minutes and needs root): .ci/run runs it after.
+image-test: install ## build the image with Podman on a stand-in Debian base, run it against the local Kafka and the simulator, check it (scripts/image-test)
+	scripts/image-test
 
 build: install ## build the wheel into dist/
 	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .
