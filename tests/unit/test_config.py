@@ -473,5 +473,5 @@ def test_a_relative_buffer_dir_is_made_absolute_where_the_settings_are_loaded(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    settings = Settings(_env_file=None, twitch_channel=["forsen"], buffer_dir="data/buffer")  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, twitch_channel=["forsen"], buffer_dir=Path("data/buffer"))  # type: ignore[call-arg]
     assert settings.buffer_dir == tmp_path / "data" / "buffer"
