@@ -372,10 +372,16 @@ def test_librdkafka_refusals_never_show_the_sasl_password(monkeypatch: pytest.Mo
 
 
 def test_env_example_reads_chat_anonymously(tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text((REPO_ROOT / ".env.example").read_text(encoding="utf-8"))
+    # As a newcomer uses it: copied, with the channel filled in (it ships empty, so that
+    # an unedited copy reads nobody's channel: tests/unit/test_cli.py).
+    example = (REPO_ROOT / ".env.example").read_text(encoding="utf-8")
+    assert "\nTWITCH_CHANNEL=\n" in example
+    (tmp_path / ".env").write_text(
+        example.replace("\nTWITCH_CHANNEL=\n", "\nTWITCH_CHANNEL=forsen\n")
+    )
     settings = load_settings()
     assert settings.is_anonymous
-    assert settings.twitch_channel == ["channelname"]
+    assert settings.twitch_channel == ["forsen"]
 
 
 @pytest.mark.parametrize(
