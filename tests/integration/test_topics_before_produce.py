@@ -1,9 +1,9 @@
 """Topics are made as configured, before the first record is produced.
 
-A private broker that auto-creates topics (Kafka's default) with 2 partitions: if the
-service produced before its topic check had created the topics, the broker would make
-them with 2 partitions instead of `KAFKA_TOPIC_PARTITIONS`. A topic that already exists
-with fewer partitions is used, with a warning.
+A private broker that auto-creates topics (Kafka's default) with 2 partitions, started
+after the service: if the service produced before its topic check had created the
+topics, the broker would make them with 2 partitions instead of `KAFKA_TOPIC_PARTITIONS`.
+A topic that already exists with fewer partitions is used, with a warning.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from tests.integration.broker import LocalBroker
-from tests.integration.kafka_helpers import collect_records, create_topic
+from tests.integration.kafka_helpers import collect_records, create_topic, delete_topics
 from tests.integration.service_process import ServiceProcess
 from twitch_ingestion.simulator import SimulatorThread
 
@@ -28,14 +28,16 @@ CHANNELS = ["alpha", "beta"]
 COUNT = 100
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
-    with LocalBroker(
-        tmp_path_factory.mktemp("kafka"),
-        auto_create_topics=True,
-        num_partitions=BROKER_DEFAULT_PARTITIONS,
-    ) as running:
-        yield running
+@pytest.fixture
+def late_broker(tmp_path: Path) -> Iterator[LocalBroker]:
+    """A private broker that auto-creates topics with 2 partitions, not started yet."""
+    broker = LocalBroker(
+        tmp_path / "kafka", auto_create_topics=True, num_partitions=BROKER_DEFAULT_PARTITIONS
+    )
+    try:
+        yield broker
+    finally:
+        broker.destroy()
 
 
 def topic_names() -> dict[str, str]:
@@ -47,13 +49,13 @@ def topic_names() -> dict[str, str]:
     }
 
 
-def partition_counts(broker: LocalBroker) -> dict[str, int]:
-    topics = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10).topics
+def partition_counts(brokers: str) -> dict[str, int]:
+    topics = AdminClient({"bootstrap.servers": brokers}).list_topics(timeout=10).topics
     return {name: len(topic.partitions) for name, topic in topics.items()}
 
 
 def start_service(
-    tmp_path: Path, broker: LocalBroker, simulator: SimulatorThread, topics: dict[str, str]
+    tmp_path: Path, brokers: str, simulator: SimulatorThread, topics: dict[str, str]
 ) -> ServiceProcess:
     return ServiceProcess(
         tmp_path,
@@ -63,7 +65,7 @@ def start_service(
             "TWITCH_IRC_HOST": simulator.host,
             "TWITCH_IRC_PORT": str(simulator.port),
             "TWITCH_IRC_TLS": "false",
-            "KAFKA_BROKERS": broker.bootstrap,
+            "KAFKA_BROKERS": brokers,
             "KAFKA_TOPIC_PARTITIONS": str(CONFIGURED_PARTITIONS),
             "KAFKA_REQUEST_TIMEOUT_MS": "3000",
             "BUFFER_DIR": str(tmp_path / "buffer"),
@@ -73,30 +75,31 @@ def start_service(
 
 
 def stream_and_collect(
-    broker: LocalBroker, simulator: SimulatorThread, service: ServiceProcess, chat_topic: str
+    brokers: str, simulator: SimulatorThread, service: ServiceProcess, chat_topic: str
 ) -> None:
     simulator.wait_for_joined(CHANNELS, timeout=30)
     simulator.start_numbered(CHANNELS, rate=500, count=COUNT).wait(timeout=30)
-    records = collect_records(broker.bootstrap, chat_topic, expected=COUNT * len(CHANNELS))
+    records = collect_records(brokers, chat_topic, expected=COUNT * len(CHANNELS))
     assert len(records) >= COUNT * len(CHANNELS)
 
 
 def test_a_broker_that_comes_up_after_the_service_gets_topics_with_our_partitions(
-    broker: LocalBroker, simulator: SimulatorThread, tmp_path: Path
+    late_broker: LocalBroker, simulator: SimulatorThread, tmp_path: Path
 ) -> None:
-    broker.stop()
     topics = topic_names()
-    service = start_service(tmp_path, broker, simulator, topics)
+    service = start_service(tmp_path, late_broker.bootstrap, simulator, topics)
     try:
         simulator.wait_for_joined(CHANNELS, timeout=30)
         # Read and buffered while Kafka is down; produced only once the topics exist.
         simulator.start_numbered(CHANNELS, rate=500, count=COUNT).wait(timeout=30)
-        broker.start()
+        late_broker.start()
         records = collect_records(
-            broker.bootstrap, topics["KAFKA_TOPIC_CHAT_MESSAGES"], expected=COUNT * len(CHANNELS)
+            late_broker.bootstrap,
+            topics["KAFKA_TOPIC_CHAT_MESSAGES"],
+            expected=COUNT * len(CHANNELS),
         )
         assert len(records) == COUNT * len(CHANNELS)
-        counts = partition_counts(broker)
+        counts = partition_counts(late_broker.bootstrap)
         assert {name: counts.get(name) for name in topics.values()} == dict.fromkeys(
             topics.values(), CONFIGURED_PARTITIONS
         )
@@ -106,22 +109,23 @@ def test_a_broker_that_comes_up_after_the_service_gets_topics_with_our_partition
 
 
 def test_an_existing_topic_with_fewer_partitions_is_used_with_a_warning(
-    broker: LocalBroker, simulator: SimulatorThread, tmp_path: Path
+    kafka_brokers: str, simulator: SimulatorThread, tmp_path: Path
 ) -> None:
-    broker.start()
+    # The shared broker auto-creates too (Kafka's default, kafka-local's).
     topics = topic_names()
     events = topics["KAFKA_TOPIC_CHAT_EVENTS"]
-    create_topic(broker.bootstrap, events, partitions=1)
-    service = start_service(tmp_path, broker, simulator, topics)
+    create_topic(kafka_brokers, events, partitions=1)
+    service = start_service(tmp_path, kafka_brokers, simulator, topics)
     try:
-        warning = service.wait_for_log("kafka topic warning")
+        warning = service.wait_for_log("kafka topic warning", timeout_s=60)
         assert warning["topic"] == events
         assert f"has 1 partitions, fewer than the {CONFIGURED_PARTITIONS}" in warning["warning"]
-        stream_and_collect(broker, simulator, service, topics["KAFKA_TOPIC_CHAT_MESSAGES"])
-        counts = partition_counts(broker)
+        stream_and_collect(kafka_brokers, simulator, service, topics["KAFKA_TOPIC_CHAT_MESSAGES"])
+        counts = partition_counts(kafka_brokers)
         assert counts[events] == 1
         assert counts[topics["KAFKA_TOPIC_CHAT_MESSAGES"]] == CONFIGURED_PARTITIONS
         assert counts[topics["KAFKA_TOPIC_DLQ"]] == CONFIGURED_PARTITIONS
         assert service.stop() == 0, service.logs()[-3000:]
     finally:
         service.close()
+        delete_topics(kafka_brokers, list(topics.values()))
