@@ -243,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:
         # Every anticipated failure is reported where it happens, as one line; this is
         # a bug, so it gets its traceback — once, through the logger.
-        log.exception("unexpected error (a bug: please report it with this traceback)")
+        log.exception("unexpected error", hint="a bug: please report it with this traceback")
         code = int(ExitCode.FAILURE)
     log.debug("exiting", code=code)
     return code

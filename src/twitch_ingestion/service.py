@@ -212,13 +212,7 @@ class IngestionService:
             if source_task in done:
                 exit_code = _exit_code_for(source_task)
             elif done - {stop_task}:
-                ended = (done - {stop_task}).pop()
-                crashed = (
-                    "fleet membership failed"
-                    if ended.get_name() == "fleet"
-                    else "twitch token check failed"
-                )
-                exit_code = _exit_code_for(ended, crashed)
+                exit_code = _exit_code_for((done - {stop_task}).pop())
         finally:
             exit_code = await self._shutdown(exit_code, source_task, stop_task, background)
             await health.stop()
@@ -232,14 +226,14 @@ class IngestionService:
         try:
             await health.start()
         except HealthServerError as exc:
-            log.error(str(exc))
+            log.error("health server cannot start", problem=str(exc))
             return ExitCode.HEALTH_SERVER
         try:
             # Here, not in __init__: it takes the directory lock and may scan segments.
             self.buffer.open()
         except (DurableBufferError, OSError) as exc:
             await health.stop()
-            log.error(_buffer_problem(exc, self.settings))
+            log.error("buffer dir unusable", problem=_buffer_problem(exc, self.settings))
             return ExitCode.BUFFER
         # Where unacknowledged records live, and how many an earlier run left there: they
         # are only ever sent by a service started on this same directory.
@@ -304,14 +298,14 @@ class IngestionService:
         )
         if undelivered:
             log.error(
-                "records not acknowledged by kafka; they stay in the buffer and are sent "
-                "on the next start",
+                "records left in the buffer",
                 records=undelivered,
                 reason="stopped at once (second signal)"
                 if self._stop_now.is_set()
                 else f"SHUTDOWN_TIMEOUT_S={timeout_s:g} ran out",
                 buffer_mode=self.settings.buffer_mode.value,
                 buffer_dir=str(self.settings.buffer_dir),
+                hint="sent first by the next start on this BUFFER_DIR",
             )
             if exit_code is ExitCode.OK:
                 exit_code = ExitCode.FAILURE
@@ -412,7 +406,7 @@ def _tune_garbage_collector() -> None:
 
 
 def _exit_code_for(
-    source_task: asyncio.Task[None] | asyncio.Task[bool], crashed: str = "twitch source crashed"
+    source_task: asyncio.Task[None] | asyncio.Task[bool],
 ) -> ExitCode:
     error = source_task.exception()
     if error is None:
@@ -440,10 +434,20 @@ def _exit_code_for(
         # Already logged by the source as it gave up ("twitch source gave up").
         return ExitCode.TWITCH_GAVE_UP
     if isinstance(error, FleetError):  # its message says what to fix: no traceback
-        log.error(crashed, error=str(error))
+        _log_task_failure(source_task.get_name(), error=str(error))
         return ExitCode.FAILURE
-    log.error(crashed, error=repr(error), exc_info=error)
+    _log_task_failure(source_task.get_name(), error=repr(error), exc_info=error)
     return ExitCode.FAILURE
+
+
+def _log_task_failure(task: str, **fields: Any) -> None:
+    """One error line for a task of the service that ended with an exception."""
+    if task == "fleet":
+        log.error("fleet membership failed", **fields)
+    elif task == "twitch-token":
+        log.error("twitch token check failed", **fields)
+    else:
+        log.error("twitch source crashed", **fields)
 
 
 def _buffer_problem(exc: Exception, settings: Settings) -> str:

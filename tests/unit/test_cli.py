@@ -184,8 +184,9 @@ def test_a_busy_health_port_is_one_line_naming_health_port(tmp_path: Path, busy_
     [line] = error_lines(result)
     event = json.loads(line)
     assert event["level"] == "error"
-    assert f"HEALTH_PORT={busy_port}" in event["event"]
-    assert "in use" in event["event"]
+    assert event["event"] == "health server cannot start"
+    assert f"HEALTH_PORT={busy_port}" in event["problem"]
+    assert "in use" in event["problem"]
     assert_no_traceback(result)
 
 
@@ -202,7 +203,9 @@ def test_an_unusable_buffer_dir_is_one_line_naming_buffer_dir(tmp_path: Path) ->
     assert result.returncode == ExitCode.BUFFER
     assert result.stdout == ""
     [line] = error_lines(result)
-    assert "BUFFER_DIR" in json.loads(line)["event"]
+    event = json.loads(line)
+    assert event["event"] == "buffer dir unusable"
+    assert "BUFFER_DIR" in event["problem"]
     assert_no_traceback(result)
 
 
@@ -268,6 +271,14 @@ def test_simulate_writes_nothing_to_stdout(tmp_path: Path) -> None:
     assert process.returncode == 0, stderr
     assert stdout == ""
     assert "Traceback" not in stderr
+    # It logs as the service does: off a terminal, JSON lines with an event and a level.
+    logged = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    events = [entry["event"] for entry in logged]
+    assert "simulator stats" in events
+    assert events[-1] == "simulator stopped"
+    assert all({"event", "level", "timestamp"} <= entry.keys() for entry in logged)
+    plain = [line for line in stderr.splitlines() if line and not line.startswith("{")]
+    assert all(line.startswith("point the service at it") for line in plain), plain
 
 
 # --- the top-level guard (in-process: a bug cannot be provoked from outside) ------------

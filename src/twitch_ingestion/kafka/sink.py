@@ -185,7 +185,7 @@ class KafkaSink:
             # BUFFER_FULL_POLICY=drop_newest and the buffer is full: the buffer counted
             # them (buffer_records_dropped_total{reason="buffer_full"}); say so too.
             self._errors.warning(
-                "buffer full; records dropped",
+                "buffer full records dropped",
                 "buffer_full",
                 dropped=len(records) - offset,
                 policy="drop_newest",

@@ -33,11 +33,9 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import logging
 import math
 import secrets
 import ssl
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -46,8 +44,11 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgspec
+import structlog
 from aiohttp import WSMsgType, web
 
+from twitch_ingestion.config import LogFormat
+from twitch_ingestion.logging import configure_logging
 from twitch_ingestion.simulator.chatgen import ChatGenerator
 from twitch_ingestion.simulator.loop_thread import LoopThread
 from twitch_ingestion.simulator.streams import NUMBERED_SENDER
@@ -64,7 +65,7 @@ __all__ = [
     "privmsg_event",
 ]
 
-logger = logging.getLogger("twitch_ingestion.simulator.eventsub")
+log = structlog.get_logger(__name__)
 
 CHAT_TYPES = (
     "channel.chat.message",
@@ -1282,7 +1283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=5.0, help="generated messages a second")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    configure_logging("info", LogFormat.AUTO)  # the service's log format
     config = EventSubSimulatorConfig(host=args.host, port=args.port)
     channels = [c.strip() for c in args.channels.split(",") if c.strip()]
     with contextlib.suppress(KeyboardInterrupt):
@@ -1306,7 +1307,7 @@ async def _serve(
         }
         for name, value in settings.items():
             print(f"{name}={value}", flush=True)
-        logger.info("EventSub simulator on %s", simulator.base_url)
+        log.info("eventsub simulator listening", url=simulator.base_url)
         if channels and rate > 0:
             simulator.start_generated(channels, count=None, rate=rate, seed=seed)
         await asyncio.Event().wait()

@@ -189,12 +189,12 @@ class TokenKeeper:
         if isinstance(result, ValidToken):
             self.valid = result
             self.schedule.validated(result)
-            log.info("twitch-token-valid", status=self.schedule.describe_remaining(now))
+            log.info("twitch token valid", status=self.schedule.describe_remaining(now))
             return None
         decision = self.schedule.validation_failed(result, now)
         if isinstance(decision, TokenError):
             return decision
-        log.warning("twitch-token-validate-failed", reason=result.reason, detail=result.message)
+        log.warning("twitch token validate failed", reason=result.reason, detail=result.message)
         return None
 
     async def _refresh_now(self) -> TokenError | None:
@@ -218,9 +218,9 @@ class TokenKeeper:
             self.refreshes += 1
             if self._on_refreshed is not None:
                 self._on_refreshed(result.access_token)
-            log.info("twitch-token-refreshed", status=self.schedule.describe_remaining(now))
+            log.info("twitch token refreshed", status=self.schedule.describe_remaining(now))
             return None
         error = self.schedule.refresh_failed(result, now)
         if error is None:
-            log.warning("twitch-token-refresh-failed", reason=result.reason, detail=result.message)
+            log.warning("twitch token refresh failed", reason=result.reason, detail=result.message)
         return error

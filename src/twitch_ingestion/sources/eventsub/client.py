@@ -561,7 +561,7 @@ class EventSubClient:
             if response.status == 429 and response.header("Ratelimit-Remaining") in ("0", None):
                 self.stats.rate_limited += 1
                 log.warning(
-                    "helix-rate-limited",
+                    "helix rate limited",
                     retry_in_s=round(self._limiter.delay(self._wall()), 2),
                     path=request.url.rsplit("/", 2)[-1].split("?")[0],
                 )
@@ -589,7 +589,7 @@ class EventSubClient:
         ):
             delay = max(delay, min(limiter.reset_at - now, _BUCKET_MAX_WAIT_S))
         if delay > 0:
-            log.info("eventsub-waiting-for-helix-bucket", calls=calls, wait_s=round(delay, 2))
+            log.info("eventsub waiting for helix bucket", calls=calls, wait_s=round(delay, 2))
             await asyncio.sleep(delay)
 
     async def _resolve(self, logins: tuple[str, ...]) -> dict[str, _Channel] | SourceFailure:
@@ -631,7 +631,7 @@ class EventSubClient:
         self._reported.add(key)
         self.stats.problems.append(problem)
         log.warning(
-            "eventsub-channel-not-read",
+            "eventsub channel not read",
             channel=problem.channel,
             reason=problem.reason,
             detail=problem.message,
@@ -733,7 +733,7 @@ class _Connection:
             self._actions.put_nowait(response)
         elif response.status not in (204, 404):  # 404: gone with its session already
             log.warning(
-                "eventsub-unsubscribe-failed", connection=self.index, status=response.status
+                "eventsub unsubscribe failed", connection=self.index, status=response.status
             )
 
     # -- the driver --------------------------------------------------------------------
@@ -763,7 +763,7 @@ class _Connection:
             if isinstance(item, SourceFailure):
                 return item
             if item is _NOTHING_LEFT:
-                log.warning("eventsub-connection-idle", connection=self.index)
+                log.warning("eventsub connection idle", connection=self.index)
                 await self.close()
                 return None
             assert not isinstance(item, _NothingLeft)
@@ -778,7 +778,7 @@ class _Connection:
             self._subscribing = self._spawn(self._subscribe_all(action.session_id, action.deadline))
         elif isinstance(action, OpenReconnectUrl):
             self.client.stats.migrations += 1
-            log.info("eventsub-session-reconnect", connection=self.index)
+            log.info("eventsub session reconnect", connection=self.index)
             self._open(action.url)
         elif isinstance(action, CloseOldSocket):
             ws = self._sockets.get(action.socket)
@@ -803,7 +803,7 @@ class _Connection:
             self._running_since = None
         delay = self._backoff.next_delay() if action.kind is ReconnectKind.BACKOFF else 0.0
         log.warning(
-            "eventsub-reconnect",
+            "eventsub reconnect",
             connection=self.index,
             reason=action.reason,
             retry_in_s=round(delay, 2),
@@ -836,7 +836,7 @@ class _Connection:
     def _revoked(self, action: Revoked) -> None:
         self.client.stats.revocations += 1
         log.warning(
-            "eventsub-subscription-revoked",
+            "eventsub subscription revoked",
             subscription_type=action.subscription_type,
             broadcaster_user_id=action.broadcaster_user_id,
             reason=action.reason,
@@ -876,7 +876,7 @@ class _Connection:
                 timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
             )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            log.warning("eventsub-connect-failed", connection=self.index, error=type(exc).__name__)
+            log.warning("eventsub connect failed", connection=self.index, error=type(exc).__name__)
             self._apply(self.session.socket_closed(number, None, self._clock()))
             return
         self._sockets[number] = ws
@@ -947,7 +947,7 @@ class _Connection:
         self.first_round.set()
         if self._clock() > deadline:
             log.warning(
-                "eventsub-subscribe-slow",
+                "eventsub subscribe slow",
                 connection=self.index,
                 detail="subscribing took longer than Twitch allows after a welcome (4003"
                 " follows); fewer channels per connection or a faster network help",
@@ -962,7 +962,7 @@ class _Connection:
             self._running_since = self._clock()
             self._backoff.record_success()
             log.info(
-                "eventsub-subscribed",
+                "eventsub subscribed",
                 connection=self.index,
                 channels=sum(1 for c in channels if c.user_id not in self._dropped),
                 subscriptions=created,

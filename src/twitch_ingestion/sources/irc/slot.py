@@ -307,12 +307,13 @@ class Slot:
             RECONNECTS.labels(cause=label).inc()
             delay = self.backoff.next_delay()
             log.warning(
-                "twitch connection lost; reconnecting",
+                "twitch connection lost",
                 connection=conn.name,
                 cause=label,
                 connected_for_s=round(healthy_for, 3),
                 retry_in_s=round(delay, 3),
                 hint=RECONNECT_HINTS.get(label),
+                action="reconnecting",
             )
             self._set_status(ConnectionStatus.RECONNECTING)
             self._ctx.channels_changed()
@@ -353,11 +354,12 @@ class Slot:
                     ) from None
                 delay = self.backoff.next_delay()
                 log.warning(
-                    "twitch connect failed; retrying",
+                    "twitch connect failed",
                     connection=self.name,
                     error=str(exc),
                     attempt=self.backoff.failures,
                     retry_in_s=round(delay, 3),
+                    action="retrying",
                 )
                 await asyncio.sleep(delay)
 
@@ -411,7 +413,11 @@ class Slot:
             return
         self._reconnect_asked.discard(old)
         RECONNECTS.labels(cause="server_reconnect").inc()
-        log.info("twitch asked us to reconnect; opening a replacement first", connection=old.name)
+        log.info(
+            "twitch asked us to reconnect",
+            connection=old.name,
+            action="opening a replacement first",
+        )
         # Filtering starts before the new socket joins anything: from its first JOIN on,
         # a line can arrive on both.
         self._dedup = RecentIds()
@@ -429,9 +435,10 @@ class Slot:
             return None
         except TwitchConnectError as exc:
             log.warning(
-                "twitch replacement connection failed; falling back to reconnecting",
+                "twitch replacement connection failed",
                 connection=self.name,
                 error=str(exc),
+                action="falling back to reconnecting",
             )
             self._dedup = None
             self._handover_plan = None
@@ -538,10 +545,11 @@ class Slot:
         self._handover_wakeup.set()
         if first:
             log.warning(
-                "twitch channel could not be joined; will retry",
+                "twitch channel could not be joined",
                 channel=channel,
                 reason=reason,
                 retry_in_s=self.plan.retry_interval_s,
+                action="will retry",
             )
         self._ctx.channels_changed()
 
