@@ -21,13 +21,14 @@ export REQUIRE_COMPILED
 EFFECTIVE_BROKERS := $(or $(KAFKA_BROKERS),$(shell sed -n 's/^KAFKA_BROKERS=//p' .env 2>/dev/null | tail -n 1),localhost:9092)
 LOCAL_BROKER := $(filter localhost:9092 127.0.0.1:9092,$(strip $(EFFECTIVE_BROKERS)))
 
-.PHONY: help install broker broker-stop run demo simulate tail test test-unit test-native lint \
-        format type-check build dev bench clean
+.PHONY: help install broker broker-stop run demo simulate simulate-eventsub tail test test-unit \
+        test-native lint format type-check build dev bench clean image-test
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml requirements.lock
+# __init__.py holds the version: a new one is installed into the package metadata too.
+$(STAMP): pyproject.toml requirements.lock src/twitch_ingestion/__init__.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -60,7 +61,11 @@ broker: install ## start the local single-node Kafka (KRaft) unless KAFKA_BROKER
 broker-stop: ## stop the local Kafka broker
 	scripts/kafka-local stop
 
-run: install broker ## run the service on TWITCH_CHANNEL (settings from env and .env)
+# The settings are checked before the broker starts: a first run without .env learns
+# what to set at once, not after Kafka's start-up.
+run: install ## run the service on TWITCH_CHANNEL (settings from env and .env)
+	@$(BIN)/twitch-ingestion check-config >/dev/null 2>&1 || $(BIN)/twitch-ingestion check-config >/dev/null
+	@$(MAKE) --no-print-directory broker
 	$(BIN)/twitch-ingestion run
 
 demo: install broker ## offline demo: simulator → service → Kafka → printed (CORPUS=file: real lines)
@@ -68,6 +73,13 @@ demo: install broker ## offline demo: simulator → service → Kafka → printe
 
 simulate: install ## Twitch IRC simulator on port 6667 streaming the bundled chat (CORPUS=file: that)
 	$(BIN)/twitch-ingestion simulate --port 6667 --replay $(if $(CORPUS),'$(CORPUS)') --loop 0
+
+# The settings the EventSub simulator prints (a simulator-only token) also go to this file,
+# for the service's terminal to source (README: "EventSub offline").
+EVENTSUB_ENV ?= eventsub-simulator.env
+
+simulate-eventsub: install ## Twitch EventSub simulator (WebSocket, OAuth, Helix) on port 7080, chat for channel demo; prints its settings, also into eventsub-simulator.env
+	@$(BIN)/python -m twitch_ingestion.simulator.eventsub_server --port 7080 --channels demo | tee '$(EVENTSUB_ENV)'
 
 tail: install ## print a topic's records (key<TAB>value) from the beginning (TOPIC=…, default chat)
 	$(BIN)/twitch-ingestion tail $(if $(TOPIC),--topic '$(TOPIC)')
@@ -80,7 +92,7 @@ format: install ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-type-check: install ## mypy --strict over src, tests and bench
+type-check: install ## mypy --strict over src, tests, bench and examples
 	$(BIN)/mypy --strict
 
 # With the compiled extension built, the suite runs on it (HOT_PATH=auto), then the tests
@@ -101,6 +113,10 @@ test-unit: install ## only the offline unit tests
 
 test-native: ## the compiled hot path's Rust checks: cargo fmt --check, clippy -D warnings, cargo test
 	@CARGO='$(CARGO)' scripts/check-native
+
+# Not part of `make test` (it takes minutes and needs root): .ci/run runs it after.
+image-test: install ## build the image with Podman on a stand-in Debian base, run it against the local Kafka and the simulator, check it (scripts/image-test)
+	scripts/image-test
 
 build: install ## build the wheel into dist/
 	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .

@@ -8,8 +8,10 @@ otherwise echo a bad token back into the terminal).
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import logging
+import os
 import random
 import re
 import socket
@@ -22,6 +24,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
+from dotenv.parser import parse_stream
 from pydantic import (
     Field,
     SecretStr,
@@ -45,8 +48,12 @@ __all__ = [
     "LogFormat",
     "Settings",
     "SourceKind",
+    "UnknownSetting",
+    "default_buffer_dir",
+    "dotenv_lines",
     "load_settings",
     "topic_name_problem",
+    "unknown_settings",
 ]
 
 _ANONYMOUS_PREFIX = "justinfan"
@@ -97,6 +104,37 @@ _LIBRDKAFKA_MAX_RECONNECT_BACKOFF_MS = 3_600_000
 _LIBRDKAFKA_MAX_SESSION_TIMEOUT_MS = 3_600_000
 # Kafka stores a replication factor as int16.
 _MAX_REPLICATION_FACTOR = 32_767
+
+# A variable whose name starts like this service's settings but names none of them is
+# most likely a typo (KAFKA_BROKER for KAFKA_BROKERS): it would be ignored in silence.
+SETTING_PREFIXES = (
+    "TWITCH_",
+    "KAFKA_",
+    "BUFFER_",
+    "HEALTH_",
+    "LOG_",
+    "CHANNEL_",
+    "INSTANCE_",
+    "HOT_PATH",
+)
+# Variables with those prefixes that other programs read legitimately: scripts/kafka-local
+# (KAFKA_LOCAL_*) and Apache Kafka's own launch scripts (bin/kafka-run-class.sh).
+_FOREIGN_PREFIXES = ("KAFKA_LOCAL_",)
+_FOREIGN_NAMES = frozenset(
+    {
+        "KAFKA_HOME",
+        "KAFKA_OPTS",
+        "KAFKA_HEAP_OPTS",
+        "KAFKA_JVM_PERFORMANCE_OPTS",
+        "KAFKA_LOG4J_OPTS",
+        "KAFKA_JMX_OPTS",
+        "KAFKA_GC_LOG_OPTS",
+        "KAFKA_DEBUG",
+        "KAFKA_CLUSTER_ID",
+    }
+)
+# difflib's ratio below which a known name is too different to suggest.
+_SUGGESTION_CUTOFF = 0.6
 
 # While `load_settings` builds a Settings, it runs the cross-field checks itself (so that
 # they run even when a field failed); a Settings built directly runs them in its model
@@ -280,7 +318,8 @@ class Settings(BaseSettings):
 
     # --- Durable buffer -----------------------------------------------------------
     buffer_mode: BufferMode = BufferMode.DISK
-    buffer_dir: Path = Path("data/buffer")
+    # Absolute, so that a restart from another directory finds what the last run left.
+    buffer_dir: Path = Field(default_factory=lambda: default_buffer_dir())
     buffer_fsync_ms: int = Field(default=50, ge=0)
     buffer_max_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
     buffer_segment_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
@@ -533,6 +572,9 @@ class Settings(BaseSettings):
     @field_validator("buffer_dir")
     @classmethod
     def _buffer_dir_is_a_directory(cls, value: Path) -> Path:
+        # Made absolute (against the working directory) once, here: logs and check-config
+        # then name the directory the records are really in.
+        value = value.expanduser().absolute()
         if value.exists() and not value.is_dir():
             raise ValueError(f"{str(value)!r} exists and is not a directory")
         return value
@@ -562,6 +604,18 @@ class Settings(BaseSettings):
         if self.twitch_username is not None:
             return self.twitch_username.lower()
         return f"{_ANONYMOUS_PREFIX}{_anonymous_suffix()}"
+
+
+def default_buffer_dir() -> Path:
+    """BUFFER_DIR's default: the XDG state directory (`$XDG_STATE_HOME`, else
+    `~/.local/state`) — records that must outlive the process, but are not user data."""
+    state = os.environ.get("XDG_STATE_HOME", "")
+    if not Path(state).is_absolute():  # unset, or relative (the spec says: ignore it)
+        try:
+            state = str(Path.home() / ".local" / "state")
+        except RuntimeError:  # no home directory at all: the working directory
+            state = str(Path("state").absolute())
+    return Path(state) / "twitch-ingestion" / "buffer"
 
 
 def _default_instance_id() -> str:
@@ -767,6 +821,102 @@ def _describe(error: Mapping[str, Any]) -> str:
     return message if variable is None else f"{variable}: {message}"
 
 
+# A value made only of these is written to .env as it is; anything else is single-quoted
+# (python-dotenv then takes it literally: no `${…}` expansion, no `#` comment).
+_DOTENV_BARE = re.compile(r"^[A-Za-z0-9_.,:/@+=-]*$")
+
+
+def dotenv_lines(settings: Settings) -> list[str]:
+    """`settings` as `.env` lines that `load_settings` reads back to the same settings.
+
+    Secrets are not written: a set one is a comment saying so (the file then reads back
+    with it unset), an unset one an empty value, as `.env.example` has them.
+    """
+    lines: list[str] = []
+    for name in sorted(Settings.model_fields):
+        value = getattr(settings, name)
+        variable = name.upper()
+        if isinstance(value, SecretStr):
+            lines.append(f"# {variable} is set (a secret: not shown)")
+            continue
+        lines.append(f"{variable}={_dotenv_value(value)}")
+    return lines
+
+
+def _dotenv_value(value: object) -> str:
+    if value is None:
+        return ""  # every optional setting reads an empty value as unset
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, StrEnum):
+        text = value.value
+    elif isinstance(value, float):
+        text = str(int(value)) if value.is_integer() else repr(value)
+    elif isinstance(value, list):
+        text = ",".join(str(item) for item in value)
+    else:
+        text = str(value)
+    if _DOTENV_BARE.match(text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownSetting:
+    """A variable that looks like a setting (`SETTING_PREFIXES`) but is none."""
+
+    name: str
+    source: str
+    """Where it was found: "the environment" or ".env"."""
+    suggestion: str | None
+    """The closest setting name, if one is close."""
+
+    @property
+    def message(self) -> str:
+        found = f"{self.name} (in {self.source}) is not a setting"
+        if self.suggestion is not None:
+            return f"{found}: did you mean {self.suggestion}?"
+        return f"{found} (the README's Settings table lists them)"
+
+
+def unknown_settings(
+    environ: Mapping[str, str] | None = None, dotenv_path: Path | None = None
+) -> list[UnknownSetting]:
+    """Variables of `environ` (default: the process's) and of the `.env` file (default:
+    the one `Settings` reads) that look like settings but name none."""
+    environ = os.environ if environ is None else environ
+    if dotenv_path is None:
+        dotenv_path = Path(str(Settings.model_config.get("env_file") or ".env"))
+    known = sorted(name.upper() for name in Settings.model_fields)
+    found: dict[str, UnknownSetting] = {}
+    for source, names in (("the environment", list(environ)), (".env", _dotenv_names(dotenv_path))):
+        for name in names:
+            upper = name.upper()
+            if upper in found or not _looks_like_a_setting(upper) or upper in known:
+                continue
+            close = difflib.get_close_matches(upper, known, n=1, cutoff=_SUGGESTION_CUTOFF)
+            found[upper] = UnknownSetting(name, source, close[0] if close else None)
+    return list(found.values())
+
+
+def _looks_like_a_setting(name: str) -> bool:
+    return (
+        name.startswith(SETTING_PREFIXES)
+        and not name.startswith(_FOREIGN_PREFIXES)
+        and name not in _FOREIGN_NAMES
+    )
+
+
+def _dotenv_names(path: Path) -> list[str]:
+    """The names a `.env` file sets; none when it is missing or unreadable (reading the
+    settings reports that)."""
+    try:
+        with path.open(encoding="utf-8") as stream:
+            return [binding.key for binding in parse_stream(stream) if binding.key]
+    except (OSError, UnicodeDecodeError):
+        return []
+
+
 def load_settings(
     checks: Sequence[SettingsCheck] = (),
     /,
@@ -805,7 +955,8 @@ def load_settings(
                     ConfigProblem(
                         ("TWITCH_CHANNEL",),
                         "TWITCH_CHANNEL is not set: give one channel login or a "
-                        "comma-separated list",
+                        "comma-separated list, in .env (first `cp .env.example .env`, then "
+                        "edit it) or in the environment",
                     )
                 )
         for check in checks:

@@ -4,8 +4,10 @@ The source is chosen by TWITCH_SOURCE: IRC (`sources/irc/`, the default) or Even
 (`sources/eventsub/`); both hand the same records to the same sink, so topics, keys,
 DLQ, buffer, health and shutdown do not depend on which one reads.
 
-Startup never waits for Kafka: records are enqueued (and, with the disk buffer, kept)
-until the broker answers, while `/readyz` says what is missing. Shutdown stops reading
+Startup never waits for Kafka: Twitch is read at once, and records wait in the buffer
+until the topics are known to exist with their configured partitions and settings
+(created if missing) — nothing is produced before, so no broker auto-creates a topic
+with its own defaults — while `/readyz` says what is missing. Shutdown stops reading
 Twitch first, then flushes, so every line read before the signal reaches Kafka.
 """
 
@@ -16,7 +18,9 @@ import contextlib
 import gc
 import signal
 import time
+from collections.abc import Coroutine
 from enum import IntEnum
+from typing import Any
 
 import structlog
 from confluent_kafka.admin import AdminClient
@@ -42,6 +46,8 @@ log = structlog.get_logger(__name__)
 # How often a failed topic check (broker down, topic missing) is tried again.
 _TOPIC_RECHECK_INTERVAL_S = 5.0
 _TOPIC_CHECK_TIMEOUT_S = 3.0
+# A shutdown flush this long (or with Kafka unreachable) says what it waits for.
+_SHUTDOWN_QUIET_S = 1.0
 
 
 class ExitCode(IntEnum):
@@ -67,7 +73,17 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     if settings.kafka_topic_dlq:
         names.append(settings.kafka_topic_dlq)
     return [
-        TopicSpec(name, settings.kafka_topic_partitions, settings.kafka_topic_replication_factor)
+        TopicSpec(
+            name,
+            settings.kafka_topic_partitions,
+            settings.kafka_topic_replication_factor,
+            warn_fewer_partitions=True,
+            fewer_partitions_effect=(
+                "channels are spread over fewer partitions, so fewer consumers of one "
+                "group can share them (a keyed topic cannot be re-partitioned without "
+                "moving channels between partitions)"
+            ),
+        )
         for name in names
     ]
 
@@ -103,6 +119,9 @@ class IngestionService:
         )
         self._topic_check = TopicCheck(False, frozenset(), {"*": "not checked yet"})
         self._stop_requested = asyncio.Event()
+        # A second SIGINT/SIGTERM during shutdown: stop without waiting for Kafka.
+        self._stop_now = asyncio.Event()
+        self._signal_hint = "Ctrl-C"
         self._started_at = time.monotonic()
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
@@ -142,10 +161,22 @@ class IngestionService:
                 loop.remove_signal_handler(sig)
             return failed
         eventsub = settings.twitch_source is SourceKind.EVENTSUB
+        if self.fleet is not None and settings.twitch_channel:
+            log.warning(
+                "twitch channel setting ignored in a fleet",
+                variable="TWITCH_CHANNEL",
+                hint="with CHANNEL_SOURCE=kafka the channels come from the control topic: "
+                "twitch-ingestion channels add …",
+            )
+        channels: dict[str, object] = (
+            {"control_topic": settings.kafka_topic_channels}
+            if self.fleet is not None
+            else {"channels": len(settings.twitch_channel)}
+        )
         log.info(
             "service starting",
             source=settings.twitch_source.value,
-            channels=len(settings.twitch_channel),
+            **channels,
             channel_source=settings.channel_source.value,
             twitch=settings.twitch_eventsub_url
             if eventsub
@@ -157,14 +188,15 @@ class IngestionService:
             kafka=settings.kafka_brokers,
             topic=settings.kafka_topic_chat_messages,
         )
+        # Until the topics are checked (and created), records wait in the buffer; the
+        # earlier run's unacknowledged records go first once they are.
+        self.sink.hold()
         background = [
             asyncio.create_task(self.producer.run_poller(), name="kafka-poller"),
             asyncio.create_task(self.sink.run_maintenance(), name="kafka-maintenance"),
             asyncio.create_task(self._keep_topics_checked(), name="kafka-topics"),
             asyncio.create_task(self._log_throughput(), name="stats"),
         ]
-        # What an earlier run read but Kafka never acknowledged goes first, in order.
-        await self.sink.replay_buffered()
         source_task = asyncio.create_task(self.source.run(), name="twitch-source")
         stop_task = asyncio.create_task(self._stop_requested.wait(), name="stop")
         watched: set[asyncio.Task[None] | asyncio.Task[bool]] = {source_task, stop_task}
@@ -182,13 +214,7 @@ class IngestionService:
             if source_task in done:
                 exit_code = _exit_code_for(source_task)
             elif done - {stop_task}:
-                ended = (done - {stop_task}).pop()
-                crashed = (
-                    "fleet membership failed"
-                    if ended.get_name() == "fleet"
-                    else "twitch token check failed"
-                )
-                exit_code = _exit_code_for(ended, crashed)
+                exit_code = _exit_code_for((done - {stop_task}).pop())
         finally:
             exit_code = await self._shutdown(exit_code, source_task, stop_task, background)
             await health.stop()
@@ -202,15 +228,23 @@ class IngestionService:
         try:
             await health.start()
         except HealthServerError as exc:
-            log.error(str(exc))
+            log.error("health server cannot start", problem=str(exc))
             return ExitCode.HEALTH_SERVER
         try:
             # Here, not in __init__: it takes the directory lock and may scan segments.
             self.buffer.open()
         except (DurableBufferError, OSError) as exc:
             await health.stop()
-            log.error(_buffer_problem(exc, self.settings))
+            log.error("buffer dir unusable", problem=_buffer_problem(exc, self.settings))
             return ExitCode.BUFFER
+        # Where unacknowledged records live, and how many an earlier run left there: they
+        # are only ever sent by a service started on this same directory.
+        log.info(
+            "buffer ready",
+            directory=str(self.settings.buffer_dir),
+            mode=self.settings.buffer_mode.value,
+            records_waiting=self.buffer.records,
+        )
         return None
 
     async def _shutdown(
@@ -220,16 +254,34 @@ class IngestionService:
         stop_task: asyncio.Task[bool],
         background: list[asyncio.Task[None]],
     ) -> ExitCode:
-        """Stop reading, then deliver what was read, within SHUTDOWN_TIMEOUT_S."""
-        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        """Stop reading, then deliver what was read, within SHUTDOWN_TIMEOUT_S — or less,
+        if a second signal asks to stop now (what is unacknowledged stays in the buffer)."""
+        timeout_s = self.settings.shutdown_timeout_s
+        deadline = time.monotonic() + timeout_s
         if self.fleet is not None:
             # First, so that no channel is added while the source winds down.
-            await self.fleet.stop()
+            await self._unless_stopped_now(self.fleet.stop())
         # Half the budget for a chunk the source is still handing over, the rest to flush.
-        await self.source.stop(grace_s=self.settings.shutdown_timeout_s / 2)
+        await self._unless_stopped_now(self.source.stop(grace_s=timeout_s / 2))
         await _cancel(source_task, stop_task)
-        while self.sink.pending and time.monotonic() < deadline:
-            await self.producer.flush(min(0.5, max(0.0, deadline - time.monotonic())))
+        flush_started = time.monotonic()
+        announced = False
+        while self.sink.pending and time.monotonic() < deadline and not self._stop_now.is_set():
+            if not announced and (
+                not self.producer.reachable
+                or self.sink.held
+                or time.monotonic() - flush_started >= _SHUTDOWN_QUIET_S
+            ):
+                # Otherwise the wait looks like a hang, with only Kafka errors to read.
+                announced = True
+                log.warning(
+                    "shutdown waiting for kafka",
+                    records=self.sink.pending,
+                    up_to_s=round(deadline - time.monotonic()),
+                    hint=f"{self._signal_hint} again to stop now; the records stay in the "
+                    "buffer and are sent on the next start",
+                )
+            await self.producer.flush(min(0.2, max(0.0, deadline - time.monotonic())))
             # Records can be pending outside librdkafka (waiting for the sink's redelivery),
             # and then flush returns at once without awaiting: let the sink's task run.
             await asyncio.sleep(0.01)
@@ -248,14 +300,25 @@ class IngestionService:
         )
         if undelivered:
             log.error(
-                "records not acknowledged by Kafka before SHUTDOWN_TIMEOUT_S; "
-                "they stay in the buffer and are delivered on the next start",
+                "records left in the buffer",
                 records=undelivered,
+                reason="stopped at once (second signal)"
+                if self._stop_now.is_set()
+                else f"SHUTDOWN_TIMEOUT_S={timeout_s:g} ran out",
                 buffer_mode=self.settings.buffer_mode.value,
+                buffer_dir=str(self.settings.buffer_dir),
+                hint="sent first by the next start on this BUFFER_DIR",
             )
             if exit_code is ExitCode.OK:
                 exit_code = ExitCode.FAILURE
         return exit_code
+
+    async def _unless_stopped_now(self, step: Coroutine[Any, Any, None]) -> None:
+        """Run a shutdown step, cut short by a second signal."""
+        task = asyncio.ensure_future(step)
+        stop_now = asyncio.ensure_future(self._stop_now.wait())
+        await asyncio.wait({task, stop_now}, return_when=asyncio.FIRST_COMPLETED)
+        await _cancel(task, stop_now)
 
     def _source_dead_letters(self) -> int:
         if self.encoder is not None:
@@ -270,8 +333,18 @@ class IngestionService:
         return REGISTRY.get_sample_value("twitch_lines_received_total") or 0.0
 
     def _on_signal(self, sig: signal.Signals) -> None:
-        log.info("shutdown requested", signal=sig.name)
-        self._stop_requested.set()
+        if not self._stop_requested.is_set():
+            self._signal_hint = "Ctrl-C" if sig is signal.SIGINT else sig.name
+            log.info("shutdown requested", signal=sig.name)
+            self._stop_requested.set()
+        elif not self._stop_now.is_set():
+            log.warning(
+                "stopping now",
+                signal=sig.name,
+                records_in_buffer=self.sink.pending,
+                buffer_dir=str(self.settings.buffer_dir),
+            )
+            self._stop_now.set()
 
     async def _keep_topics_checked(self) -> None:
         # librdkafka's own logs off (log_level 2): nothing polls this client, so they would
@@ -291,10 +364,12 @@ class IngestionService:
             if check.problems != self._topic_check.problems:
                 for topic, problem in check.problems.items():
                     log.error("kafka topic problem", topic=topic, problem=problem)
-                if check.ok:
-                    log.info("kafka topics ready", topics=sorted(s.name for s in specs))
             self._topic_check = check
             if check.ok:
+                for topic, warning in check.warnings.items():
+                    log.warning("kafka topic warning", topic=topic, warning=warning)
+                log.info("kafka topics ready", topics=sorted(s.name for s in specs))
+                self.sink.release()
                 return
             await asyncio.sleep(_TOPIC_RECHECK_INTERVAL_S)
 
@@ -333,7 +408,7 @@ def _tune_garbage_collector() -> None:
 
 
 def _exit_code_for(
-    source_task: asyncio.Task[None] | asyncio.Task[bool], crashed: str = "twitch source crashed"
+    source_task: asyncio.Task[None] | asyncio.Task[bool],
 ) -> ExitCode:
     error = source_task.exception()
     if error is None:
@@ -361,10 +436,20 @@ def _exit_code_for(
         # Already logged by the source as it gave up ("twitch source gave up").
         return ExitCode.TWITCH_GAVE_UP
     if isinstance(error, FleetError):  # its message says what to fix: no traceback
-        log.error(crashed, error=str(error))
+        _log_task_failure(source_task.get_name(), error=str(error))
         return ExitCode.FAILURE
-    log.error(crashed, error=repr(error), exc_info=error)
+    _log_task_failure(source_task.get_name(), error=repr(error), exc_info=error)
     return ExitCode.FAILURE
+
+
+def _log_task_failure(task: str, **fields: Any) -> None:
+    """One error line for a task of the service that ended with an exception."""
+    if task == "fleet":
+        log.error("fleet membership failed", **fields)
+    elif task == "twitch-token":
+        log.error("twitch token check failed", **fields)
+    else:
+        log.error("twitch source crashed", **fields)
 
 
 def _buffer_problem(exc: Exception, settings: Settings) -> str:

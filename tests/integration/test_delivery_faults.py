@@ -572,7 +572,7 @@ def test_full_buffer_with_drop_newest_policy_counts_and_warns(
     kept = pending_records(env) - ROOMSTATES
     assert dropped > 0
     assert kept + dropped == COUNT * len(CHANNELS), "every record is kept or counted"
-    warning = service.wait_for_log("buffer full; records dropped")
+    warning = service.wait_for_log("buffer full records dropped")
     assert warning["level"] == "warning"
 
     kafka.start()
@@ -614,7 +614,7 @@ def test_truncated_segment_delivers_every_intact_record_and_warns_about_the_cut(
 
     kafka.start()
     second = start_service(env)
-    warning = second.wait_for_log("buffer_segment_tail_cut")
+    warning = second.wait_for_log("buffer segment tail cut")
     assert warning["level"] == "warning"
     assert warning["segment"] == segment.name
     assert warning["records_lost"] == 1

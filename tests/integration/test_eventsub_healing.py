@@ -280,9 +280,9 @@ def test_helix_answering_503_to_every_create_for_20_s_ends_with_every_channel_su
     )
     assert_exactly_once(records, CHANNELS, 100)
     events = service.log_events()
-    assert log_channels(events, "eventsub-channel-unsubscribed") == set(CHANNELS)
-    assert log_channels(events, "eventsub-channel-subscribed") == set(CHANNELS)
-    assert "eventsub-channel-not-read" not in {e["event"] for e in events}
+    assert log_channels(events, "eventsub channel unsubscribed") == set(CHANNELS)
+    assert log_channels(events, "eventsub channel subscribed") == set(CHANNELS)
+    assert "eventsub channel not read" not in {e["event"] for e in events}
     assert service.stop(signal.SIGTERM) == 0
 
 
@@ -330,7 +330,7 @@ def test_a_reconnect_while_the_dead_session_still_counts_drops_nothing_and_never
         )
         > 0
     )
-    reported = [e for e in service.log_events() if e["event"] == "eventsub-channel-not-read"]
+    reported = [e for e in service.log_events() if e["event"] == "eventsub channel not read"]
     assert {e["reason"] for e in reported} == {"limit-exceeded"}
     assert all("transports limit exceeded" in e["detail"] for e in reported)
     assert service.stop(signal.SIGTERM) == 0
@@ -397,7 +397,7 @@ def test_helix_and_the_websocket_unreachable_for_30_s_never_exit_and_recover(
     eventsub.start_numbered(CHANNELS, count=20)  # said while nobody can be subscribed
     wait_until(lambda: readyz(env)[0] == 503, "/readyz 503 while Twitch is unreachable")
     wait_until(
-        lambda: sum(e["event"] == "eventsub-reconnect" for e in service.log_events()) >= 3,
+        lambda: sum(e["event"] == "eventsub reconnect" for e in service.log_events()) >= 3,
         "reconnect attempts",
     )
     wait_until(subscribed(eventsub, 3), "subscribed again", within_s=UNREACHABLE_S + 60)
@@ -410,7 +410,7 @@ def test_helix_and_the_websocket_unreachable_for_30_s_never_exit_and_recover(
         kafka_brokers, topics["KAFKA_TOPIC_CHAT_MESSAGES"], expected=120, timeout_s=60
     )
     assert_exactly_once(records, CHANNELS, 40)
-    reconnects = [e for e in service.log_events() if e["event"] == "eventsub-reconnect"]
+    reconnects = [e for e in service.log_events() if e["event"] == "eventsub reconnect"]
     assert any("connect" in str(e.get("failing")) for e in reconnects), reconnects[-3:]
     assert max(e["retry_in_s"] for e in reconnects) <= 2 * 1.2  # the backoff's cap
     assert "twitch authentication failed" not in {e["event"] for e in service.log_events()}

@@ -291,7 +291,7 @@ def test_unknown_login_cost_refusal_and_429_are_reported_and_the_rest_flows(
     reported = {
         e["channel"]: e["reason"]
         for e in service.log_events()
-        if e["event"] == "eventsub-channel-not-read"
+        if e["event"] == "eventsub channel not read"
     }
     assert reported == {"nosuchuser": "unknown-login", "expensive": "limit-exceeded"}
     assert metric(env, "eventsub_helix_rate_limited_total") == 2
@@ -400,6 +400,6 @@ def test_when_no_configured_channel_can_be_read_the_service_exits_4_naming_the_v
     assert "TWITCH_CHANNEL" in gave_up[0]["error"]
     assert "Traceback" not in service.logs()
     reported = {
-        e["channel"] for e in service.log_events() if e["event"] == "eventsub-channel-not-read"
+        e["channel"] for e in service.log_events() if e["event"] == "eventsub channel not read"
     }
     assert reported == set(channels)

@@ -50,10 +50,10 @@ def test_auto_without_the_extension_runs_python_and_says_so_once() -> None:
         encoder = IrcRecordEncoder.from_settings(settings, NullRecordSink())
     assert encoder.hot_path == "python"
     assert compiled_line_reader("auto") is None
-    said = [entry for entry in logs if entry["event"].startswith("IRC hot path")]
+    said = [entry for entry in logs if entry["event"] == "irc hot path"]
     assert len(said) == 1
     assert said[0]["path"] == "python"
-    assert "not installed" in said[0]["event"]
+    assert "not installed" in said[0]["reason"]
     assert _hot_path_metric("python") == 1.0
     assert _hot_path_metric("compiled") is None
 
@@ -65,9 +65,7 @@ def test_hot_path_python_never_touches_the_extension() -> None:
     assert encoder.hot_path == "python"
     assert compiled_line_reader("python") is None
     assert compiled_chat_encoder("python", schema_version=1, ingested_via="irc") is None
-    assert [entry["path"] for entry in logs if entry["event"].startswith("IRC hot path")] == [
-        "python"
-    ]
+    assert [entry["path"] for entry in logs if entry["event"] == "irc hot path"] == ["python"]
     assert _hot_path_metric("python") == 1.0
 
 
@@ -79,8 +77,6 @@ def test_with_the_extension_auto_and_compiled_run_it_and_metrics_say_so(choice: 
         encoder = IrcRecordEncoder.from_settings(settings, NullRecordSink())
     assert encoder.hot_path == "compiled"
     assert compiled_line_reader(settings.hot_path) is not None
-    assert [entry["path"] for entry in logs if entry["event"].startswith("IRC hot path")] == [
-        "compiled"
-    ]
+    assert [entry["path"] for entry in logs if entry["event"] == "irc hot path"] == ["compiled"]
     assert _hot_path_metric("compiled") == 1.0
     assert _hot_path_metric("python") is None  # one path at a time

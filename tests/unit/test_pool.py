@@ -517,7 +517,7 @@ async def test_stop_abandons_a_sink_blocked_past_the_grace_period(sim: TwitchSim
         await asyncio.wait_for(task, 10)
 
     assert [e["event"] for e in logs if "abandoning" in e["event"]] == [
-        "twitch source: sink still blocked at shutdown; abandoning chunks"
+        "twitch source abandoning chunks at shutdown"
     ]
     assert not any(name.endswith("-reader") for name in source_tasks())
     await eventually(lambda: source_tasks() == [])

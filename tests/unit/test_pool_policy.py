@@ -294,7 +294,7 @@ def test_malformed_lines_log_the_first_per_reason_then_a_summary_per_interval() 
         malformed.record(b"bad", "test-reason", now=111.0)
 
     assert [entry["event"] for entry in logs] == [
-        "malformed twitch line; sent to the dead-letter sink",
+        "malformed twitch line dead-lettered",
         "malformed twitch lines since last report",
     ]
     assert logs[0]["sample"] == "\\xffbad"

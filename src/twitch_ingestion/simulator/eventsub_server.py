@@ -44,11 +44,9 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import logging
 import math
 import secrets
 import ssl
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -57,8 +55,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import structlog
 from aiohttp import WSMsgType, web
 
+from twitch_ingestion.config import LogFormat
+from twitch_ingestion.logging import configure_logging
 from twitch_ingestion.simulator.chatgen import ChatGenerator
 from twitch_ingestion.simulator.loop_thread import SimulatorOnThread
 from twitch_ingestion.simulator.streams import NUMBERED_SENDER
@@ -75,7 +76,7 @@ __all__ = [
     "privmsg_event",
 ]
 
-logger = logging.getLogger("twitch_ingestion.simulator.eventsub")
+log = structlog.get_logger(__name__)
 
 CHAT_TYPES = (
     "channel.chat.message",
@@ -1442,7 +1443,11 @@ class EventSubSimulatorThread(SimulatorOnThread[EventSubSimulator]):
 
 
 # ---------------------------------------------------------------------------------------
-# Standalone: `python -m twitch_ingestion.simulator.eventsub_server`
+# Standalone: `python -m twitch_ingestion.simulator.eventsub_server` (`make simulate-eventsub`)
+
+# Not 8080 (the service's HEALTH_PORT), 6667 (the IRC simulator) or 9092/9093 (Kafka):
+# the simulator, the service and the broker run side by side on one machine.
+DEFAULT_STANDALONE_PORT = 7080
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1452,14 +1457,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="A local Twitch EventSub (WebSocket, OAuth and Helix) for demos and tests.",
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080, help="0: any free port")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_STANDALONE_PORT,
+        help="0: any free port (default %(default)s)",
+    )
     parser.add_argument(
         "--channels", default="", help="comma-separated logins to generate chat for"
     )
     parser.add_argument("--rate", type=float, default=5.0, help="generated messages a second")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    configure_logging("info", LogFormat.AUTO)  # the service's log format
     config = EventSubSimulatorConfig(host=args.host, port=args.port)
     channels = [c.strip() for c in args.channels.split(",") if c.strip()]
     with contextlib.suppress(KeyboardInterrupt):
@@ -1474,6 +1484,7 @@ async def _serve(
         token = simulator.issue_token()
         # stdout carries what this command is for: the settings (a simulator-only token).
         settings = {
+            "TWITCH_SOURCE": "eventsub",
             "TWITCH_CLIENT_ID": config.client_id,
             "TWITCH_OAUTH_TOKEN": token.access_token,
             "TWITCH_CLIENT_SECRET": config.client_secret,
@@ -1482,7 +1493,7 @@ async def _serve(
         }
         for name, value in settings.items():
             print(f"{name}={value}", flush=True)
-        logger.info("EventSub simulator on %s", simulator.base_url)
+        log.info("eventsub simulator listening", url=simulator.base_url)
         if channels and rate > 0:
             simulator.start_generated(channels, count=None, rate=rate, seed=seed)
         await asyncio.Event().wait()

@@ -191,17 +191,21 @@ class TokenKeeper:
         now = self._clock()
         self.validations += 1
         result = interpret_validation(
-            response, client_id=self._client_id, required_scope=self._scope, now=now
+            response,
+            client_id=self._client_id,
+            required_scope=self._scope,
+            now=now,
+            auth_url=self._auth_url,
         )
         if isinstance(result, ValidToken):
             self.valid = result
             self.schedule.validated(result)
-            log.info("twitch-token-valid", status=self.schedule.describe_remaining(now))
+            log.info("twitch token valid", status=self.schedule.describe_remaining(now))
             return None
         decision = self.schedule.validation_failed(result, now)
         if isinstance(decision, TokenError):
             return decision
-        log.warning("twitch-token-validate-failed", reason=result.reason, detail=result.message)
+        log.warning("twitch token validate failed", reason=result.reason, detail=result.message)
         return None
 
     async def _refresh_now(self) -> TokenError | None:
@@ -216,7 +220,7 @@ class TokenKeeper:
             )
         )
         now = self._clock()
-        result = interpret_refresh(response)
+        result = interpret_refresh(response, self._auth_url)
         if isinstance(result, RefreshedToken):
             self._access = result.access_token
             if result.refresh_token:
@@ -225,9 +229,9 @@ class TokenKeeper:
             self.refreshes += 1
             if self._on_refreshed is not None:
                 self._on_refreshed(result.access_token)
-            log.info("twitch-token-refreshed", status=self.schedule.describe_remaining(now))
+            log.info("twitch token refreshed", status=self.schedule.describe_remaining(now))
             return None
         error = self.schedule.refresh_failed(result, now)
         if error is None:
-            log.warning("twitch-token-refresh-failed", reason=result.reason, detail=result.message)
+            log.warning("twitch token refresh failed", reason=result.reason, detail=result.message)
         return error

@@ -656,7 +656,7 @@ class EventSubClient:
         keeper = self.keeper
         if keeper is None:
             return
-        log.info("twitch-token-validate-now", reason=why)
+        log.info("twitch token validate now", reason=why)
 
         async def validate() -> None:
             error = await keeper.validate_now()
@@ -681,7 +681,7 @@ class EventSubClient:
             self._ever_subscribed = True
             if was_failing:
                 was = before.failure.reason if before is not None and before.failure else ""
-                log.info("eventsub-channel-subscribed", channel=login, was=was)
+                log.info("eventsub channel subscribed", channel=login, was=was)
             self._forget_reports(login)
             return
         failure = after.failure
@@ -697,7 +697,7 @@ class EventSubClient:
             self.report(failure.problem(login))
         else:
             log.warning(
-                "eventsub-channel-unsubscribed",
+                "eventsub channel unsubscribed",
                 channel=login,
                 reason=failure.reason,
                 detail=failure.message,
@@ -736,7 +736,7 @@ class EventSubClient:
         self._reported.add(key)
         self.stats.problems.append(problem)
         log.warning(
-            "eventsub-channel-not-read",
+            "eventsub channel not read",
             channel=problem.channel,
             reason=problem.reason,
             detail=problem.message,
@@ -751,7 +751,7 @@ class EventSubClient:
         EVENTSUB_SUBSCRIPTION_FAILURES.labels(failed.failure.reason).inc()
         self.stats.subscription_failures += 1
         log.debug(
-            "eventsub-subscription-failed",
+            "eventsub subscription failed",
             channel=failed.login,
             subscription_type=failed.subscription_type,
             reason=failed.failure.reason,
@@ -791,7 +791,7 @@ class EventSubClient:
             if response.status == 429 and response.header("Ratelimit-Remaining") in ("0", None):
                 self.stats.rate_limited += 1
                 log.warning(
-                    "helix-rate-limited",
+                    "helix rate limited",
                     retry_in_s=round(self._limiter.delay(self._wall()), 2),
                     path=request.url.rsplit("/", 2)[-1].split("?")[0],
                 )
@@ -816,7 +816,7 @@ class EventSubClient:
         ):
             delay = max(delay, min(limiter.reset_at - now, _BUCKET_MAX_WAIT_S))
         if delay > 0:
-            log.info("eventsub-waiting-for-helix-bucket", calls=calls, wait_s=round(delay, 2))
+            log.info("eventsub waiting for helix bucket", calls=calls, wait_s=round(delay, 2))
             await asyncio.sleep(delay)
 
     async def list_subscriptions(
@@ -889,7 +889,7 @@ class EventSubClient:
                     else f"Helix Get Users answered {answer.status} {answer.message}".rstrip()
                 )
                 log.warning(
-                    "eventsub-users-lookup-failed",
+                    "eventsub users lookup failed",
                     channels=len(batch),
                     detail=detail,
                     retry_in_s=round(delay, 2),
@@ -1025,7 +1025,7 @@ class _Connection:
             if isinstance(item, SourceFailure):
                 return item
             if isinstance(item, _NothingLeft):
-                log.info("eventsub-connection-closed", connection=self.index, reason="no channels")
+                log.info("eventsub connection closed", connection=self.index, reason="no channels")
                 await self.close()
                 return None
             failure = await self._carry_out(item)
@@ -1040,7 +1040,7 @@ class _Connection:
             )
         elif isinstance(action, OpenReconnectUrl):
             self.client.stats.migrations += 1
-            log.info("eventsub-session-reconnect", connection=self.index)
+            log.info("eventsub session reconnect", connection=self.index)
             self._open(action.url)
         elif isinstance(action, CloseOldSocket):
             ws = self._sockets.get(action.socket)
@@ -1068,7 +1068,7 @@ class _Connection:
         delay = self._backoff.next_delay() if action.kind is ReconnectKind.BACKOFF else 0.0
         failing = self._connect_error or _last_failure(self.reconciler.statuses())
         log.warning(
-            "eventsub-reconnect",
+            "eventsub reconnect",
             connection=self.index,
             reason=action.reason,
             channels_unsubscribed=subscribed,
@@ -1086,7 +1086,7 @@ class _Connection:
         if not self.reconciler.wants_session(self._clock()):
             if not self._idle:
                 log.info(
-                    "eventsub-connection-idle",
+                    "eventsub connection idle",
                     connection=self.index,
                     detail="every channel of this connection was refused; trying again on"
                     " the re-check schedule (TWITCH_JOIN_RETRY_INTERVAL_S)",
@@ -1121,7 +1121,7 @@ class _Connection:
             elif isinstance(output, SubscribeLate):
                 last = output.last
                 log.warning(
-                    "eventsub-subscribe-slow",
+                    "eventsub subscribe slow",
                     connection=self.index,
                     detail="no subscription was created in the time Twitch allows after the"
                     f" welcome (at most {SUBSCRIBE_DEADLINE_S:g} s), so Twitch closes this"
@@ -1141,7 +1141,7 @@ class _Connection:
         self.first_round.set()
         if settled.subscriptions:
             log.info(
-                "eventsub-subscribed",
+                "eventsub subscribed",
                 connection=self.index,
                 channels=settled.channels,
                 subscriptions=settled.subscriptions,
@@ -1197,7 +1197,7 @@ class _Connection:
         assert not isinstance(found, SourceFailure)
         if isinstance(found, HelixRefusal):
             log.warning(
-                "eventsub-subscription-check-failed",
+                "eventsub subscription check failed",
                 connection=self.index,
                 status=found.status,
                 detail=found.message,
@@ -1224,7 +1224,7 @@ class _Connection:
         elif refusal is not None:
             # A leftover on our session is found again by the periodic check.
             log.warning(
-                "eventsub-unsubscribe-failed",
+                "eventsub unsubscribe failed",
                 connection=self.index,
                 channel=action.login,
                 status=response.status,
@@ -1254,7 +1254,7 @@ class _Connection:
     def _revoked(self, action: Revoked) -> None:
         self.client.stats.revocations += 1
         log.warning(
-            "eventsub-subscription-revoked",
+            "eventsub subscription revoked",
             subscription_type=action.subscription_type,
             broadcaster_user_id=action.broadcaster_user_id,
             reason=action.reason,
@@ -1292,7 +1292,7 @@ class _Connection:
             )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self._connect_error = f"connect: {type(exc).__name__}"
-            log.warning("eventsub-connect-failed", connection=self.index, error=type(exc).__name__)
+            log.warning("eventsub connect failed", connection=self.index, error=type(exc).__name__)
             self._apply(self.session.socket_closed(number, None, self._clock()))
             return
         self._sockets[number] = ws

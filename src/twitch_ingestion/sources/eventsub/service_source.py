@@ -178,7 +178,7 @@ class SinkOutput:
         self.dropped += 1
         BUFFER_DROPPED.labels(reason="buffer_full").inc()
         self._errors.warning(
-            "buffer full; records dropped",
+            "buffer full records dropped",
             "buffer_full",
             held=len(self._pending),
             policy="drop_newest",

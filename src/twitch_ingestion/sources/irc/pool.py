@@ -209,8 +209,9 @@ class TwitchSource:
                 await asyncio.wait_for(finished.wait(), grace_s)
             if not finished.is_set():
                 log.warning(
-                    "twitch source: sink still blocked at shutdown; abandoning chunks",
+                    "twitch source abandoning chunks at shutdown",
                     grace_s=grace_s,
+                    reason="sink still blocked",
                 )
                 self._owner.cancel_deliveries()
         await finished.wait()

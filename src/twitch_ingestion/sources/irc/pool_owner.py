@@ -358,7 +358,8 @@ class PoolOwner:
         slot.backoff.record_failure()
         if command.replacement:
             log.warning(
-                "twitch replacement connection failed; falling back to reconnecting",
+                "twitch replacement connection failed",
+                action="falling back to reconnecting",
                 connection=slot.name,
                 error=str(error),
             )
@@ -379,7 +380,8 @@ class PoolOwner:
             return
         delay = slot.backoff.next_delay()
         log.warning(
-            "twitch connect failed; retrying",
+            "twitch connect failed",
+            action="retrying",
             connection=slot.name,
             error=str(error),
             attempt=slot.backoff.failures,
@@ -437,7 +439,8 @@ class PoolOwner:
         RECONNECTS.labels(cause=label).inc()
         delay = slot.backoff.next_delay()
         log.warning(
-            "twitch connection lost; reconnecting",
+            "twitch connection lost",
+            action="reconnecting",
             connection=conn.name,
             cause=label,
             connected_for_s=round(healthy_for, 3),
@@ -456,7 +459,11 @@ class PoolOwner:
             return
         slot.reconnect_asked.discard(old)
         RECONNECTS.labels(cause="server_reconnect").inc()
-        log.info("twitch asked us to reconnect; opening a replacement first", connection=old.name)
+        log.info(
+            "twitch asked us to reconnect",
+            connection=old.name,
+            action="opening a replacement first",
+        )
         # Filtering starts before the new socket joins anything: from its first JOIN on,
         # a line can arrive on both.
         slot.route.dedup = RecentIds()
@@ -609,7 +616,8 @@ class PoolOwner:
         self._step_handover(slot)
         if first:
             log.warning(
-                "twitch channel could not be joined; will retry",
+                "twitch channel could not be joined",
+                action="will retry",
                 channel=channel,
                 reason=reason,
                 retry_in_s=slot.plan.retry_interval_s,

@@ -100,14 +100,15 @@ class IrcRecordEncoder:
         HOT_PATH_INFO.clear()
         HOT_PATH_INFO.labels(encoder.hot_path).set(1)
         if encoder.hot_path == "compiled":
-            log.info("IRC hot path: compiled", path="compiled", extension=EXTENSION_MODULE)
+            log.info("irc hot path", path="compiled", extension=EXTENSION_MODULE)
         elif settings.hot_path == "python":
-            log.info("IRC hot path: pure Python (HOT_PATH=python)", path="python")
+            log.info("irc hot path", path="python", reason="HOT_PATH=python")
         else:
             log.info(
-                "IRC hot path: pure Python; the compiled extension is not installed "
-                "(`make install` builds it when cargo is present)",
+                "irc hot path",
                 path="python",
+                reason="the compiled extension is not installed (`make install` builds it "
+                "when cargo is present)",
                 extension=EXTENSION_MODULE,
             )
         return encoder
