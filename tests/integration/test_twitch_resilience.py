@@ -383,7 +383,7 @@ def test_stalled_connection_is_declared_dead_by_keepalive_and_replaced(
     assert all(len(numbers) >= 120 for numbers in expected.values())
 
     _, metrics = _http_get(health_port, "/metrics")
-    assert 'twitch_reconnects_total{cause="keepalive_timeout"} 1.0' in metrics
+    assert 'twitch_ingestion_irc_reconnects_total{cause="keepalive_timeout"} 1.0' in metrics
     status, ready = _http_get(health_port, "/readyz")
     assert status == 200, ready
     _assert_clean_stop(service)
@@ -705,7 +705,7 @@ def test_the_token_never_appears_in_logs_errors_metrics_or_records(
     logs = service.logs()
     assert _events(service, "twitch connection lost; reconnecting")
     assert '"level": "debug"' in logs, "LOG_LEVEL=debug was not in effect"
-    assert "twitch_reconnects_total" in scraped[0]
+    assert "twitch_ingestion_irc_reconnects_total" in scraped[0]
     places = {
         "service output": logs,
         "/metrics": scraped[0],

@@ -33,7 +33,7 @@ import structlog
 from twitch_ingestion.channels import normalise_logins
 from twitch_ingestion.config import Settings
 from twitch_ingestion.log_throttle import ThrottledLogger
-from twitch_ingestion.metrics import DEAD_LETTERS, EVENTSUB, MESSAGES_PARSED
+from twitch_ingestion.metrics import DEAD_LETTERS, EVENTSUB
 from twitch_ingestion.records import (
     DLQ_HEADER_REASON,
     DLQ_HEADER_RECEIVED_AT,
@@ -102,7 +102,6 @@ class SinkOutput:
         self._room.set()
         self._closing = False
         self._key_cache: dict[str, bytes] = {}
-        self._parsed = MESSAGES_PARSED.labels("routed")
         self._errors = ThrottledLogger(log, interval_s=10.0)
         self.dead_lettered = 0
         self.failed_channels: dict[str, str] = {}
@@ -177,7 +176,6 @@ class SinkOutput:
             self._wake.clear()
             while self._pending:
                 batch, self._pending = self._pending, []
-                self._parsed.inc(len(batch))
                 await self._sink.deliver(batch)
                 if len(self._pending) < self._high_water:
                     self._room.set()
@@ -290,7 +288,7 @@ class EventSubSource:
         )
 
     def counters(self) -> dict[str, float]:
-        """What `/metrics` shows as `eventsub_*` (read at scrape time only)."""
+        """What `/metrics` shows as `twitch_ingestion_eventsub_*` (read at scrape time)."""
         client = self.client
         stats = client.stats
         keeper = client.keeper
