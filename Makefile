@@ -12,13 +12,20 @@ NATIVE_SOURCES := native/Cargo.toml native/Cargo.lock native/pyproject.toml $(wi
 # cargo on PATH, else where rustup puts it (a non-login shell, CI, may not have it on PATH).
 CARGO := $(or $(shell command -v cargo 2>/dev/null),$(wildcard $(HOME)/.cargo/bin/cargo))
 
+# promtool checks monitoring/ (make test-monitoring); built from the Go module proxy at this
+# version (Prometheus 3.16.0, the image of docker-compose.yml's monitoring profile) into a
+# cache of its own; `make clean` keeps it. Without go, those checks are skipped.
+PROMTOOL_VERSION := v0.316.0
+PROMTOOL := .tools/promtool-$(PROMTOOL_VERSION)/promtool
+GO := $(or $(shell command -v go 2>/dev/null),$(wildcard /usr/local/go/bin/go))
+
 # The local broker is started unless KAFKA_BROKERS (env, else .env) points elsewhere
 # than the local default localhost:9092.
 EFFECTIVE_BROKERS := $(or $(KAFKA_BROKERS),$(shell sed -n 's/^KAFKA_BROKERS=//p' .env 2>/dev/null | tail -n 1),localhost:9092)
 LOCAL_BROKER := $(filter localhost:9092 127.0.0.1:9092,$(strip $(EFFECTIVE_BROKERS)))
 
 .PHONY: help install broker broker-stop run demo simulate tail test test-unit lint format \
-        type-check build dev bench clean
+        type-check build dev bench clean promtool test-monitoring tmux
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -81,7 +88,38 @@ type-check: install ## mypy --strict over src, tests and bench
 PYTHON_PATH_TESTS := tests/unit tests/integration/test_end_to_end.py \
 	tests/integration/test_event_routing.py tests/integration/test_buffer_disk_full.py
 
-test: install broker lint type-check ## everything: lint, types, unit + integration tests (real Kafka), on both hot paths
+$(PROMTOOL):
+	@if [ -n "$(GO)" ]; then \
+		echo "building promtool $(PROMTOOL_VERSION) from the Go module proxy into $(dir $(PROMTOOL)) (once)"; \
+		GOBIN=$(abspath $(dir $(PROMTOOL))) $(GO) install \
+			github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION); \
+	fi
+
+promtool: $(PROMTOOL) ## build the pinned promtool (needs go) into .tools/
+
+test-monitoring: promtool ## promtool: check the scrape config and alert rules of monitoring/, run their unit tests
+	@if [ -x $(PROMTOOL) ]; then \
+		$(PROMTOOL) check config --lint=all monitoring/prometheus/prometheus.yml && \
+		$(PROMTOOL) check rules --lint=all monitoring/prometheus/alerts.yml && \
+		cd monitoring/prometheus && $(abspath $(PROMTOOL)) test rules alerts_test.yml; \
+	else \
+		echo "go not found: skipping promtool's checks of monitoring/ (install Go ≥ 1.24 to run them)"; \
+	fi
+
+# tmux drives `twitch-ingestion top` in its test: installed with apt-get when missing and
+# running as root; otherwise that test is skipped, and this says why.
+tmux:
+	@command -v tmux >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing tmux (apt-get) for the top command's screen test"; \
+			apt-get install -y -qq tmux >/dev/null 2>&1 || \
+			{ apt-get update -qq >/dev/null && apt-get install -y -qq tmux >/dev/null; }; \
+		else \
+			echo "tmux not found (and not root to apt-get it): the top screen test is skipped"; \
+		fi; \
+	}
+
+test: install broker lint type-check test-monitoring tmux ## everything: lint, types, promtool, unit + integration tests (real Kafka), on both hot paths
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 	@if [ -z "$(PYTEST_ARGS)" ] && $(BIN)/python -c 'import twitch_ingestion_native' 2>/dev/null; then \
 		echo "again on the pure-Python hot path (HOT_PATH=python), the reference:"; \
@@ -102,4 +140,5 @@ bench: install broker ## run the benchmarks (bench/README.md)
 
 clean: ## remove the venv, caches and build output (keeps the broker's jar cache)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist src/*.egg-info
+	@# .tools (promtool) is kept too: `rm -rf .tools` to build it again
 	@# native/target (cargo's build cache) is kept: `rm -rf native/target` for a cold build

@@ -325,6 +325,23 @@ DELIVERY_ERRORS = Counter(
     ["error"],
     registry=REGISTRY,
 )
+# librdkafka's timeout and the errors the sink reads as permanent (kafka/sink.py), by the
+# names `KafkaError.name()` gives; other errors add their own series when they happen.
+_initialise(
+    DELIVERY_ERRORS,
+    (
+        "_MSG_TIMED_OUT",
+        "UNKNOWN_TOPIC_OR_PART",
+        "NOT_ENOUGH_REPLICAS",
+        "MSG_SIZE_TOO_LARGE",
+        "RECORD_LIST_TOO_LARGE",
+        "INVALID_RECORD",
+        "TOPIC_AUTHORIZATION_FAILED",
+        "CLUSTER_AUTHORIZATION_FAILED",
+        "TOPIC_EXCEPTION",
+        "_INVALID_ARG",
+    ),
+)
 PRODUCER_QUEUE_DEPTH = Gauge(
     "twitch_ingestion_kafka_producer_queue_records",
     "Records handed to librdkafka and not yet acknowledged",

@@ -91,13 +91,17 @@ def parse_scrape(url: str, at: float, text: str) -> Scrape:
     hot_path = next(iter(by_label("twitch_ingestion_hot_path_info", "path")), "")
     buckets = sorted(
         (_bound(le), count)
-        for le, count in by_label("twitch_ingestion_kafka_delivery_latency_seconds_bucket", "le").items()
+        for le, count in by_label(
+            "twitch_ingestion_kafka_delivery_latency_seconds_bucket", "le"
+        ).items()
     )
     ready = by_label("twitch_ingestion_ready", "component")
     return Scrape(
         url=url,
         at=at,
-        records_read=sum(total("twitch_ingestion_records_built_total", kind=k) for k in _KINDS_READ),
+        records_read=sum(
+            total("twitch_ingestion_records_built_total", kind=k) for k in _KINDS_READ
+        ),
         acknowledged=sum(
             total("twitch_ingestion_kafka_records_acknowledged_total", kind=k) for k in _KINDS_READ
         ),
@@ -203,13 +207,17 @@ class InstanceRates:
                 if figures.last_record_at is None
                 else max(0.0, now.at - figures.last_record_at)
             )
-            silent = quiet_s is None or quiet_s >= quiet_after_s
+            messages_per_s = rate(figures.messages, old.messages)
+            events_per_s = rate(figures.events, old.events)
+            silent = (quiet_s is None or quiet_s >= quiet_after_s) and not (
+                messages_per_s or events_per_s
+            )
             rows.append(
                 ChannelRow(
                     channel=channel,
                     instance=instance,
-                    messages_per_s=rate(figures.messages, old.messages),
-                    events_per_s=rate(figures.events, old.events),
+                    messages_per_s=messages_per_s,
+                    events_per_s=events_per_s,
                     dead_letters=figures.dead_letters,
                     quiet_s=quiet_s,
                     joined=figures.joined,
