@@ -13,10 +13,12 @@ NATIVE_SOURCES := native/Cargo.toml native/Cargo.lock native/pyproject.toml $(wi
 CARGO := $(or $(shell command -v cargo 2>/dev/null),$(wildcard $(HOME)/.cargo/bin/cargo))
 
 # promtool checks monitoring/ (make test-monitoring); built from the Go module proxy at this
-# version (Prometheus 3.16.0, the image of docker-compose.yml's monitoring profile) into a
-# cache of its own; `make clean` keeps it. Without go, those checks are skipped.
+# version (Prometheus 3.16.0, the image of docker-compose.yml's monitoring profile) once,
+# into a cache outside the checkout (a fresh clone on the same machine reuses it; building
+# takes minutes). Without go, those checks are skipped with one line.
 PROMTOOL_VERSION := v0.316.0
-PROMTOOL := .tools/promtool-$(PROMTOOL_VERSION)/promtool
+TOOLS_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/twitch-ingestion
+PROMTOOL := $(TOOLS_CACHE)/promtool-$(PROMTOOL_VERSION)/promtool
 GO := $(or $(shell command -v go 2>/dev/null),$(wildcard /usr/local/go/bin/go))
 
 # The local broker is started unless KAFKA_BROKERS (env, else .env) points elsewhere
@@ -95,13 +97,13 @@ $(PROMTOOL):
 			github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION); \
 	fi
 
-promtool: $(PROMTOOL) ## build the pinned promtool (needs go) into .tools/
+promtool: $(PROMTOOL) ## build the pinned promtool (needs go) into ~/.cache/twitch-ingestion
 
 test-monitoring: promtool ## promtool: check the scrape config and alert rules of monitoring/, run their unit tests
 	@if [ -x $(PROMTOOL) ]; then \
 		$(PROMTOOL) check config --lint=all monitoring/prometheus/prometheus.yml && \
 		$(PROMTOOL) check rules --lint=all monitoring/prometheus/alerts.yml && \
-		cd monitoring/prometheus && $(abspath $(PROMTOOL)) test rules alerts_test.yml; \
+		cd monitoring/prometheus && $(PROMTOOL) test rules alerts_test.yml; \
 	else \
 		echo "go not found: skipping promtool's checks of monitoring/ (install Go ≥ 1.24 to run them)"; \
 	fi
@@ -140,5 +142,4 @@ bench: install broker ## run the benchmarks (bench/README.md)
 
 clean: ## remove the venv, caches and build output (keeps the broker's jar cache)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist src/*.egg-info
-	@# .tools (promtool) is kept too: `rm -rf .tools` to build it again
 	@# native/target (cargo's build cache) is kept: `rm -rf native/target` for a cold build

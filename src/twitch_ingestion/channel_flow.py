@@ -5,11 +5,14 @@ put in front of it): a record's topic says its kind and its key is its channel, 
 count needs nothing from the source that built the records, and it moves with the one
 line that wraps the sink (`service.py`).
 
-Hot path: one `count` per read chunk. The chunk's records are counted by (topic, key) in
-one C-level pass (`collections.Counter` over an `itemgetter`); Python then touches only
-each distinct pair of the chunk — a few dozen at most — and reads the clock once. No
-Prometheus call is made here: `snapshot` turns the tallies into series when `/metrics`
-is scraped.
+Hot path: one `count` per read chunk, in two C-level passes and no Python per record:
+every record counted by key, then the few that are not chat (4 % of a real chunk:
+events, raw copies, dead letters) by (topic, key), picked out by the identity of their
+topic object — the encoders put the one chat topic string in every chat record. Python
+then touches only each distinct key of the chunk — a few dozen at most — and reads the
+clock once. Counting (topic, key) pairs of every record instead measured twice the cost
+(a tuple per record). No Prometheus call is made here: `snapshot` turns the tallies into
+series when `/metrics` is scraped.
 
 Cardinality: a Prometheus series costs memory in every Prometheus that scrapes it, and a
 fleet may read 100,000 channels. At most `max_channels` channels (METRICS_CHANNELS_MAX)
@@ -26,7 +29,8 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from operator import itemgetter
+from itertools import compress, repeat
+from operator import is_not, itemgetter
 
 from twitch_ingestion.config import Settings
 from twitch_ingestion.records import Record, RecordSink
@@ -36,6 +40,8 @@ __all__ = ["OTHER_CHANNELS", "UNKNOWN_CHANNEL", "ChannelFlow", "ChannelFlowSink"
 OTHER_CHANNELS = "_other"
 UNKNOWN_CHANNEL = "_unknown"
 _KINDS = ("chat", "events", "raw", "dlq")
+_TOPIC = itemgetter(0)
+_KEY = itemgetter(1)
 _TOPIC_AND_KEY = itemgetter(0, 1)
 # Where a dead letter without a key names its channel: an IRC line's `#channel`
 # parameter, or an EventSub notification's broadcaster. Dead letters are rare, so a
@@ -69,6 +75,7 @@ class ChannelFlow:
         max_channels: int = 1000,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._chat_topic = chat_topic
         kinds = {chat_topic: "chat", events_topic: "events"}
         if raw_topic:
             kinds[raw_topic] = "raw"
@@ -108,33 +115,48 @@ class ChannelFlow:
 
     def count(self, records: Sequence[Record]) -> None:
         """Count one read chunk's records; `deliver` calls it before the sink takes them."""
-        pairs = Counter(map(_TOPIC_AND_KEY, records))
+        # Records per key, then the records that are not chat by (topic, key): what
+        # is left of a key's count is its chat messages.
+        chat_left = Counter(map(_KEY, records))
+        others = Counter(
+            map(
+                _TOPIC_AND_KEY,
+                compress(records, map(is_not, map(_TOPIC, records), repeat(self._chat_topic))),
+            )
+        )
         now = self._clock()
         kind_by_topic = self._kind_by_topic
         built = self._built
-        tallies = self._tallies
-        for (topic, key), number in pairs.items():
+        for (topic, key), number in others.items():
+            chat_left[key] -= number
             kind = kind_by_topic.get(topic)
-            if kind is None:
+            if kind is None or kind == "raw":
+                if kind == "raw":
+                    built["raw"] += number  # a copy of a line counted as its message or event
                 continue
-            built[kind] += number
-            if kind == "raw":
-                continue  # a copy of a line that is counted as its message or event
             if key is None:
+                built[kind] += number
                 if kind == "dlq":
                     self._count_unkeyed_dead_letters(records, topic)
                 continue
-            tally = tallies.get(key)
-            if tally is None:
-                tally = self._admit(key)
-            if kind == "chat":
-                tally.messages += number
-                tally.last_record_s = now
-            elif kind == "events":
-                tally.events += number
-                tally.last_record_s = now
-            else:
-                tally.dead_letters += number
+            self._add(key, kind, number, now)
+        for key, number in chat_left.items():
+            if number > 0 and key is not None:
+                self._add(key, "chat", number, now)
+
+    def _add(self, key: bytes, kind: str, number: int, now: float) -> None:
+        self._built[kind] += number
+        tally = self._tallies.get(key)
+        if tally is None:
+            tally = self._admit(key)
+        if kind == "chat":
+            tally.messages += number
+            tally.last_record_s = now
+        elif kind == "events":
+            tally.events += number
+            tally.last_record_s = now
+        else:
+            tally.dead_letters += number
 
     def _count_unkeyed_dead_letters(self, records: Sequence[Record], dlq_topic: str) -> None:
         """Dead letters carry the exact bytes and no key: find their channel in them."""

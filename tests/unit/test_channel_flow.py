@@ -133,3 +133,13 @@ def test_metrics_export_the_snapshot_with_channel_labels() -> None:
         assert sample("twitch_ingestion_records_built_total", {"kind": "events"}) == 0
     finally:
         CHANNEL_FLOW.watch(None)
+
+
+def test_a_chat_topic_string_that_is_equal_but_not_the_same_object_still_counts_as_chat() -> None:
+    counted = flow()
+    same_name = "".join(["chat-", "topic"])
+    assert same_name == CHAT
+    assert same_name is not CHAT
+    counted.count([record(same_name, "forsen"), record(CHAT, "forsen")])
+    messages = family(counted.snapshot(), "twitch_ingestion_channel_messages")
+    assert messages == {"forsen": 2}
