@@ -151,7 +151,7 @@ def readiness(env: dict[str, str]) -> tuple[int, dict[str, object]]:
 
 
 def metric(env: dict[str, str], sample: str) -> float:
-    """One sample from /metrics, e.g. `twitch_lines_received_total`; 0 if absent."""
+    """One sample from /metrics, e.g. `twitch_ingestion_irc_lines_received_total`; 0 if absent."""
     _, text = http_get(env, "/metrics")
     for line in text.splitlines():
         name, _, value = line.rpartition(" ")

@@ -266,7 +266,9 @@ def test_untrusted_tls_certificate_reads_nothing_says_why_and_backs_off(
     assert "\n" not in error
     assert "Traceback" not in service.logs()
     _, metrics = _http_get(health_port, "/metrics")
-    failures = re.search(r'twitch_reconnects_total\{cause="connect_failed"\} ([0-9.]+)', metrics)
+    failures = re.search(
+        r'twitch_ingestion_irc_reconnects_total\{cause="connect_failed"\} ([0-9.]+)', metrics
+    )
     assert failures is not None, metrics
     assert float(failures.group(1)) >= 3
     status, _ = _http_get(health_port, "/readyz")
