@@ -16,13 +16,23 @@ CARGO := $(or $(shell command -v cargo 2>/dev/null),$(wildcard $(HOME)/.cargo/bi
 # or a failed build is an error, and the tests that need the extension fail, not skip.
 export REQUIRE_COMPILED
 
+# promtool checks monitoring/ (make test-monitoring); built from the Go module proxy at this
+# version (Prometheus 3.16.0, the image of docker-compose.yml's monitoring profile) once,
+# into a cache outside the checkout (a fresh clone on the same machine reuses it; building
+# takes minutes). Without go, those checks are skipped with one line.
+PROMTOOL_VERSION := v0.316.0
+TOOLS_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/twitch-ingestion
+PROMTOOL := $(TOOLS_CACHE)/promtool-$(PROMTOOL_VERSION)/promtool
+GO := $(or $(shell command -v go 2>/dev/null),$(wildcard /usr/local/go/bin/go))
+
 # The local broker is started unless KAFKA_BROKERS (env, else .env) points elsewhere
 # than the local default localhost:9092.
 EFFECTIVE_BROKERS := $(or $(KAFKA_BROKERS),$(shell sed -n 's/^KAFKA_BROKERS=//p' .env 2>/dev/null | tail -n 1),localhost:9092)
 LOCAL_BROKER := $(filter localhost:9092 127.0.0.1:9092,$(strip $(EFFECTIVE_BROKERS)))
 
 .PHONY: help install broker broker-stop run demo simulate simulate-eventsub tail test test-unit \
-        test-native lint format type-check build dev bench clean image-test
+        test-native lint format type-check build dev bench clean image-test promtool \
+        test-monitoring tmux
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -101,7 +111,38 @@ type-check: install ## mypy --strict over src, tests, bench and examples
 PYTHON_PATH_TESTS := tests/unit tests/integration/test_end_to_end.py \
 	tests/integration/test_event_routing.py tests/integration/test_buffer_disk_full.py
 
-test: install broker lint type-check test-native ## everything: lint, types, Rust checks, unit + integration tests (real Kafka), on both hot paths
+$(PROMTOOL):
+	@if [ -n "$(GO)" ]; then \
+		echo "building promtool $(PROMTOOL_VERSION) from the Go module proxy into $(dir $(PROMTOOL)) (once)"; \
+		GOBIN=$(abspath $(dir $(PROMTOOL))) $(GO) install \
+			github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION); \
+	fi
+
+promtool: $(PROMTOOL) ## build the pinned promtool (needs go) into ~/.cache/twitch-ingestion
+
+test-monitoring: promtool ## promtool: check the scrape config and alert rules of monitoring/, run their unit tests
+	@if [ -x $(PROMTOOL) ]; then \
+		$(PROMTOOL) check config --lint=all monitoring/prometheus/prometheus.yml && \
+		$(PROMTOOL) check rules --lint=all monitoring/prometheus/alerts.yml && \
+		cd monitoring/prometheus && $(PROMTOOL) test rules alerts_test.yml; \
+	else \
+		echo "go not found: skipping promtool's checks of monitoring/ (install Go ≥ 1.24 to run them)"; \
+	fi
+
+# tmux drives `twitch-ingestion top` in its test: installed with apt-get when missing and
+# running as root; otherwise that test is skipped, and this says why.
+tmux:
+	@command -v tmux >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing tmux (apt-get) for the top command's screen test"; \
+			apt-get install -y -qq tmux >/dev/null 2>&1 || \
+			{ apt-get update -qq >/dev/null && apt-get install -y -qq tmux >/dev/null; }; \
+		else \
+			echo "tmux not found (and not root to apt-get it): the top screen test is skipped"; \
+		fi; \
+	}
+
+test: install broker lint type-check test-native test-monitoring tmux ## everything: lint, types, Rust checks, promtool, unit + integration tests (real Kafka), on both hot paths
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 	@if [ -z "$(PYTEST_ARGS)" ] && $(BIN)/python -c 'import twitch_ingestion_native' 2>/dev/null; then \
 		echo "again on the pure-Python hot path (HOT_PATH=python), the reference:"; \

@@ -1,5 +1,5 @@
 """Command line: `twitch-ingestion run | demo | simulate | tail | check-config | channels |
-status`.
+status | top`.
 
 What the user sees: stdout carries only a command's output; logs and errors go to
 stderr. An anticipated failure (bad settings, a busy port, a locked buffer, Kafka
@@ -148,6 +148,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return run_status(args, settings)
 
 
+def _cmd_top(args: argparse.Namespace) -> int:
+    from twitch_ingestion.top.app import run_top_command
+
+    # Logs would tear the full-screen view: only what cannot be shown on it gets through.
+    settings = _settings_or_exit(require_channels=False, log_level="critical")
+    return run_top_command(args, settings)
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from twitch_ingestion.simulator.cli import run_simulate
 
@@ -209,6 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="which instance reads which channels")
     add_status_arguments(status)
     status.set_defaults(handler=_cmd_status)
+
+    from twitch_ingestion.top.app import add_top_arguments
+
+    top = commands.add_parser(
+        "top", help="live view of an instance's (or the fleet's) flow, per channel; q quits"
+    )
+    add_top_arguments(top)
+    top.set_defaults(handler=_cmd_top)
 
     from twitch_ingestion.simulator.cli import add_simulate_arguments
 

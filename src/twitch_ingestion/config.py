@@ -333,6 +333,9 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     stats_log_interval_s: float = Field(default=30.0, gt=0)
     hot_path: HotPath = "auto"  # the compiled extension or pure Python (native.py)
+    # Channels with /metrics series of their own (channel_flow.py); the rest are added
+    # up under channel="_other". Five series a channel: 1,000 channels are 5,000 series.
+    metrics_channels_max: int = Field(default=1000, ge=0, le=_INT32_MAX)
 
     @field_validator("twitch_token_validate_interval_s")
     @classmethod

@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 from confluent_kafka.admin import AdminClient
 
+from twitch_ingestion.channel_flow import ChannelFlow, ChannelFlowSink
 from twitch_ingestion.config import ChannelSource, Settings, SourceKind
 from twitch_ingestion.fleet.assignment import FleetError, FleetMember
 from twitch_ingestion.health import HealthServer, HealthServerError
@@ -33,10 +34,19 @@ from twitch_ingestion.kafka.producer import KafkaProducer
 from twitch_ingestion.kafka.producer_config import admin_config
 from twitch_ingestion.kafka.sink import KafkaSink
 from twitch_ingestion.kafka.topics import TopicCheck, TopicSpec, ensure_topics
-from twitch_ingestion.metrics import REGISTRY
+from twitch_ingestion.metrics import (
+    BUFFER_MAX_BYTES,
+    CHANNEL_FLOW,
+    FLEET,
+    PARSE_STATS,
+    READINESS,
+    REGISTRY,
+    TOKEN,
+)
 from twitch_ingestion.sources.eventsub.service_source import EventSubFailed, EventSubSource
 from twitch_ingestion.sources.irc.pool import TwitchAuthenticationError, TwitchGaveUp, TwitchSource
 from twitch_ingestion.sources.irc.records import IrcRecordEncoder
+from twitch_ingestion.sources.irc.routing import DEFAULT_PARSE_STATS
 from twitch_ingestion.sources.token_guard import TokenGuard, TokenRejected
 
 __all__ = ["ExitCode", "IngestionService", "topic_specs"]
@@ -96,6 +106,9 @@ class IngestionService:
         self.producer = KafkaProducer(settings)
         self.buffer = buffer_from_settings(settings)
         self.sink = KafkaSink(settings, self.producer, self.buffer)
+        # Per-channel metrics count each chunk a source hands to the sink: one call site.
+        self.channel_flow = ChannelFlow.from_settings(settings)
+        records_sink = ChannelFlowSink(self.sink, self.channel_flow)
         self.encoder: IrcRecordEncoder | None = None
         self.source: TwitchSource | EventSubSource
         in_fleet = settings.channel_source is ChannelSource.KAFKA
@@ -103,9 +116,9 @@ class IngestionService:
         # TWITCH_CHANNEL.
         irc: TwitchSource | None = None
         if settings.twitch_source is SourceKind.EVENTSUB:
-            self.source = EventSubSource(settings, self.sink, channels=[] if in_fleet else None)
+            self.source = EventSubSource(settings, records_sink, channels=[] if in_fleet else None)
         else:
-            self.encoder = IrcRecordEncoder.from_settings(settings, self.sink)
+            self.encoder = IrcRecordEncoder.from_settings(settings, records_sink)
             self.source = irc = TwitchSource(
                 settings, self.encoder, channels=[] if in_fleet else None
             )
@@ -123,14 +136,73 @@ class IngestionService:
         self._stop_now = asyncio.Event()
         self._signal_hint = "Ctrl-C"
         self._started_at = time.monotonic()
+        self._watch_metrics()
 
-    def readiness(self) -> tuple[bool, dict[str, object]]:
-        """Ready = Twitch connected with its channels joined, and Kafka reachable."""
+    def _watch_metrics(self) -> None:
+        """The series `metrics.py` reads from this service when `/metrics` is scraped."""
+        source = self.source
+        self.channel_flow.watch_source(lambda: source.channels, source.joined_channels)
+        CHANNEL_FLOW.watch(self.channel_flow.snapshot)
+        READINESS.watch(
+            lambda: {
+                "twitch_ingestion_ready": {
+                    (name,): float(ready) for name, ready in self._ready_parts().items()
+                }
+            }
+        )
+        TOKEN.watch(self._token_expiry)
+        FLEET.watch(self._fleet_state if self.fleet is not None else None)
+        PARSE_STATS.watch(
+            None
+            if self.encoder is None
+            else lambda: {
+                f"twitch_ingestion_irc_{name}": value
+                for name, value in DEFAULT_PARSE_STATS.as_dict().items()
+            }
+        )
+        BUFFER_MAX_BYTES.set(self.settings.buffer_max_bytes)
+
+    def _token_expiry(self) -> dict[str, object]:
+        if self.token_guard is not None:
+            keeper = self.token_guard.keeper
+        elif isinstance(self.source, EventSubSource):
+            keeper = self.source.client.keeper
+        else:
+            keeper = None
+        remaining = None if keeper is None else keeper.schedule.remaining_s(time.monotonic())
+        if keeper is None or remaining is None:
+            return {}
+        refreshable = "true" if keeper.schedule.can_refresh else "false"
+        return {
+            "twitch_ingestion_twitch_token_expiry_timestamp_seconds": {
+                (refreshable,): round(time.time() + remaining)
+            }
+        }
+
+    def _fleet_state(self) -> dict[str, object]:
+        fleet = self.fleet
+        assert fleet is not None
+        return {
+            "twitch_ingestion_fleet_partitions_assigned": len(fleet.partitions),
+            "twitch_ingestion_fleet_channels_releasing": len(fleet.releasing),
+            "twitch_ingestion_fleet_settled": float(fleet.settled),
+        }
+
+    def _ready_parts(self) -> dict[str, bool]:
+        """Twitch connected with its channels joined; Kafka reachable with its topics."""
         twitch_ready = self.source.is_ready()
         if self.fleet is not None and not self.fleet.settled:
             # No channel list yet: an empty source is "ready" but reads nothing it owns.
             twitch_ready = False
-        kafka_ready = self.producer.reachable and self._topic_check.ok
+        return {
+            "twitch": twitch_ready,
+            "kafka": self.producer.reachable and self._topic_check.ok,
+        }
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        """Ready = Twitch connected with its channels joined, and Kafka reachable."""
+        parts = self._ready_parts()
+        twitch_ready, kafka_ready = parts["twitch"], parts["kafka"]
         details: dict[str, object] = {
             "twitch": "ready" if twitch_ready else "not ready",
             "kafka": "ready" if kafka_ready else "not ready",
@@ -330,7 +402,7 @@ class IngestionService:
         """IRC lines, or EventSub notifications, read so far (for the throughput log)."""
         if isinstance(self.source, EventSubSource):
             return float(self.source.records_read)
-        return REGISTRY.get_sample_value("twitch_lines_received_total") or 0.0
+        return REGISTRY.get_sample_value("twitch_ingestion_irc_lines_received_total") or 0.0
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if not self._stop_requested.is_set():

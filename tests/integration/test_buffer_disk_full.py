@@ -98,5 +98,5 @@ def test_a_full_buffer_dir_holds_records_in_memory_and_every_line_reaches_kafka(
     assert full, "the disk never filled: the test proves nothing"
     assert full[0]["level"] == "warning"
     assert events(service, "buffer disk writable again"), "it never went back to disk"
-    assert metric(env, "buffer_records_held_in_memory_total") > 0
+    assert metric(env, "twitch_ingestion_buffer_records_held_in_memory_total") > 0
     stop_cleanly(service)

@@ -266,7 +266,9 @@ def test_untrusted_tls_certificate_reads_nothing_says_why_and_backs_off(
     assert "\n" not in error
     assert "Traceback" not in service.logs()
     _, metrics = _http_get(health_port, "/metrics")
-    failures = re.search(r'twitch_reconnects_total\{cause="connect_failed"\} ([0-9.]+)', metrics)
+    failures = re.search(
+        r'twitch_ingestion_irc_reconnects_total\{cause="connect_failed"\} ([0-9.]+)', metrics
+    )
     assert failures is not None, metrics
     assert float(failures.group(1)) >= 3
     status, _ = _http_get(health_port, "/readyz")
@@ -383,7 +385,7 @@ def test_stalled_connection_is_declared_dead_by_keepalive_and_replaced(
     assert all(len(numbers) >= 120 for numbers in expected.values())
 
     _, metrics = _http_get(health_port, "/metrics")
-    assert 'twitch_reconnects_total{cause="keepalive_timeout"} 1.0' in metrics
+    assert 'twitch_ingestion_irc_reconnects_total{cause="keepalive_timeout"} 1.0' in metrics
     status, ready = _http_get(health_port, "/readyz")
     assert status == 200, ready
     _assert_clean_stop(service)
@@ -705,7 +707,7 @@ def test_the_token_never_appears_in_logs_errors_metrics_or_records(
     logs = service.logs()
     assert _events(service, "twitch connection lost")
     assert '"level": "debug"' in logs, "LOG_LEVEL=debug was not in effect"
-    assert "twitch_reconnects_total" in scraped[0]
+    assert "twitch_ingestion_irc_reconnects_total" in scraped[0]
     places = {
         "service output": logs,
         "/metrics": scraped[0],

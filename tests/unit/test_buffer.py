@@ -68,7 +68,7 @@ def sample(name: str, **labels: str) -> float:
 
 
 def dropped(reason: str) -> float:
-    return sample("buffer_records_dropped_total", reason=reason)
+    return sample("twitch_ingestion_buffer_records_dropped_total", reason=reason)
 
 
 def segment_files(directory: Path) -> list[Path]:
@@ -722,16 +722,16 @@ def test_stats_and_metrics_follow_appends_acks_and_replay(tmp_path: Path) -> Non
     assert buffer.records == 6
     assert buffer.oldest_unacked_age_s(T0 + 2500) <= 2.5
     buffer.update_metrics(T0 + 5000)
-    assert sample("buffer_records") == 6
-    assert sample("buffer_bytes") == buffer.bytes > 0
-    assert 0 < sample("buffer_oldest_unacked_age_seconds") <= 5
+    assert sample("twitch_ingestion_buffer_records") == 6
+    assert sample("twitch_ingestion_buffer_bytes") == buffer.bytes > 0
+    assert 0 < sample("twitch_ingestion_buffer_oldest_unacked_age_seconds") <= 5
     buffer.close()
 
-    replayed_before = sample("buffer_records_replayed_total")
+    replayed_before = sample("twitch_ingestion_buffer_records_replayed_total")
     reopened = opened(tmp_path)
     assert len(replay_all(reopened)) == 6
     assert reopened.replayed == 6
-    assert sample("buffer_records_replayed_total") == replayed_before + 6
+    assert sample("twitch_ingestion_buffer_records_replayed_total") == replayed_before + 6
     for seq in range(10):
         reopened.ack(seq)
     assert reopened.records == 0

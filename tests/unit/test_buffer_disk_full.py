@@ -118,7 +118,7 @@ def test_a_full_disk_holds_records_in_memory_loses_none_and_warns_once(
 ) -> None:
     disk = SmallDisk(tmp_path, capacity=4096, error=error)
     buffer = opened(tmp_path, disk)
-    held_before = sample("buffer_records_held_in_memory_total")
+    held_before = sample("twitch_ingestion_buffer_records_held_in_memory_total")
     stop = fill_until_full(buffer)
     for start in range(stop, stop + 30, 10):  # more records while it is full
         assert tuple(buffer.append_batch(records(start, start + 10, SIZE))) == (start, 10)
@@ -126,10 +126,10 @@ def test_a_full_disk_holds_records_in_memory_loses_none_and_warns_once(
 
     assert disk.refused >= 1
     assert buffer.disk_full
-    assert sample("buffer_disk_full") == 1
+    assert sample("twitch_ingestion_buffer_disk_full") == 1
     held = buffer.held_in_memory
     assert held >= 40
-    assert sample("buffer_records_held_in_memory_total") == held_before + held
+    assert sample("twitch_ingestion_buffer_records_held_in_memory_total") == held_before + held
     assert buffer.records == stop
     assert seqs_of(buffer) == list(range(stop))
     assert [r for _s, r in buffer.unacked()] == [record(i, SIZE) for i in range(stop)]
@@ -159,7 +159,7 @@ def test_when_space_returns_held_records_go_back_to_disk_in_order_and_survive_a_
     buffer.maybe_sync(later())
     assert buffer.held_in_memory == 0
     assert not buffer.disk_full
-    assert sample("buffer_disk_full") == 0
+    assert sample("twitch_ingestion_buffer_disk_full") == 0
     [back] = [c.kwargs for c in captured_log.calls if c.args == ("buffer disk writable again",)]
     assert back["records_written_back"] == stop - first_held - 3
     # Appends go to disk again, after the records written back.

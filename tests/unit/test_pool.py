@@ -100,11 +100,13 @@ async def running(source: TwitchSource) -> AsyncIterator[asyncio.Task[None]]:
 
 
 def reconnects(cause: str) -> float:
-    return REGISTRY.get_sample_value("twitch_reconnects_total", {"cause": cause}) or 0.0
+    return (
+        REGISTRY.get_sample_value("twitch_ingestion_irc_reconnects_total", {"cause": cause}) or 0.0
+    )
 
 
 def duplicates_dropped() -> float:
-    return REGISTRY.get_sample_value("twitch_duplicate_messages_dropped_total") or 0.0
+    return REGISTRY.get_sample_value("twitch_ingestion_irc_duplicate_messages_dropped_total") or 0.0
 
 
 def source_tasks() -> list[str]:

@@ -211,7 +211,10 @@ async def test_a_refused_channel_is_joined_again_when_its_retry_is_due() -> None
 async def test_a_lost_connection_is_replaced_and_joins_everything_again() -> None:
     fake = FakeTwitch()
     source, _ = source_with(fake, ["alpha", "beta"])
-    before = REGISTRY.get_sample_value("twitch_reconnects_total", {"cause": "join_limit"}) or 0
+    before = (
+        REGISTRY.get_sample_value("twitch_ingestion_irc_reconnects_total", {"cause": "join_limit"})
+        or 0
+    )
 
     async with running(source):
         await eventually(lambda: len(fake.connections) == 1)
@@ -225,7 +228,9 @@ async def test_a_lost_connection_is_replaced_and_joins_everything_again() -> Non
         await second.echo_joins()
         await eventually(source.is_ready)
 
-    after = REGISTRY.get_sample_value("twitch_reconnects_total", {"cause": "join_limit"})
+    after = REGISTRY.get_sample_value(
+        "twitch_ingestion_irc_reconnects_total", {"cause": "join_limit"}
+    )
     assert after == before + 1, "a close with JOINs in flight looks like the join limit"
 
 

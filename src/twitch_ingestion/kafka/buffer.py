@@ -31,14 +31,16 @@ disk queue; the format is described in `segment_log`. Its guarantees:
   records are all acked is deleted by the next `append_batch` or `maybe_sync` (the active
   one when it is rotated out, or on `close()`), and a deleted segment is never replayed.
 * **Damage**: every frame carries its length and a CRC32. On `open()` a damaged or torn
-  tail is cut off (logged, counted in `buffer_records_dropped{reason="corrupt_tail"}`);
+  tail is cut off (logged, counted in
+  `twitch_ingestion_buffer_records_dropped_total{reason="corrupt_tail"}`);
   damage in the middle of a segment is skipped by resynchronising on the next intact
   frame (counted as `reason="corrupt_frame"`, the lost records known from the seq gap).
   The buffer never refuses to start because of damage.
 * **Disk full** (ENOSPC, EDQUOT): a write the disk refuses is taken back whole (no torn
   frame), and that batch and the ones after it are held in memory, with their seqs, and
   counted against `BUFFER_MAX_BYTES` like the disk (the full policy applies); they count
-  in `buffer_records_held_in_memory` and `buffer_disk_full` is 1, with one warning per
+  in `twitch_ingestion_buffer_records_held_in_memory_total` and
+  `twitch_ingestion_buffer_disk_full` is 1, with one warning per
   episode. Every `_DISK_RETRY_S` on the `maybe_sync` tick, and at once when acks free a
   segment, they are written back to disk, oldest first, and appends go to disk again.
   Held records are acked, produced again by `unacked()` (after everything on disk, so
@@ -1223,7 +1225,7 @@ class DiskBuffer(_CappedBuffer):
         """Every record that was unacked at `open()`, in append order, once.
 
         Records acked while replaying are skipped; each yielded record is counted in
-        `buffer_records_replayed`.
+        `twitch_ingestion_buffer_records_replayed_total`.
         """
         segments, self._to_replay = self._to_replay, []
         return self._read(segments, count_replayed=True)

@@ -94,7 +94,7 @@ class DeadLetter:
     seq: int
     record: Record
     error: str
-    """Kafka's error name, for the `kafka_dead_letters{reason}` label."""
+    """Kafka's error name (the `dlq.error` header)."""
 
 
 @dataclass(frozen=True, slots=True)

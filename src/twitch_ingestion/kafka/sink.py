@@ -44,9 +44,10 @@ from twitch_ingestion.metrics import (
     DEAD_LETTERS,
     DELIVERY_ERRORS,
     DELIVERY_LATENCY,
+    LATENCY_SAMPLE_EVERY,
     MESSAGES_PRODUCED,
 )
-from twitch_ingestion.records import Headers, Record
+from twitch_ingestion.records import DLQ_REASON_KAFKA_REFUSED, Headers, Record
 
 __all__ = ["DeliveryCounts", "KafkaSink", "Producer"]
 
@@ -69,8 +70,9 @@ _TICK_S = 0.01
 # Gauges and the in-memory buffer's spill (while Kafka is unreachable) run this often.
 _METRICS_INTERVAL_S = 1.0
 # Prometheus observations cost a lock each; on the hot path they are counted locally
-# and published once per tick, and delivery latency is sampled one record in this many.
-_LATENCY_SAMPLE_EVERY = 8
+# and published once per tick, and delivery latency is sampled one record in this many
+# (the histogram's help says so).
+_LATENCY_SAMPLE_EVERY = LATENCY_SAMPLE_EVERY
 
 
 class Producer(Protocol):
@@ -182,8 +184,8 @@ class KafkaSink:
             offset += appended.accepted
         self.counts.enqueued += offset
         if offset < len(records):
-            # BUFFER_FULL_POLICY=drop_newest and the buffer is full: the buffer counted
-            # them (buffer_records_dropped_total{reason="buffer_full"}); say so too.
+            # BUFFER_FULL_POLICY=drop_newest and the buffer is full: the buffer counted them
+            # (twitch_ingestion_buffer_records_dropped_total{reason="buffer_full"}); say so.
             self._errors.warning(
                 "buffer full records dropped",
                 "buffer_full",
@@ -282,8 +284,10 @@ class KafkaSink:
     def _execute(self, actions: list[Action], now: float) -> None:
         for action in actions:
             match action:
-                case DeadLetter(seq=seq, record=record, error=error):
-                    DEAD_LETTERS.labels(error).inc()
+                case DeadLetter(seq=seq, record=record):
+                    # One bounded label (as in the dlq.reason header); Kafka's error
+                    # name is in the dlq.error header and delivery_errors_total{error}.
+                    DEAD_LETTERS.labels(DLQ_REASON_KAFKA_REFUSED).inc()
                     self.counts.dead_lettered += 1
                     self._produce_now(seq, record)
                 case PurgeQueue():

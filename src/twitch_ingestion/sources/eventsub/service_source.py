@@ -53,7 +53,6 @@ from twitch_ingestion.metrics import (
     EVENTSUB_DESIRED_CHANNELS,
     EVENTSUB_HELD_RECORDS,
     EVENTSUB_SUBSCRIBED_CHANNELS,
-    MESSAGES_PARSED,
 )
 from twitch_ingestion.records import (
     DLQ_HEADER_REASON,
@@ -130,7 +129,6 @@ class SinkOutput:
         self._room.set()
         self._closing = False
         self._key_cache: dict[str, bytes] = {}
-        self._parsed = MESSAGES_PARSED.labels("routed")
         self._errors = ThrottledLogger(log, interval_s=10.0)
         self.dead_lettered = 0
         self.failed_channels: dict[str, str] = {}
@@ -222,7 +220,6 @@ class SinkOutput:
             self._wake.clear()
             while self._pending:
                 batch, self._pending = self._pending, []
-                self._parsed.inc(len(batch))
                 await self._sink.deliver(batch)
                 if len(self._pending) < self._high_water:
                     self._room.set()
@@ -357,7 +354,7 @@ class EventSubSource:
         return self._dynamic or _SUBSCRIBED in states
 
     def counters(self) -> dict[str, float]:
-        """What `/metrics` shows as `eventsub_*` (read at scrape time only)."""
+        """What `/metrics` shows as `twitch_ingestion_eventsub_*` (read at scrape time)."""
         client = self.client
         stats = client.stats
         keeper = client.keeper

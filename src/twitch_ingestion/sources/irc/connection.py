@@ -79,7 +79,7 @@ class TwitchAuthenticationError(TwitchError):
 
 
 class DisconnectCause(StrEnum):
-    """Why a connection ended; the values are the `twitch_reconnects{cause}` labels."""
+    """Why a connection ended; the values are `twitch_ingestion_irc_reconnects_total{cause}`."""
 
     CONNECTION_LOST = "connection_lost"
     KEEPALIVE_TIMEOUT = "keepalive_timeout"

@@ -26,7 +26,7 @@ import structlog
 
 from twitch_ingestion.config import Settings
 from twitch_ingestion.log_throttle import ThrottledLogger
-from twitch_ingestion.metrics import DEAD_LETTERS, HOT_PATH_INFO, MESSAGES_PARSED
+from twitch_ingestion.metrics import DEAD_LETTERS, HOT_PATH_INFO
 from twitch_ingestion.models import CHAT_MESSAGE_SCHEMA_VERSION
 from twitch_ingestion.records import (
     DLQ_HEADER_REASON,
@@ -79,7 +79,6 @@ class IrcRecordEncoder:
         """Which path encodes PRIVMSG lines: `compiled` or `python`."""
         # Channel login → its key bytes: a few thousand channels, encoded once each.
         self._key_cache: dict[str, bytes] = {}
-        self._parsed = MESSAGES_PARSED.labels("routed")
         self._errors = ThrottledLogger(log, interval_s=10.0)
         self.dead_lettered = 0
 
@@ -98,7 +97,7 @@ class IrcRecordEncoder:
             hot_path=settings.hot_path,
         )
         HOT_PATH_INFO.clear()
-        HOT_PATH_INFO.labels(encoder.hot_path).set(1)
+        HOT_PATH_INFO.labels(encoder.hot_path, settings.hot_path).set(1)
         if encoder.hot_path == "compiled":
             log.info("irc hot path", path="compiled", extension=EXTENSION_MODULE)
         elif settings.hot_path == "python":
@@ -131,7 +130,6 @@ class IrcRecordEncoder:
                 records = self._fill_pending(records, pending, messages, received_at_ms, room_ids)
         if not records:
             return
-        self._parsed.inc(len(records))
         await self._sink.deliver(records)
 
     def _fill_pending(
