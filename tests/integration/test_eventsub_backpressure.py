@@ -77,7 +77,7 @@ def test_a_blocked_sink_longer_than_the_keepalive_keeps_the_session_and_loses_no
     }
     service = start_service(env)
     wait_until(subscribed(eventsub, 3), "the subscriptions")
-    wait_until(lambda: metric(env, "kafka_reachable") == 1, "Kafka reachable")
+    wait_until(lambda: metric(env, "twitch_ingestion_kafka_reachable") == 1, "Kafka reachable")
     total = PER_CHANNEL * len(CHANNELS)
     held = "twitch_ingestion_eventsub_held_records"
     broker.pause()
@@ -89,7 +89,7 @@ def test_a_blocked_sink_longer_than_the_keepalive_keeps_the_session_and_loses_no
         pongs = eventsub.stats().pongs_received
         wait_until(lambda: eventsub.stats().pongs_received >= pongs + 4, "4 pings answered")
         assert metric(env, held) > 0, "the sink took the records: it was not blocked"
-        assert metric(env, "buffer_bytes") <= 64 * 1024
+        assert metric(env, "twitch_ingestion_buffer_bytes") <= 64 * 1024
         assert eventsub.stats().closes_sent == {}
     finally:
         broker.resume()
@@ -100,6 +100,6 @@ def test_a_blocked_sink_longer_than_the_keepalive_keeps_the_session_and_loses_no
     stats = eventsub.stats()
     assert stats.closes_sent == {}  # no 4002: the session survived
     assert stats.sessions_with_subscriptions == 1
-    assert metric(env, "eventsub_reconnects_total") == 0
+    assert metric(env, "twitch_ingestion_eventsub_reconnects_total") == 0
     wait_until(lambda: metric(env, held) == 0, "nothing held once Kafka is back")
     assert service.stop(signal.SIGTERM) == 0

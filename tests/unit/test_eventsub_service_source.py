@@ -185,14 +185,14 @@ async def test_past_the_limit_drop_newest_drops_counts_and_never_stops_the_reade
     out.record(chat("alpha", "0"))
     await asyncio.sleep(0)  # taken by the drain task, stuck in the sink
     dropped_before = (
-        REGISTRY.get_sample_value("buffer_records_dropped_total", {"reason": "buffer_full"}) or 0.0
+        REGISTRY.get_sample_value("twitch_ingestion_buffer_records_dropped_total", {"reason": "buffer_full"}) or 0.0
     )
     for n in range(1, 6):
         out.record(chat("alpha", str(n)))
         assert out.room() is None  # the reader never waits
     assert (out.pending, out.dropped) == (2, 3)
     dropped_after = REGISTRY.get_sample_value(
-        "buffer_records_dropped_total", {"reason": "buffer_full"}
+        "twitch_ingestion_buffer_records_dropped_total", {"reason": "buffer_full"}
     )
     assert dropped_after == dropped_before + 3
     sink.gate.set()
