@@ -23,18 +23,15 @@ WORKDIR /build
 # dependencies named in pyproject.toml, every one (and every dependency of theirs) pinned by
 # requirements.lock, exactly as `make install` pins them. Each ships manylinux wheels
 # (confluent-kafka bundles librdkafka), so this stage needs no compiler.
-COPY pyproject.toml requirements.lock README.md ./
+COPY pyproject.toml requirements.lock ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > requirements.txt \
     && pip install --constraint requirements.lock --requirement requirements.txt
 
-COPY src ./src
-RUN pip install --no-deps . \
-    && twitch-ingestion --help >/dev/null
-
 # The compiled hot path (HOT_PATH=auto uses it): Debian's Rust toolchain and the pinned
 # maturin build it into the venv here; the runtime stage copies the venv, not the compiler.
-# Crates come from crates.io at the versions in native/Cargo.lock (--locked).
+# Crates come from crates.io at the versions in native/Cargo.lock (--locked). Before the
+# Python source: editing src/ then reuses this (slow) layer from the build cache.
 COPY native ./native
 RUN apt-get update \
     && apt-get install -y --no-install-recommends cargo \
@@ -45,6 +42,12 @@ RUN apt-get update \
     && pip uninstall -y maturin \
     && python -c "import twitch_ingestion_native" \
     && rm -rf /tmp/wheels native/target /root/.cargo/registry
+
+# The service itself, last: what changes most often (README.md is its package description).
+COPY README.md ./
+COPY src ./src
+RUN pip install --no-deps . \
+    && twitch-ingestion --help >/dev/null
 
 # --- runtime: the venv and nothing else ---------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

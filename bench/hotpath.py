@@ -13,7 +13,8 @@ throughput benchmark reports those per thread). Per stage, the best of
 - buffer append + ack: `MemoryBuffer` / `DiskBuffer` `append_batch` per chunk and one
   `ack` per record (the disk one includes `maybe_sync`, i.e. the group-commit fsyncs);
 - sink.deliver with a producer that does nothing: the IRC record encoder's `deliver`
-  (route + encode + the record loop + per-chunk metrics) handing each chunk to
+  (route + encode + the record loop + per-chunk metrics), the per-channel count
+  (`ChannelFlowSink`, as the service wires it), handing each chunk to
   `KafkaSink.deliver` (buffer append + one `functools.partial` per record);
 - produce: confluent-kafka `Producer.produce` (the service's settings, the real broker)
   with the arguments the sink passes (a `functools.partial` callback per record), without
@@ -43,6 +44,7 @@ from confluent_kafka import Producer
 
 from bench.harness import BenchTopics, create_topics, delete_topics
 from bench.report import Result
+from twitch_ingestion.channel_flow import ChannelFlow, ChannelFlowSink
 from twitch_ingestion.config import BufferMode, Settings
 from twitch_ingestion.kafka.buffer import Buffer, DiskBuffer, MemoryBuffer
 from twitch_ingestion.kafka.producer import DeliveryCallback, SeqDeliveryCallback
@@ -249,12 +251,13 @@ def _deliver_cost(
     settings: Settings, batches: Sequence[Sequence[IrcMessage]], records: int, rounds: int
 ) -> float:
     """µs per record of the IRC encoder + `KafkaSink.deliver`, with a producer that
-    does nothing."""
+    does nothing; wired as the service wires them (the per-channel count in between)."""
 
     def body() -> None:
         buffer = _open_buffer(settings)
         sink = KafkaSink(settings, _NullProducer(), buffer)
-        encoder = IrcRecordEncoder.from_settings(settings, sink)
+        counted = ChannelFlowSink(sink, ChannelFlow.from_settings(settings))
+        encoder = IrcRecordEncoder.from_settings(settings, counted)
 
         async def deliver_all() -> None:
             for batch in batches:

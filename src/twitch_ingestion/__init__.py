@@ -1,8 +1,5 @@
 """twitch-ingestion: Twitch chat → Apache Kafka."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("twitch-ingestion")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "unknown"
+# The one place the version is written: packaging reads it (pyproject.toml, dynamic),
+# `twitch-ingestion --version` prints it, and CHANGELOG.md's newest release names it.
+__version__ = "0.1.0"

@@ -1,5 +1,5 @@
 """Command line: `twitch-ingestion run | demo | simulate | tail | check-config | channels |
-status`.
+status | top`.
 
 What the user sees: stdout carries only a command's output; logs and errors go to
 stderr. An anticipated failure (bad settings, a busy port, a locked buffer, Kafka
@@ -27,8 +27,11 @@ from twitch_ingestion.config import (
     ConfigError,
     ConfigProblem,
     Settings,
+    SourceKind,
+    dotenv_lines,
     load_settings,
     topic_name_problem,
+    unknown_settings,
 )
 from twitch_ingestion.kafka.producer_config import admin_config, librdkafka_problems
 from twitch_ingestion.logging import configure_default_logging, configure_logging
@@ -49,17 +52,32 @@ def _librdkafka_problems(settings: Settings) -> list[ConfigProblem]:
     return librdkafka_problems(settings, [group_consumer_config(settings)])
 
 
-def _settings_or_exit(*, require_channels: bool = True, **overrides: Any) -> Settings:
+def _settings_or_exit(
+    *, require_channels: bool = True, strict: bool = False, **overrides: Any
+) -> Settings:
     """Settings with every problem reported — one line each — and librdkafka's consent,
-    then logging set up from them; or exit 2."""
+    then logging set up from them; or exit 2.
+
+    A variable that looks like a setting but is none (a typo) is a warning, or with
+    `strict` one more problem."""
+    unknown = [found.message for found in unknown_settings()]
+    problems: list[str] = []
+    settings: Settings | None = None
     try:
         settings = load_settings(
             (_librdkafka_problems,), require_channels=require_channels, **overrides
         )
     except ConfigError as exc:
-        for problem in exc.problems:
+        problems = exc.problems
+    if strict:
+        problems = [*problems, *unknown]
+    else:
+        for message in unknown:
+            print(f"twitch-ingestion: warning: {message} (ignored)", file=sys.stderr)
+    if problems or settings is None:
+        for problem in problems:
             print(f"twitch-ingestion: {problem}", file=sys.stderr)
-        raise SystemExit(ExitCode.CONFIG) from None
+        raise SystemExit(ExitCode.CONFIG)
     configure_logging(settings.log_level, settings.log_format)
     return settings
 
@@ -69,15 +87,15 @@ def _cmd_run(_args: argparse.Namespace) -> int:
     return int(asyncio.run(IngestionService(settings).run()))
 
 
-def _cmd_check_config(_args: argparse.Namespace) -> int:
-    settings = _settings_or_exit()
-    shown = settings.model_dump(mode="json")
-    for name in sorted(shown):
-        value = shown[name]
-        if name in {"twitch_oauth_token", "kafka_sasl_password"} and value is not None:
-            value = "**********"
-        print(f"{name.upper()}={value}")
-    print(f"# login: {'anonymous' if settings.is_anonymous else settings.twitch_login}")
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _settings_or_exit(strict=args.strict)
+    # .env syntax: the output, saved as .env, reads back to these settings.
+    for line in dotenv_lines(settings):
+        print(line)
+    if settings.twitch_source is SourceKind.IRC:
+        # EventSub reads as the token's own account (validated at start-up): no IRC nick.
+        who = "anonymous (a justinfan guest)" if settings.is_anonymous else settings.twitch_login
+        print(f"# IRC login: {who}")
     print("# configuration is valid", file=sys.stderr)
     return 0
 
@@ -130,6 +148,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return run_status(args, settings)
 
 
+def _cmd_top(args: argparse.Namespace) -> int:
+    from twitch_ingestion.top.app import run_top_command
+
+    # Logs would tear the full-screen view: only what cannot be shown on it gets through.
+    settings = _settings_or_exit(require_channels=False, log_level="critical")
+    return run_top_command(args, settings)
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from twitch_ingestion.simulator.cli import run_simulate
 
@@ -164,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_cmd_run)
 
     check = commands.add_parser("check-config", help="validate settings and print them")
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="an unknown TWITCH_*/KAFKA_*/… variable (a typo) is an error, not a warning",
+    )
     check.set_defaults(handler=_cmd_check_config)
 
     tail = commands.add_parser("tail", help="print a topic's records (key<TAB>value)")
@@ -186,6 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="which instance reads which channels")
     add_status_arguments(status)
     status.set_defaults(handler=_cmd_status)
+
+    from twitch_ingestion.top.app import add_top_arguments
+
+    top = commands.add_parser(
+        "top", help="live view of an instance's (or the fleet's) flow, per channel; q quits"
+    )
+    add_top_arguments(top)
+    top.set_defaults(handler=_cmd_top)
 
     from twitch_ingestion.simulator.cli import add_simulate_arguments
 
@@ -220,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:
         # Every anticipated failure is reported where it happens, as one line; this is
         # a bug, so it gets its traceback — once, through the logger.
-        log.exception("unexpected error (a bug: please report it with this traceback)")
+        log.exception("unexpected error", hint="a bug: please report it with this traceback")
         code = int(ExitCode.FAILURE)
     log.debug("exiting", code=code)
     return code

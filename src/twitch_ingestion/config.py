@@ -8,8 +8,10 @@ otherwise echo a bad token back into the terminal).
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import logging
+import os
 import random
 import re
 import socket
@@ -22,6 +24,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
+from dotenv.parser import parse_stream
 from pydantic import (
     Field,
     SecretStr,
@@ -39,13 +42,18 @@ __all__ = [
     "BufferFullPolicy",
     "BufferMode",
     "ChannelSource",
+    "ClientType",
     "ConfigError",
     "ConfigProblem",
     "LogFormat",
     "Settings",
     "SourceKind",
+    "UnknownSetting",
+    "default_buffer_dir",
+    "dotenv_lines",
     "load_settings",
     "topic_name_problem",
+    "unknown_settings",
 ]
 
 _ANONYMOUS_PREFIX = "justinfan"
@@ -97,6 +105,37 @@ _LIBRDKAFKA_MAX_SESSION_TIMEOUT_MS = 3_600_000
 # Kafka stores a replication factor as int16.
 _MAX_REPLICATION_FACTOR = 32_767
 
+# A variable whose name starts like this service's settings but names none of them is
+# most likely a typo (KAFKA_BROKER for KAFKA_BROKERS): it would be ignored in silence.
+SETTING_PREFIXES = (
+    "TWITCH_",
+    "KAFKA_",
+    "BUFFER_",
+    "HEALTH_",
+    "LOG_",
+    "CHANNEL_",
+    "INSTANCE_",
+    "HOT_PATH",
+)
+# Variables with those prefixes that other programs read legitimately: scripts/kafka-local
+# (KAFKA_LOCAL_*) and Apache Kafka's own launch scripts (bin/kafka-run-class.sh).
+_FOREIGN_PREFIXES = ("KAFKA_LOCAL_",)
+_FOREIGN_NAMES = frozenset(
+    {
+        "KAFKA_HOME",
+        "KAFKA_OPTS",
+        "KAFKA_HEAP_OPTS",
+        "KAFKA_JVM_PERFORMANCE_OPTS",
+        "KAFKA_LOG4J_OPTS",
+        "KAFKA_JMX_OPTS",
+        "KAFKA_GC_LOG_OPTS",
+        "KAFKA_DEBUG",
+        "KAFKA_CLUSTER_ID",
+    }
+)
+# difflib's ratio below which a known name is too different to suggest.
+_SUGGESTION_CUTOFF = 0.6
+
 # While `load_settings` builds a Settings, it runs the cross-field checks itself (so that
 # they run even when a field failed); a Settings built directly runs them in its model
 # validator.
@@ -111,6 +150,14 @@ class BufferMode(StrEnum):
 class BufferFullPolicy(StrEnum):
     BLOCK = "block"
     DROP_NEWEST = "drop_newest"
+
+
+class ClientType(StrEnum):
+    """The Twitch app's client type (dev.twitch.tv/console): a confidential app has a
+    secret; a public one (device code flow) has none and refreshes without it."""
+
+    CONFIDENTIAL = "confidential"
+    PUBLIC = "public"
 
 
 class SourceKind(StrEnum):
@@ -200,16 +247,24 @@ class Settings(BaseSettings):
     twitch_client_id: str | None = None
     twitch_client_secret: SecretStr | None = None
     twitch_refresh_token: SecretStr | None = None
+    # `public`: an app without a secret (device code flow) refreshes with the refresh
+    # token alone, as Twitch allows for public clients.
+    twitch_client_type: ClientType = ClientType.CONFIDENTIAL
     twitch_eventsub_url: str = _DEFAULT_EVENTSUB_URL
     twitch_api_url: str = _DEFAULT_API_URL
     twitch_auth_url: str = _DEFAULT_AUTH_URL
     # Asked of Twitch with `?keepalive_timeout_seconds=` (Twitch takes 10-600); unset:
     # Twitch's default of 10 s. Below 10 only the simulator accepts it (tests).
     twitch_eventsub_keepalive_s: int | None = Field(default=None, ge=1, le=600)
-    # Twitch requires apps to validate their tokens hourly.
+    # Twitch requires apps to validate their tokens hourly: an hour at most.
     twitch_token_validate_interval_s: float = Field(default=3600.0, gt=0)
     # Refresh this long before the token expires (with TWITCH_REFRESH_TOKEN).
     twitch_token_refresh_margin_s: float = Field(default=600.0, ge=0)
+    # The live EventSub subscriptions are listed this often, to catch any that vanished.
+    twitch_eventsub_check_interval_s: float = Field(default=300.0, gt=0)
+    # Notifications read and held while the sink is busy (Kafka slow or down), so that
+    # the socket is read on and Twitch's pings answered; past this, BUFFER_FULL_POLICY.
+    twitch_eventsub_max_held_records: int = Field(default=50_000, ge=1)
 
     # --- Kafka --------------------------------------------------------------------
     kafka_brokers: str = "localhost:9092"
@@ -263,7 +318,8 @@ class Settings(BaseSettings):
 
     # --- Durable buffer -----------------------------------------------------------
     buffer_mode: BufferMode = BufferMode.DISK
-    buffer_dir: Path = Path("data/buffer")
+    # Absolute, so that a restart from another directory finds what the last run left.
+    buffer_dir: Path = Field(default_factory=lambda: default_buffer_dir())
     buffer_fsync_ms: int = Field(default=50, ge=0)
     buffer_max_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
     buffer_segment_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
@@ -277,6 +333,19 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     stats_log_interval_s: float = Field(default=30.0, gt=0)
     hot_path: HotPath = "auto"  # the compiled extension or pure Python (native.py)
+    # Channels with /metrics series of their own (channel_flow.py); the rest are added
+    # up under channel="_other". Five series a channel: 1,000 channels are 5,000 series.
+    metrics_channels_max: int = Field(default=1000, ge=0, le=_INT32_MAX)
+
+    @field_validator("twitch_token_validate_interval_s")
+    @classmethod
+    def _validate_at_least_hourly(cls, value: float) -> float:
+        if value > 3600:
+            raise ValueError(
+                f"{value:g} is more than 3600: Twitch requires apps to validate their"
+                " tokens at least hourly"
+            )
+        return value
 
     @field_validator("twitch_channel", mode="before")
     @classmethod
@@ -506,6 +575,9 @@ class Settings(BaseSettings):
     @field_validator("buffer_dir")
     @classmethod
     def _buffer_dir_is_a_directory(cls, value: Path) -> Path:
+        # Made absolute (against the working directory) once, here: logs and check-config
+        # then name the directory the records are really in.
+        value = value.expanduser().absolute()
         if value.exists() and not value.is_dir():
             raise ValueError(f"{str(value)!r} exists and is not a directory")
         return value
@@ -535,6 +607,18 @@ class Settings(BaseSettings):
         if self.twitch_username is not None:
             return self.twitch_username.lower()
         return f"{_ANONYMOUS_PREFIX}{_anonymous_suffix()}"
+
+
+def default_buffer_dir() -> Path:
+    """BUFFER_DIR's default: the XDG state directory (`$XDG_STATE_HOME`, else
+    `~/.local/state`) — records that must outlive the process, but are not user data."""
+    state = os.environ.get("XDG_STATE_HOME", "")
+    if not Path(state).is_absolute():  # unset, or relative (the spec says: ignore it)
+        try:
+            state = str(Path.home() / ".local" / "state")
+        except RuntimeError:  # no home directory at all: the working directory
+            state = str(Path("state").absolute())
+    return Path(state) / "twitch-ingestion" / "buffer"
 
 
 def _default_instance_id() -> str:
@@ -629,7 +713,16 @@ def cross_field_problems(settings: Settings) -> list[ConfigProblem]:
 def _twitch_api_problems(s: Settings) -> list[ConfigProblem]:
     """TWITCH_SOURCE=eventsub's requirements, and the refresh pair (for either source)."""
     problems: list[ConfigProblem] = []
-    if (s.twitch_client_secret is None) != (s.twitch_refresh_token is None):
+    public = s.twitch_client_type is ClientType.PUBLIC
+    if public and s.twitch_client_secret is not None:
+        problems.append(
+            ConfigProblem(
+                ("TWITCH_CLIENT_SECRET", "TWITCH_CLIENT_TYPE"),
+                "TWITCH_CLIENT_SECRET is set but TWITCH_CLIENT_TYPE=public: a public app has "
+                "no secret; unset TWITCH_CLIENT_SECRET, or set TWITCH_CLIENT_TYPE=confidential",
+            )
+        )
+    elif not public and (s.twitch_client_secret is None) != (s.twitch_refresh_token is None):
         missing = (
             "TWITCH_REFRESH_TOKEN" if s.twitch_refresh_token is None else ("TWITCH_CLIENT_SECRET")
         )
@@ -637,7 +730,8 @@ def _twitch_api_problems(s: Settings) -> list[ConfigProblem]:
             ConfigProblem(
                 ("TWITCH_CLIENT_SECRET", "TWITCH_REFRESH_TOKEN"),
                 f"{missing} is not set: refreshing the token takes both TWITCH_CLIENT_SECRET "
-                "and TWITCH_REFRESH_TOKEN; set both, or neither",
+                "and TWITCH_REFRESH_TOKEN; set both, or neither (an app without a secret: "
+                "TWITCH_CLIENT_TYPE=public and TWITCH_REFRESH_TOKEN alone)",
             )
         )
     elif s.twitch_refresh_token is not None and s.twitch_client_id is None:
@@ -730,6 +824,102 @@ def _describe(error: Mapping[str, Any]) -> str:
     return message if variable is None else f"{variable}: {message}"
 
 
+# A value made only of these is written to .env as it is; anything else is single-quoted
+# (python-dotenv then takes it literally: no `${…}` expansion, no `#` comment).
+_DOTENV_BARE = re.compile(r"^[A-Za-z0-9_.,:/@+=-]*$")
+
+
+def dotenv_lines(settings: Settings) -> list[str]:
+    """`settings` as `.env` lines that `load_settings` reads back to the same settings.
+
+    Secrets are not written: a set one is a comment saying so (the file then reads back
+    with it unset), an unset one an empty value, as `.env.example` has them.
+    """
+    lines: list[str] = []
+    for name in sorted(Settings.model_fields):
+        value = getattr(settings, name)
+        variable = name.upper()
+        if isinstance(value, SecretStr):
+            lines.append(f"# {variable} is set (a secret: not shown)")
+            continue
+        lines.append(f"{variable}={_dotenv_value(value)}")
+    return lines
+
+
+def _dotenv_value(value: object) -> str:
+    if value is None:
+        return ""  # every optional setting reads an empty value as unset
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, StrEnum):
+        text = value.value
+    elif isinstance(value, float):
+        text = str(int(value)) if value.is_integer() else repr(value)
+    elif isinstance(value, list):
+        text = ",".join(str(item) for item in value)
+    else:
+        text = str(value)
+    if _DOTENV_BARE.match(text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownSetting:
+    """A variable that looks like a setting (`SETTING_PREFIXES`) but is none."""
+
+    name: str
+    source: str
+    """Where it was found: "the environment" or ".env"."""
+    suggestion: str | None
+    """The closest setting name, if one is close."""
+
+    @property
+    def message(self) -> str:
+        found = f"{self.name} (in {self.source}) is not a setting"
+        if self.suggestion is not None:
+            return f"{found}: did you mean {self.suggestion}?"
+        return f"{found} (the README's Settings table lists them)"
+
+
+def unknown_settings(
+    environ: Mapping[str, str] | None = None, dotenv_path: Path | None = None
+) -> list[UnknownSetting]:
+    """Variables of `environ` (default: the process's) and of the `.env` file (default:
+    the one `Settings` reads) that look like settings but name none."""
+    environ = os.environ if environ is None else environ
+    if dotenv_path is None:
+        dotenv_path = Path(str(Settings.model_config.get("env_file") or ".env"))
+    known = sorted(name.upper() for name in Settings.model_fields)
+    found: dict[str, UnknownSetting] = {}
+    for source, names in (("the environment", list(environ)), (".env", _dotenv_names(dotenv_path))):
+        for name in names:
+            upper = name.upper()
+            if upper in found or not _looks_like_a_setting(upper) or upper in known:
+                continue
+            close = difflib.get_close_matches(upper, known, n=1, cutoff=_SUGGESTION_CUTOFF)
+            found[upper] = UnknownSetting(name, source, close[0] if close else None)
+    return list(found.values())
+
+
+def _looks_like_a_setting(name: str) -> bool:
+    return (
+        name.startswith(SETTING_PREFIXES)
+        and not name.startswith(_FOREIGN_PREFIXES)
+        and name not in _FOREIGN_NAMES
+    )
+
+
+def _dotenv_names(path: Path) -> list[str]:
+    """The names a `.env` file sets; none when it is missing or unreadable (reading the
+    settings reports that)."""
+    try:
+        with path.open(encoding="utf-8") as stream:
+            return [binding.key for binding in parse_stream(stream) if binding.key]
+    except (OSError, UnicodeDecodeError):
+        return []
+
+
 def load_settings(
     checks: Sequence[SettingsCheck] = (),
     /,
@@ -768,7 +958,8 @@ def load_settings(
                     ConfigProblem(
                         ("TWITCH_CHANNEL",),
                         "TWITCH_CHANNEL is not set: give one channel login or a "
-                        "comma-separated list",
+                        "comma-separated list, in .env (first `cp .env.example .env`, then "
+                        "edit it) or in the environment",
                     )
                 )
         for check in checks:

@@ -113,10 +113,11 @@ def _create_topics(settings: Settings) -> str | None:
             found = topics.get(spec.name)
             if found is not None and len(found.partitions) != spec.partitions:
                 log.warning(
-                    "demo topic has an unexpected partition count; delete it to recreate it",
+                    "demo topic has an unexpected partition count",
                     topic=spec.name,
                     partitions=len(found.partitions),
                     expected=spec.partitions,
+                    hint="delete it to recreate it",
                 )
         return None
     if not check.reachable:

@@ -22,6 +22,7 @@ from twitch_ingestion.config import LogFormat
 __all__ = [
     "LIBRDKAFKA_LOGGER",
     "RepeatedLineFilter",
+    "ReportedElsewhereFilter",
     "configure_default_logging",
     "configure_logging",
     "redact_secrets",
@@ -48,6 +49,11 @@ _LIBRDKAFKA_REPEAT_INTERVAL_S = 30.0
 # "(after 12ms in state CONNECT)": the only part of a repeated line that changes.
 _DURATION = re.compile(r"\b\d+ms\b")
 _MAX_REMEMBERED_LINES = 1000
+# librdkafka's log facilities for a failed connection or request: the same failure
+# reaches the client's error callback (the producer's "kafka client error", the fleet's
+# consumer errors) or an exception (the commands), which each report it in one line of
+# their own, naming the setting to fix. Logged here too, every failure was two lines.
+_REPORTED_ELSEWHERE = frozenset({"FAIL", "ERROR"})
 
 
 def redact_secrets(
@@ -92,9 +98,24 @@ def configure_logging(level: str = "info", log_format: LogFormat = LogFormat.AUT
     root.handlers = [handler]
     root.setLevel(numeric_level)
     librdkafka = logging.getLogger(LIBRDKAFKA_LOGGER)
-    for old in [f for f in librdkafka.filters if isinstance(f, RepeatedLineFilter)]:
+    for old in [
+        f for f in librdkafka.filters if isinstance(f, RepeatedLineFilter | ReportedElsewhereFilter)
+    ]:
         librdkafka.removeFilter(old)
+    librdkafka.addFilter(ReportedElsewhereFilter())
     librdkafka.addFilter(RepeatedLineFilter(_LIBRDKAFKA_REPEAT_INTERVAL_S))
+
+
+class ReportedElsewhereFilter(logging.Filter):
+    """Drops librdkafka's lines for failures our own code reports (`_REPORTED_ELSEWHERE`):
+    one line per Kafka failure. Its other lines (configuration warnings, …) pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # confluent-kafka logs "%s [%s] %s" % (facility, client name, text).
+        facility = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        if not isinstance(facility, str):
+            facility = record.getMessage().split(" ", 1)[0]
+        return facility not in _REPORTED_ELSEWHERE
 
 
 class RepeatedLineFilter(logging.Filter):

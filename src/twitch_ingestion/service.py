@@ -6,8 +6,10 @@ and never asks which one it is; both hand their events to the one `RecordBuilder
 (`records/`) and its records to the same sink, so topics, keys, DLQ, buffer, health and
 shutdown do not depend on which one reads.
 
-Startup never waits for Kafka: records are enqueued (and, with the disk buffer, kept)
-until the broker answers, while `/readyz` says what is missing. Shutdown stops reading
+Startup never waits for Kafka: Twitch is read at once, and records wait in the buffer
+until the topics are known to exist with their configured partitions and settings
+(created if missing) — nothing is produced before, so no broker auto-creates a topic
+with its own defaults — while `/readyz` says what is missing. Shutdown stops reading
 Twitch first, then flushes, so every line read before the signal reaches Kafka.
 """
 
@@ -18,11 +20,14 @@ import contextlib
 import gc
 import signal
 import time
+from collections.abc import Callable, Coroutine
 from enum import IntEnum
+from typing import Any
 
 import structlog
 from confluent_kafka.admin import AdminClient
 
+from twitch_ingestion.channel_flow import ChannelFlow, ChannelFlowSink
 from twitch_ingestion.config import ChannelSource, Settings, SourceKind
 from twitch_ingestion.fleet.assignment import FleetError, FleetMember
 from twitch_ingestion.health import HealthServer, HealthServerError
@@ -31,6 +36,14 @@ from twitch_ingestion.kafka.producer import KafkaProducer
 from twitch_ingestion.kafka.producer_config import admin_config
 from twitch_ingestion.kafka.sink import KafkaSink
 from twitch_ingestion.kafka.topics import TopicCheck, TopicSpec, ensure_topics
+from twitch_ingestion.metrics import (
+    BUFFER_MAX_BYTES,
+    CHANNEL_FLOW,
+    FLEET,
+    PARSE_STATS,
+    READINESS,
+    TOKEN,
+)
 from twitch_ingestion.records import RecordSink, Topics
 from twitch_ingestion.records.builder import RecordBuilder
 from twitch_ingestion.sources.common.source import Source, SourceStopped
@@ -44,6 +57,8 @@ log = structlog.get_logger(__name__)
 # How often a failed topic check (broker down, topic missing) is tried again.
 _TOPIC_RECHECK_INTERVAL_S = 5.0
 _TOPIC_CHECK_TIMEOUT_S = 3.0
+# A shutdown flush this long (or with Kafka unreachable) says what it waits for.
+_SHUTDOWN_QUIET_S = 1.0
 
 
 class ExitCode(IntEnum):
@@ -64,7 +79,17 @@ class ExitCode(IntEnum):
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """The topics this service writes to, as configured."""
     return [
-        TopicSpec(name, settings.kafka_topic_partitions, settings.kafka_topic_replication_factor)
+        TopicSpec(
+            name,
+            settings.kafka_topic_partitions,
+            settings.kafka_topic_replication_factor,
+            warn_fewer_partitions=True,
+            fewer_partitions_effect=(
+                "channels are spread over fewer partitions, so fewer consumers of one "
+                "group can share them (a keyed topic cannot be re-partitioned without "
+                "moving channels between partitions)"
+            ),
+        )
         for name in Topics.from_settings(settings).names
     ]
 
@@ -90,20 +115,75 @@ class IngestionService:
         self.buffer = buffer_from_settings(settings)
         self.sink = KafkaSink(settings, self.producer, self.buffer)
         self.records = RecordBuilder.from_settings(settings)
+        # Per-channel metrics count each chunk a source hands to the sink: one call site.
+        self.channel_flow = ChannelFlow(
+            self.records.topics, max_channels=settings.metrics_channels_max
+        )
+        records_sink = ChannelFlowSink(self.sink, self.channel_flow)
         in_fleet = settings.channel_source is ChannelSource.KAFKA
-        self.source = source_from_settings(settings, self.records, self.sink, in_fleet=in_fleet)
+        self.source = source_from_settings(settings, self.records, records_sink, in_fleet=in_fleet)
         self.fleet = FleetMember(settings, self.source) if in_fleet else None
         self._topic_check = TopicCheck(False, frozenset(), {"*": "not checked yet"})
         self._stop_requested = asyncio.Event()
+        # A second SIGINT/SIGTERM during shutdown: stop without waiting for Kafka.
+        self._stop_now = asyncio.Event()
+        self._signal_hint = "Ctrl-C"
         self._started_at = time.monotonic()
+        self._watch_metrics()
 
-    def readiness(self) -> tuple[bool, dict[str, object]]:
-        """Ready = Twitch connected with its channels joined, and Kafka reachable."""
+    def _watch_metrics(self) -> None:
+        """The series `metrics.py` reads from this service when `/metrics` is scraped."""
+        source = self.source
+        self.channel_flow.watch_source(lambda: source.channels, source.joined_channels)
+        CHANNEL_FLOW.watch(self.channel_flow.snapshot)
+        READINESS.watch(
+            lambda: {
+                "twitch_ingestion_ready": {
+                    (name,): float(ready) for name, ready in self._ready_parts().items()
+                }
+            }
+        )
+        TOKEN.watch(self._token_expiry)
+        FLEET.watch(self._fleet_state if self.fleet is not None else None)
+        PARSE_STATS.watch(source.parse_stats)
+        BUFFER_MAX_BYTES.set(self.settings.buffer_max_bytes)
+
+    def _token_expiry(self) -> dict[str, object]:
+        expiry = self.source.token_expiry(time.monotonic())
+        if expiry is None:
+            return {}
+        remaining, can_refresh = expiry
+        refreshable = "true" if can_refresh else "false"
+        return {
+            "twitch_ingestion_twitch_token_expiry_timestamp_seconds": {
+                (refreshable,): round(time.time() + remaining)
+            }
+        }
+
+    def _fleet_state(self) -> dict[str, object]:
+        fleet = self.fleet
+        assert fleet is not None
+        return {
+            "twitch_ingestion_fleet_partitions_assigned": len(fleet.partitions),
+            "twitch_ingestion_fleet_channels_releasing": len(fleet.releasing),
+            "twitch_ingestion_fleet_settled": float(fleet.settled),
+        }
+
+    def _ready_parts(self) -> dict[str, bool]:
+        """Twitch connected with its channels joined; Kafka reachable with its topics."""
         twitch_ready = self.source.is_ready()
         if self.fleet is not None and not self.fleet.settled:
             # No channel list yet: an empty source is "ready" but reads nothing it owns.
             twitch_ready = False
-        kafka_ready = self.producer.reachable and self._topic_check.ok
+        return {
+            "twitch": twitch_ready,
+            "kafka": self.producer.reachable and self._topic_check.ok,
+        }
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        """Ready = Twitch connected with its channels joined, and Kafka reachable."""
+        parts = self._ready_parts()
+        twitch_ready, kafka_ready = parts["twitch"], parts["kafka"]
         details: dict[str, object] = {
             "twitch": "ready" if twitch_ready else "not ready",
             "kafka": "ready" if kafka_ready else "not ready",
@@ -112,6 +192,7 @@ class IngestionService:
         }
         if self._topic_check.problems:
             details["kafka_problems"] = dict(self._topic_check.problems)
+        details.update(self.source.readiness_details())
         return twitch_ready and kafka_ready, details
 
     def request_stop(self) -> None:
@@ -131,11 +212,23 @@ class IngestionService:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             return failed
+        if self.fleet is not None and settings.twitch_channel:
+            log.warning(
+                "twitch channel setting ignored in a fleet",
+                variable="TWITCH_CHANNEL",
+                hint="with CHANNEL_SOURCE=kafka the channels come from the control topic: "
+                "twitch-ingestion channels add …",
+            )
+        channels: dict[str, object] = (
+            {"control_topic": settings.kafka_topic_channels}
+            if self.fleet is not None
+            else {"channels": len(settings.twitch_channel)}
+        )
         twitch, tls = self.source.endpoint
         log.info(
             "service starting",
             source=settings.twitch_source.value,
-            channels=len(settings.twitch_channel),
+            **channels,
             channel_source=settings.channel_source.value,
             twitch=twitch,
             tls=tls,
@@ -143,14 +236,15 @@ class IngestionService:
             kafka=settings.kafka_brokers,
             topic=settings.kafka_topic_chat_messages,
         )
+        # Until the topics are checked (and created), records wait in the buffer; the
+        # earlier run's unacknowledged records go first once they are.
+        self.sink.hold()
         background = [
             asyncio.create_task(self.producer.run_poller(), name="kafka-poller"),
             asyncio.create_task(self.sink.run_maintenance(), name="kafka-maintenance"),
             asyncio.create_task(self._keep_topics_checked(), name="kafka-topics"),
             asyncio.create_task(self._log_throughput(), name="stats"),
         ]
-        # What an earlier run read but Kafka never acknowledged goes first, in order.
-        await self.sink.replay_buffered()
         source_task = asyncio.create_task(self.source.run(), name="twitch-source")
         stop_task = asyncio.create_task(self._stop_requested.wait(), name="stop")
         watched: set[asyncio.Task[None] | asyncio.Task[bool]] = {source_task, stop_task}
@@ -158,7 +252,7 @@ class IngestionService:
             fleet_task = asyncio.create_task(self.fleet.run(), name="fleet")
             background.append(fleet_task)
             watched.add(fleet_task)
-        crashed = {"fleet": "fleet membership failed"}
+        crashed: dict[str, Callable[..., None]] = {"fleet": _fleet_failed}
         for side in self.source.side_tasks():
             side_task = asyncio.create_task(side.run(), name=side.name)
             crashed[side.name] = side.crashed
@@ -185,15 +279,23 @@ class IngestionService:
         try:
             await health.start()
         except HealthServerError as exc:
-            log.error(str(exc))
+            log.error("health server cannot start", problem=str(exc))
             return ExitCode.HEALTH_SERVER
         try:
             # Here, not in __init__: it takes the directory lock and may scan segments.
             self.buffer.open()
         except (DurableBufferError, OSError) as exc:
             await health.stop()
-            log.error(_buffer_problem(exc, self.settings))
+            log.error("buffer dir unusable", problem=_buffer_problem(exc, self.settings))
             return ExitCode.BUFFER
+        # Where unacknowledged records live, and how many an earlier run left there: they
+        # are only ever sent by a service started on this same directory.
+        log.info(
+            "buffer ready",
+            directory=str(self.settings.buffer_dir),
+            mode=self.settings.buffer_mode.value,
+            records_waiting=self.buffer.records,
+        )
         return None
 
     async def _shutdown(
@@ -203,16 +305,34 @@ class IngestionService:
         stop_task: asyncio.Task[bool],
         background: list[asyncio.Task[None]],
     ) -> ExitCode:
-        """Stop reading, then deliver what was read, within SHUTDOWN_TIMEOUT_S."""
-        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        """Stop reading, then deliver what was read, within SHUTDOWN_TIMEOUT_S — or less,
+        if a second signal asks to stop now (what is unacknowledged stays in the buffer)."""
+        timeout_s = self.settings.shutdown_timeout_s
+        deadline = time.monotonic() + timeout_s
         if self.fleet is not None:
             # First, so that no channel is added while the source winds down.
-            await self.fleet.stop()
+            await self._unless_stopped_now(self.fleet.stop())
         # Half the budget for a chunk the source is still handing over, the rest to flush.
-        await self.source.stop(grace_s=self.settings.shutdown_timeout_s / 2)
+        await self._unless_stopped_now(self.source.stop(grace_s=timeout_s / 2))
         await _cancel(source_task, stop_task)
-        while self.sink.pending and time.monotonic() < deadline:
-            await self.producer.flush(min(0.5, max(0.0, deadline - time.monotonic())))
+        flush_started = time.monotonic()
+        announced = False
+        while self.sink.pending and time.monotonic() < deadline and not self._stop_now.is_set():
+            if not announced and (
+                not self.producer.reachable
+                or self.sink.held
+                or time.monotonic() - flush_started >= _SHUTDOWN_QUIET_S
+            ):
+                # Otherwise the wait looks like a hang, with only Kafka errors to read.
+                announced = True
+                log.warning(
+                    "shutdown waiting for kafka",
+                    records=self.sink.pending,
+                    up_to_s=round(deadline - time.monotonic()),
+                    hint=f"{self._signal_hint} again to stop now; the records stay in the "
+                    "buffer and are sent on the next start",
+                )
+            await self.producer.flush(min(0.2, max(0.0, deadline - time.monotonic())))
             # Records can be pending outside librdkafka (waiting for the sink's redelivery),
             # and then flush returns at once without awaiting: let the sink's task run.
             await asyncio.sleep(0.01)
@@ -231,18 +351,39 @@ class IngestionService:
         )
         if undelivered:
             log.error(
-                "records not acknowledged by Kafka before SHUTDOWN_TIMEOUT_S; "
-                "they stay in the buffer and are delivered on the next start",
+                "records left in the buffer",
                 records=undelivered,
+                reason="stopped at once (second signal)"
+                if self._stop_now.is_set()
+                else f"SHUTDOWN_TIMEOUT_S={timeout_s:g} ran out",
                 buffer_mode=self.settings.buffer_mode.value,
+                buffer_dir=str(self.settings.buffer_dir),
+                hint="sent first by the next start on this BUFFER_DIR",
             )
             if exit_code is ExitCode.OK:
                 exit_code = ExitCode.FAILURE
         return exit_code
 
+    async def _unless_stopped_now(self, step: Coroutine[Any, Any, None]) -> None:
+        """Run a shutdown step, cut short by a second signal."""
+        task = asyncio.ensure_future(step)
+        stop_now = asyncio.ensure_future(self._stop_now.wait())
+        await asyncio.wait({task, stop_now}, return_when=asyncio.FIRST_COMPLETED)
+        await _cancel(task, stop_now)
+
     def _on_signal(self, sig: signal.Signals) -> None:
-        log.info("shutdown requested", signal=sig.name)
-        self._stop_requested.set()
+        if not self._stop_requested.is_set():
+            self._signal_hint = "Ctrl-C" if sig is signal.SIGINT else sig.name
+            log.info("shutdown requested", signal=sig.name)
+            self._stop_requested.set()
+        elif not self._stop_now.is_set():
+            log.warning(
+                "stopping now",
+                signal=sig.name,
+                records_in_buffer=self.sink.pending,
+                buffer_dir=str(self.settings.buffer_dir),
+            )
+            self._stop_now.set()
 
     async def _keep_topics_checked(self) -> None:
         # librdkafka's own logs off (log_level 2): nothing polls this client, so they would
@@ -262,10 +403,12 @@ class IngestionService:
             if check.problems != self._topic_check.problems:
                 for topic, problem in check.problems.items():
                     log.error("kafka topic problem", topic=topic, problem=problem)
-                if check.ok:
-                    log.info("kafka topics ready", topics=sorted(s.name for s in specs))
             self._topic_check = check
             if check.ok:
+                for topic, warning in check.warnings.items():
+                    log.warning("kafka topic warning", topic=topic, warning=warning)
+                log.info("kafka topics ready", topics=sorted(s.name for s in specs))
+                self.sink.release()
                 return
             await asyncio.sleep(_TOPIC_RECHECK_INTERVAL_S)
 
@@ -304,8 +447,11 @@ def _tune_garbage_collector() -> None:
 
 
 def _exit_code_for(
-    source_task: asyncio.Task[None] | asyncio.Task[bool], crashed: str = "twitch source crashed"
+    source_task: asyncio.Task[None] | asyncio.Task[bool],
+    crashed: Callable[..., None] | None = None,
 ) -> ExitCode:
+    """The exit code of a task that ended the service; `crashed` logs the one error line
+    when it ended with anything but `SourceStopped` (default: the source crashed)."""
     error = source_task.exception()
     if error is None:
         return ExitCode.OK
@@ -319,11 +465,20 @@ def _exit_code_for(
         if details is not None:
             log.error("twitch source gave up", **details)
         return ExitCode.TWITCH_GAVE_UP
+    log_failure = _source_crashed if crashed is None else crashed
     if isinstance(error, FleetError):  # its message says what to fix: no traceback
-        log.error(crashed, error=str(error))
+        log_failure(error=str(error))
         return ExitCode.FAILURE
-    log.error(crashed, error=repr(error), exc_info=error)
+    log_failure(error=repr(error), exc_info=error)
     return ExitCode.FAILURE
+
+
+def _source_crashed(**fields: Any) -> None:
+    log.error("twitch source crashed", **fields)
+
+
+def _fleet_failed(**fields: Any) -> None:
+    log.error("fleet membership failed", **fields)
 
 
 def _buffer_problem(exc: Exception, settings: Settings) -> str:

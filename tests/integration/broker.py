@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -43,6 +44,8 @@ class LocalBroker:
     The ports are fixed for the broker's lifetime: KRaft storage is formatted for its
     controller address, and clients keep the bootstrap address across restarts.
 
+    `num_partitions` is what a topic the broker auto-creates gets (`num.partitions`).
+
     With `ssl_cert` (a PEM chain, leaf first) and `ssl_key` (an unencrypted PKCS#8 PEM
     key) the broker also serves an SSL listener on `ssl_port` (`ssl_bootstrap`), next to
     the PLAINTEXT one.
@@ -55,6 +58,7 @@ class LocalBroker:
         port: int | None = None,
         controller_port: int | None = None,
         auto_create_topics: bool = True,
+        num_partitions: int = 1,
         ssl_cert: Path | None = None,
         ssl_key: Path | None = None,
         ssl_port: int | None = None,
@@ -67,6 +71,7 @@ class LocalBroker:
         if self.controller_port == self.port:
             self.controller_port = free_port()
         self.auto_create_topics = auto_create_topics
+        self.num_partitions = num_partitions
         self.ssl_cert = ssl_cert
         self.ssl_key = ssl_key
         self.ssl_port: int | None = None
@@ -98,6 +103,17 @@ class LocalBroker:
         """SIGKILL: an unclean death, as a crash or an OOM kill leaves it."""
         self._run("kill", timeout_s=10)
 
+    def pause(self) -> None:
+        """SIGSTOP: the broker holds its connections and answers nothing (a GC pause, a
+        frozen VM) until `resume`; no JVM restart, so it is quick."""
+        os.kill(self._pid(), signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self._pid(), signal.SIGCONT)
+
+    def _pid(self) -> int:
+        return int((self.state_dir / "broker.pid").read_text().strip())
+
     def restart(self) -> None:
         self.stop()
         self.start()
@@ -127,6 +143,7 @@ class LocalBroker:
             "KAFKA_LOCAL_PORT": str(self.port),
             "KAFKA_LOCAL_CONTROLLER_PORT": str(self.controller_port),
             "KAFKA_LOCAL_AUTO_CREATE_TOPICS": "true" if self.auto_create_topics else "false",
+            "KAFKA_LOCAL_NUM_PARTITIONS": str(self.num_partitions),
             "KAFKA_LOCAL_START_TIMEOUT_S": str(_START_TIMEOUT_S),
             "KAFKA_LOCAL_STOP_TIMEOUT_S": str(_STOP_TIMEOUT_S),
         }

@@ -34,16 +34,27 @@ class ServiceProcess:
     """A running `twitch-ingestion run`, its log file, and ways to stop or kill it."""
 
     def __init__(
-        self, workdir: Path, env: dict[str, str], args: tuple[str, ...] = ("run",)
+        self,
+        workdir: Path,
+        env: dict[str, str],
+        args: tuple[str, ...] = ("run",),
+        *,
+        argv: list[str] | None = None,
     ) -> None:
+        """`twitch-ingestion <args>`, or `argv` (a command that runs it, e.g. through a
+        shell)."""
         self.workdir = workdir
         self.log_path = workdir / f"service-{time.monotonic_ns()}.log"
         self._log_file = self.log_path.open("wb")
         # cwd is a fresh folder so that a developer's .env is never read by a test.
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "twitch_ingestion", *args],
+            argv or [sys.executable, "-m", "twitch_ingestion", *args],
             cwd=workdir,
-            env=clean_environment(env),
+            # A default BUFFER_DIR (XDG state directory) inside the test's folder.
+            env={
+                **clean_environment(env),
+                "XDG_STATE_HOME": env.get("XDG_STATE_HOME", str(workdir / "state")),
+            },
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,

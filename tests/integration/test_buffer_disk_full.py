@@ -94,9 +94,9 @@ def test_a_full_buffer_dir_holds_records_in_memory_and_every_line_reaches_kafka(
     assert_exactly_once_in_order(numbers_by_channel(records), last)
 
     assert service.process.poll() is None, service.logs()[-4000:]
-    full = events(service, "buffer_disk_full")
+    full = events(service, "buffer disk full")
     assert full, "the disk never filled: the test proves nothing"
     assert full[0]["level"] == "warning"
-    assert events(service, "buffer_disk_writable_again"), "it never went back to disk"
-    assert metric(env, "buffer_records_held_in_memory_total") > 0
+    assert events(service, "buffer disk writable again"), "it never went back to disk"
+    assert metric(env, "twitch_ingestion_buffer_records_held_in_memory_total") > 0
     stop_cleanly(service)

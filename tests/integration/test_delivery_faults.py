@@ -151,7 +151,7 @@ def readiness(env: dict[str, str]) -> tuple[int, dict[str, object]]:
 
 
 def metric(env: dict[str, str], sample: str) -> float:
-    """One sample from /metrics, e.g. `twitch_lines_received_total`; 0 if absent."""
+    """One sample from /metrics, e.g. `twitch_ingestion_irc_lines_received_total`; 0 if absent."""
     _, text = http_get(env, "/metrics")
     for line in text.splitlines():
         name, _, value = line.rpartition(" ")
@@ -531,19 +531,19 @@ def test_full_buffer_with_block_policy_stops_reading_and_drops_nothing(
     )
     service = start_service(env)
     simulator.wait_for_joined(CHANNELS, timeout=30)
-    lines_before = metric(env, "twitch_lines_received_total")
+    lines_before = metric(env, "twitch_ingestion_irc_lines_received_total")
     # The simulator writes ahead into socket buffers; the service stops reading.
     last = stream_fixed_amount(simulator)
     lines_read = wait_until_stable(
-        lambda: metric(env, "twitch_lines_received_total"), "lines received"
+        lambda: metric(env, "twitch_ingestion_irc_lines_received_total"), "lines received"
     )
     assert lines_read - lines_before < COUNT * len(CHANNELS), "it kept reading"
-    assert metric(env, "buffer_bytes") <= SMALL_BUFFER_BYTES
-    assert metric(env, 'buffer_records_dropped_total{reason="buffer_full"}') == 0
+    assert metric(env, "twitch_ingestion_buffer_bytes") <= SMALL_BUFFER_BYTES
+    assert metric(env, 'twitch_ingestion_buffer_records_dropped_total{reason="buffer_full"}') == 0
 
     kafka.start()
     assert_exactly_once_in_order(read_chat(kafka, topic_env, COUNT * len(CHANNELS)), last)
-    assert metric(env, 'buffer_records_dropped_total{reason="buffer_full"}') == 0
+    assert metric(env, 'twitch_ingestion_buffer_records_dropped_total{reason="buffer_full"}') == 0
     stop_cleanly(service)
 
 
@@ -567,12 +567,12 @@ def test_full_buffer_with_drop_newest_policy_counts_and_warns(
     service = start_service(env)
     simulator.wait_for_joined(CHANNELS, timeout=30)
     stream_fixed_amount(simulator)
-    dropped_sample = 'buffer_records_dropped_total{reason="buffer_full"}'
+    dropped_sample = 'twitch_ingestion_buffer_records_dropped_total{reason="buffer_full"}'
     dropped = wait_until_stable(lambda: metric(env, dropped_sample), "dropped records")
     kept = pending_records(env) - ROOMSTATES
     assert dropped > 0
     assert kept + dropped == COUNT * len(CHANNELS), "every record is kept or counted"
-    warning = service.wait_for_log("buffer full; records dropped")
+    warning = service.wait_for_log("buffer full records dropped")
     assert warning["level"] == "warning"
 
     kafka.start()
@@ -614,7 +614,7 @@ def test_truncated_segment_delivers_every_intact_record_and_warns_about_the_cut(
 
     kafka.start()
     second = start_service(env)
-    warning = second.wait_for_log("buffer_segment_tail_cut")
+    warning = second.wait_for_log("buffer segment tail cut")
     assert warning["level"] == "warning"
     assert warning["segment"] == segment.name
     assert warning["records_lost"] == 1

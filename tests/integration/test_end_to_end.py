@@ -105,7 +105,7 @@ def test_corpus_replay_reaches_kafka_complete_and_well_formed(
     stopped = next(e for e in service.log_events() if e["event"] == "service stopped")
     assert stopped["undelivered"] == 0
     expected = "compiled" if hot_path == "auto" and extension_available() else "python"
-    said = [e["path"] for e in service.log_events() if e["event"].startswith("IRC hot path")]
+    said = [e["path"] for e in service.log_events() if e["event"] == "irc hot path"]
     assert said == [expected], "the start-up log names the hot path once"
 
 

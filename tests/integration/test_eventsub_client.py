@@ -287,7 +287,7 @@ async def test_unusable_token_ends_the_source_with_one_line_naming_the_variable(
     printed = capsys.readouterr()
     assert token.access_token not in printed.out + printed.err
     if problem == "expires_while_running_without_refresh":
-        assert "twitch-token-valid" in printed.out + printed.err  # the logs were captured
+        assert "twitch token valid" in printed.out + printed.err  # the logs were captured
         assert failure.reason == "token-expired"
         assert client.stats.subscriptions_created == len(CHANNELS) * len(CHAT_SUBSCRIPTION_TYPES)
 

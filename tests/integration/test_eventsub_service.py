@@ -173,15 +173,15 @@ def test_numbered_chat_over_three_channels_reaches_kafka_exactly_once_through(
 
     stats = eventsub.stats()
     assert stats.redelivered > 0  # Twitch's at-least-once was exercised
-    assert metric(env, "eventsub_duplicates_dropped_total") == stats.redelivered
-    assert metric(env, "eventsub_notifications_total") == 900
+    assert metric(env, "twitch_ingestion_eventsub_duplicates_dropped_total") == stats.redelivered
+    assert metric(env, "twitch_ingestion_eventsub_notifications_total") == 900
     if fault == "session_reconnect":
-        assert metric(env, "eventsub_session_migrations_total") == 1
+        assert metric(env, "twitch_ingestion_eventsub_session_migrations_total") == 1
         assert stats.sessions_with_subscriptions == 1  # subscriptions carried over
     elif fault == "keepalive_loss":
-        assert metric(env, "eventsub_reconnects_total") == 1
+        assert metric(env, "twitch_ingestion_eventsub_reconnects_total") == 1
     else:
-        assert metric(env, "eventsub_token_refreshes_total") == 1
+        assert metric(env, "twitch_ingestion_eventsub_token_refreshes_total") == 1
         assert stats.helix_unauthorized >= 1
 
     assert service.stop(signal.SIGTERM) == 0
@@ -291,11 +291,11 @@ def test_unknown_login_cost_refusal_and_429_are_reported_and_the_rest_flows(
     reported = {
         e["channel"]: e["reason"]
         for e in service.log_events()
-        if e["event"] == "eventsub-channel-not-read"
+        if e["event"] == "eventsub channel not read"
     }
     assert reported == {"nosuchuser": "unknown-login", "expensive": "limit-exceeded"}
-    assert metric(env, "eventsub_helix_rate_limited_total") == 2
-    assert metric(env, "eventsub_channels_not_read") == 2
+    assert metric(env, "twitch_ingestion_eventsub_helix_rate_limited_total") == 2
+    assert metric(env, "twitch_ingestion_eventsub_channels_not_read") == 2
 
     eventsub.start_numbered(CHANNELS, count=100)
     records = collect_records(
@@ -400,6 +400,6 @@ def test_when_no_configured_channel_can_be_read_the_service_exits_4_naming_the_v
     assert "TWITCH_CHANNEL" in gave_up[0]["error"]
     assert "Traceback" not in service.logs()
     reported = {
-        e["channel"] for e in service.log_events() if e["event"] == "eventsub-channel-not-read"
+        e["channel"] for e in service.log_events() if e["event"] == "eventsub channel not read"
     }
     assert reported == set(channels)

@@ -184,7 +184,7 @@ def test_untrusted_broker_certificate_is_one_clear_line_and_loses_nothing(
     count = 50
     _stream(simulator, count)
 
-    failed = service.wait_for_log("kafka TLS handshake failed")
+    failed = service.wait_for_log("kafka tls handshake failed")
     assert "KAFKA_SSL_CA_LOCATION" in failed["problem"]
     assert failed["level"] == "error"
     status, details = _readiness(env)

@@ -76,7 +76,7 @@ def test_a_valid_irc_token_is_validated_and_chat_flows(
 ) -> None:
     token = oauth.issue_token(scopes=("chat:read",)).access_token
     service = start_service({**irc_env(simulator, oauth, token, ["alpha"]), **topics})
-    valid = service.wait_for_log("twitch-token-valid")
+    valid = service.wait_for_log("twitch token valid")
     assert "expires in" in valid["status"]
     simulator.wait_for_joined(["alpha"], timeout=30)
     simulator.start_numbered(["alpha"], rate=0, count=100).wait(timeout=30)
@@ -102,7 +102,7 @@ def test_an_irc_token_is_refreshed_before_it_expires_and_the_service_runs_on(
         "TWITCH_TOKEN_REFRESH_MARGIN_S": "2",
     }
     service = start_service(env)
-    service.wait_for_log("twitch-token-refreshed")
+    service.wait_for_log("twitch token refreshed")
     simulator.wait_for_joined(["alpha"], timeout=30)
     # Past the old token's expiry the service is still running (it would exit 3
     # without the refresh), and the new token was validated.
@@ -134,7 +134,7 @@ def test_an_unreachable_validate_endpoint_leaves_the_decision_to_the_irc_login(
         "TWITCH_AUTH_URL": "http://127.0.0.1:9/oauth2",  # refuses at once
     }
     service = start_service(env)
-    warning = service.wait_for_log("twitch-token-validate-failed")
+    warning = service.wait_for_log("twitch token validate failed")
     assert "network error" in warning["detail"]
     simulator.wait_for_joined(["alpha"], timeout=30)
     simulator.start_numbered(["alpha"], rate=0, count=50).wait(timeout=30)

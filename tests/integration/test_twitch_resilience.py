@@ -210,11 +210,11 @@ def test_refused_at_start_retries_with_backoff_then_delivers_everything(
     simulator.pause_accepting()
     service = start_service({**twitch_env(simulator, channels), **topics, **FAST_TWITCH})
 
-    _wait_count(service, "twitch connect failed; retrying", 3)
+    _wait_count(service, "twitch connect failed", 3)
     simulator.resume_accepting()
     simulator.wait_for_joined(channels, timeout=15)
 
-    retries = _events(service, "twitch connect failed; retrying")
+    retries = _events(service, "twitch connect failed")
     assert [r["attempt"] for r in retries[:3]] == [1, 2, 3]
     assert all("could not connect" in r["error"] for r in retries)
     # Exponential: 0.1 s, 0.2 s, 0.4 s (±20% jitter), capped at TWITCH_RECONNECT_MAX_S.
@@ -253,9 +253,9 @@ def test_untrusted_tls_certificate_reads_nothing_says_why_and_backs_off(
             **health,
         }
     )
-    _wait_count(service, "twitch connect failed; retrying", 3)
+    _wait_count(service, "twitch connect failed", 3)
 
-    retries = _events(service, "twitch connect failed; retrying")
+    retries = _events(service, "twitch connect failed")
     assert [r["attempt"] for r in retries[:3]] == [1, 2, 3]
     # Backs off like any connection failure: 0.1 s, then 0.2 s (±20% jitter).
     assert retries[1]["retry_in_s"] > retries[0]["retry_in_s"]
@@ -266,7 +266,9 @@ def test_untrusted_tls_certificate_reads_nothing_says_why_and_backs_off(
     assert "\n" not in error
     assert "Traceback" not in service.logs()
     _, metrics = _http_get(health_port, "/metrics")
-    failures = re.search(r'twitch_reconnects_total\{cause="connect_failed"\} ([0-9.]+)', metrics)
+    failures = re.search(
+        r'twitch_ingestion_irc_reconnects_total\{cause="connect_failed"\} ([0-9.]+)', metrics
+    )
     assert failures is not None, metrics
     assert float(failures.group(1)) >= 3
     status, _ = _http_get(health_port, "/readyz")
@@ -310,7 +312,7 @@ def test_rejected_token_exits_3_at_once_naming_the_setting_not_the_token(
     assert "TWITCH_OAUTH_TOKEN" in logs
     assert "twitch authentication failed" in logs
     assert wrong_token.removeprefix("oauth:") not in logs
-    assert "twitch connect failed; retrying" not in logs
+    assert "twitch connect failed" not in logs
     assert collect_records(kafka_brokers, topics["KAFKA_TOPIC_CHAT_MESSAGES"], expected=0) == []
 
 
@@ -359,7 +361,7 @@ def test_stalled_connection_is_declared_dead_by_keepalive_and_replaced(
     # Keeps reading, sends nothing — not even to connections accepted meanwhile, which
     # therefore cannot log in until the server talks again.
     simulator.go_silent()
-    lost = service.wait_for_log("twitch connection lost; reconnecting", timeout_s=10)
+    lost = service.wait_for_log("twitch connection lost", timeout_s=10)
     assert lost["cause"] == "keepalive_timeout"
     # The replacement connection is accepted but gets no welcome while the stall lasts.
     simulator.wait_until(lambda s: s.connections_accepted >= 2, timeout=10)
@@ -383,7 +385,7 @@ def test_stalled_connection_is_declared_dead_by_keepalive_and_replaced(
     assert all(len(numbers) >= 120 for numbers in expected.values())
 
     _, metrics = _http_get(health_port, "/metrics")
-    assert 'twitch_reconnects_total{cause="keepalive_timeout"} 1.0' in metrics
+    assert 'twitch_ingestion_irc_reconnects_total{cause="keepalive_timeout"} 1.0' in metrics
     status, ready = _http_get(health_port, "/readyz")
     assert status == 200, ready
     _assert_clean_stop(service)
@@ -418,9 +420,9 @@ def test_channels_whose_joins_stalled_are_joined_again_on_the_new_connection(
     )
     simulator.wait_for_joined(channels[:2], timeout=15)
     simulator.go_silent()
-    lost = service.wait_for_log("twitch connection lost; reconnecting", timeout_s=10)
+    lost = service.wait_for_log("twitch connection lost", timeout_s=10)
     assert lost["cause"] == "keepalive_timeout"
-    stalled = _events(service, "twitch channel could not be joined; will retry")
+    stalled = _events(service, "twitch channel could not be joined")
     assert sorted(e["channel"] for e in stalled) == ["delta", "gamma"], "no JOIN stalled"
     simulator.resume_sending()
 
@@ -458,7 +460,7 @@ def test_dropped_connection_reconnects_and_loses_only_what_twitch_never_sent(
     _wait_delivered(simulator, channels, 100)
     expected = _stop_stream_and_snapshot(simulator, stream, channels)
 
-    lost = service.wait_for_log("twitch connection lost; reconnecting")
+    lost = service.wait_for_log("twitch connection lost")
     assert lost["cause"] == "connection_lost"
     stats = simulator.stats()
     assert _undelivered_total(stats, channels) > 0, "the drop happened mid-stream"
@@ -482,11 +484,11 @@ def test_twitch_down_then_back_reconnects_and_loses_only_what_twitch_never_sent(
 
     simulator.pause_accepting()
     simulator.drop_connections()
-    _wait_count(service, "twitch connect failed; retrying", 2)
+    _wait_count(service, "twitch connect failed", 2)
     status, outage = _http_get(health_port, "/readyz")
     assert status == 503
     assert json.loads(outage)["twitch"] == "not ready"
-    _wait_count(service, "twitch connect failed; retrying", 3)  # the outage goes on
+    _wait_count(service, "twitch connect failed", 3)  # the outage goes on
     simulator.resume_accepting()
     simulator.wait_for_joined(channels, timeout=15)
     _wait_http(health_port, "/readyz", lambda status, _: status == 200)
@@ -535,7 +537,7 @@ def test_unjoinable_channels_are_reported_once_and_the_others_flow_completely(
     assert "no JOIN echo" in failed["ghost"]
     assert set(json.loads(body_later)["failed_channels"]) == {"gone", "ghost"}
 
-    warnings = _events(service, "twitch channel could not be joined; will retry")
+    warnings = _events(service, "twitch channel could not be joined")
     assert sorted(w["channel"] for w in warnings) == ["ghost", "gone"], "logged once each"
     by_channel = {w["channel"]: w["reason"] for w in warnings}
     assert "does not exist or has been suspended" in by_channel["gone"]
@@ -575,7 +577,7 @@ def test_server_reconnect_hand_over_delivers_every_number_exactly_once(
     assert _undelivered_total(stats, channels) == 0
     # Each channel joined on both sockets: the overlap really carried lines twice.
     assert all(stats.joins_by_channel[c] == 2 for c in channels)
-    assert "twitch connection lost; reconnecting" not in service.logs()
+    assert "twitch connection lost" not in service.logs()
     _assert_kafka_numbers(
         kafka_brokers,
         topics["KAFKA_TOPIC_CHAT_MESSAGES"],
@@ -647,7 +649,7 @@ def test_max_reconnect_attempts_exhausted_exits_4_with_a_clear_message(
     )
     assert service.wait_exit(timeout_s=30) == 4, service.logs()
 
-    retries = _events(service, "twitch connect failed; retrying")
+    retries = _events(service, "twitch connect failed")
     assert [r["attempt"] for r in retries] == [1, 2]
     gave_up = _events(service, "twitch source gave up")
     assert len(gave_up) == 1
@@ -703,9 +705,9 @@ def test_the_token_never_appears_in_logs_errors_metrics_or_records(
         check_config.close()
 
     logs = service.logs()
-    assert _events(service, "twitch connection lost; reconnecting")
+    assert _events(service, "twitch connection lost")
     assert '"level": "debug"' in logs, "LOG_LEVEL=debug was not in effect"
-    assert "twitch_reconnects_total" in scraped[0]
+    assert "twitch_ingestion_irc_reconnects_total" in scraped[0]
     places = {
         "service output": logs,
         "/metrics": scraped[0],

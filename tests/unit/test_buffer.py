@@ -68,7 +68,7 @@ def sample(name: str, **labels: str) -> float:
 
 
 def dropped(reason: str) -> float:
-    return sample("buffer_records_dropped_total", reason=reason)
+    return sample("twitch_ingestion_buffer_records_dropped_total", reason=reason)
 
 
 def segment_files(directory: Path) -> list[Path]:
@@ -276,7 +276,7 @@ def test_a_tail_cut_at_every_offset_of_the_last_frame_keeps_every_intact_record(
         assert replay_all(reopened) == [(i, record(i)) for i in range(4)]
         reopened.close()
 
-        warnings = warnings_named(captured_log, "buffer_segment_tail_cut")
+        warnings = warnings_named(captured_log, "buffer segment tail cut")
         if cut == last_offset:  # a clean frame boundary: nothing torn
             assert warnings == []
             assert dropped("corrupt_tail") == before
@@ -304,7 +304,7 @@ def test_a_cut_tail_is_not_reported_twice(tmp_path: Path, captured_log: Capturin
     captured_log.calls.clear()
     reopened = opened(tmp_path)
     assert len(replay_all(reopened)) == 4
-    assert warnings_named(captured_log, "buffer_segment_tail_cut") == []
+    assert warnings_named(captured_log, "buffer segment tail cut") == []
     reopened.close()
 
 
@@ -325,7 +325,7 @@ def test_a_flipped_byte_in_the_middle_is_skipped_counted_and_later_records_repla
     reopened = opened(tmp_path)
     assert replay_all(reopened) == [(i, record(i)) for i in range(20) if i != 7]
     assert dropped("corrupt_frame") == before + 1
-    assert warnings_named(captured_log, "buffer_segment_damaged") == [
+    assert warnings_named(captured_log, "buffer segment damaged") == [
         {
             "segment": segment.name,
             "offset": offset,
@@ -722,16 +722,16 @@ def test_stats_and_metrics_follow_appends_acks_and_replay(tmp_path: Path) -> Non
     assert buffer.records == 6
     assert buffer.oldest_unacked_age_s(T0 + 2500) <= 2.5
     buffer.update_metrics(T0 + 5000)
-    assert sample("buffer_records") == 6
-    assert sample("buffer_bytes") == buffer.bytes > 0
-    assert 0 < sample("buffer_oldest_unacked_age_seconds") <= 5
+    assert sample("twitch_ingestion_buffer_records") == 6
+    assert sample("twitch_ingestion_buffer_bytes") == buffer.bytes > 0
+    assert 0 < sample("twitch_ingestion_buffer_oldest_unacked_age_seconds") <= 5
     buffer.close()
 
-    replayed_before = sample("buffer_records_replayed_total")
+    replayed_before = sample("twitch_ingestion_buffer_records_replayed_total")
     reopened = opened(tmp_path)
     assert len(replay_all(reopened)) == 6
     assert reopened.replayed == 6
-    assert sample("buffer_records_replayed_total") == replayed_before + 6
+    assert sample("twitch_ingestion_buffer_records_replayed_total") == replayed_before + 6
     for seq in range(10):
         reopened.ack(seq)
     assert reopened.records == 0

@@ -118,7 +118,7 @@ def test_a_full_disk_holds_records_in_memory_loses_none_and_warns_once(
 ) -> None:
     disk = SmallDisk(tmp_path, capacity=4096, error=error)
     buffer = opened(tmp_path, disk)
-    held_before = sample("buffer_records_held_in_memory_total")
+    held_before = sample("twitch_ingestion_buffer_records_held_in_memory_total")
     stop = fill_until_full(buffer)
     for start in range(stop, stop + 30, 10):  # more records while it is full
         assert tuple(buffer.append_batch(records(start, start + 10, SIZE))) == (start, 10)
@@ -126,14 +126,14 @@ def test_a_full_disk_holds_records_in_memory_loses_none_and_warns_once(
 
     assert disk.refused >= 1
     assert buffer.disk_full
-    assert sample("buffer_disk_full") == 1
+    assert sample("twitch_ingestion_buffer_disk_full") == 1
     held = buffer.held_in_memory
     assert held >= 40
-    assert sample("buffer_records_held_in_memory_total") == held_before + held
+    assert sample("twitch_ingestion_buffer_records_held_in_memory_total") == held_before + held
     assert buffer.records == stop
     assert seqs_of(buffer) == list(range(stop))
     assert [r for _s, r in buffer.unacked()] == [record(i, SIZE) for i in range(stop)]
-    [warning] = warnings_named(captured_log, "buffer_disk_full")
+    [warning] = warnings_named(captured_log, "buffer disk full")
     assert warning["error"] == os.strerror(error)
     assert "BUFFER_DIR" in str(warning["action"])
     # The write ENOSPC cut short was taken back: no torn frame for the next start to
@@ -159,8 +159,8 @@ def test_when_space_returns_held_records_go_back_to_disk_in_order_and_survive_a_
     buffer.maybe_sync(later())
     assert buffer.held_in_memory == 0
     assert not buffer.disk_full
-    assert sample("buffer_disk_full") == 0
-    [back] = [c.kwargs for c in captured_log.calls if c.args == ("buffer_disk_writable_again",)]
+    assert sample("twitch_ingestion_buffer_disk_full") == 0
+    [back] = [c.kwargs for c in captured_log.calls if c.args == ("buffer disk writable again",)]
     assert back["records_written_back"] == stop - first_held - 3
     # Appends go to disk again, after the records written back.
     assert tuple(buffer.append_batch(records(stop, stop + 5, SIZE))) == (stop, 5)
@@ -172,7 +172,7 @@ def test_when_space_returns_held_records_go_back_to_disk_in_order_and_survive_a_
     disk.capacity = 0
     buffer.append_batch(records(stop + 5, stop + 10, SIZE))
     buffer.append_batch(records(stop + 10, stop + 15, SIZE))
-    assert len(warnings_named(captured_log, "buffer_disk_full")) == 2
+    assert len(warnings_named(captured_log, "buffer disk full")) == 2
     disk.capacity = 1 << 20
     buffer.close()  # writes the held records back first
 
@@ -280,7 +280,7 @@ def test_close_writes_held_records_back_or_counts_them_as_lost(
     reopened = opened(tmp_path, SmallDisk(tmp_path, capacity=1 << 20))
     replayed = [seq for seq, _r in reopened.replay()]
     reopened.close()
-    errors = [c.kwargs for c in captured_log.calls if c.args == ("buffer_records_lost_at_close",)]
+    errors = [c.kwargs for c in captured_log.calls if c.args == ("buffer records lost at close",)]
     if room_at_close:
         assert replayed == list(range(stop))
         assert dropped("disk_full") == lost_before
@@ -305,7 +305,7 @@ def test_a_checkpoint_with_no_room_is_skipped_warned_once_and_written_later(
         buffer.maybe_sync(clock)  # a checkpoint is due on every tick
     assert not list(tmp_path.glob("*.tmp"))
     assert not list(tmp_path.glob("*.acks"))
-    assert len(warnings_named(captured_log, "buffer_checkpoint_skipped")) == 1
+    assert len(warnings_named(captured_log, "buffer checkpoint skipped")) == 1
 
     disk.capacity = 1 << 20
     buffer.maybe_sync(clock + 2)

@@ -34,7 +34,12 @@ def opened(directory: Path, **options: object) -> MemoryBuffer:
 
 
 def dropped(reason: str) -> float:
-    return REGISTRY.get_sample_value("buffer_records_dropped_total", {"reason": reason}) or 0.0
+    return (
+        REGISTRY.get_sample_value(
+            "twitch_ingestion_buffer_records_dropped_total", {"reason": reason}
+        )
+        or 0.0
+    )
 
 
 def test_records_stay_until_acked_and_come_back_for_a_retry(tmp_path: Path) -> None:

@@ -51,10 +51,15 @@ def _env(**settings: str) -> dict[str, str]:
 
 def twitch_ingestion(cwd: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
     # cwd is an empty folder, so no developer's .env is read.
+    # The default BUFFER_DIR is under the XDG state directory: the test's own, never the
+    # developer's (nor shared between tests).
     return subprocess.run(
         [*_COMMAND, *args],
         cwd=cwd,
-        env=_env(**settings),
+        env={
+            **_env(**settings),
+            "XDG_STATE_HOME": settings.get("XDG_STATE_HOME", str(cwd / "state")),
+        },
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -141,7 +146,7 @@ def test_check_config_prints_settings_on_stdout_and_nothing_else(tmp_path: Path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "KAFKA_BROKERS=127.0.0.1:1" in lines
-    assert all(line.startswith("# login: ") or "=" in line for line in lines), lines
+    assert all(line.startswith("# ") or "=" in line for line in lines), lines
     assert "exiting" not in result.stdout
     assert_no_traceback(result)
 
@@ -179,8 +184,9 @@ def test_a_busy_health_port_is_one_line_naming_health_port(tmp_path: Path, busy_
     [line] = error_lines(result)
     event = json.loads(line)
     assert event["level"] == "error"
-    assert f"HEALTH_PORT={busy_port}" in event["event"]
-    assert "in use" in event["event"]
+    assert event["event"] == "health server cannot start"
+    assert f"HEALTH_PORT={busy_port}" in event["problem"]
+    assert "in use" in event["problem"]
     assert_no_traceback(result)
 
 
@@ -197,7 +203,9 @@ def test_an_unusable_buffer_dir_is_one_line_naming_buffer_dir(tmp_path: Path) ->
     assert result.returncode == ExitCode.BUFFER
     assert result.stdout == ""
     [line] = error_lines(result)
-    assert "BUFFER_DIR" in json.loads(line)["event"]
+    event = json.loads(line)
+    assert event["event"] == "buffer dir unusable"
+    assert "BUFFER_DIR" in event["problem"]
     assert_no_traceback(result)
 
 
@@ -263,6 +271,14 @@ def test_simulate_writes_nothing_to_stdout(tmp_path: Path) -> None:
     assert process.returncode == 0, stderr
     assert stdout == ""
     assert "Traceback" not in stderr
+    # It logs as the service does: off a terminal, JSON lines with an event and a level.
+    logged = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    events = [entry["event"] for entry in logged]
+    assert "simulator stats" in events
+    assert events[-1] == "simulator stopped"
+    assert all({"event", "level", "timestamp"} <= entry.keys() for entry in logged)
+    plain = [line for line in stderr.splitlines() if line and not line.startswith("{")]
+    assert all(line.startswith("point the service at it") for line in plain), plain
 
 
 # --- the top-level guard (in-process: a bug cannot be provoked from outside) ------------
@@ -320,3 +336,120 @@ def test_tail_refuses_a_topic_name_kafka_would_refuse(tmp_path: Path) -> None:
     assert result.stdout == ""
     [line] = error_lines(result)
     assert "--topic 'chat messages' is not a Kafka topic name" in line
+
+
+# --- unknown settings ----------------------------------------------------------------
+
+
+def test_a_misspelled_setting_is_a_warning_naming_the_closest_setting(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("KAFKA_BROKER=localhost:9\nTWITCH_CHANNEL=forsen\n")
+    result = twitch_ingestion(tmp_path, "check-config", TWITCH_CHANEL="xqc")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in error_lines(result) if "warning" in line]
+    assert warnings == [
+        "twitch-ingestion: warning: TWITCH_CHANEL (in the environment) is not a setting: "
+        "did you mean TWITCH_CHANNEL? (ignored)",
+        "twitch-ingestion: warning: KAFKA_BROKER (in .env) is not a setting: "
+        "did you mean KAFKA_BROKERS? (ignored)",
+    ]
+    assert "KAFKA_BROKER" not in result.stdout.replace("KAFKA_BROKERS=", "")
+
+
+def test_check_config_strict_makes_an_unknown_setting_an_error(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("KAFKA_BROKER=localhost:9\nTWITCH_CHANNEL=forsen\n")
+    result = twitch_ingestion(tmp_path, "check-config", "--strict")
+    assert result.returncode == ExitCode.CONFIG
+    assert result.stdout == ""
+    assert error_lines(result) == [
+        "twitch-ingestion: KAFKA_BROKER (in .env) is not a setting: did you mean KAFKA_BROKERS?"
+    ]
+
+
+def test_variables_of_the_projects_own_tools_are_not_taken_for_typos(tmp_path: Path) -> None:
+    result = twitch_ingestion(
+        tmp_path,
+        "check-config",
+        "--strict",
+        TWITCH_CHANNEL="forsen",
+        KAFKA_LOCAL_PORT="19092",  # scripts/kafka-local
+        KAFKA_HEAP_OPTS="-Xmx1g",  # Apache Kafka's launch scripts
+        TEST_KAFKA_BROKERS="127.0.0.1:9092",  # the integration tests
+        LOGNAME="user",
+    )
+    assert result.returncode == 0, result.stderr
+    assert not [line for line in error_lines(result) if "warning" in line]
+
+
+# --- the first run --------------------------------------------------------------------
+
+
+def test_a_first_run_without_a_channel_says_to_copy_env_example(tmp_path: Path) -> None:
+    result = twitch_ingestion(tmp_path, "run")
+    assert result.returncode == ExitCode.CONFIG
+    [line] = error_lines(result)
+    assert line.startswith("twitch-ingestion: TWITCH_CHANNEL is not set")
+    assert "cp .env.example .env" in line
+
+
+def test_env_example_copied_unchanged_reads_no_ones_channel(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / ".env.example"
+    (tmp_path / ".env").write_text(example.read_text(encoding="utf-8"), encoding="utf-8")
+    result = twitch_ingestion(tmp_path, "check-config", "--strict")
+    assert result.returncode == ExitCode.CONFIG
+    # Only the channel is missing: every other line of the example is a setting, as is.
+    [line] = error_lines(result)
+    assert "TWITCH_CHANNEL is not set" in line
+
+
+# --- check-config's output is .env ----------------------------------------------------
+
+
+def test_check_config_output_saved_as_env_reads_back_to_the_same_settings(
+    tmp_path: Path,
+) -> None:
+    first = twitch_ingestion(
+        tmp_path,
+        "check-config",
+        TWITCH_CHANNEL="forsen,#XQC",
+        TWITCH_IRC_TLS="false",
+        TWITCH_RECONNECT_MAX_S="12.5",
+        KAFKA_TOPIC_DLQ="",  # no dead-letter topic: None, written as an empty value
+        KAFKA_COMPRESSION="ZSTD",
+        BUFFER_DIR=str(tmp_path / "a buffer #1 $HOME"),
+        LOG_FORMAT="json",
+    )
+    assert first.returncode == 0, first.stderr
+    assert "TWITCH_CHANNEL=forsen,xqc" in first.stdout.splitlines()
+    for python_spelling in ("None", "True", "False", "["):
+        assert python_spelling not in first.stdout
+    again_dir = tmp_path / "again"
+    again_dir.mkdir()
+    (again_dir / ".env").write_text(first.stdout, encoding="utf-8")
+    env = {k: v for k, v in _env().items() if k not in {"KAFKA_BROKERS", "HEALTH_PORT"}}
+    again = subprocess.run(
+        [*_COMMAND, "check-config", "--strict"],
+        cwd=again_dir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == first.stdout
+
+
+def test_check_config_shows_no_irc_login_for_eventsub(tmp_path: Path) -> None:
+    result = twitch_ingestion(
+        tmp_path,
+        "check-config",
+        TWITCH_CHANNEL="forsen",
+        TWITCH_SOURCE="eventsub",
+        TWITCH_CLIENT_ID="abc123",
+        TWITCH_OAUTH_TOKEN="abc123def456",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "justinfan" not in result.stdout
+    assert not [line for line in result.stdout.splitlines() if "login:" in line]
+    assert "# TWITCH_OAUTH_TOKEN is set (a secret: not shown)" in result.stdout.splitlines()
+    assert "abc123def456" not in result.stdout

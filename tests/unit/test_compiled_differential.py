@@ -37,15 +37,12 @@ from twitch_ingestion.sources.irc.compiled import (
     LineReader,
     ParsedChunk,
     compiled_line_reader,
-    extension_available,
 )
 from twitch_ingestion.sources.irc.irc import IrcMessage
 from twitch_ingestion.sources.irc.records import IrcRecordEncoder
 from twitch_ingestion.sources.irc.session import ChatLines, TwitchSession
 
-pytestmark = pytest.mark.skipif(
-    not extension_available(), reason="compiled extension not built (make install with cargo)"
-)
+pytestmark = pytest.mark.compiled
 
 RECEIVED_AT = 1_700_000_000_123
 EXAMPLES = int(os.environ.get("DIFFERENTIAL_EXAMPLES", "0")) or None

@@ -372,10 +372,16 @@ def test_librdkafka_refusals_never_show_the_sasl_password(monkeypatch: pytest.Mo
 
 
 def test_env_example_reads_chat_anonymously(tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text((REPO_ROOT / ".env.example").read_text(encoding="utf-8"))
+    # As a newcomer uses it: copied, with the channel filled in (it ships empty, so that
+    # an unedited copy reads nobody's channel: tests/unit/test_cli.py).
+    example = (REPO_ROOT / ".env.example").read_text(encoding="utf-8")
+    assert "\nTWITCH_CHANNEL=\n" in example
+    (tmp_path / ".env").write_text(
+        example.replace("\nTWITCH_CHANNEL=\n", "\nTWITCH_CHANNEL=forsen\n")
+    )
     settings = load_settings()
     assert settings.is_anonymous
-    assert settings.twitch_channel == ["channelname"]
+    assert settings.twitch_channel == ["forsen"]
 
 
 @pytest.mark.parametrize(
@@ -436,3 +442,42 @@ def test_a_token_pasted_into_twitch_username_is_not_echoed(monkeypatch: pytest.M
     [problem] = raised.value.problems
     assert problem.startswith("TWITCH_USERNAME: is not a Twitch login")
     assert TOKEN[6:] not in problem
+
+
+def test_no_client_lets_the_broker_auto_create_a_topic() -> None:
+    # librdkafka's producer (and admin client) default to allow.auto.create.topics=true:
+    # a record produced before the topic exists would create it with the broker's
+    # partition count, not KAFKA_TOPIC_PARTITIONS.
+    from twitch_ingestion.fleet.assignment import group_consumer_config
+    from twitch_ingestion.kafka.producer_config import admin_config, producer_config
+
+    settings = Settings(_env_file=None, twitch_channel=["forsen"])  # type: ignore[call-arg]
+    for conf in (
+        producer_config(settings),
+        admin_config(settings),
+        group_consumer_config(settings),
+    ):
+        assert conf["allow.auto.create.topics"] is False
+    assert librdkafka_problems(settings) == []
+
+
+def test_the_default_buffer_dir_is_the_absolute_xdg_state_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Records left there are found by a restart from any directory.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    settings = Settings(_env_file=None, twitch_channel=["forsen"])  # type: ignore[call-arg]
+    assert settings.buffer_dir == tmp_path / "state" / "twitch-ingestion" / "buffer"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    settings = Settings(_env_file=None, twitch_channel=["forsen"])  # type: ignore[call-arg]
+    assert settings.buffer_dir == tmp_path / "home" / ".local/state/twitch-ingestion/buffer"
+
+
+def test_a_relative_buffer_dir_is_made_absolute_where_the_settings_are_loaded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(_env_file=None, twitch_channel=["forsen"], buffer_dir=Path("data/buffer"))  # type: ignore[call-arg]
+    assert settings.buffer_dir == tmp_path / "data" / "buffer"

@@ -258,3 +258,20 @@ def test_stall_during_a_pause_is_not_reported_again() -> None:
     delivery = state()
     delivery.on_failed(0, record(0), Failure.TRANSIENT, "UNKNOWN_TOPIC_OR_PART", T0)
     assert delivery.tick(T0 + STALL_S + 1, in_flight=5, delivered=0) == []
+
+
+# --- held until the topics exist ----------------------------------------------------------
+
+
+def test_a_held_state_rewinds_nothing_until_released_then_rewinds_at_once() -> None:
+    delivery = state()
+    delivery.hold()
+    assert delivery.paused
+    # However long the topics take, nothing is produced: no rewind, no stall.
+    for second in (0, 10, 1000):
+        assert delivery.tick(T0 + second, in_flight=0, delivered=0) == []
+    delivery.release(T0 + 1000)
+    assert delivery.tick(T0 + 1000, in_flight=0, delivered=0) == [StartRewind()]
+    assert rewind(delivery, [(0, record(0)), (1, record(1))]) == [0, 1]
+    assert delivery.end_rewind()
+    assert not delivery.paused

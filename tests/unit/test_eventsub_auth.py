@@ -135,3 +135,31 @@ async def test_run_validates_hourly_and_refreshes_before_expiry() -> None:
         runner.cancel()
     assert repr(keeper).count(FIRST) == 0
     assert repr(keeper).count(SECOND) == 0
+
+
+async def test_a_public_client_refreshes_without_a_secret() -> None:
+    twitch = FakeTwitch({})  # the configured token is dead
+    keeper = TokenKeeper(
+        twitch.send,
+        auth_url="http://auth.test/oauth2",
+        client_id=CLIENT_ID,
+        access_token=FIRST,
+        refresh_token="refresh",
+        public_client=True,
+        clock=lambda: 0.0,
+    )
+    assert isinstance(await keeper.start(), ValidToken)
+    assert (twitch.refreshes, keeper.access_token) == (1, SECOND)
+
+
+async def test_validate_now_says_at_once_whether_the_token_still_works() -> None:
+    now = [0.0]
+    twitch = FakeTwitch({FIRST: 3600}, now)
+    keeper = keeper_for(twitch, now, refresh=False)
+    await keeper.start()
+    assert await keeper.validate_now() is None
+    del twitch.valid[FIRST]  # the user disconnected the app
+    error = await keeper.validate_now()
+    assert isinstance(error, TokenError)
+    assert (error.reason, error.variable) == ("token-invalid", "TWITCH_OAUTH_TOKEN")
+    assert twitch.validations == [FIRST, FIRST, FIRST]

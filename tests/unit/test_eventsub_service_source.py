@@ -6,6 +6,8 @@ import asyncio
 
 import pytest
 
+from twitch_ingestion.config import BufferFullPolicy
+from twitch_ingestion.metrics import REGISTRY
 from twitch_ingestion.models import ChatMessage
 from twitch_ingestion.records import (
     DLQ_HEADER_REASON,
@@ -149,3 +151,59 @@ def test_credential_failures_are_told_apart_from_the_rest(
     failure = EventSubFailed(SourceFailure("r", variable, f"{variable} is wrong"))
     assert failure.is_authentication is authentication
     assert str(failure) == f"{variable} is wrong"
+
+
+async def test_records_are_held_while_the_sink_is_busy_and_past_the_limit_block_waits() -> None:
+    sink = FakeSink()
+    sink.gate.clear()
+    out = output(sink, high_water=3)
+    drain = asyncio.create_task(out.run())
+    out.record(chat("alpha", "0"))
+    await asyncio.sleep(0)  # the drain task takes it and waits in the sink
+    for n in range(1, 4):
+        out.record(chat("alpha", str(n)))
+    assert out.pending == 3
+    waiter = out.room()
+    assert waiter is not None  # block: the reader stops here
+    sink.gate.set()
+    await asyncio.wait_for(waiter, 5)
+    out.close()
+    await asyncio.wait_for(drain, 5)
+    assert [r[2] for chunk in sink.chunks for r in chunk] == [
+        f"value-{n}".encode() for n in range(4)
+    ]
+
+
+async def test_past_the_limit_drop_newest_drops_counts_and_never_stops_the_reader() -> None:
+    sink = FakeSink()
+    sink.gate.clear()
+    out = SinkOutput(
+        sink,
+        RecordBuilder(Topics("chat", "events", dlq="dlq")),
+        high_water=2,
+        full_policy=BufferFullPolicy.DROP_NEWEST,
+    )
+    drain = asyncio.create_task(out.run())
+    out.record(chat("alpha", "0"))
+    await asyncio.sleep(0)  # taken by the drain task, stuck in the sink
+    dropped_before = (
+        REGISTRY.get_sample_value(
+            "twitch_ingestion_buffer_records_dropped_total", {"reason": "buffer_full"}
+        )
+        or 0.0
+    )
+    for n in range(1, 6):
+        out.record(chat("alpha", str(n)))
+        assert out.room() is None  # the reader never waits
+    assert (out.pending, out.dropped) == (2, 3)
+    dropped_after = REGISTRY.get_sample_value(
+        "twitch_ingestion_buffer_records_dropped_total", {"reason": "buffer_full"}
+    )
+    assert dropped_after == dropped_before + 3
+    sink.gate.set()
+    out.close()
+    await asyncio.wait_for(drain, 5)
+    # What was kept is what came first.
+    assert [r[2] for chunk in sink.chunks for r in chunk] == [
+        f"value-{n}".encode() for n in range(3)
+    ]

@@ -18,14 +18,17 @@ from twitch_ingestion.sources.eventsub.session import (
     DEFAULT_KEEPALIVE_MARGIN_S,
     NON_RETRYABLE_REVOCATIONS,
     SUBSCRIBE_DEADLINE_S,
+    TRANSITIONS,
     CloseOldSocket,
     Deliver,
     EventSubSession,
     Fatal,
+    IllegalTransitionError,
     OpenReconnectUrl,
     ReconnectFresh,
     ReconnectKind,
     Revoked,
+    SessionEvent,
     SessionState,
     Subscribe,
     close_code,
@@ -365,3 +368,66 @@ def test_closed_session_ignores_everything() -> None:
     assert session.tick(1000.0) == []
     with pytest.raises(RuntimeError, match="closed"):
         session.socket_opened(2.0)
+
+
+# -- the transition table -------------------------------------------------------------------
+
+
+def test_every_state_has_a_row_and_every_target_is_a_state() -> None:
+    assert set(TRANSITIONS) == set(SessionState)
+    for row in TRANSITIONS.values():
+        assert set(row.values()) <= set(SessionState)
+    # Once closed, a session stays closed.
+    assert TRANSITIONS[SessionState.CLOSED] == {SessionEvent.CLOSE: SessionState.CLOSED}
+
+
+@pytest.mark.parametrize(
+    ("state", "event"),
+    [
+        (state, event)
+        for state in SessionState
+        for event in SessionEvent
+        if event not in TRANSITIONS[state]
+    ],
+)
+def test_an_event_the_table_does_not_allow_raises(state: SessionState, event: SessionEvent) -> None:
+    session = EventSubSession()
+    session._state = state  # put it there directly: only the table is under test
+    with pytest.raises(IllegalTransitionError) as raised:
+        session._fire(event)
+    assert (raised.value.state, raised.value.event) == (state, event)
+    assert session.state is state  # unchanged
+
+
+def test_the_protocol_walks_only_the_tables_edges() -> None:
+    """Every transition a normal life takes is in the table (each step would raise else)."""
+    session = EventSubSession(max_unproductive_sessions=2)
+    socket = running(session)  # DISCONNECTED → CONNECTING → WELCOMED → RUNNING
+    assert session.receive(socket, Reconnect("r", 0, "S1", "wss://x"), 1.0) != []
+    assert state(session) is SessionState.MIGRATING
+    new = session.socket_opened(1.0)  # MIGRATING → MIGRATING
+    session.receive(new, welcome("S1"), 1.5)
+    assert state(session) is SessionState.RUNNING
+    session.socket_closed(new, 4000, 2.0)
+    assert state(session) is SessionState.DISCONNECTED
+    socket = session.socket_opened(3.0)
+    assert isinstance(session.socket_closed(socket, None, 3.5)[0], ReconnectFresh)
+    socket = session.socket_opened(4.0)
+    assert isinstance(session.socket_closed(socket, None, 4.5)[0], Fatal)  # CONNECTING → CLOSED
+    assert state(session) is SessionState.CLOSED
+
+
+def test_a_subscribed_session_is_never_given_up_whatever_the_limit() -> None:
+    session = EventSubSession(max_unproductive_sessions=1)
+    socket = running(session)
+    assert session.socket_closed(socket, 4000, 1.0) == [
+        ReconnectFresh("close-4000", ReconnectKind.BACKOFF)
+    ]
+
+
+def test_without_a_limit_a_session_reconnects_for_ever() -> None:
+    session = EventSubSession()
+    for attempt in range(1000):
+        socket = session.socket_opened(float(attempt))
+        actions = session.socket_closed(socket, None, attempt + 0.5)
+        assert actions == [ReconnectFresh("closed", ReconnectKind.BACKOFF)]

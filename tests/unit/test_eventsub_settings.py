@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from twitch_ingestion.config import ConfigError, Settings, SourceKind, load_settings
+from twitch_ingestion.config import ClientType, ConfigError, Settings, SourceKind, load_settings
 from twitch_ingestion.sources.eventsub.client import (
     DEFAULT_API_URL,
     DEFAULT_AUTH_URL,
     DEFAULT_EVENTSUB_URL,
     EventSubSettings,
+    SettingsError,
 )
 
 TOKEN = "abcdefghijklmnopqrstuvwxyz0123"
@@ -188,3 +189,95 @@ def test_a_fleet_member_may_read_over_eventsub(env: pytest.MonkeyPatch) -> None:
     )
     eventsub = EventSubSettings.from_settings(settings, (), dynamic_channels=True)
     assert (eventsub.channels, eventsub.dynamic_channels) == ((), True)
+
+
+# -- issue 19: the validation interval's cap, public clients, the new tunables ------------
+
+
+@pytest.mark.parametrize("source", ["eventsub", "irc"])
+def test_a_validate_interval_above_one_hour_is_a_config_error_naming_it(
+    env: pytest.MonkeyPatch, source: str
+) -> None:
+    found = problems(
+        env,
+        TWITCH_SOURCE=source,
+        TWITCH_CLIENT_ID="cid",
+        TWITCH_OAUTH_TOKEN=TOKEN if source == "eventsub" else f"oauth:{TOKEN}",
+        TWITCH_USERNAME="bot",
+        TWITCH_TOKEN_VALIDATE_INTERVAL_S="3601",
+    )
+    assert len(found) == 1, found
+    assert found[0].startswith("TWITCH_TOKEN_VALIDATE_INTERVAL_S:")
+    assert "hourly" in found[0]
+    settings = load(env, TWITCH_TOKEN_VALIDATE_INTERVAL_S="3600")
+    assert settings.twitch_token_validate_interval_s == 3600.0
+
+
+def test_eventsub_settings_refuse_an_interval_above_one_hour_too() -> None:
+    with pytest.raises(SettingsError) as caught:
+        EventSubSettings("cid", TOKEN, validate_interval_s=3601.0)
+    assert caught.value.variable == "TWITCH_TOKEN_VALIDATE_INTERVAL_S"
+
+
+def test_a_public_client_refreshes_with_the_refresh_token_alone(env: pytest.MonkeyPatch) -> None:
+    settings = load(
+        env,
+        TWITCH_SOURCE="eventsub",
+        TWITCH_CLIENT_ID="cid",
+        TWITCH_OAUTH_TOKEN=TOKEN,
+        TWITCH_CLIENT_TYPE="public",
+        TWITCH_REFRESH_TOKEN=REFRESH,
+    )
+    assert settings.twitch_client_type is ClientType.PUBLIC
+    eventsub = EventSubSettings.from_settings(settings)
+    assert (eventsub.public_client, eventsub.client_secret, eventsub.refresh_token) == (
+        True,
+        "",
+        REFRESH,
+    )
+
+
+def test_a_public_client_with_a_secret_is_a_config_error(env: pytest.MonkeyPatch) -> None:
+    found = problems(
+        env,
+        TWITCH_SOURCE="eventsub",
+        TWITCH_CLIENT_ID="cid",
+        TWITCH_OAUTH_TOKEN=TOKEN,
+        TWITCH_CLIENT_TYPE="public",
+        TWITCH_CLIENT_SECRET=SECRET,
+        TWITCH_REFRESH_TOKEN=REFRESH,
+    )
+    assert len(found) == 1, found
+    assert "TWITCH_CLIENT_TYPE=public" in found[0]
+    assert "TWITCH_CLIENT_SECRET" in found[0]
+
+
+def test_a_refresh_token_without_a_secret_points_to_the_public_client_type(
+    env: pytest.MonkeyPatch,
+) -> None:
+    found = problems(
+        env,
+        TWITCH_SOURCE="eventsub",
+        TWITCH_CLIENT_ID="cid",
+        TWITCH_OAUTH_TOKEN=TOKEN,
+        TWITCH_REFRESH_TOKEN=REFRESH,
+    )
+    assert "TWITCH_CLIENT_TYPE=public" in found[0]
+
+
+def test_outage_tunables_reach_the_eventsub_client(env: pytest.MonkeyPatch) -> None:
+    settings = load(
+        env,
+        TWITCH_SOURCE="eventsub",
+        TWITCH_CLIENT_ID="cid",
+        TWITCH_OAUTH_TOKEN=TOKEN,
+        TWITCH_MAX_RECONNECT_ATTEMPTS="7",
+        TWITCH_JOIN_RETRY_INTERVAL_S="120",
+        TWITCH_EVENTSUB_CHECK_INTERVAL_S="30",
+    )
+    eventsub = EventSubSettings.from_settings(settings)
+    assert eventsub.max_unproductive_sessions == 7
+    assert eventsub.recheck_interval_s == 120.0
+    assert eventsub.check_interval_s == 30.0
+    unlimited = EventSubSettings.from_settings(load_settings(TWITCH_MAX_RECONNECT_ATTEMPTS=None))
+    assert unlimited.max_unproductive_sessions is None

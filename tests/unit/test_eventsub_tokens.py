@@ -159,10 +159,27 @@ def test_an_auth_endpoint_that_cannot_be_reached_says_so_not_a_status_code() -> 
     assert isinstance(error, TokenError)
     assert error.transient
     assert error.message == (
-        "{TWITCH_AUTH_URL}/validate could not be reached"
+        "the /validate endpoint of TWITCH_AUTH_URL could not be reached"
         " (network error: ClientConnectorDNSError); will retry"
     )
     assert_one_clean_line(error)
+
+
+def test_an_unreachable_auth_endpoint_is_named_by_its_url_and_its_setting() -> None:
+    body = json.dumps({"message": "network error: ClientConnectorDNSError"}).encode()
+    error = interpret_validation(
+        HttpResponse(NETWORK_ERROR_STATUS, body),
+        client_id=CLIENT_ID,
+        required_scope=EVENTSUB_SCOPE,
+        now=1000.0,
+        auth_url="https://id.twitch.tv/oauth2/",
+    )
+    assert isinstance(error, TokenError)
+    assert error.message == (
+        "https://id.twitch.tv/oauth2/validate (TWITCH_AUTH_URL) could not be reached"
+        " (network error: ClientConnectorDNSError); will retry"
+    )
+    assert "{" not in error.message
 
 
 @pytest.mark.parametrize("body", [b"", b"not json", b"[]", b'{"client_id": 5}', b'{"login": "x"}'])
@@ -342,3 +359,18 @@ def test_transient_refresh_failure_retries_until_expiry() -> None:
 )
 def test_describe_duration(seconds: float, text: str) -> None:
     assert describe_duration(seconds) == text
+
+
+def test_a_public_clients_refresh_request_carries_no_secret() -> None:
+    request = refresh_request(
+        "https://id.twitch.tv/oauth2",
+        client_id=CLIENT_ID,
+        client_secret="",
+        refresh_token="r3fr3sh-value",
+    )
+    assert request.body is not None
+    assert parse_qs(request.body.decode()) == {
+        "grant_type": ["refresh_token"],
+        "refresh_token": ["r3fr3sh-value"],
+        "client_id": [CLIENT_ID],
+    }

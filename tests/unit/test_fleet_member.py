@@ -345,6 +345,22 @@ def test_status_sets_group_assignment_beside_the_reports() -> None:
     assert "no report" in text
     assert "not read by any instance: 1 channels (orphan)" in text
     assert status.to_dict()["channels"] == 4
+    assert "no instance is running" not in text
+
+
+def test_status_with_no_instance_running_says_how_to_start_one() -> None:
+    status = fleet_view(
+        group="g",
+        group_state="no instance has joined yet",
+        topic="t",
+        partition_count=3,
+        members=[],
+        table={"x": 0},
+        reports={},
+        now_ms=10_000,
+    )
+    text = render_status(status)
+    assert "no instance is running in this group: start one with CHANNEL_SOURCE=kafka" in text
 
 
 # --- settings ------------------------------------------------------------------------------

@@ -156,3 +156,12 @@ def test_channel_arguments_accept_commas_hashes_and_a_file(tmp_path: Path) -> No
 def test_channel_arguments_name_the_bad_ones() -> None:
     with pytest.raises(ValueError, match="bad name"):
         parse_channel_args(["ok", "bad name"], None)
+
+
+def test_a_channel_file_may_have_comments_and_blank_lines(tmp_path: Path) -> None:
+    listed = tmp_path / "channels.txt"
+    listed.write_text(
+        "# the channels we read\n\nforsen  # the big one\n#xqc\n   \n#\nlirik, summit1g\n",
+        encoding="utf-8",
+    )
+    assert parse_channel_args([], listed) == ["forsen", "xqc", "lirik", "summit1g"]

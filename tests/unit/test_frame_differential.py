@@ -23,12 +23,10 @@ from twitch_ingestion.kafka.segment_log import (
     decode_record,
     iter_frames,
 )
-from twitch_ingestion.native import compiled_record_framer, extension_available
+from twitch_ingestion.native import compiled_record_framer
 from twitch_ingestion.records import Record
 
-pytestmark = pytest.mark.skipif(
-    not extension_available(), reason="compiled extension not built (make install with cargo)"
-)
+pytestmark = pytest.mark.compiled
 
 EXAMPLES = int(os.environ.get("DIFFERENTIAL_EXAMPLES", "0")) or None
 

@@ -72,7 +72,9 @@ async def running(health: HealthServer) -> AsyncIterator[int]:
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[HealthServer, Readiness]]:
     readiness = Readiness()
-    health = HealthServer("127.0.0.1", 0, readiness, metrics=lambda: b"twitch_lines_received 5\n")
+    health = HealthServer(
+        "127.0.0.1", 0, readiness, metrics=lambda: b"twitch_ingestion_irc_lines_received 5\n"
+    )
     await health.start()
     try:
         yield health, readiness
@@ -139,7 +141,7 @@ async def test_metrics_use_the_prometheus_text_format(
     status, headers, body = await get(health.port, request("/metrics"))
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    assert body == b"twitch_lines_received 5\n"
+    assert body == b"twitch_ingestion_irc_lines_received 5\n"
 
 
 async def test_the_real_metric_catalogue_renders() -> None:
@@ -151,7 +153,7 @@ async def test_the_real_metric_catalogue_renders() -> None:
     finally:
         await health.stop()
     assert status == 200
-    assert b"twitch_lines_received_total" in body
+    assert b"twitch_ingestion_irc_lines_received_total" in body
 
 
 @pytest.mark.parametrize(

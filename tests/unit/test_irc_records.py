@@ -27,7 +27,9 @@ def encoder(
 
 
 def dead_letters(reason: str) -> float:
-    return REGISTRY.get_sample_value("kafka_dead_letters_total", {"reason": reason}) or 0.0
+    return (
+        REGISTRY.get_sample_value("twitch_ingestion_dead_letters_total", {"reason": reason}) or 0.0
+    )
 
 
 async def test_one_chunk_becomes_one_hand_over_of_its_records_in_line_order() -> None:

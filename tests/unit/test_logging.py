@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from twitch_ingestion.logging import RepeatedLineFilter
+from twitch_ingestion.logging import RepeatedLineFilter, ReportedElsewhereFilter
 
 FAIL = (
     "FAIL [twitch-ingestion-service#producer-1] [thrd:127.0.0.1:1/bootstrap]: "
@@ -54,3 +54,15 @@ def test_memory_stays_bounded_with_many_distinct_lines() -> None:
         clock.now += 0.01
         assert repeats.filter(record(f"line {i}"))
     assert len(repeats._next_allowed) <= 1000
+
+
+def test_librdkafka_lines_for_failures_our_code_reports_are_dropped() -> None:
+    # The producer's error callback says "kafka client error" with the same text: one
+    # line per failure, not two.
+    reported = ReportedElsewhereFilter()
+    fail = logging.LogRecord(
+        "librdkafka", logging.ERROR, __file__, 1, "%s [%s] %s", ("FAIL", "p#1", "refused"), None
+    )
+    assert not reported.filter(fail)
+    assert not reported.filter(record("ERROR [p#1] [thrd:app]: 1/1 brokers are down"))
+    assert reported.filter(record("CONFWARN [p#1] [thrd:app]: unknown property ignored"))

@@ -20,15 +20,12 @@ from twitch_ingestion.sources.irc.compiled import (
     EXTENSION_MODULE,
     ParsedChunk,
     compiled_chat_encoder,
-    extension_available,
 )
 from twitch_ingestion.sources.irc.irc import IrcMessage, parse_line
 from twitch_ingestion.sources.irc.records import IrcRecordEncoder
 from twitch_ingestion.sources.irc.session import ChatLines, TwitchSession
 
-pytestmark = pytest.mark.skipif(
-    not extension_available(), reason="compiled extension not built (make install with cargo)"
-)
+pytestmark = pytest.mark.compiled
 
 CHAT = [
     "@badges=;color=;display-name=Alice;emotes=;id=m-1;room-id=11;tmi-sent-ts=1700000000000;"

@@ -100,11 +100,13 @@ async def running(source: TwitchSource) -> AsyncIterator[asyncio.Task[None]]:
 
 
 def reconnects(cause: str) -> float:
-    return REGISTRY.get_sample_value("twitch_reconnects_total", {"cause": cause}) or 0.0
+    return (
+        REGISTRY.get_sample_value("twitch_ingestion_irc_reconnects_total", {"cause": cause}) or 0.0
+    )
 
 
 def duplicates_dropped() -> float:
-    return REGISTRY.get_sample_value("twitch_duplicate_messages_dropped_total") or 0.0
+    return REGISTRY.get_sample_value("twitch_ingestion_irc_duplicate_messages_dropped_total") or 0.0
 
 
 def source_tasks() -> list[str]:
@@ -517,7 +519,7 @@ async def test_stop_abandons_a_sink_blocked_past_the_grace_period(sim: TwitchSim
         await asyncio.wait_for(task, 10)
 
     assert [e["event"] for e in logs if "abandoning" in e["event"]] == [
-        "twitch source: sink still blocked at shutdown; abandoning chunks"
+        "twitch source abandoning chunks at shutdown"
     ]
     assert not any(name.endswith("-reader") for name in source_tasks())
     await eventually(lambda: source_tasks() == [])

@@ -1,4 +1,4 @@
-"""The pool's decisions (`twitch.pool_policy`) and small parts, driven by a fake clock."""
+"""The pool's decisions (`sources/irc/pool_policy.py`) and small parts, driven by a fake clock."""
 
 from __future__ import annotations
 
@@ -255,13 +255,13 @@ def test_recent_ids_let_each_line_through_once_and_count_the_rest() -> None:
     ]
     again = [parse_line(line.raw) for line in lines]
     dedup = RecentIds()
-    before = sample("twitch_duplicate_messages_dropped_total")
+    before = sample("twitch_ingestion_irc_duplicate_messages_dropped_total")
 
     assert dedup.fresh(lines) == lines
     assert dedup.fresh([*again, parse_line("@id=3 :a!a@a PRIVMSG #c :three")])[0].raw.endswith(
         "three"
     )
-    assert sample("twitch_duplicate_messages_dropped_total") == before + 3
+    assert sample("twitch_ingestion_irc_duplicate_messages_dropped_total") == before + 3
 
 
 def test_recent_ids_forget_the_oldest_beyond_their_capacity() -> None:
@@ -284,7 +284,7 @@ def test_recent_ids_expire_only_once_given_an_end() -> None:
 
 def test_malformed_lines_log_the_first_per_reason_then_a_summary_per_interval() -> None:
     malformed = MalformedLineLog(summary_interval_s=10.0)
-    before = sample("twitch_malformed_lines_total", reason="test-reason")
+    before = sample("twitch_ingestion_irc_malformed_lines_total", reason="test-reason")
 
     with capture_logs() as logs:
         malformed.record(b"\xffbad", "test-reason", now=100.0)
@@ -294,9 +294,9 @@ def test_malformed_lines_log_the_first_per_reason_then_a_summary_per_interval() 
         malformed.record(b"bad", "test-reason", now=111.0)
 
     assert [entry["event"] for entry in logs] == [
-        "malformed twitch line; sent to the dead-letter sink",
+        "malformed twitch line dead-lettered",
         "malformed twitch lines since last report",
     ]
     assert logs[0]["sample"] == "\\xffbad"
     assert logs[1]["counts"] == {"test-reason": 4}
-    assert sample("twitch_malformed_lines_total", reason="test-reason") == before + 6
+    assert sample("twitch_ingestion_irc_malformed_lines_total", reason="test-reason") == before + 6

@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+import pytest
+
 from twitch_ingestion.metrics import REGISTRY
 from twitch_ingestion.sources.irc.connection import DisconnectCause
 from twitch_ingestion.sources.irc.pool import (
@@ -18,7 +20,13 @@ from twitch_ingestion.sources.irc.pool import (
     SlotEventHandler,
     TwitchSource,
 )
-from twitch_ingestion.sources.irc.session import ChatLines, ConnectionStatus, TwitchSession
+from twitch_ingestion.sources.irc.pool_commands import ConnectionEvent, PartChannels
+from twitch_ingestion.sources.irc.session import (
+    ChatLines,
+    ConnectionStatus,
+    MalformedLine,
+    TwitchSession,
+)
 
 from .test_pool import RecordingSink, eventually, running, settings
 
@@ -203,7 +211,10 @@ async def test_a_refused_channel_is_joined_again_when_its_retry_is_due() -> None
 async def test_a_lost_connection_is_replaced_and_joins_everything_again() -> None:
     fake = FakeTwitch()
     source, _ = source_with(fake, ["alpha", "beta"])
-    before = REGISTRY.get_sample_value("twitch_reconnects_total", {"cause": "join_limit"}) or 0
+    before = (
+        REGISTRY.get_sample_value("twitch_ingestion_irc_reconnects_total", {"cause": "join_limit"})
+        or 0
+    )
 
     async with running(source):
         await eventually(lambda: len(fake.connections) == 1)
@@ -217,7 +228,9 @@ async def test_a_lost_connection_is_replaced_and_joins_everything_again() -> Non
         await second.echo_joins()
         await eventually(source.is_ready)
 
-    after = REGISTRY.get_sample_value("twitch_reconnects_total", {"cause": "join_limit"})
+    after = REGISTRY.get_sample_value(
+        "twitch_ingestion_irc_reconnects_total", {"cause": "join_limit"}
+    )
     assert after == before + 1, "a close with JOINs in flight looks like the join limit"
 
 
@@ -239,3 +252,76 @@ async def test_channels_removed_while_their_join_is_in_flight_are_parted() -> No
         assert source.channels == ["alpha"]
         assert source.joined_channels() == {"alpha"}
         assert conn.session.joined_channels == {"alpha"}
+
+
+# --- one owner: every change is a command, handled in order --------------------------------
+
+
+async def test_a_command_submitted_while_another_is_handled_waits_its_turn() -> None:
+    wanted_when_asked: list[list[str]] = []
+
+    class PartingSink(RecordingSink):
+        """A sink that, asked to keep a bad line, asks the pool to part a channel."""
+
+        def dead_letter(self, raw: bytes, reason: str, received_at_ms: int) -> None:
+            super().dead_letter(raw, reason, received_at_ms)
+            owner.submit(PartChannels(("alpha",)))
+            wanted_when_asked.append(list(owner.slots[0].wanted))
+
+    sink = PartingSink()
+    owner = TwitchSource(settings(1, ["alpha", "beta"]), sink)._owner
+
+    conn = FakeConnection("twitch-1.1", sink.deliver, lambda *_: None, [])  # type: ignore[arg-type]
+    owner.submit(ConnectionEvent(1, conn, MalformedLine(b"\x00bad", "invalid-command"), 0))
+
+    assert sink.dead == [(b"\x00bad", "invalid-command")]
+    assert wanted_when_asked == [["alpha", "beta"]], "not handled inside the other command"
+    assert list(owner.slots[0].wanted) == ["beta"], "handled before submit() returned"
+
+
+async def test_events_of_a_connection_the_slot_no_longer_uses_change_nothing() -> None:
+    fake = FakeTwitch()
+    source, _ = source_with(fake, ["alpha"])
+
+    async with running(source):
+        await eventually(lambda: len(fake.connections) == 1 and fake.connections[0].joins != [])
+        first = fake.connections[0]
+        first.close(DisconnectCause.CONNECTION_LOST)
+        await eventually(lambda: len(fake.connections) == 2 and fake.connections[1].joins != [])
+        second = fake.connections[1]
+        await second.echo_joins()
+
+        # Its events still carry the slot's id, but the slot reads on `second` now.
+        await first.receive(
+            "@msg-id=msg_channel_suspended :tmi.twitch.tv NOTICE #alpha :This channel is gone."
+        )
+
+        assert source.failed_channels == {}
+        assert source.joined_channels() == {"alpha"}
+        assert source.is_ready()
+
+
+async def test_a_sink_that_fails_on_a_dead_letter_ends_run_with_its_error() -> None:
+    class BrokenDeadLetters(RecordingSink):
+        def dead_letter(self, raw: bytes, reason: str, received_at_ms: int) -> None:
+            raise RuntimeError("dead-letter topic unwritable")
+
+    fake = FakeTwitch()
+    source = TwitchSource(settings(1, ["alpha"]), BrokenDeadLetters(), connection_factory=fake.open)
+    task = asyncio.create_task(source.run())
+    try:
+        await eventually(lambda: len(fake.connections) == 1 and fake.connections[0].joins != [])
+        await fake.connections[0].receive("\x00garbage")
+
+        with pytest.raises(RuntimeError, match="dead-letter topic unwritable"):
+            await asyncio.wait_for(task, 5)
+    finally:
+        await source.stop()
+    assert fake.connections[0].is_closing, "run() closed its sockets on the way out"
+
+
+def test_room_ids_are_a_read_only_view_outside_the_owner() -> None:
+    source, _ = source_with(FakeTwitch(), ["alpha"])
+
+    with pytest.raises(TypeError):
+        source.room_ids["alpha"] = "42"  # type: ignore[index]

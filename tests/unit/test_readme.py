@@ -37,3 +37,23 @@ def test_env_example_uses_the_seed_names() -> None:
         "LOG_LEVEL",
     ):
         assert re.search(rf"^{name}=", example, flags=re.MULTILINE), name
+
+
+def test_the_readme_says_how_to_stop_the_broker_that_make_started() -> None:
+    assert "`make broker-stop`" in README.split("### Other targets")[0]
+
+
+def test_every_pointer_to_a_readme_section_names_one_that_exists() -> None:
+    headings = [line.lstrip("#").strip() for line in README.splitlines() if line.startswith("#")]
+    sources = [REPO_ROOT / "Makefile", REPO_ROOT / ".env.example", REPO_ROOT / "Dockerfile"]
+    sources += sorted((REPO_ROOT / "src").rglob("*.py")) + sorted((REPO_ROOT / "scripts").glob("*"))
+    pointers: list[tuple[str, str]] = []
+    for path in sources:
+        if not path.is_file():
+            continue
+        text = " ".join(path.read_text(encoding="utf-8", errors="replace").split())
+        for pattern in (r"README(?:'s|:) \"([^\"]+)\"", r"README: ([A-Z][A-Za-z ]+)\)"):
+            pointers += [(path.name, name) for name in re.findall(pattern, text)]
+    assert pointers, "no pointer found: the patterns no longer match how the code points"
+    for where, name in pointers:
+        assert any(h.startswith(name) for h in headings), f"{where} points to README {name!r}"

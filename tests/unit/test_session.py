@@ -6,6 +6,7 @@ import pytest
 
 from twitch_ingestion.sources.irc.session import (
     MAX_LINE_BYTES,
+    SESSION_TRANSITIONS,
     AuthenticationFailed,
     ChannelJoined,
     ChannelParted,
@@ -19,7 +20,9 @@ from twitch_ingestion.sources.irc.session import (
     PongReceived,
     ReconnectRequested,
     RoomIdLearned,
+    SessionInput,
     SessionState,
+    SessionStateError,
     TwitchSession,
 )
 
@@ -366,3 +369,64 @@ def test_corpus_control_lines_are_classified_without_errors() -> None:
     )
     events = session.receive_data(corpus, 1.0)
     assert [m.command for m in events[0].messages] == ["GLOBALUSERSTATE", "WHISPER"]  # type: ignore[union-attr]
+
+
+# --- the transition table -------------------------------------------------------------
+
+
+def session_in(state: SessionState) -> TwitchSession:
+    """A session brought into `state` through its public API, the way a connection does."""
+    session = TwitchSession("bot", TOKEN)
+    if state is not SessionState.CONNECTING:
+        session.initiate(0.0)
+    if state is SessionState.READY:
+        session.receive_data(WELCOME, 0.0)
+    elif state is SessionState.FAILED:
+        session.receive_data(b":tmi.twitch.tv NOTICE * :Login authentication failed\r\n", 0.0)
+    assert session.state is state
+    return session
+
+
+def give(session: TwitchSession, given: SessionInput) -> list[Event]:
+    """Feed `given` the way it happens for real: a call, or a line from Twitch."""
+    if given is SessionInput.INITIATE:
+        session.initiate(1.0)
+    elif given is SessionInput.WELCOME:
+        return session.receive_data(WELCOME, 1.0)
+    elif given is SessionInput.LOGIN_REJECTED:
+        return session.receive_data(b":tmi.twitch.tv NOTICE * :Login unsuccessful\r\n", 1.0)
+    elif given is SessionInput.JOIN:
+        session.join(["chan"], now=1.0)
+    else:
+        session.part(["chan"])
+    return []
+
+
+@pytest.mark.parametrize("state", list(SessionState))
+@pytest.mark.parametrize("given", list(SessionInput))
+def test_every_state_change_follows_the_transition_table_and_nothing_else(
+    state: SessionState, given: SessionInput
+) -> None:
+    session = session_in(state)
+    allowed = SESSION_TRANSITIONS[state].get(given)
+
+    if allowed is None:
+        with pytest.raises(SessionStateError, match=f"{given.value} is not allowed"):
+            give(session, given)
+        assert session.state is state, "a refused input changes nothing"
+    else:
+        give(session, given)
+        assert session.state is allowed
+
+
+def test_the_transition_table_lists_every_state_and_never_refuses_a_line_from_twitch() -> None:
+    assert set(SESSION_TRANSITIONS) == set(SessionState)
+    from_twitch = {SessionInput.WELCOME, SessionInput.LOGIN_REJECTED}
+    for state, allowed in SESSION_TRANSITIONS.items():
+        assert from_twitch <= allowed.keys(), f"{state}: a server line would raise"
+
+
+def test_only_the_welcome_that_completes_a_login_is_reported_as_logged_in() -> None:
+    for state in SessionState:
+        events = give(session_in(state), SessionInput.WELCOME)
+        assert events == ([LoggedIn()] if state is SessionState.AUTHENTICATING else [])

@@ -425,6 +425,47 @@ async def test_record_the_full_buffer_dropped_is_retried_on_its_own_after_a_fail
     assert h.sink.pending == 0
 
 
+# --- held until the topics exist ----------------------------------------------------------
+
+
+async def test_a_held_sink_produces_nothing_until_released_then_everything_in_order(
+    tmp_path: Path,
+) -> None:
+    # An earlier run left records 0 and 1 unacknowledged in the buffer.
+    settings = make_settings(tmp_path)
+    earlier = buffer_from_settings(settings)
+    earlier.open()
+    earlier.append_batch([record(0), record(1)])
+    earlier.close()
+
+    buffer = buffer_from_settings(settings)
+    buffer.open()
+    producer = FakeProducer()
+    clock = FakeClock()
+    sink = KafkaSink(settings, producer, buffer, clock=clock)
+    sink.hold()
+    await sink.deliver([record(2), record(3)])
+    sink.deliver_nowait((DLQ, None, b"v4", [("dlq.reason", b"x")], 1))
+    for _ in range(3):
+        clock.now += 10
+        sink.maintain(clock.now)
+        await settle()
+    assert producer.produced == []  # the topics may not exist yet: nothing was produced
+    assert sink.pending == 5
+
+    sink.release()
+    sink.maintain(clock.now)
+    await settle()
+    assert producer.values_since(0) == [*values(0, 1, 2, 3), b"v4"]
+    assert not sink.held
+    await sink.deliver([record(5)])  # produced directly again
+    assert producer.values_since(5) == values(5)
+    producer.acknowledge()
+    assert sink.pending == 0
+    assert sink.counts.replayed == 2
+    sink.close()
+
+
 # --- shutdown ---------------------------------------------------------------------------
 
 

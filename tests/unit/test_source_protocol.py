@@ -37,8 +37,12 @@ def test_irc_is_a_source_with_its_token_guard_beside_it() -> None:
     assert isinstance(source, IrcSource)
     assert source.channels == ["alpha"]
     assert source.endpoint == (f"{settings.twitch_irc_host}:{settings.twitch_irc_port}", True)
-    assert [(task.name, task.crashed) for task in source.side_tasks()] == [
-        ("twitch-token", "twitch token check failed")
+    [token_task] = source.side_tasks()
+    assert token_task.name == "twitch-token"
+    with capture_logs() as logs:
+        token_task.crashed(error="boom")  # what the service calls when it ends with a bug
+    assert [(line["event"], line["log_level"]) for line in logs] == [
+        ("twitch token check failed", "error")
     ]
     anonymous = load_settings(require_channels=False, twitch_channel="alpha")
     assert (

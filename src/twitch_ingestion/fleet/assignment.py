@@ -330,7 +330,7 @@ class ControlTopicReader:
             self._fatal = error
             return
         self._throttled.warning(
-            "fleet consumer error (librdkafka retries)", error.name(), error=error.str()
+            "fleet consumer error", error.name(), error=error.str(), retrying=True
         )
 
     # --- records -------------------------------------------------------------------------
@@ -347,7 +347,7 @@ class ControlTopicReader:
                 self._fatal = error
             else:
                 self._throttled.warning(
-                    "fleet consumer error (librdkafka retries)", error.name(), error=error.str()
+                    "fleet consumer error", error.name(), error=error.str(), retrying=True
                 )
             return
         if partition is None:
@@ -573,10 +573,11 @@ class FleetMember:
         if late:
             self._source.remove_channels(late)
             log.warning(
-                "fleet hand-over timed out; parting channels no instance reported joined",
+                "fleet hand-over timed out",
                 channels=len(late),
                 sample=late[:20],
                 timeout_s=self._settings.kafka_channels_handover_timeout_s,
+                action="parting channels no instance reported joined",
             )
         self._publish_report(now)
 

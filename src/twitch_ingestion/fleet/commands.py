@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -29,13 +30,21 @@ __all__ = [
 
 # Exit code for a bad argument, as for bad configuration.
 _USAGE = 2
+# In a channel file, `#` then a space (or the end of the line) starts a comment; `#forsen`
+# is a channel, as on the command line.
+_COMMENT = re.compile(r"(?:^|\s)#(?:\s|$).*")
 
 
 def add_channels_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="channels_action", required=True)
     add = actions.add_parser("add", help="add channels to the fleet's control topic")
     add.add_argument("channels", nargs="*", help="channel logins (`#` optional, commas allowed)")
-    add.add_argument("--file", type=Path, help="read more channel logins from a file, one a line")
+    add.add_argument(
+        "--file",
+        type=Path,
+        help="read more channel logins from a file, one a line (blank lines and '# …' "
+        "comments are skipped)",
+    )
     remove = actions.add_parser("remove", help="remove channels (tombstones)")
     remove.add_argument("channels", nargs="*", help="channel logins")
     remove.add_argument("--file", type=Path, help="read more channel logins from a file")
@@ -48,10 +57,15 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_channel_args(values: list[str], file: Path | None) -> list[str]:
-    """Channel logins from arguments and an optional file; ValueError names bad ones."""
+    """Channel logins from arguments and an optional file; ValueError names bad ones.
+
+    The file has a login a line (commas allowed too); blank lines and comments — `#`
+    followed by a space, on a line of its own or after a login — are skipped.
+    """
     raw = [part for value in values for part in value.split(",")]
     if file is not None:
-        raw.extend(file.read_text(encoding="utf-8").splitlines())
+        for line in file.read_text(encoding="utf-8").splitlines():
+            raw.extend(_COMMENT.sub("", line).split(","))
     return normalise_logins(raw)
 
 
@@ -94,16 +108,34 @@ def run_channels(args: argparse.Namespace, settings: Settings) -> int:
                 for channel in sorted(table):
                     print(channel)
             return 0
-        count = write_channels(settings, channels, enabled=action == "add")
+        adding = action == "add"
+        # Only what changes is written, so that the count says what happened.
+        table = read_channel_table(settings)
+        changing = [c for c in channels if (c in table) != adding]
+        unchanged = [c for c in channels if (c in table) == adding]
+        count = write_channels(settings, changing, enabled=adding) if changing else 0
     except (KafkaException, RuntimeError, TimeoutError) as exc:
         print(
             f"twitch-ingestion channels {action}: Kafka at {settings.kafka_brokers}: {exc}",
             file=sys.stderr,
         )
         return 1
-    verb = "added" if action == "add" else "removed"
-    print(f"{count} channels {verb} ({settings.kafka_topic_channels})", file=sys.stderr)
+    print(_change_summary(count, unchanged, adding, settings.kafka_topic_channels), file=sys.stderr)
     return 0
+
+
+def _change_summary(count: int, unchanged: list[str], adding: bool, topic: str) -> str:
+    verb = "added" if adding else "removed"
+    summary = f"{count} {_channels(count)} {verb} ({topic})"
+    if unchanged:
+        state = "already in the list" if adding else "not in the list"
+        shown = ", ".join(unchanged[:10]) + (", …" if len(unchanged) > 10 else "")
+        summary += f"; {len(unchanged)} {state}: {shown}"
+    return summary
+
+
+def _channels(count: int) -> str:
+    return "channel" if count == 1 else "channels"
 
 
 def run_status(args: argparse.Namespace, settings: Settings) -> int:

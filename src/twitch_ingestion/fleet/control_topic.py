@@ -220,6 +220,7 @@ def control_topic_specs(settings: Settings) -> list[TopicSpec]:
             # that get work; refusing would stop a running fleet at its next restart,
             # and the fix (a new topic, docs/scaling.md) cannot be done in place.
             warn_fewer_partitions=True,
+            fewer_partitions_effect="at most that many instances can get work",
         ),
         # One partition: a handful of small records, each read by every instance.
         # Reports are re-sent every 30 s; hourly segments let compaction drop the old ones

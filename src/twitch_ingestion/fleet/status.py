@@ -252,6 +252,12 @@ def render_status(status: FleetStatus) -> str:
             f"{len(view.partitions):>10} {len(view.assigned_channels):>8} {reading:>7} "
             f"{releasing:>9} {ready:<5} {age:>10}  {login}"
         )
+    if not any(view.in_group for view in status.instances):
+        lines.append("")
+        lines.append(
+            "no instance is running in this group: start one with CHANNEL_SOURCE=kafka "
+            f"(and KAFKA_CHANNELS_GROUP={status.group}); README: Running several instances"
+        )
     if status.unassigned_channels:
         shown = ", ".join(status.unassigned_channels[:20])
         more = len(status.unassigned_channels) - 20

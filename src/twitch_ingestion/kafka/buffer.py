@@ -31,14 +31,16 @@ disk queue; the format is described in `segment_log`. Its guarantees:
   records are all acked is deleted by the next `append_batch` or `maybe_sync` (the active
   one when it is rotated out, or on `close()`), and a deleted segment is never replayed.
 * **Damage**: every frame carries its length and a CRC32. On `open()` a damaged or torn
-  tail is cut off (logged, counted in `buffer_records_dropped{reason="corrupt_tail"}`);
+  tail is cut off (logged, counted in
+  `twitch_ingestion_buffer_records_dropped_total{reason="corrupt_tail"}`);
   damage in the middle of a segment is skipped by resynchronising on the next intact
   frame (counted as `reason="corrupt_frame"`, the lost records known from the seq gap).
   The buffer never refuses to start because of damage.
 * **Disk full** (ENOSPC, EDQUOT): a write the disk refuses is taken back whole (no torn
   frame), and that batch and the ones after it are held in memory, with their seqs, and
   counted against `BUFFER_MAX_BYTES` like the disk (the full policy applies); they count
-  in `buffer_records_held_in_memory` and `buffer_disk_full` is 1, with one warning per
+  in `twitch_ingestion_buffer_records_held_in_memory_total` and
+  `twitch_ingestion_buffer_disk_full` is 1, with one warning per
   episode. Every `_DISK_RETRY_S` on the `maybe_sync` tick, and at once when acks free a
   segment, they are written back to disk, oldest first, and appends go to disk again.
   Held records are acked, produced again by `unacked()` (after everything on disk, so
@@ -634,7 +636,7 @@ class DiskBuffer(_CappedBuffer):
             raise _directory_error(self._dir, exc) from None
         self._opened = True
         log.info(
-            "buffer_opened",
+            "buffer opened",
             directory=str(self._dir),
             segments=len(self._segments),
             records_to_replay=self.records,
@@ -657,7 +659,7 @@ class DiskBuffer(_CappedBuffer):
             lost = len(self._in_memory.by_seq)
             if lost:
                 log.error(
-                    "buffer_records_lost_at_close",
+                    "buffer records lost at close",
                     directory=str(self._dir),
                     records=lost,
                     reason="the disk is full, so they were only in memory",
@@ -805,7 +807,7 @@ class DiskBuffer(_CappedBuffer):
             return
         checkpoint = decode_acks(stored, segment.segment_id, segment.first_seq)
         if checkpoint is None:
-            log.warning("buffer_checkpoint_ignored", segment=segment.path.name)
+            log.warning("buffer checkpoint ignored", segment=segment.path.name)
             return
         n = min(len(checkpoint), len(acked))
         # Both maps hold only 0 and 1 per byte, so a big-int OR merges them in C.
@@ -815,7 +817,7 @@ class DiskBuffer(_CappedBuffer):
     @staticmethod
     def _report_damage(path: Path, region: tuple[int, int], lost: int) -> None:
         log.warning(
-            "buffer_segment_damaged",
+            "buffer segment damaged",
             segment=path.name,
             offset=region[0],
             bytes_skipped=region[1] - region[0],
@@ -827,7 +829,7 @@ class DiskBuffer(_CappedBuffer):
     @staticmethod
     def _cut_tail(path: Path, tail: tuple[int, int], lost: int) -> None:
         log.warning(
-            "buffer_segment_tail_cut",
+            "buffer segment tail cut",
             segment=path.name,
             offset=tail[0],
             bytes_cut=tail[1] - tail[0],
@@ -1027,7 +1029,7 @@ class DiskBuffer(_CappedBuffer):
         self._disk_full = True
         BUFFER_DISK_FULL.set(1)
         log.warning(
-            "buffer_disk_full",
+            "buffer disk full",
             directory=str(self._dir),
             error=error.strerror,
             records_on_disk=self.records - len(self._in_memory.by_seq),
@@ -1043,7 +1045,7 @@ class DiskBuffer(_CappedBuffer):
         self._disk_full = False
         BUFFER_DISK_FULL.set(0)
         log.info(
-            "buffer_disk_writable_again",
+            "buffer disk writable again",
             directory=str(self._dir),
             records_written_back=written_back,
         )
@@ -1210,7 +1212,7 @@ class DiskBuffer(_CappedBuffer):
             return
         self._checkpoint_skipped = True
         log.warning(
-            "buffer_checkpoint_skipped",
+            "buffer checkpoint skipped",
             directory=str(self._dir),
             error=error.strerror,
             effect="after a crash, records acked since the last checkpoint are sent again",
@@ -1223,7 +1225,7 @@ class DiskBuffer(_CappedBuffer):
         """Every record that was unacked at `open()`, in append order, once.
 
         Records acked while replaying are skipped; each yielded record is counted in
-        `buffer_records_replayed`.
+        `twitch_ingestion_buffer_records_replayed_total`.
         """
         segments, self._to_replay = self._to_replay, []
         return self._read(segments, count_replayed=True)
@@ -1294,7 +1296,7 @@ class DiskBuffer(_CappedBuffer):
                     topic, decoded.key, decoded.value, decoded.headers, decoded.created_at_ms
                 )
             problem = f"no intact definition of topic id {decoded.topic_id}"
-        log.warning("buffer_record_unreadable", segment=segment.path.name, seq=seq, problem=problem)
+        log.warning("buffer record unreadable", segment=segment.path.name, seq=seq, problem=problem)
         BUFFER_DROPPED.labels(reason="corrupt_frame").inc()
         self.ack(seq)
         return None

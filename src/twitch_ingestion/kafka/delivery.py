@@ -91,7 +91,7 @@ class DeadLetter:
     seq: int
     record: Record
     error: str
-    """Kafka's error name, for the `kafka_dead_letters{reason}` label."""
+    """Kafka's error name (the `dlq.error` header)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +124,7 @@ class DeliveryState:
 
     __slots__ = (
         "_dlq_topic",
+        "_held",
         "_parked",
         "_progress_at",
         "_progress_count",
@@ -140,6 +141,8 @@ class DeliveryState:
         self._dlq_topic = dlq_topic
         self._stall_timeout_s = stall_timeout_s
         self.paused = False
+        # `hold` until `release`: nothing is produced, not even by a rewind.
+        self._held = False
         # Records to produce again at a time (monotonic s), oldest first: transient
         # failures outside the buffer, parked refusals, dead letters the queue had no
         # room for.
@@ -158,6 +161,31 @@ class DeliveryState:
         # and the acknowledged count then.
         self._progress_at = now
         self._progress_count = 0
+
+    # --- holding until the topics exist -----------------------------------------------
+
+    def hold(self) -> None:
+        """Produce nothing until `release`: new records go to the buffer only.
+
+        For start-up: a record produced before its topic exists would make a broker with
+        auto-create on create it with the broker's defaults (partitions, retention)
+        rather than ours, and a keyed topic cannot be re-partitioned later.
+        """
+        self.paused = True
+        self._held = True
+
+    def release(self, now: float) -> None:
+        """The topics exist: produce everything buffered meanwhile (a rewind, in append
+        order, once librdkafka holds nothing), then resume producing directly."""
+        if not self._held:
+            return
+        self._held = False
+        if self._rewind_due is None:
+            self._rewind_due = now
+
+    @property
+    def held(self) -> bool:
+        return self._held
 
     # --- events -----------------------------------------------------------------------
 
@@ -212,7 +240,13 @@ class DeliveryState:
             # Kafka answers, and only then does the rewind start.
             self._pause(now, failed=False)
         due = self._rewind_due
-        if not self._rewinding and due is not None and now >= due and not in_flight:
+        if (
+            not self._rewinding
+            and not self._held
+            and due is not None
+            and now >= due
+            and not in_flight
+        ):
             # librdkafka holds nothing of ours, so no record is produced twice at once.
             self._rewinding = True
             self._rewind_due = None

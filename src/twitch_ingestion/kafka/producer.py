@@ -218,7 +218,7 @@ class KafkaProducer:
             return
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
             if self._reachable:
-                log.warning("kafka unreachable: all brokers down", error=error.str())
+                log.warning("kafka all brokers down", error=error.str())
             self._reachable = False
             KAFKA_REACHABLE.set(0)
             return
@@ -228,7 +228,7 @@ class KafkaProducer:
             # librdkafka's text names its own property (ssl.ca.location); say which
             # setting of ours fixes it. Throttled: it repeats on every reconnect.
             self._client_errors.error(
-                "kafka TLS handshake failed", "tls", problem=_tls_problem(detail), error=detail
+                "kafka tls handshake failed", "tls", problem=_tls_problem(detail), error=detail
             )
             return
         self._client_errors.warning(
@@ -242,7 +242,10 @@ class KafkaProducer:
             broker.get("state") == "UP" and broker.get("nodeid", -1) >= 0 for broker in brokers
         )
         if reachable != self._reachable:
-            log.info("kafka reachable" if reachable else "kafka unreachable")
+            if reachable:
+                log.info("kafka reachable")
+            else:
+                log.info("kafka unreachable")
         self._reachable = reachable
         KAFKA_REACHABLE.set(1 if reachable else 0)
 

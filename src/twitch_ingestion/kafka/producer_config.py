@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from twitch_ingestion.config import ConfigProblem, Settings
+from twitch_ingestion.kafka.topics import NO_AUTO_CREATE
 from twitch_ingestion.logging import LIBRDKAFKA_LOGGER
 
 __all__ = ["admin_config", "librdkafka_problems", "producer_config", "redacted"]
@@ -24,6 +25,10 @@ def _connection_config(settings: Settings) -> dict[str, Any]:
         "bootstrap.servers": settings.kafka_brokers,
         "client.id": settings.kafka_client_id,
         "security.protocol": settings.kafka_security_protocol,
+        # Every client: a produce or a metadata request for a topic that does not exist
+        # must not make the broker create it with its own defaults (kafka/topics.py
+        # creates ours, with KAFKA_TOPIC_PARTITIONS, before anything is produced).
+        **NO_AUTO_CREATE,
     }
     if settings.kafka_sasl_mechanism:
         conf["sasl.mechanism"] = settings.kafka_sasl_mechanism

@@ -43,9 +43,10 @@ from twitch_ingestion.metrics import (
     DEAD_LETTERS,
     DELIVERY_ERRORS,
     DELIVERY_LATENCY,
+    LATENCY_SAMPLE_EVERY,
     MESSAGES_PRODUCED,
 )
-from twitch_ingestion.records import Headers, Record, Topics
+from twitch_ingestion.records import DLQ_REASON_KAFKA_REFUSED, Headers, Record, Topics
 
 __all__ = ["DeliveryCounts", "KafkaSink", "Producer"]
 
@@ -68,8 +69,9 @@ _TICK_S = 0.01
 # Gauges and the in-memory buffer's spill (while Kafka is unreachable) run this often.
 _METRICS_INTERVAL_S = 1.0
 # Prometheus observations cost a lock each; on the hot path they are counted locally
-# and published once per tick, and delivery latency is sampled one record in this many.
-_LATENCY_SAMPLE_EVERY = 8
+# and published once per tick, and delivery latency is sampled one record in this many
+# (the histogram's help says so).
+_LATENCY_SAMPLE_EVERY = LATENCY_SAMPLE_EVERY
 
 
 class Producer(Protocol):
@@ -151,6 +153,9 @@ class KafkaSink:
             now=clock(),
         )
         self._rewind_task: asyncio.Task[None] | None = None
+        # Records an earlier run left in the buffer, sent by the rewind that ends `hold`
+        # (-1: not held, or that rewind is done).
+        self._held_from_before = -1
         self._metrics_at = float("-inf")
         self._errors = ThrottledLogger(log, interval_s=10.0)
         self.counts = DeliveryCounts()
@@ -171,10 +176,10 @@ class KafkaSink:
             offset += appended.accepted
         self.counts.enqueued += offset
         if offset < len(records):
-            # BUFFER_FULL_POLICY=drop_newest and the buffer is full: the buffer counted
-            # them (buffer_records_dropped_total{reason="buffer_full"}); say so too.
+            # BUFFER_FULL_POLICY=drop_newest and the buffer is full: the buffer counted them
+            # (twitch_ingestion_buffer_records_dropped_total{reason="buffer_full"}); say so.
             self._errors.warning(
-                "buffer full; records dropped",
+                "buffer full records dropped",
                 "buffer_full",
                 dropped=len(records) - offset,
                 policy="drop_newest",
@@ -214,6 +219,8 @@ class KafkaSink:
         appended = self._buffer.append_batch([record])
         if appended.accepted:
             self.counts.enqueued += 1
+            if self._delivery.paused:
+                return  # in the buffer: the rewind produces it after every older record
         self._produce_now(appended.first_seq if appended.accepted else -1, record)
 
     def _produce_now(self, seq: int, record: Record) -> None:
@@ -274,8 +281,10 @@ class KafkaSink:
     def _execute(self, actions: list[Action], now: float) -> None:
         for action in actions:
             match action:
-                case DeadLetter(seq=seq, record=record, error=error):
-                    DEAD_LETTERS.labels(error).inc()
+                case DeadLetter(seq=seq, record=record):
+                    # One bounded label (as in the dlq.reason header); Kafka's error
+                    # name is in the dlq.error header and delivery_errors_total{error}.
+                    DEAD_LETTERS.labels(DLQ_REASON_KAFKA_REFUSED).inc()
                     self.counts.dead_lettered += 1
                     self._produce_now(seq, record)
                 case PurgeQueue():
@@ -318,10 +327,30 @@ class KafkaSink:
             delivery.rewind_failed(self._clock())
             return
         complete = delivery.end_rewind()
+        if self._held_from_before >= 0:
+            # The rewind that ended the start-up hold: the earlier run's records went first.
+            if complete:
+                self._count_replayed(min(produced, self._held_from_before))
+            return
         self.counts.redelivered += produced
         log.info("kafka redelivery", records=produced, complete=complete)
 
     # --- startup and maintenance -------------------------------------------------------------
+
+    def hold(self) -> None:
+        """Produce nothing until `release` (the topics are not known to exist yet): what
+        the source delivers meanwhile, and what an earlier run left, waits in the buffer."""
+        self._held_from_before = self._buffer.records
+        self._delivery.hold()
+
+    def release(self) -> None:
+        """The topics exist: everything buffered goes out in append order (the earlier
+        run's records first), then records are produced as they come."""
+        self._delivery.release(self._clock())
+
+    @property
+    def held(self) -> bool:
+        return self._delivery.held
 
     async def replay_buffered(self) -> int:
         """Produce, in order, what an earlier run buffered and Kafka never acknowledged."""
@@ -342,11 +371,15 @@ class KafkaSink:
                 self._producer.poll()
         if batch:
             await self._produce_all(batch, 0, len(batch), first_seq)
+        self._count_replayed(replayed)
+        return replayed
+
+    def _count_replayed(self, replayed: int) -> None:
+        self._held_from_before = -1
         if replayed:
             BUFFER_REPLAYED.inc(replayed)
             log.info("buffered records replayed", records=replayed)
         self.counts.replayed = replayed
-        return replayed
 
     async def run_maintenance(self) -> None:
         """`maintain` every few milliseconds, until cancelled."""

@@ -54,6 +54,8 @@ class TopicSpec:
     refused (`TopicCheck.misconfigured`)."""
     warn_fewer_partitions: bool = False
     """An existing topic with fewer than `partitions` partitions gets a warning."""
+    fewer_partitions_effect: str = "fewer consumers of one group can share its records"
+    """What fewer partitions mean for this topic, ending that warning."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +189,7 @@ def _check_partitions(
         if spec.warn_fewer_partitions and count is not None and count < spec.partitions:
             warnings[spec.name] = (
                 f"topic {spec.name!r} has {count} partitions, fewer than the {spec.partitions} "
-                f"configured: at most {count} instances can get work"
+                f"configured: {spec.fewer_partitions_effect}"
             )
 
 

@@ -148,18 +148,14 @@ class RecordBuilder:
         reason = letter.reason
         DEAD_LETTERS.labels(reason).inc()
         self.dead_lettered += 1
+        fields: dict[str, object] = {"reason": reason, "size": len(letter.raw)}
         if letter.detail is not None:
-            self._errors.warning(
-                f"{letter.what} dead-lettered",
-                reason,
-                reason=reason,
-                detail=letter.detail,
-                size=len(letter.raw),
-            )
+            fields["detail"] = letter.detail
+        # One constant event per kind (the log style: no interpolated event names).
+        if letter.what == "eventsub frame":
+            self._errors.warning("eventsub frame dead-lettered", reason, **fields)
         else:
-            self._errors.warning(
-                f"{letter.what} dead-lettered", reason, reason=reason, size=len(letter.raw)
-            )
+            self._errors.warning("line dead-lettered", reason, **fields)
         topic = self.topics.dlq
         if topic is None:
             # No DLQ configured: it is still counted and logged above; keeping it would

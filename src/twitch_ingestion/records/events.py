@@ -14,7 +14,7 @@ Nothing here names a topic or a Kafka key's bytes: that is the `RecordBuilder`'s
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -51,8 +51,8 @@ class SourceDeadLetter(msgspec.Struct, frozen=True, gc=False):
     received_at_ms: int
     detail: str | None = None
     """For the log only (which field, which value), never for a metric."""
-    what: str = "line"
-    """What was dead-lettered, for the log line (`line`, `eventsub frame`)."""
+    what: Literal["line", "eventsub frame"] = "line"
+    """What was dead-lettered: the log event is `<what> dead-lettered`."""
 
 
 class Unpublishable(ValueError):  # noqa: N818 - a kind of input, like `ValueError`

@@ -3,7 +3,7 @@
 Point the service at it with TWITCH_IRC_HOST=127.0.0.1, TWITCH_IRC_PORT=<port> and
 TWITCH_IRC_TLS=false (or, with `--tls-cert`, TWITCH_IRC_TLS=true and SSL_CERT_FILE=<the
 CA that signed the certificate>). Connection events and a periodic stats line go to
-stderr through `logging` (logger `twitch_ingestion.simulator`).
+stderr as the service's logs do (structlog: readable on a terminal, JSON lines elsewhere).
 """
 
 from __future__ import annotations
@@ -11,11 +11,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
 import sys
 import time
+from typing import Any
 
+import structlog
+
+from twitch_ingestion.config import LogFormat
+from twitch_ingestion.logging import configure_logging
 from twitch_ingestion.simulator.config import (
     DEFAULT_JOIN_LIMIT,
     DEFAULT_JOIN_WINDOW_S,
@@ -31,7 +35,7 @@ from twitch_ingestion.simulator.stats import SimulatorStats
 
 __all__ = ["add_simulate_arguments", "config_from_args", "run_simulate"]
 
-logger = logging.getLogger("twitch_ingestion.simulator")
+log = structlog.get_logger(__name__)
 
 # 6667 is Twitch's plain-text IRC port; the service's TWITCH_IRC_PORT defaults to 6697
 # (TLS), so a demo sets both the port and TWITCH_IRC_TLS=false.
@@ -236,17 +240,19 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     )
 
 
-def _stats_line(stats: SimulatorStats, previous_bytes: int, elapsed_s: float) -> str:
-    lines = sum(stats.lines_written_by_command.values())
-    unjoined = sum(stats.sent_while_unjoined.values())
+def _stats_fields(stats: SimulatorStats, previous_bytes: int, elapsed_s: float) -> dict[str, Any]:
     mib_s = (stats.bytes_written - previous_bytes) / elapsed_s / 2**20 if elapsed_s else 0.0
-    return (
-        f"stats: connections={stats.connections_current} (accepted {stats.connections_accepted})"
-        f" joined={len(stats.joined_channels())} lines_written={lines}"
-        f" privmsgs={sum(stats.privmsgs_by_channel.values())} unjoined={unjoined}"
-        f" MiB/s={mib_s:.2f} pongs={stats.pongs_received}"
-        f" join_limit_violations={stats.join_limit_violations}"
-    )
+    return {
+        "connections": stats.connections_current,
+        "connections_accepted": stats.connections_accepted,
+        "joined": len(stats.joined_channels()),
+        "lines_written": sum(stats.lines_written_by_command.values()),
+        "privmsgs": sum(stats.privmsgs_by_channel.values()),
+        "unjoined": sum(stats.sent_while_unjoined.values()),
+        "mib_per_s": round(mib_s, 2),
+        "pongs": stats.pongs_received,
+        "join_limit_violations": stats.join_limit_violations,
+    }
 
 
 async def _report_stats(sim: TwitchSimulator, interval_s: float) -> None:
@@ -254,27 +260,22 @@ async def _report_stats(sim: TwitchSimulator, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
         now = time.monotonic()
-        logger.info("%s", _stats_line(sim.stats, previous_bytes, now - previous_at))
+        log.info("simulator stats", **_stats_fields(sim.stats, previous_bytes, now - previous_at))
         previous_bytes, previous_at = sim.stats.bytes_written, now
 
 
 async def _start_numbered_when_joined(
     sim: TwitchSimulator, channels: list[str], rate: float, count: int | None
 ) -> None:
-    logger.info("numbered stream waits for JOINs of %s", ",".join(channels))
+    log.info("simulator numbered stream waits for joins", channels=",".join(channels))
     await sim.wait_until(lambda s: set(channels) <= s.joined_channels(), timeout=None)
     sim.start_numbered(channels, rate, count)
 
 
 async def run_simulate(args: argparse.Namespace) -> int:
     """Run until SIGINT/SIGTERM; returns the process exit code."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO,
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-    logger.setLevel(logging.INFO)
+    # The service's log format (and its stdlib bridge, for asyncio's own lines).
+    configure_logging("info", LogFormat.AUTO)
     try:
         config = config_from_args(args)
         if args.replay is not None:
@@ -331,7 +332,7 @@ async def run_simulate(args: argparse.Namespace) -> int:
         if args.stats_interval_s > 0:
             background.append(loop.create_task(_report_stats(sim, args.stats_interval_s)))
         await stop.wait()
-        logger.info("signal received, stopping")
+        log.info("simulator signal received", action="stopping")
     except (FileNotFoundError, ValueError) as exc:
         print(f"twitch-ingestion simulate: {exc}", file=sys.stderr)
         return 2
@@ -339,7 +340,7 @@ async def run_simulate(args: argparse.Namespace) -> int:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        logger.info("%s", _stats_line(sim.stats, sim.stats.bytes_written, 0.0))
+        log.info("simulator stats", **_stats_fields(sim.stats, sim.stats.bytes_written, 0.0))
         await sim.stop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -23,8 +23,19 @@ on exactly once.
 
 Fault switches (all on the simulator's loop; `EventSubSimulatorThread` wraps them):
 `issue_token` (scopes, client id, lifetime), `expire_token`, `unknown_logins`,
-`set_cost`, `rate_limit_next`, `go_silent`, `send_reconnect(invalid=…)`, `close`,
-`revoke`, `send_raw`.
+`set_cost`, `rate_limit_next` (with or without `Ratelimit-Reset`), `fail_helix` (bursts
+of 5xx, or calls that hang past the client's timeout), `go_silent`,
+`send_reconnect(invalid=…)`, `close`, `revoke`, `vanish` (a subscription gone without a
+revocation), `send_raw`, `unreachable` (nothing listens for a while).
+
+Twitch's unkind habits, switched on in the config:
+- `dead_session_linger_s`: a closed session's subscriptions stay enabled for a while and
+  count towards the transport, subscription and cost limits, so a reconnect meanwhile gets
+  the 429 "number of websocket transports limit exceeded" users report;
+- `conflict_across_sessions`: a create answers 409 when any session of the same client
+  and user (dead or live, another instance's) holds the same type and condition;
+- `ping_interval_s`: WebSocket pings, and 4002 for a client that does not answer in time
+  (aiohttp answers pings only while its reader receives).
 """
 
 from __future__ import annotations
@@ -33,23 +44,24 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import logging
 import math
 import secrets
 import ssl
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
+import structlog
 from aiohttp import WSMsgType, web
 
+from twitch_ingestion.config import LogFormat
+from twitch_ingestion.logging import configure_logging
 from twitch_ingestion.simulator.chatgen import ChatGenerator
-from twitch_ingestion.simulator.loop_thread import LoopThread
+from twitch_ingestion.simulator.loop_thread import SimulatorOnThread
 from twitch_ingestion.simulator.streams import NUMBERED_SENDER
 from twitch_ingestion.simulator.wire import derived_uuid, room_id_for, user_id_for
 from twitch_ingestion.sources.irc.irc import parse_line
@@ -64,7 +76,7 @@ __all__ = [
     "privmsg_event",
 ]
 
-logger = logging.getLogger("twitch_ingestion.simulator.eventsub")
+log = structlog.get_logger(__name__)
 
 CHAT_TYPES = (
     "channel.chat.message",
@@ -75,7 +87,6 @@ CHAT_TYPES = (
 )
 """Subscription types the simulator accepts (all version 1, all need `user:read:chat`)."""
 _CHAT_SCOPE = "user:read:chat"
-_T = TypeVar("_T")
 
 
 @dataclass
@@ -107,6 +118,20 @@ class EventSubSimulatorConfig:
     (counted in `stats.backlog_dropped`), so a long-running simulator stays bounded."""
     redeliver_recent: int = 5
     """Notifications re-sent per channel when its delivery moves to another socket."""
+    dead_session_linger_s: float = 0.0
+    """How long a closed session's subscriptions stay enabled and counted (0: they end with
+    the socket). Twitch takes a while to notice a dead socket."""
+    conflict_across_sessions: bool = False
+    """409 for a subscription any session of the client and user holds (Twitch); False:
+    only one the same session holds."""
+    ping_interval_s: float | None = None
+    """Ping every socket this often; None: no pings."""
+    pong_timeout_s: float = 10.0
+    """No pong this long after a ping: close with 4002 (client-failed-ping-pong)."""
+    list_page_size: int = 100
+    """Subscriptions per page of Get EventSub Subscriptions (Twitch: 100)."""
+    public_client: bool = False
+    """The app is a public client: `/token` refreshes without a client secret."""
 
 
 @dataclass
@@ -150,6 +175,12 @@ class EventSubStats:
     subscribe_tokens: list[str] = field(default_factory=list)
     """Which issued token (by its position in `issue_token` order) created each
     subscription: shows that a refreshed token was used."""
+    helix_faults: int = 0
+    """Helix calls answered by `fail_helix` instead of their endpoint."""
+    pings_sent: int = 0
+    pongs_received: int = 0
+    deletes: int = 0
+    lists: int = 0
 
     def snapshot(self) -> EventSubStats:
         return EventSubStats(
@@ -172,6 +203,11 @@ class EventSubStats:
             self.rate_limited,
             self.helix_unauthorized,
             list(self.subscribe_tokens),
+            self.helix_faults,
+            self.pings_sent,
+            self.pongs_received,
+            self.deletes,
+            self.lists,
         )
 
 
@@ -196,6 +232,19 @@ class _Socket:
     silent: bool = False
     closed: bool = False
     last_sent: float = 0.0
+    last_pong: float = 0.0
+    transport: asyncio.Transport | None = None
+
+
+@dataclass
+class _HelixFault:
+    """`fail_helix`: which calls to answer how, until when or how many times."""
+
+    endpoints: frozenset[str]
+    status: int
+    hang_s: float
+    count: int | None
+    until: float | None
 
 
 @dataclass
@@ -256,8 +305,13 @@ class EventSubSimulator:
         self._token_order: dict[str, int] = {}
         self._refresh: dict[str, IssuedToken] = {}
         self._sessions: dict[str, _Session] = {}
+        self._lingering: dict[str, _Session] = {}
+        """Closed sessions whose subscriptions still count (`dead_session_linger_s`)."""
         self._sockets = itertools.count(1)
         self._rate_limit_next = 0
+        self._rate_limit_reset = True
+        self._helix_faults: list[_HelixFault] = []
+        self._unreachable = False
         self._bucket: dict[str, tuple[int, float]] = {}
         self._backlog: dict[str, deque[_Pending]] = {}
         self._recent: dict[str, deque[_Pending]] = {}
@@ -374,9 +428,110 @@ class EventSubSimulator:
         """Each subscription in `login`'s channel costs `cost` (see `max_total_cost`)."""
         self.costs[login.lower()] = cost
 
-    def rate_limit_next(self, count: int) -> None:
-        """The next `count` Helix calls answer 429 with `Ratelimit-Remaining: 0`."""
+    def rate_limit_next(self, count: int, *, reset: bool = True) -> None:
+        """The next `count` Helix calls answer 429 with `Ratelimit-Remaining: 0`, and a
+        `Ratelimit-Reset` a second ahead unless `reset` is False (a proxy that drops it)."""
         self._rate_limit_next += count
+        self._rate_limit_reset = reset
+
+    def fail_helix(
+        self,
+        status: int = 503,
+        *,
+        endpoints: Iterable[str] = ("create",),
+        count: int | None = None,
+        for_s: float | None = None,
+        hang_s: float = 0.0,
+    ) -> None:
+        """Answer Helix calls with `status` instead: the next `count` of them, or all for
+        `for_s` seconds (neither: until `fail_helix(0)` clears every fault).
+
+        `endpoints` are `create`, `list`, `delete` and `users`. `hang_s` holds each answer
+        that long first: past the client's timeout it is a timeout, not a 5xx.
+        """
+        if status == 0:
+            self._helix_faults.clear()
+            return
+        until = None if for_s is None else time.monotonic() + for_s
+        self._helix_faults.append(_HelixFault(frozenset(endpoints), status, hang_s, count, until))
+
+    def vanish(self, login: str, subscription_type: str) -> int:
+        """End subscriptions silently (no revocation): only a listing shows they are gone."""
+        count = len(self._take(login, subscription_type))
+        self._changed.set()
+        return count
+
+    def _take(self, login: str, subscription_type: str) -> list[tuple[_Session, _Subscription]]:
+        """Remove the live sessions' subscriptions of this type in `login`'s channel."""
+        broadcaster = room_id_for(login.lower())
+        taken: list[tuple[_Session, _Subscription]] = []
+        for session in list(self._sessions.values()):
+            for sub in list(session.subscriptions.values()):
+                if sub.type == subscription_type and (
+                    sub.condition.get("broadcaster_user_id") == broadcaster
+                ):
+                    del session.subscriptions[sub.id]
+                    taken.append((session, sub))
+        return taken
+
+    async def unreachable(self, for_s: float) -> None:
+        """Nothing answers for `for_s` seconds: every connection is cut (no close frame)
+        and the port refuses new ones (WebSocket, OAuth and Helix alike); then it listens
+        again on the same port. Returns at once."""
+        runner, site = self._runner, self._site
+        if runner is None or site is None:
+            return
+        self._unreachable = True
+        await site.stop()
+        self._site = None
+        for session in list(self._sessions.values()):
+            if session.socket.transport is not None:
+                session.socket.transport.abort()
+        server = runner.server
+        if server is not None:
+            for handler in list(server.connections):
+                handler.force_close()
+        self._spawn(self._listen_again(for_s))
+
+    async def _listen_again(self, after_s: float) -> None:
+        await asyncio.sleep(after_s)
+        if self._runner is None:
+            return
+        self._site = web.TCPSite(
+            self._runner, self.config.host, self.port, ssl_context=self.ssl_context
+        )
+        await self._site.start()
+        self._unreachable = False
+        self._changed.set()
+
+    def _fault(self, endpoint: str) -> _HelixFault | None:
+        now = time.monotonic()
+        for fault in list(self._helix_faults):
+            if fault.until is not None and now >= fault.until:
+                self._helix_faults.remove(fault)
+                continue
+            if endpoint not in fault.endpoints:
+                continue
+            if fault.count is not None:
+                fault.count -= 1
+                if fault.count <= 0:
+                    self._helix_faults.remove(fault)
+            return fault
+        return None
+
+    async def _injected(self, endpoint: str) -> web.Response | None:
+        fault = self._fault(endpoint)
+        if fault is None:
+            return None
+        self.stats.helix_faults += 1
+        self._changed.set()
+        if fault.hang_s > 0:
+            await asyncio.sleep(fault.hang_s)
+        return _json_error(fault.status, "simulated failure")
+
+    def lingering_session_ids(self) -> list[str]:
+        """Closed sessions whose subscriptions still count (`dead_session_linger_s`)."""
+        return list(self._lingering)
 
     def session_ids(self) -> list[str]:
         return [s.id for s in self._sessions.values() if not s.socket.closed]
@@ -433,18 +588,11 @@ class EventSubSimulator:
 
     def revoke(self, login: str, subscription_type: str, status: str) -> int:
         """End a subscription the way Twitch does: a `revocation` message, then gone."""
-        broadcaster = room_id_for(login.lower())
-        count = 0
-        for session in list(self._sessions.values()):
-            for sub in list(session.subscriptions.values()):
-                if sub.type == subscription_type and (
-                    sub.condition.get("broadcaster_user_id") == broadcaster
-                ):
-                    del session.subscriptions[sub.id]
-                    body = b'{"subscription":' + self._subscription_json(sub, status) + b"}"
-                    self._spawn(self._send(session.socket, self._message("revocation", body, sub)))
-                    count += 1
-        return count
+        taken = self._take(login, subscription_type)
+        for session, sub in taken:
+            body = b'{"subscription":' + self._subscription_json(sub, status) + b"}"
+            self._spawn(self._send(session.socket, self._message("revocation", body, sub)))
+        return len(taken)
 
     # ------------------------------------------------------------------ streams
 
@@ -559,14 +707,21 @@ class EventSubSimulator:
     # ------------------------------------------------------------------ WebSocket
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(autoping=True, max_msg_size=1 << 20)
+        # Pings and pongs are handled here (autoping off) to see whether the client answers.
+        ws = web.WebSocketResponse(autoping=False, max_msg_size=1 << 20)
         await ws.prepare(request)
         try:
             requested = int(request.query.get("keepalive_timeout_seconds", ""))
         except ValueError:
             requested = self.config.default_keepalive_s
         keepalive = max(self.config.min_keepalive_s, min(600, requested))
-        socket = _Socket(next(self._sockets), ws, keepalive, last_sent=time.monotonic())
+        socket = _Socket(
+            next(self._sockets),
+            ws,
+            keepalive,
+            last_sent=time.monotonic(),
+            transport=request.transport,
+        )
         reconnect_of = request.query.get("reconnect")
         if reconnect_of is not None:
             session = self._sessions.get(reconnect_of)
@@ -595,26 +750,68 @@ class EventSubSimulator:
             self._spawn(self._subscribe_deadline(session, socket))
         self._changed.set()
         keepalives = asyncio.create_task(self._keepalives(socket))
+        pings = (
+            asyncio.create_task(self._pings(socket, self.config.ping_interval_s))
+            if self.config.ping_interval_s
+            else None
+        )
         try:
             async for message in ws:
-                if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                if message.type is WSMsgType.PONG:
+                    socket.last_pong = time.monotonic()
+                    self.stats.pongs_received += 1
+                    self._changed.set()
+                elif message.type is WSMsgType.PING:
+                    await ws.pong(message.data)
+                elif message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     # Twitch: "Clients may not send messages other than pong" → 4001.
                     self.stats.inbound_messages += 1
                     await self._close(socket, 4001)
                     break
         finally:
             keepalives.cancel()
+            if pings is not None:
+                pings.cancel()
             socket.closed = True
             self._socket_gone(socket)
         return ws
+
+    async def _pings(self, socket: _Socket, interval_s: float) -> None:
+        """Twitch pings and closes with 4002 when no pong comes back in time."""
+        while not socket.closed:
+            await asyncio.sleep(interval_s)
+            if socket.closed:
+                return
+            sent = time.monotonic()
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await socket.ws.ping()
+            self.stats.pings_sent += 1
+            await asyncio.sleep(self.config.pong_timeout_s)
+            if not socket.closed and socket.last_pong < sent:
+                await self._close(socket, 4002)
+                return
 
     def _socket_gone(self, socket: _Socket) -> None:
         session = self._sessions.get(socket.session_id)
         if session is not None and session.socket is socket:
             # The session ends with its socket: its subscriptions are disabled
-            # (`websocket_disconnected`) and no longer count against any limit.
+            # (`websocket_disconnected`) and stop counting against the limits — at once,
+            # or after `dead_session_linger_s`, as Twitch takes a while to notice.
             del self._sessions[session.id]
+            linger = self.config.dead_session_linger_s
+            if linger > 0 and session.subscriptions:
+                self._lingering[session.id] = session
+                self._spawn(self._forget_later(session, linger))
         self._changed.set()
+
+    async def _forget_later(self, session: _Session, after_s: float) -> None:
+        await asyncio.sleep(after_s)
+        self._lingering.pop(session.id, None)
+        self._changed.set()
+
+    def _counted_sessions(self) -> list[_Session]:
+        """Sessions whose subscriptions count towards the limits: live and lingering."""
+        return [*self._sessions.values(), *self._lingering.values()]
 
     def _welcome(self, session_id: str, keepalive: int) -> bytes:
         return self._message(
@@ -816,7 +1013,10 @@ class EventSubSimulator:
             return web.json_response({"status": 400, "message": "invalid grant type"}, status=400)
         if form.get("client_id") != self.config.client_id:
             return web.json_response({"status": 400, "message": "invalid client"}, status=400)
-        if form.get("client_secret") != self.config.client_secret:
+        secret = form.get("client_secret")
+        # A public client has no secret to send; a confidential one must send its own.
+        without_secret = self.config.public_client and secret is None
+        if not without_secret and secret != self.config.client_secret:
             return web.json_response(
                 {"status": 403, "message": "invalid client secret"}, status=403
             )
@@ -859,7 +1059,10 @@ class EventSubSimulator:
             self._rate_limit_next = max(0, self._rate_limit_next - 1)
             self.stats.rate_limited += 1
             headers["Ratelimit-Remaining"] = "0"
-            headers["Ratelimit-Reset"] = str(int(time.time()) + 1)
+            if self._rate_limit_reset:
+                headers["Ratelimit-Reset"] = str(int(time.time()) + 1)
+            else:
+                headers.pop("Ratelimit-Reset", None)
             return None, _json_error(429, "Too Many Requests", headers), headers
         if token is None:
             self.stats.helix_unauthorized += 1
@@ -891,6 +1094,9 @@ class EventSubSimulator:
     async def _users(self, request: web.Request) -> web.Response:
         self.stats.users_calls += 1
         self._changed.set()
+        injected = await self._injected("users")
+        if injected is not None:
+            return injected
         _token, refusal, headers = self._helix_auth(request)
         if refusal is not None:
             return refusal
@@ -917,8 +1123,10 @@ class EventSubSimulator:
         return web.json_response({"data": data}, headers=headers)
 
     async def _create_subscription(self, request: web.Request) -> web.Response:
-        token, refusal, headers = self._helix_auth(request)
-        response = refusal or await self._create(request, token, headers)
+        response = await self._injected("create")
+        if response is None:
+            token, refusal, headers = self._helix_auth(request)
+            response = refusal or await self._create(request, token, headers)
         if response.status != 202:
             self.stats.subscription_refusals[response.status] = (
                 self.stats.subscription_refusals.get(response.status, 0) + 1
@@ -951,24 +1159,33 @@ class EventSubSimulator:
             return _json_error(
                 400, "websocket transport session does not exist or has already disconnected"
             )
-        for sub in session.subscriptions.values():
-            if sub.type == kind and sub.condition == condition:
-                return _json_error(409, "subscription already exists", headers)
+        holders = self._counted_sessions() if self.config.conflict_across_sessions else [session]
+        for holder in holders:
+            for sub in holder.subscriptions.values():
+                if (
+                    sub.type == kind
+                    and sub.condition == condition
+                    and sub.client_id == token.client_id
+                ):
+                    return _json_error(409, "subscription already exists", headers)
         if len(session.subscriptions) >= self.config.subscriptions_per_connection:
             return _json_error(
                 429, "number of websocket subscriptions per connection exceeds the limit", headers
             )
         mine = [
             s
-            for s in self._sessions.values()
+            for s in self._counted_sessions()
             if s.subscriptions
             and next(iter(s.subscriptions.values())).client_id == token.client_id
             and next(iter(s.subscriptions.values())).user_id == token.user_id
         ]
         if not session.subscriptions and len(mine) >= self.config.connections_per_user:
+            # Twitch's words, which users see right after a reconnect while the dead
+            # session still counts.
             return _json_error(
                 429,
-                "number of websocket connections per client and user exceeds the limit",
+                "number of websocket transports limit exceeded"
+                " (websocket connections per client and user)",
                 headers,
             )
         broadcaster_login = next(
@@ -1021,39 +1238,56 @@ class EventSubSimulator:
     def _total_cost(self, token: IssuedToken) -> int:
         return sum(
             sub.cost
-            for session in self._sessions.values()
+            for session in self._counted_sessions()
             for sub in session.subscriptions.values()
             if sub.client_id == token.client_id and sub.user_id == token.user_id
         )
 
     async def _list_subscriptions(self, request: web.Request) -> web.Response:
+        """Get EventSub Subscriptions: optionally by `type`, a page (`after`) at a time."""
+        self.stats.lists += 1
+        injected = await self._injected("list")
+        if injected is not None:
+            return injected
         token, refusal, headers = self._helix_auth(request)
         if refusal is not None:
             return refusal
         assert token is not None
+        wanted_type = request.query.get("type")
         data = [
             msgspec.json.decode(self._subscription_json(sub, "enabled"))
-            for session in self._sessions.values()
+            for session in self._counted_sessions()
             for sub in session.subscriptions.values()
-            if sub.client_id == token.client_id and sub.user_id == token.user_id
+            if sub.client_id == token.client_id
+            and sub.user_id == token.user_id
+            and (wanted_type is None or sub.type == wanted_type)
         ]
+        try:
+            start = int(request.query.get("after", "0"))
+        except ValueError:
+            return _json_error(400, "invalid cursor", headers)
+        end = start + self.config.list_page_size
         return web.json_response(
             {
-                "data": data,
+                "data": data[start:end],
                 "total": len(data),
                 "total_cost": self._total_cost(token),
                 "max_total_cost": self.config.max_total_cost,
-                "pagination": {},
+                "pagination": {"cursor": str(end)} if end < len(data) else {},
             },
             headers=headers,
         )
 
     async def _delete_subscription(self, request: web.Request) -> web.Response:
+        self.stats.deletes += 1
+        injected = await self._injected("delete")
+        if injected is not None:
+            return injected
         _token, refusal, headers = self._helix_auth(request)
         if refusal is not None:
             return refusal
         wanted = request.query.get("id", "")
-        for session in self._sessions.values():
+        for session in self._counted_sessions():
             if wanted in session.subscriptions:
                 del session.subscriptions[wanted]
                 self._changed.set()
@@ -1167,7 +1401,7 @@ def privmsg_event(login: str, line: str) -> dict[str, Any]:
 # On a thread, for synchronous callers
 
 
-class EventSubSimulatorThread:
+class EventSubSimulatorThread(SimulatorOnThread[EventSubSimulator]):
     """An `EventSubSimulator` on its own loop in a daemon thread (like `SimulatorThread`).
 
     Every method blocks until the simulator's loop has done the work, so a test on
@@ -1183,58 +1417,11 @@ class EventSubSimulatorThread:
     ) -> None:
         self.config = config if config is not None else EventSubSimulatorConfig()
         self.ssl_context = ssl_context
-        self._loop = LoopThread(
-            "eventsub-simulator", "the EventSub simulator thread is not running"
+        super().__init__(
+            "eventsub-simulator",
+            "the EventSub simulator",
+            lambda: EventSubSimulator(self.config, ssl_context=self.ssl_context),
         )
-        self._simulator: EventSubSimulator | None = None
-
-    def start(self, timeout: float = 10.0) -> EventSubSimulatorThread:
-        if self._loop.running:
-            return self
-        self._loop.start(timeout)
-
-        async def create() -> EventSubSimulator:
-            simulator = EventSubSimulator(self.config, ssl_context=self.ssl_context)
-            await simulator.start()
-            return simulator
-
-        self._simulator = self.run(create(), timeout)
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if not self._loop.running:
-            return
-        try:
-            if self._simulator is not None:
-                self.run(self._simulator.stop(), timeout)
-        finally:
-            self._simulator = None
-            self._loop.stop()
-
-    def __enter__(self) -> EventSubSimulatorThread:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def simulator(self) -> EventSubSimulator:
-        if self._simulator is None:
-            raise RuntimeError("the EventSub simulator thread is not running")
-        return self._simulator
-
-    def run(self, coro: Coroutine[Any, Any, _T], timeout: float | None = 10.0) -> _T:
-        """Run `coro` on the simulator's loop and wait for its result."""
-        return self._loop.run(coro, timeout)
-
-    def call(self, fn: Callable[[EventSubSimulator], _T]) -> _T:
-        """Run `fn(simulator)` on the simulator's loop and return its result."""
-        simulator = self.simulator
-
-        async def invoke() -> _T:
-            return fn(simulator)
-
-        return self.run(invoke())
 
     @property
     def urls(self) -> dict[str, str]:
@@ -1256,7 +1443,11 @@ class EventSubSimulatorThread:
 
 
 # ---------------------------------------------------------------------------------------
-# Standalone: `python -m twitch_ingestion.simulator.eventsub_server`
+# Standalone: `python -m twitch_ingestion.simulator.eventsub_server` (`make simulate-eventsub`)
+
+# Not 8080 (the service's HEALTH_PORT), 6667 (the IRC simulator) or 9092/9093 (Kafka):
+# the simulator, the service and the broker run side by side on one machine.
+DEFAULT_STANDALONE_PORT = 7080
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1266,14 +1457,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="A local Twitch EventSub (WebSocket, OAuth and Helix) for demos and tests.",
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080, help="0: any free port")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_STANDALONE_PORT,
+        help="0: any free port (default %(default)s)",
+    )
     parser.add_argument(
         "--channels", default="", help="comma-separated logins to generate chat for"
     )
     parser.add_argument("--rate", type=float, default=5.0, help="generated messages a second")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    configure_logging("info", LogFormat.AUTO)  # the service's log format
     config = EventSubSimulatorConfig(host=args.host, port=args.port)
     channels = [c.strip() for c in args.channels.split(",") if c.strip()]
     with contextlib.suppress(KeyboardInterrupt):
@@ -1288,6 +1484,7 @@ async def _serve(
         token = simulator.issue_token()
         # stdout carries what this command is for: the settings (a simulator-only token).
         settings = {
+            "TWITCH_SOURCE": "eventsub",
             "TWITCH_CLIENT_ID": config.client_id,
             "TWITCH_OAUTH_TOKEN": token.access_token,
             "TWITCH_CLIENT_SECRET": config.client_secret,
@@ -1296,7 +1493,7 @@ async def _serve(
         }
         for name, value in settings.items():
             print(f"{name}={value}", flush=True)
-        logger.info("EventSub simulator on %s", simulator.base_url)
+        log.info("eventsub simulator listening", url=simulator.base_url)
         if channels and rate > 0:
             simulator.start_generated(channels, count=None, rate=rate, seed=seed)
         await asyncio.Event().wait()

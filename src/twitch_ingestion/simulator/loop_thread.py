@@ -2,22 +2,26 @@
 
 Both simulators (IRC and EventSub) run their servers on a loop of their own so that a
 plain test, or the service under test in the same process, never shares the loop with
-them; this is the one place that starts, feeds and stops such a loop.
+them; this is the one place that starts, feeds and stops such a loop (`LoopThread`) and
+a simulator's life on it (`SimulatorOnThread`, which `SimulatorThread` and
+`EventSubSimulatorThread` extend with their blocking API).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
-__all__ = ["LoopThread"]
+__all__ = ["CONTROL_TIMEOUT_S", "LoopThread", "SimulatorOnThread"]
 
 _T = TypeVar("_T")
 # How long stop() waits for the thread to finish the loop's clean-up.
 _JOIN_TIMEOUT_S = 10.0
+CONTROL_TIMEOUT_S = 10.0
+"""Bound for a call onto the loop that waits for nothing (a control, a snapshot)."""
 
 
 class LoopThread:
@@ -79,3 +83,82 @@ class LoopThread:
             return
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=_JOIN_TIMEOUT_S)
+
+
+class _Startable(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+_S = TypeVar("_S", bound=_Startable)
+
+
+class SimulatorOnThread(Generic[_S]):
+    """A simulator on its own loop in a daemon thread: start, stop, `with`, blocking calls.
+
+    `create` builds the simulator; it runs on the loop, at `start()`, so the simulator's
+    asyncio objects belong to that loop. Every call blocks the calling thread until the
+    loop has done the work.
+    """
+
+    def __init__(self, thread_name: str, what: str, create: Callable[[], _S]) -> None:
+        self._create = create
+        self._not_running = f"{what} thread is not running: call start() first"
+        self._loop = LoopThread(thread_name, self._not_running)
+        self._simulator: _S | None = None
+
+    def start(self, timeout: float = 10.0) -> Self:
+        """Start the loop thread and the simulator; returns once it is listening."""
+        if self._loop.running:
+            return self
+        self._loop.start(timeout)
+
+        async def create_and_start() -> _S:
+            simulator = self._create()
+            await simulator.start()
+            return simulator
+
+        try:
+            self._simulator = self.run(create_and_start(), timeout)
+        except BaseException:
+            self._loop.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the simulator and the loop thread (idempotent)."""
+        if not self._loop.running:
+            return
+        try:
+            if self._simulator is not None:
+                self.run(self._simulator.stop(), timeout)
+        finally:
+            self._simulator = None
+            self._loop.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def simulator(self) -> _S:
+        """The underlying simulator; only touch it on its own loop (see `call`)."""
+        if self._simulator is None:
+            raise RuntimeError(self._not_running)
+        return self._simulator
+
+    def run(self, coro: Coroutine[Any, Any, _T], timeout: float | None = CONTROL_TIMEOUT_S) -> _T:
+        """Run `coro` on the simulator's loop and wait for its result."""
+        return self._loop.run(coro, timeout)
+
+    def call(self, fn: Callable[[_S], _T]) -> _T:
+        """Run `fn(simulator)` on the simulator's loop and return its result."""
+        simulator = self.simulator
+
+        async def invoke() -> _T:
+            return fn(simulator)
+
+        return self.run(invoke())

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import logging
 import random
 import socket
 import struct
@@ -22,6 +21,8 @@ import termios
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
+
+import structlog
 
 from twitch_ingestion.simulator import wire
 from twitch_ingestion.simulator.chatgen import ChatGenerator
@@ -53,7 +54,7 @@ from twitch_ingestion.simulator.streams import (
 
 __all__ = ["TwitchSimulator"]
 
-logger = logging.getLogger("twitch_ingestion.simulator")
+log = structlog.get_logger(__name__)
 
 _READ_CHUNK_BYTES = 64 * 1024
 # Paced streams sleep at least this long between batches: below ~5 ms asyncio's timer
@@ -186,7 +187,7 @@ class TwitchSimulator:
             ssl=self.config.ssl_context,
         )
         self._port = self._server.sockets[0].getsockname()[1]
-        logger.debug("simulator listening on %s:%d", self.config.host, self._port)
+        log.debug("simulator listening", host=self.config.host, port=self._port)
 
     async def stop(self) -> None:
         """Stop streams, stop listening and abort every connection."""
@@ -204,7 +205,7 @@ class TwitchSimulator:
         for conn in list(self._connections.values()):
             self._drop(conn, "simulator stopped")
         await asyncio.gather(*connection_tasks, *self._pending_drops, return_exceptions=True)
-        logger.info("simulator stopped")
+        log.info("simulator stopped")
 
     async def __aenter__(self) -> TwitchSimulator:
         await self.start()
@@ -221,7 +222,7 @@ class TwitchSimulator:
             return
         self._server.close()
         self._server = None
-        logger.info("simulator stopped accepting connections on port %d", self._port)
+        log.info("simulator stopped accepting connections", port=self._port)
 
     async def resume_accepting(self) -> None:
         """Listen again on the same port."""
@@ -267,7 +268,7 @@ class TwitchSimulator:
             conn.close_timer = loop.call_later(
                 close_after_s, self._close, conn, "closed after RECONNECT"
             )
-            logger.info("connection %d: RECONNECT sent, closing in %.1f s", conn.id, close_after_s)
+            log.info("simulator sent reconnect", connection=conn.id, closing_in_s=close_after_s)
         return len(targets)
 
     def send_raw(self, lines: Sequence[bytes], *, connection_id: int | None = None) -> int:
@@ -337,14 +338,14 @@ class TwitchSimulator:
             self._silent_all = True
         for conn in self._targets(connection_id):
             conn.silent = conn.stats.silent = True
-        logger.info("silent: %s", "all connections" if connection_id is None else connection_id)
+        log.info("simulator connections silent", connection=connection_id or "all")
 
     def resume_sending(self, *, connection_id: int | None = None) -> None:
         if connection_id is None:
             self._silent_all = False
         for conn in self._targets(connection_id):
             conn.silent = conn.stats.silent = False
-        logger.info("sending again: %s", "all" if connection_id is None else connection_id)
+        log.info("simulator connections sending again", connection=connection_id or "all")
 
     # ------------------------------------------------------------------ waiting
 
@@ -427,8 +428,8 @@ class TwitchSimulator:
             next_pass=self._next_replay_pass,
             stats=stats,
         )
-        logger.info(
-            "stream %d: replay of %d lines from %s", stats.stream_id, len(lines), corpus.name
+        log.info(
+            "simulator replay started", stream=stats.stream_id, lines=len(lines), corpus=corpus.name
         )
         return self._start_stream(source, stats)
 
@@ -535,17 +536,17 @@ class TwitchSimulator:
             raise
         except Exception as exc:
             stats.error = repr(exc)
-            logger.exception("stream %d failed", stats.stream_id)
+            log.exception("simulator stream failed", stream=stats.stream_id)
             raise
         finally:
             stats.done = True
             self._notify()
-            logger.info(
-                "stream %d (%s) finished: %d lines, %d undelivered",
-                stats.stream_id,
-                stats.kind,
-                stats.lines_emitted,
-                stats.lines_undelivered,
+            log.info(
+                "simulator stream finished",
+                stream=stats.stream_id,
+                kind=stats.kind,
+                lines=stats.lines_emitted,
+                undelivered=stats.lines_undelivered,
             )
 
     def _deliver(self, batch: list[BatchItem], stream: StreamStats) -> list[_Connection]:
@@ -628,7 +629,9 @@ class TwitchSimulator:
             async with asyncio.timeout(timeout):
                 await conn.writer.drain()
         except TimeoutError:
-            logger.warning("connection %d: slow consumer, not drained in %s s", conn.id, timeout)
+            log.warning(
+                "simulator dropped a slow consumer", connection=conn.id, not_drained_in_s=timeout
+            )
             self._drop(conn, "slow consumer")
         except (ConnectionError, OSError):
             self._detach(conn, "connection lost while writing")
@@ -660,7 +663,7 @@ class TwitchSimulator:
         self.stats.connections[connection_id] = conn_stats
         self.stats.connections_accepted += 1
         self._notify()
-        logger.info("connection %d accepted from %s", connection_id, conn_stats.peer)
+        log.info("simulator connection accepted", connection=connection_id, peer=conn_stats.peer)
         reason = "client closed the connection"
         try:
             # Read until EOF even once closing: a settling drop must not be turned into
@@ -690,7 +693,9 @@ class TwitchSimulator:
                 case LoginRejected(nick, reason):
                     failures = self.stats.login_failures_by_reason
                     failures[reason] = failures.get(reason, 0) + 1
-                    logger.info("connection %d: login as %r rejected: %s", conn.id, nick, reason)
+                    log.info(
+                        "simulator login rejected", connection=conn.id, nick=nick, reason=reason
+                    )
                     self._close(conn, f"login rejected: {reason}")
                 case JoinRequested(channels):
                     self._on_join(conn, channels)
@@ -714,9 +719,7 @@ class TwitchSimulator:
         logins = self.stats.logins_by_nick
         logins[nick] = logins.get(nick, 0) + 1
         self._notify()
-        logger.info(
-            "connection %d: logged in as %s%s", conn.id, nick, " (anonymous)" if anonymous else ""
-        )
+        log.info("simulator logged in", connection=conn.id, nick=nick, anonymous=anonymous)
         if self.config.ping_interval_s is not None:
             conn.ping_task = asyncio.get_running_loop().create_task(self._ping_loop(conn))
 
@@ -731,12 +734,13 @@ class TwitchSimulator:
                 self.stats.join_limit_violations += 1
                 violations = self.stats.join_limit_violations_by_nick
                 violations[nick] = violations.get(nick, 0) + 1
-                logger.warning(
-                    "connection %d: %s exceeded %d JOINs per %.0f s; dropping the connection",
-                    conn.id,
-                    nick,
-                    limiter.limit,
-                    limiter.window_s,
+                log.warning(
+                    "simulator join limit exceeded",
+                    connection=conn.id,
+                    nick=nick,
+                    joins=limiter.limit,
+                    window_s=limiter.window_s,
+                    action="dropping the connection",
                 )
                 self._close(conn, "join rate limit exceeded")
                 return
@@ -772,7 +776,7 @@ class TwitchSimulator:
                         nick, channel, self.room_id_for(channel), anonymous=conn.session.anonymous
                     ),
                 )
-        logger.info("connection %d: JOIN %s", conn.id, ",".join(channels))
+        log.debug("simulator join", connection=conn.id, channels=",".join(channels))
         self._notify()
 
     def _on_part(self, conn: _Connection, channels: tuple[str, ...]) -> None:
@@ -783,7 +787,7 @@ class TwitchSimulator:
             parts[channel] = parts.get(channel, 0) + 1
             self._remove_member(conn, channel)
             self._send_control(conn, [wire.part_line(nick, channel)])
-        logger.info("connection %d: PART %s", conn.id, ",".join(channels))
+        log.debug("simulator part", connection=conn.id, channels=",".join(channels))
 
     async def _ping_loop(self, conn: _Connection) -> None:
         interval = self.config.ping_interval_s
@@ -806,7 +810,7 @@ class TwitchSimulator:
                 continue
             if conn.last_pong_at < sent_at:
                 self.stats.pong_timeouts += 1
-                logger.info("connection %d: no PONG within %.1f s", conn.id, pong_timeout)
+                log.info("simulator got no pong", connection=conn.id, timeout_s=pong_timeout)
                 self._close(conn, "no PONG")
                 return
 
@@ -874,7 +878,9 @@ class TwitchSimulator:
             conn.close_timer.cancel()
         if conn.ping_task is not None:
             conn.ping_task.cancel()
-        logger.info("connection %d (%s): %s", conn.id, conn.stats.nick or "-", reason)
+        log.info(
+            "simulator connection closed", connection=conn.id, nick=conn.stats.nick, reason=reason
+        )
         self._notify()
 
     def _close(self, conn: _Connection, reason: str) -> None:

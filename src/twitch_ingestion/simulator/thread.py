@@ -7,12 +7,11 @@ pytest functions; every method here blocks until the simulator's loop has done t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
 from twitch_ingestion.simulator.config import ChannelBehaviour, SimulatorConfig
-from twitch_ingestion.simulator.loop_thread import LoopThread
+from twitch_ingestion.simulator.loop_thread import SimulatorOnThread
 from twitch_ingestion.simulator.replay import DEFAULT_REPLAY_COMMANDS
 from twitch_ingestion.simulator.server import TwitchSimulator
 from twitch_ingestion.simulator.stats import SimulatorStats, StreamStats
@@ -20,13 +19,9 @@ from twitch_ingestion.simulator.streams import StreamHandle
 
 __all__ = ["SimulatorThread", "ThreadStreamHandle"]
 
-_T = TypeVar("_T")
-
 # Extra time a blocking call waits beyond the simulator-side timeout it passes on, so
 # the simulator's own, more precise TimeoutError wins the race.
 _CALL_MARGIN_S = 5.0
-# Bound for calls that do not wait for anything (controls, snapshots).
-_CONTROL_TIMEOUT_S = 10.0
 
 
 class ThreadStreamHandle:
@@ -46,16 +41,16 @@ class ThreadStreamHandle:
             await handle.wait(timeout)
             return _copy_stream_stats(handle.stats)
 
-        return self._owner._run(waited(), _wait_bound(timeout))
+        return self._owner.run(waited(), _wait_bound(timeout))
 
     def stop(self) -> None:
-        self._owner._call(self._handle.stop)
+        self._owner.call(lambda _: self._handle.stop())
 
     def done(self) -> bool:
-        return self._owner._call(self._handle.done)
+        return self._owner.call(lambda _: self._handle.done())
 
     def stats(self) -> StreamStats:
-        return self._owner._call(lambda: _copy_stream_stats(self._handle.stats))
+        return self._owner.call(lambda _: _copy_stream_stats(self._handle.stats))
 
 
 def _copy_stream_stats(stats: StreamStats) -> StreamStats:
@@ -77,7 +72,7 @@ def _wait_bound(timeout: float | None) -> float | None:
     return None if timeout is None else timeout + _CALL_MARGIN_S
 
 
-class SimulatorThread:
+class SimulatorThread(SimulatorOnThread[TwitchSimulator]):
     """Runs a `TwitchSimulator` in a daemon thread. Use as a context manager::
 
     with SimulatorThread(SimulatorConfig()) as sim:
@@ -89,72 +84,7 @@ class SimulatorThread:
 
     def __init__(self, config: SimulatorConfig | None = None) -> None:
         self.config = config if config is not None else SimulatorConfig()
-        self._loop = LoopThread(
-            "twitch-simulator", "the simulator thread is not running: call start() first"
-        )
-        self._simulator: TwitchSimulator | None = None
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self, timeout: float = 10.0) -> SimulatorThread:
-        """Start the loop thread and the simulator; returns once it is listening."""
-        if self._loop.running:
-            return self
-        self._loop.start(timeout)
-
-        async def create_and_start() -> TwitchSimulator:
-            simulator = TwitchSimulator(self.config)
-            await simulator.start()
-            return simulator
-
-        try:
-            self._simulator = self._run(create_and_start(), timeout)
-        except BaseException:
-            self._loop.stop()
-            raise
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the simulator and the loop thread (idempotent)."""
-        if not self._loop.running:
-            return
-        try:
-            if self._simulator is not None:
-                self._run(self._simulator.stop(), timeout)
-        finally:
-            self._simulator = None
-            self._loop.stop()
-
-    def __enter__(self) -> SimulatorThread:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    # ------------------------------------------------------------------ plumbing
-
-    @property
-    def simulator(self) -> TwitchSimulator:
-        """The underlying simulator; only touch it on its own loop (see `call`)."""
-        if self._simulator is None:
-            raise RuntimeError("the simulator thread is not running: call start() first")
-        return self._simulator
-
-    def _run(self, coro: Coroutine[Any, Any, _T], timeout: float | None) -> _T:
-        return self._loop.run(coro, timeout)
-
-    def _call(self, fn: Callable[[], _T]) -> _T:
-        async def invoke() -> _T:
-            return fn()
-
-        return self._run(invoke(), _CONTROL_TIMEOUT_S)
-
-    def call(self, fn: Callable[[TwitchSimulator], _T]) -> _T:
-        """Run `fn(simulator)` on the simulator's loop and return its result."""
-        simulator = self.simulator
-        return self._call(lambda: fn(simulator))
-
-    # ------------------------------------------------------------------ proxied API
+        super().__init__("twitch-simulator", "the simulator", lambda: TwitchSimulator(self.config))
 
     @property
     def port(self) -> int:
@@ -189,7 +119,7 @@ class SimulatorThread:
             lambda sim: sim.drop_connections(connection_id=connection_id, settle=settle)
         )
         bound = self.config.drop_settle_timeout_s + _CALL_MARGIN_S
-        self._run(self.simulator.wait_dropped(bound), bound + _CALL_MARGIN_S)
+        self.run(self.simulator.wait_dropped(bound), bound + _CALL_MARGIN_S)
         return count
 
     def go_silent(self, *, connection_id: int | None = None) -> None:
@@ -202,7 +132,7 @@ class SimulatorThread:
         self.call(lambda sim: sim.pause_accepting())
 
     def resume_accepting(self) -> None:
-        self._run(self.simulator.resume_accepting(), _CONTROL_TIMEOUT_S)
+        self.run(self.simulator.resume_accepting())
 
     def set_channel_behaviour(self, channel: str, behaviour: ChannelBehaviour | str) -> None:
         self.call(lambda sim: sim.set_channel_behaviour(channel, behaviour))
@@ -212,16 +142,16 @@ class SimulatorThread:
 
     def wait_for_joined(self, channels: Iterable[str], timeout: float = 5.0) -> None:
         wanted = list(channels)
-        self._run(self.simulator.wait_for_joined(wanted, timeout), _wait_bound(timeout))
+        self.run(self.simulator.wait_for_joined(wanted, timeout), _wait_bound(timeout))
 
     def wait_for_connections(self, count: int, timeout: float = 5.0) -> None:
-        self._run(self.simulator.wait_for_connections(count, timeout), _wait_bound(timeout))
+        self.run(self.simulator.wait_for_connections(count, timeout), _wait_bound(timeout))
 
     def wait_until(
         self, predicate: Callable[[SimulatorStats], bool], timeout: float | None = 5.0
     ) -> None:
         """Block until `predicate(stats)` holds; it runs on the simulator's thread."""
-        self._run(self.simulator.wait_until(predicate, timeout), _wait_bound(timeout))
+        self.run(self.simulator.wait_until(predicate, timeout), _wait_bound(timeout))
 
     def start_replay(
         self,
@@ -270,4 +200,4 @@ class SimulatorThread:
         self.call(lambda sim: sim.stop_streams())
 
     def wait_streams_done(self, timeout: float | None = None) -> None:
-        self._run(self.simulator.wait_streams_done(timeout), _wait_bound(timeout))
+        self.run(self.simulator.wait_streams_done(timeout), _wait_bound(timeout))

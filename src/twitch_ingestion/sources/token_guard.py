@@ -22,7 +22,7 @@ from collections.abc import Callable
 import aiohttp
 from pydantic import SecretStr
 
-from twitch_ingestion.config import Settings
+from twitch_ingestion.config import ClientType, Settings
 from twitch_ingestion.sources.common.source import SourceStopped
 from twitch_ingestion.sources.eventsub.auth import TokenKeeper, aiohttp_sender
 from twitch_ingestion.sources.eventsub.tokens import (
@@ -78,6 +78,7 @@ class TokenGuard:
                 access_token=token.get_secret_value(),
                 client_secret="" if secret is None else secret.get_secret_value(),
                 refresh_token="" if refresh is None else refresh.get_secret_value(),
+                public_client=settings.twitch_client_type is ClientType.PUBLIC,
                 required_scope=IRC_SCOPE,
                 validate_interval_s=settings.twitch_token_validate_interval_s,
                 refresh_margin_s=settings.twitch_token_refresh_margin_s,

@@ -3,14 +3,15 @@
 The service holds one `Source` (`sources/irc/source.py` or
 `sources/eventsub/service_source.py`, chosen by TWITCH_SOURCE) and asks it only what is
 here: run and stop it, whether it is ready, which channels it reads (the fleet's
-`ChannelReader` methods, so a fleet can move channels), what to log, and — through the
+`ChannelReader` methods, so a fleet can move channels), what to log and to export
+(readiness details, token expiry, parse counters), and — through the
 `SourceStopped` its `run` raises — why it ended, which the service turns into an exit
 code. It never asks which source it holds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,11 +37,12 @@ class SourceStopped(Exception):  # noqa: N818 - a reason to stop, raised by `Sou
 @dataclass(frozen=True, slots=True)
 class SideTask:
     """Work a source needs run beside `run` (the IRC token guard): its end ends the
-    service, with `SourceStopped` like `run`, or logged as `crashed`."""
+    service, with `SourceStopped` like `run`, or else (a bug) with the one error line
+    `crashed(**fields)` logs under the source's own event name."""
 
     name: str
     run: Callable[[], Coroutine[Any, Any, None]]
-    crashed: str
+    crashed: Callable[..., None]
 
 
 class Source(Protocol):
@@ -65,6 +67,18 @@ class Source(Protocol):
 
     def lines_read(self) -> float:
         """What it read so far (IRC lines, EventSub notifications): the throughput log."""
+
+    def readiness_details(self) -> dict[str, object]:
+        """What /readyz adds about this source (EventSub: its subscriptions per channel)."""
+
+    def token_expiry(self, now: float) -> tuple[float, bool] | None:
+        """(seconds TWITCH_OAUTH_TOKEN has left at monotonic `now`, whether it can be
+        refreshed), as Twitch's last validation said; None: no token, none validated
+        yet, or one that does not expire."""
+
+    def parse_stats(self) -> Mapping[str, float]:
+        """Its parsers' data-quality counters by metric family name, read when /metrics
+        is scraped (IRC: `twitch_ingestion_irc_*`); empty when it has none."""
 
     # --- the fleet's `ChannelReader` -----------------------------------------------------
 

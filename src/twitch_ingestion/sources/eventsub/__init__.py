@@ -4,8 +4,10 @@ Every module here is pure code — JSON in, typed values out, the time passed in
 manner of h11/wsproto, so each protocol edge case is a unit test without a socket:
 
 - `messages`: WebSocket text frames → typed messages (or why a frame is unusable).
-- `session`: the connection state machine: welcome, keepalive watchdog, reconnects,
-  revocations, close codes, de-duplication by `message_id`.
+- `session`: the connection state machine (one transition table): welcome, keepalive
+  watchdog, reconnects, revocations, close codes, de-duplication by `message_id`.
+- `reconciler`: the subscriptions a connection should hold against what Twitch
+  confirmed; which failures are temporary (retried until they work) or permanent.
 - `records`: chat notifications → the same `ChatMessage` / event records as IRC.
 - `tokens`: what a `/validate` or `/token` answer means and when to ask again.
 - `helix`: Helix requests (users, subscriptions), their answers, rate limits, and how

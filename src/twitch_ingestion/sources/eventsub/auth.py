@@ -79,6 +79,7 @@ class TokenKeeper:
         access_token: str,
         client_secret: str = "",
         refresh_token: str = "",
+        public_client: bool = False,
         required_scope: str = EVENTSUB_SCOPE,
         validate_interval_s: float = VALIDATE_INTERVAL_S,
         refresh_margin_s: float = REFRESH_MARGIN_S,
@@ -87,7 +88,10 @@ class TokenKeeper:
         on_refreshed: Callable[[str], None] | None = None,
     ) -> None:
         """`on_refreshed(access_token)` is told each new token (the IRC source uses it for
-        the connections it opens next; EventSub reads `access_token` per request)."""
+        the connections it opens next; EventSub reads `access_token` per request).
+
+        A refresh needs `refresh_token` and `client_secret`, or only the refresh token
+        for a `public_client` (Twitch issues public clients no secret)."""
         self._send = send
         self._on_refreshed = on_refreshed
         self._auth_url = auth_url
@@ -98,7 +102,7 @@ class TokenKeeper:
         self._scope = required_scope
         self._clock = clock
         self.schedule = TokenSchedule(
-            can_refresh=bool(client_secret and refresh_token),
+            can_refresh=bool(refresh_token and (client_secret or public_client)),
             validate_interval_s=validate_interval_s,
             refresh_margin_s=refresh_margin_s,
             refresh_retry_s=refresh_retry_s,
@@ -116,6 +120,12 @@ class TokenKeeper:
     def access_token(self) -> str:
         """The token to put in the next request (it changes after a refresh)."""
         return self._access
+
+    def expiry(self, now: float) -> tuple[float, bool] | None:
+        """(seconds the token has left at monotonic `now`, whether it can be refreshed)
+        for the token-expiry metric; None when it does not expire or is not validated."""
+        remaining = self.schedule.remaining_s(now)
+        return None if remaining is None else (remaining, self.schedule.can_refresh)
 
     @property
     def user_id(self) -> str:
@@ -155,6 +165,13 @@ class TokenKeeper:
                 if error is not None:
                     return error
 
+    async def validate_now(self) -> TokenError | None:
+        """Validate at once (a revocation said the authorisation may be gone): None when
+        the token is still good (or a refresh was scheduled for it), else why not."""
+        error = await self._act(TokenAction.VALIDATE)
+        self._rescheduled.set()
+        return error
+
     async def unauthorized(self, token_used: str) -> TokenError | None:
         """A Helix call with `token_used` got 401: refresh (once for concurrent callers)."""
         async with self._lock:
@@ -180,17 +197,21 @@ class TokenKeeper:
         now = self._clock()
         self.validations += 1
         result = interpret_validation(
-            response, client_id=self._client_id, required_scope=self._scope, now=now
+            response,
+            client_id=self._client_id,
+            required_scope=self._scope,
+            now=now,
+            auth_url=self._auth_url,
         )
         if isinstance(result, ValidToken):
             self.valid = result
             self.schedule.validated(result)
-            log.info("twitch-token-valid", status=self.schedule.describe_remaining(now))
+            log.info("twitch token valid", status=self.schedule.describe_remaining(now))
             return None
         decision = self.schedule.validation_failed(result, now)
         if isinstance(decision, TokenError):
             return decision
-        log.warning("twitch-token-validate-failed", reason=result.reason, detail=result.message)
+        log.warning("twitch token validate failed", reason=result.reason, detail=result.message)
         return None
 
     async def _refresh_now(self) -> TokenError | None:
@@ -205,7 +226,7 @@ class TokenKeeper:
             )
         )
         now = self._clock()
-        result = interpret_refresh(response)
+        result = interpret_refresh(response, self._auth_url)
         if isinstance(result, RefreshedToken):
             self._access = result.access_token
             if result.refresh_token:
@@ -214,9 +235,9 @@ class TokenKeeper:
             self.refreshes += 1
             if self._on_refreshed is not None:
                 self._on_refreshed(result.access_token)
-            log.info("twitch-token-refreshed", status=self.schedule.describe_remaining(now))
+            log.info("twitch token refreshed", status=self.schedule.describe_remaining(now))
             return None
         error = self.schedule.refresh_failed(result, now)
         if error is None:
-            log.warning("twitch-token-refresh-failed", reason=result.reason, detail=result.message)
+            log.warning("twitch token refresh failed", reason=result.reason, detail=result.message)
         return error

@@ -1,16 +1,25 @@
 """The EventSub source's asyncio shell: sockets, HTTP and clocks around the sans-I/O core.
 
 `EventSubClient.run()` does, in order: validate the token (`auth.TokenKeeper`), resolve
-the channel logins to user ids (Helix Get Users, 100 a call), spread the channels over
-at most three WebSocket connections (`helix.plan_connections`), and run one
-`_Connection` per group beside the token loop until `stop()` or a failure it cannot
-retry. Every decision is the core's: the connection state machine (`session`), what a
-Helix or OAuth answer means (`helix`, `tokens`), and the records (`records`); this module
-only carries out the actions they return.
+the channel logins to user ids (Helix Get Users, 100 a call, retried while Helix fails),
+spread the channels over at most three WebSocket connections (`helix.plan_connections`),
+and run one `_Connection` per group beside the token loop until `stop()` or a failure
+retrying cannot fix. Every decision is the core's: the connection state machine
+(`session`), which subscriptions to create, look up, delete or retry and when
+(`reconciler`), what a Helix or OAuth answer means (`helix`, `tokens`), and the records
+(`records`); this module only carries out the actions they return.
+
+What ends the client (the service's exit code follows `SourceFailure.variable`): Twitch
+refusing the credentials (validation, refresh), a configuration Helix rejects, every
+configured channel refused for good before any was read, or
+TWITCH_MAX_RECONNECT_ATTEMPTS sessions in a row ending before a subscription (unlimited
+by default). Outages of Helix, the WebSocket or the network never end it.
 
 Hot path: a frame is decoded, de-duplicated and turned into a record inside the socket's
 reader task and handed to `EventSubOutput.record` synchronously; only the rare actions
-(subscribe, reconnect, close) go through the connection's queue.
+(subscribe, reconnect, close) go through the connection's queue. The reader keeps
+reading while the output holds records for a slow sink (see `service_source.SinkOutput`),
+so Twitch's pings are answered and the session survives backpressure.
 
 Library: aiohttp, for both the WebSocket (RFC 6455 framing, close codes, ping/pong) and
 the Helix/OAuth HTTP calls, on one connection pool. TLS is verified for `wss://` and
@@ -31,21 +40,27 @@ import msgspec
 import structlog
 from pydantic import SecretStr
 
-from twitch_ingestion.config import Settings
+from twitch_ingestion.config import ClientType, Settings
+from twitch_ingestion.metrics import EVENTSUB_SUBSCRIPTION_FAILURES
 from twitch_ingestion.sources.common.backoff import ExponentialBackoff
 from twitch_ingestion.sources.eventsub.auth import TokenKeeper, send_http
 from twitch_ingestion.sources.eventsub.helix import (
     CONNECTIONS_PER_USER,
     SUBSCRIPTIONS_PER_CONNECTION,
     ChannelProblem,
+    ExistingSubscription,
     HelixRefusal,
     RateLimiter,
     RefusalKind,
     SubscriptionCreated,
+    SubscriptionPage,
     UsersAnswer,
     delete_subscription_request,
+    interpret_delete,
     interpret_subscription,
+    interpret_subscription_list,
     interpret_users,
+    list_subscriptions_request,
     plan_connections,
     subscription_request,
     users_requests,
@@ -56,6 +71,23 @@ from twitch_ingestion.sources.eventsub.http_messages import (
     strip_oauth_prefix,
 )
 from twitch_ingestion.sources.eventsub.messages import DeadLetter, decode_frame
+from twitch_ingestion.sources.eventsub.reconciler import (
+    CHECK_INTERVAL_S,
+    RECHECK_INTERVAL_S,
+    ChannelChanged,
+    ChannelState,
+    ChannelStatus,
+    Create,
+    Delete,
+    Failure,
+    ListSubscriptions,
+    LookUp,
+    ReconcilerOutput,
+    RoundSettled,
+    SubscribeLate,
+    SubscriptionFailed,
+    SubscriptionReconciler,
+)
 from twitch_ingestion.sources.eventsub.records import (
     CHAT_SUBSCRIPTION_TYPES,
     EventSubRecord,
@@ -63,8 +95,8 @@ from twitch_ingestion.sources.eventsub.records import (
 )
 from twitch_ingestion.sources.eventsub.session import (
     DEFAULT_KEEPALIVE_MARGIN_S,
-    DEFAULT_MAX_UNPRODUCTIVE_SESSIONS,
     DEFAULT_WELCOME_TIMEOUT_S,
+    SUBSCRIBE_DEADLINE_S,
     CloseOldSocket,
     Deliver,
     EventSubSession,
@@ -104,16 +136,19 @@ DEFAULT_EVENTSUB_URL = "wss://eventsub.wss.twitch.tv/ws"
 DEFAULT_API_URL = "https://api.twitch.tv/helix"
 DEFAULT_AUTH_URL = "https://id.twitch.tv/oauth2"
 
-"""Status of the synthetic answer for a request that got no HTTP answer at all (refused,
-reset, timed out): a 5xx, so the core treats it as transient, and not one Twitch sends."""
 _HELIX_ATTEMPTS = 5
-"""Tries per Helix call across 401 refreshes, 429 waits and 5xx answers."""
-_TRANSIENT_RETRY_S = 0.5
+"""Tries per Helix call across 401 refreshes and 429s of the bucket; any other failure
+goes back to the caller, whose retry schedule (the reconciler's) decides."""
 _BUCKET_MAX_WAIT_S = 60.0
 """Helix refills its bucket within a minute; a later `Ratelimit-Reset` is clock skew."""
 _MAX_FRAME_BYTES = 1 << 20
 """Largest WebSocket message accepted: a chat notification with 500 characters of
 emote fragments is ~20 KiB, so 1 MiB is generous and still bounds memory."""
+_MAX_LIST_PAGES = 100
+"""Get EventSub Subscriptions pages read at most (100 each): far above what 3
+connections of 300 hold, and a bound if a server kept answering with a cursor."""
+_VALIDATE_ON_REVOCATION = frozenset({"authorization_revoked", "user_removed"})
+"""Revocations that may mean the token itself lost its authorisation: validate at once."""
 
 
 class SettingsError(ValueError):
@@ -142,6 +177,8 @@ class EventSubSettings:
     """TWITCH_CLIENT_SECRET: with TWITCH_REFRESH_TOKEN, lets the token be refreshed."""
     refresh_token: str = field(default="", repr=False)
     """TWITCH_REFRESH_TOKEN."""
+    public_client: bool = False
+    """TWITCH_CLIENT_TYPE=public: the app has no secret; the refresh token alone refreshes."""
     eventsub_url: str = DEFAULT_EVENTSUB_URL
     """TWITCH_EVENTSUB_URL (wss://, or ws:// for local tests)."""
     api_url: str = DEFAULT_API_URL
@@ -156,12 +193,20 @@ class EventSubSettings:
     refresh_margin_s: float = REFRESH_MARGIN_S
     refresh_retry_s: float = REFRESH_RETRY_S
     backoff_base_s: float = 1.0
+    """Reconnects and temporary subscription failures back off from this…"""
     backoff_max_s: float = 60.0
+    """…doubling up to this (TWITCH_RECONNECT_BASE_S / TWITCH_RECONNECT_MAX_S)."""
     http_timeout_s: float = 10.0
     subscribe_concurrency: int = 10
-    """Create Subscription calls in flight at once: 300 calls must fit in the 10 s
-    after a welcome, and one Helix round trip is ~100 ms from Europe."""
-    max_unproductive_sessions: int | None = DEFAULT_MAX_UNPRODUCTIVE_SESSIONS
+    """Helix subscription calls in flight at once per connection: 300 calls must fit in
+    the 10 s after a welcome, and one Helix round trip is ~100 ms from Europe."""
+    max_unproductive_sessions: int | None = None
+    """TWITCH_MAX_RECONNECT_ATTEMPTS: sessions in a row that may end before a
+    subscription before the source gives up; None: never give up."""
+    recheck_interval_s: float = RECHECK_INTERVAL_S
+    """TWITCH_JOIN_RETRY_INTERVAL_S: how often a permanently refused channel is retried."""
+    check_interval_s: float = CHECK_INTERVAL_S
+    """TWITCH_EVENTSUB_CHECK_INTERVAL_S: how often the live subscriptions are listed."""
     max_connections: int = CONNECTIONS_PER_USER
     subscriptions_per_connection: int = SUBSCRIPTIONS_PER_CONNECTION
     dynamic_channels: bool = False
@@ -178,12 +223,24 @@ class EventSubSettings:
                 "TWITCH_OAUTH_TOKEN is empty or malformed; set a user access token with"
                 " the scope user:read:chat",
             )
-        if bool(self.client_secret) != bool(self.refresh_token):
-            missing = "TWITCH_REFRESH_TOKEN" if self.client_secret else "TWITCH_CLIENT_SECRET"
+        if self.client_secret and not self.refresh_token:
             raise SettingsError(
-                missing,
-                f"{missing} is needed too: refreshing the token takes both"
+                "TWITCH_REFRESH_TOKEN",
+                "TWITCH_REFRESH_TOKEN is needed too: refreshing the token takes both"
                 " TWITCH_CLIENT_SECRET and TWITCH_REFRESH_TOKEN",
+            )
+        if self.refresh_token and not self.client_secret and not self.public_client:
+            raise SettingsError(
+                "TWITCH_CLIENT_SECRET",
+                "TWITCH_CLIENT_SECRET is needed too: refreshing the token takes both"
+                " TWITCH_CLIENT_SECRET and TWITCH_REFRESH_TOKEN (or TWITCH_CLIENT_TYPE=public"
+                " for an app without a secret)",
+            )
+        if self.validate_interval_s > VALIDATE_INTERVAL_S:
+            raise SettingsError(
+                "TWITCH_TOKEN_VALIDATE_INTERVAL_S",
+                f"TWITCH_TOKEN_VALIDATE_INTERVAL_S is {self.validate_interval_s:g}; Twitch"
+                f" requires validating tokens at least hourly (at most {VALIDATE_INTERVAL_S:g})",
             )
         for variable, value, schemes in (
             ("TWITCH_EVENTSUB_URL", self.eventsub_url, ("wss://", "ws://")),
@@ -216,6 +273,9 @@ class EventSubSettings:
             "backoff_base_s": settings.twitch_reconnect_base_s,
             "backoff_max_s": settings.twitch_reconnect_max_s,
             "http_timeout_s": settings.twitch_connect_timeout_s,
+            "max_unproductive_sessions": settings.twitch_max_reconnect_attempts,
+            "recheck_interval_s": settings.twitch_join_retry_interval_s,
+            "check_interval_s": settings.twitch_eventsub_check_interval_s,
             **tunables,
         }
         return cls(
@@ -224,6 +284,7 @@ class EventSubSettings:
             channels=tuple(settings.twitch_channel if channels is None else channels),
             client_secret=secret(settings.twitch_client_secret),
             refresh_token=secret(settings.twitch_refresh_token),
+            public_client=settings.twitch_client_type is ClientType.PUBLIC,
             eventsub_url=settings.twitch_eventsub_url,
             api_url=settings.twitch_api_url,
             auth_url=settings.twitch_auth_url,
@@ -254,7 +315,8 @@ class EventSubOutput(Protocol):
         """A frame that could not become a record: its exact bytes, for the DLQ."""
 
     def channel_problem(self, problem: ChannelProblem) -> None:
-        """A channel that is not read (unknown login, refused subscription, revocation)."""
+        """A channel Twitch refused by name (unknown login, refused subscription,
+        revocation); reported once per channel and reason until it is read again."""
 
 
 @dataclass
@@ -269,12 +331,19 @@ class EventSubClientStats:
     rate_limited: int = 0
     revocations: int = 0
     problems: list[ChannelProblem] = field(default_factory=list)
+    subscription_failures: int = 0
+    """Failed Helix subscription calls (each attempt), plus revocations and vanishings."""
+
+
+class _Wake:
+    """Queued to make a connection's driver look at its deadlines again."""
 
 
 class _NothingLeft:
-    """Queued when every channel of a connection was refused for good: end it."""
+    """Queued when the fleet removed every channel of a connection: end it."""
 
 
+_WAKE = _Wake()
 _NOTHING_LEFT = _NothingLeft()
 
 
@@ -306,14 +375,23 @@ class EventSubClient:
         self._reported: set[tuple[str, str]] = set()
         self.keeper: TokenKeeper | None = None
         self.connections: list[_Connection] = []
+        self._desired: dict[str, None] = dict.fromkeys(settings.channels)
+        """Every channel wanted (logins, in the order given)."""
+        self._outside: dict[str, ChannelStatus] = {
+            login: ChannelStatus(login, ChannelState.PENDING) for login in settings.channels
+        }
+        """Status of wanted channels on no connection: being resolved, unknown, no room."""
+        self._ever_subscribed = False
+        self._failure: asyncio.Future[SourceFailure] | None = None
         # Run-time channel changes (fleet): queued by add/remove, applied in `_membership`.
         self._changes: list[tuple[bool, tuple[str, ...]]] = []
         self._changed = asyncio.Event()
         self._new_tasks: list[asyncio.Task[SourceFailure | None]] = []
         self._tasks_added = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
-        return f"EventSubClient(channels={len(self.settings.channels)})"
+        return f"EventSubClient(channels={len(self._desired)})"
 
     def stop(self) -> None:
         """Ask `run` to end (returns None then)."""
@@ -322,19 +400,36 @@ class EventSubClient:
     def add_channels(self, logins: tuple[str, ...]) -> None:
         """Read these channels too (`dynamic_channels`): resolved, placed on a connection
         with room (or a new one, up to `max_connections`) and subscribed."""
+        for login in logins:
+            if login not in self._desired:
+                self._desired[login] = None
+                self._outside[login] = ChannelStatus(login, ChannelState.PENDING)
         self._changes.append((True, logins))
         self._changed.set()
 
     def remove_channels(self, logins: tuple[str, ...]) -> None:
         """Stop reading these channels: their subscriptions are deleted; a connection left
         without channels is closed (Twitch would close it with 4003 otherwise)."""
+        for login in logins:
+            self._desired.pop(login, None)
+            self._outside.pop(login, None)
         self._changes.append((False, logins))
         self._changed.set()
+
+    def channel_statuses(self) -> dict[str, ChannelStatus]:
+        """Login → status of every wanted channel (subscribed, pending, failing, refused)."""
+        merged = dict(self._outside)
+        for connection in self.connections:
+            merged.update(connection.reconciler.statuses())
+        return {login: merged.get(login, _pending(login)) for login in self._desired}
 
     def subscribed_logins(self) -> frozenset[str]:
         """Channels whose every subscription is in place on a live session."""
         return frozenset(
-            login for connection in self.connections for login in connection.subscribed_logins()
+            login
+            for connection in self.connections
+            for login, status in connection.reconciler.statuses().items()
+            if status.state is ChannelState.SUBSCRIBED
         )
 
     @property
@@ -344,6 +439,7 @@ class EventSubClient:
     async def run(self) -> SourceFailure | None:
         """Read until stopped (None) or until retrying cannot help (the failure)."""
         timeout = aiohttp.ClientTimeout(total=self.settings.http_timeout_s)
+        self._failure = asyncio.get_running_loop().create_future()
         async with aiohttp.ClientSession(timeout=timeout) as http:
             self._http = http
             try:
@@ -351,7 +447,15 @@ class EventSubClient:
             finally:
                 for connection in self.connections:
                     await connection.close()
+                for task in list(self._background):
+                    task.cancel()
+                await asyncio.gather(*self._background, return_exceptions=True)
                 self._http = None
+
+    def fail(self, failure: SourceFailure) -> None:
+        """End `run` with `failure` (from any task of the client)."""
+        if self._failure is not None and not self._failure.done():
+            self._failure.set_result(failure)
 
     async def _run(self) -> SourceFailure | None:
         settings = self.settings
@@ -362,6 +466,7 @@ class EventSubClient:
             access_token=settings.oauth_token,
             client_secret=settings.client_secret,
             refresh_token=settings.refresh_token,
+            public_client=settings.public_client,
             validate_interval_s=settings.validate_interval_s,
             refresh_margin_s=settings.refresh_margin_s,
             refresh_retry_s=settings.refresh_retry_s,
@@ -372,11 +477,12 @@ class EventSubClient:
             return None
         if isinstance(started, TokenError):
             return SourceFailure.from_token_error(started)
-        channels = await self._until_stopped(self._resolve(settings.channels))
+        channels = await self._until_stopped(self._resolve(tuple(self._desired)))
         if channels is None:
             return None
         if isinstance(channels, SourceFailure):
             return channels
+        channels = {uid: c for uid, c in channels.items() if c.login in self._desired}
         plan = plan_connections(
             list(channels),
             subscriptions_per_channel=len(CHAT_SUBSCRIPTION_TYPES),
@@ -384,9 +490,8 @@ class EventSubClient:
             max_connections=settings.max_connections,
         )
         for problem in plan.unplaced:
-            self.report(
-                ChannelProblem(channels[problem.channel].login, problem.reason, problem.message)
-            )
+            login = channels[problem.channel].login
+            self._refuse_outside(login, Failure(problem.reason, True, True, problem.message))
         if not plan.connections and not settings.dynamic_channels:
             return SourceFailure(
                 "no-channels",
@@ -398,25 +503,32 @@ class EventSubClient:
         previous: asyncio.Event | None = None
         for index, group in enumerate(plan.connections):
             connection = _Connection(self, index, [channels[user_id] for user_id in group])
+            for user_id in group:
+                self._outside.pop(channels[user_id].login, None)
             # One after the other: each gets the Helix bucket to itself for its first
             # round of subscriptions (see `wait_for_helix_room`).
             connection.after = previous
             previous = connection.first_round
             self.connections.append(connection)
+        assert self._failure is not None
+        failed = self._failure
         tasks: list[asyncio.Task[SourceFailure | None]] = [
             asyncio.create_task(self._token_loop(keeper)),
+            asyncio.create_task(self._recheck_unknown()),
             *(asyncio.create_task(connection.run()) for connection in self.connections),
         ]
         if settings.dynamic_channels:
             tasks.append(asyncio.create_task(self._membership()))
         stopping = asyncio.create_task(self._stopping.wait())
         added = asyncio.create_task(self._tasks_added.wait())
-        pending: set[asyncio.Task[Any]] = {*tasks, stopping, added}
+        pending: set[asyncio.Future[Any]] = {*tasks, stopping, added, failed}
         try:
             while True:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 if stopping in done:
                     return None
+                if failed in done:
+                    return failed.result()
                 if added in done:
                     # Connections opened at run time (fleet) are watched like the rest.
                     done.discard(added)
@@ -430,15 +542,6 @@ class EventSubClient:
                     failure = task.result()
                     if failure is not None:
                         return failure  # type: ignore[no-any-return]
-                if not settings.dynamic_channels and len(pending) <= 3 and tasks[0] in pending:
-                    # Only the token loop (and `stopping`) left: every connection gave up
-                    # its channels (all refused for good), so nothing is read any more.
-                    return SourceFailure(
-                        "no-channels",
-                        "TWITCH_CHANNEL",
-                        "EventSub: Twitch refused every configured channel (see the reports"
-                        " above); check TWITCH_CHANNEL and TWITCH_OAUTH_TOKEN",
-                    )
         finally:
             stopping.cancel()
             added.cancel()
@@ -462,7 +565,7 @@ class EventSubClient:
             return None
         return task.result()
 
-    # -- channels at run time (fleet) ---------------------------------------------------
+    # -- channels at run time (fleet), and unknown logins re-checked --------------------
 
     async def _membership(self) -> SourceFailure | None:
         """Apply queued `add_channels`/`remove_channels`, in order, until stopped."""
@@ -478,6 +581,21 @@ class EventSubClient:
                 else:
                     self._remove(set(logins))
 
+    async def _recheck_unknown(self) -> SourceFailure | None:
+        """Logins Twitch did not know are asked again on the slow schedule (an account
+        can be created, renamed back or unsuspended)."""
+        while True:
+            await asyncio.sleep(self.settings.recheck_interval_s)
+            unknown = tuple(
+                login
+                for login, status in self._outside.items()
+                if status.failure is not None and status.failure.reason == "unknown-login"
+            )
+            if unknown:
+                failure = await self._add(unknown)
+                if failure is not None:
+                    return failure
+
     def _placed(self) -> dict[str, _Connection]:
         return {c.login: conn for conn in self.connections for c in conn.channels}
 
@@ -492,24 +610,28 @@ class EventSubClient:
         settings = self.settings
         per_connection = settings.subscriptions_per_connection // len(CHAT_SUBSCRIPTION_TYPES)
         for channel in resolved.values():
-            if channel.login in self._placed():
+            if channel.login in self._placed() or channel.login not in self._desired:
                 continue
             room = [c for c in self.connections if len(c.channels) < per_connection]
             if room:
+                self._outside.pop(channel.login, None)
                 min(room, key=lambda c: len(c.channels)).add_channel(channel)
             elif len(self.connections) < settings.max_connections:
+                self._outside.pop(channel.login, None)
                 connection = _Connection(self, len(self.connections), [channel])
                 self.connections.append(connection)
                 self._new_tasks.append(asyncio.create_task(connection.run()))
                 self._tasks_added.set()
             else:
-                self.report(
-                    ChannelProblem(
-                        channel.login,
+                self._refuse_outside(
+                    channel.login,
+                    Failure(
                         "connection-limit",
+                        True,
+                        True,
                         f"EventSub allows {settings.max_connections} connections of"
                         f" {per_connection} channels per client id and user; all are full",
-                    )
+                    ),
                 )
         return None
 
@@ -524,11 +646,118 @@ class EventSubClient:
                 self.connections.remove(connection)
                 connection.retire()
         for login in logins:
-            for reason in [r for channel, r in self._reported if channel == login]:
-                self._reported.discard((login, reason))
+            self._forget_reports(login)
 
     async def _token_loop(self, keeper: TokenKeeper) -> SourceFailure:
         return SourceFailure.from_token_error(await keeper.run())
+
+    def validate_soon(self, why: str) -> None:
+        """Validate the token at once (a revocation); a refusal ends the client (exit 3)."""
+        keeper = self.keeper
+        if keeper is None:
+            return
+        log.info("twitch token validate now", reason=why)
+
+        async def validate() -> None:
+            error = await keeper.validate_now()
+            if error is not None:
+                self.fail(SourceFailure.from_token_error(error))
+
+        task = asyncio.ensure_future(validate())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- what channels are read, told once ------------------------------------------------
+
+    def channel_changed(self, change: ChannelChanged) -> None:
+        """A channel's status changed: log it, report it, and end the client when no
+        configured channel can be read at all."""
+        before, after = change.before, change.after
+        if after is None:
+            return
+        login = after.login
+        was_failing = before is not None and before.failure is not None
+        if after.state is ChannelState.SUBSCRIBED:
+            self._ever_subscribed = True
+            if was_failing:
+                was = before.failure.reason if before is not None and before.failure else ""
+                log.info("eventsub channel subscribed", channel=login, was=was)
+            self._forget_reports(login)
+            return
+        failure = after.failure
+        if failure is None:
+            return
+        if (
+            before is not None
+            and before.failure is not None
+            and (before.failure.reason == failure.reason)
+        ):
+            return  # the same trouble again: said already
+        if failure.names_channel or failure.permanent:
+            self.report(failure.problem(login))
+        else:
+            log.warning(
+                "eventsub channel unsubscribed",
+                channel=login,
+                reason=failure.reason,
+                detail=failure.message,
+            )
+        self._check_something_readable()
+
+    def _refuse_outside(self, login: str, failure: Failure) -> None:
+        before = self._outside.get(login)
+        after = ChannelStatus(login, ChannelState.REFUSED, failure)
+        self._outside[login] = after
+        EVENTSUB_SUBSCRIPTION_FAILURES.labels(failure.reason).inc()
+        self.stats.subscription_failures += 1
+        self.channel_changed(ChannelChanged(before, after))
+
+    def _check_something_readable(self) -> None:
+        """A fixed channel list of which Twitch refused every channel for good before any
+        was read is a configuration to fix (exit 4), not something to wait out."""
+        if self.settings.dynamic_channels or self._ever_subscribed or not self.connections:
+            return
+        statuses = self.channel_statuses()
+        if statuses and all(s.state is ChannelState.REFUSED for s in statuses.values()):
+            self.fail(
+                SourceFailure(
+                    "no-channels",
+                    "TWITCH_CHANNEL",
+                    "EventSub: Twitch refused every configured channel (see the reports"
+                    " above); check TWITCH_CHANNEL and TWITCH_OAUTH_TOKEN",
+                )
+            )
+
+    def report(self, problem: ChannelProblem) -> None:
+        """Tell the output (and the log) about a channel not read, once per reason."""
+        key = (problem.channel, problem.reason)
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        self.stats.problems.append(problem)
+        log.warning(
+            "eventsub channel not read",
+            channel=problem.channel,
+            reason=problem.reason,
+            detail=problem.message,
+        )
+        self.output.channel_problem(problem)
+
+    def _forget_reports(self, login: str) -> None:
+        for reason in [r for channel, r in self._reported if channel == login]:
+            self._reported.discard((login, reason))
+
+    def subscription_failed(self, failed: SubscriptionFailed) -> None:
+        EVENTSUB_SUBSCRIPTION_FAILURES.labels(failed.failure.reason).inc()
+        self.stats.subscription_failures += 1
+        log.debug(
+            "eventsub subscription failed",
+            channel=failed.login,
+            subscription_type=failed.subscription_type,
+            reason=failed.failure.reason,
+            permanent=failed.failure.permanent,
+            retry_in_s=round(failed.retry_in_s, 2),
+        )
 
     # -- HTTP --------------------------------------------------------------------------
 
@@ -541,7 +770,8 @@ class EventSubClient:
 
     async def helix(self, request: HttpRequest) -> HttpResponse | SourceFailure:
         """A Helix call with the current token: waits for the rate limit, refreshes the
-        token on a 401, waits out 429s and retries 5xx, a few times."""
+        token on a 401 and waits out the bucket's 429s, a few times; any other answer
+        (5xx, no answer at all) goes back to the caller, whose schedule retries it."""
         keeper = self.keeper
         assert keeper is not None
         response = HttpResponse(NETWORK_ERROR_STATUS)
@@ -561,13 +791,10 @@ class EventSubClient:
             if response.status == 429 and response.header("Ratelimit-Remaining") in ("0", None):
                 self.stats.rate_limited += 1
                 log.warning(
-                    "helix-rate-limited",
+                    "helix rate limited",
                     retry_in_s=round(self._limiter.delay(self._wall()), 2),
                     path=request.url.rsplit("/", 2)[-1].split("?")[0],
                 )
-                continue
-            if response.status >= 500:
-                await asyncio.sleep(_TRANSIENT_RETRY_S)
                 continue
             return response
         return response
@@ -589,54 +816,106 @@ class EventSubClient:
         ):
             delay = max(delay, min(limiter.reset_at - now, _BUCKET_MAX_WAIT_S))
         if delay > 0:
-            log.info("eventsub-waiting-for-helix-bucket", calls=calls, wait_s=round(delay, 2))
+            log.info("eventsub waiting for helix bucket", calls=calls, wait_s=round(delay, 2))
             await asyncio.sleep(delay)
 
-    async def _resolve(self, logins: tuple[str, ...]) -> dict[str, _Channel] | SourceFailure:
-        """User id → channel for every login Twitch knows; the others are reported."""
+    async def list_subscriptions(
+        self, subscription_type: str = ""
+    ) -> list[ExistingSubscription] | HelixRefusal | SourceFailure:
+        """Every subscription Twitch lists for this client and user (every page)."""
         keeper = self.keeper
         assert keeper is not None
-        requests, problems = users_requests(
-            self.settings.api_url, self.settings.client_id, keeper.access_token, logins
-        )
-        for problem in problems:
-            self.report(problem)
-        channels: dict[str, _Channel] = {}
-        for request, batch in requests:
+        found: list[ExistingSubscription] = []
+        cursor = ""
+        for _ in range(_MAX_LIST_PAGES):
+            request = list_subscriptions_request(
+                self.settings.api_url,
+                self.settings.client_id,
+                keeper.access_token,
+                subscription_type=subscription_type,
+                after=cursor,
+            )
             response = await self.helix(request)
             if isinstance(response, SourceFailure):
                 return response
-            answer = interpret_users(batch, response)
-            if isinstance(answer, HelixRefusal):
-                return SourceFailure(
-                    f"users-{answer.kind.value}",
-                    "TWITCH_API_URL",
-                    f"Helix Get Users answered {answer.status} {answer.message}".rstrip()
-                    + "; check TWITCH_API_URL and TWITCH_CLIENT_ID",
+            page = interpret_subscription_list(response)
+            if isinstance(page, HelixRefusal):
+                return page
+            assert isinstance(page, SubscriptionPage)
+            found.extend(page.subscriptions)
+            cursor = page.cursor
+            if not cursor:
+                break
+        return found
+
+    async def _resolve(self, logins: tuple[str, ...]) -> dict[str, _Channel] | SourceFailure:
+        """User id → channel for every login Twitch knows; the others are reported.
+
+        While Helix fails (5xx, no answer, the bucket) the call is retried with backoff for
+        as long as it takes, the channels shown as failing meanwhile; an answer that a
+        retry cannot change (a 4xx) is a configuration problem and ends the client.
+        """
+        keeper = self.keeper
+        assert keeper is not None
+        settings = self.settings
+        requests, problems = users_requests(
+            settings.api_url, settings.client_id, keeper.access_token, logins
+        )
+        for problem in problems:
+            self._refuse_outside(
+                problem.channel, Failure(problem.reason, True, True, problem.message)
+            )
+        channels: dict[str, _Channel] = {}
+        backoff = ExponentialBackoff(settings.backoff_base_s, settings.backoff_max_s)
+        for request, batch in requests:
+            while True:
+                response = await self.helix(request)
+                if isinstance(response, SourceFailure):
+                    return response
+                answer = interpret_users(batch, response)
+                if not isinstance(answer, HelixRefusal):
+                    break
+                if answer.kind not in (RefusalKind.TRANSIENT, RefusalKind.RATE_LIMITED):
+                    return SourceFailure(
+                        f"users-{answer.kind.value}",
+                        "TWITCH_API_URL",
+                        f"Helix Get Users answered {answer.status} {answer.message}".rstrip()
+                        + "; check TWITCH_API_URL and TWITCH_CLIENT_ID",
+                    )
+                delay = backoff.next_delay()
+                detail = (
+                    f"Helix Get Users could not be reached ({answer.message or 'network error'})"
+                    if answer.status == NETWORK_ERROR_STATUS
+                    else f"Helix Get Users answered {answer.status} {answer.message}".rstrip()
                 )
+                log.warning(
+                    "eventsub users lookup failed",
+                    channels=len(batch),
+                    detail=detail,
+                    retry_in_s=round(delay, 2),
+                )
+                failure = Failure(answer.kind.value, False, False, detail)
+                EVENTSUB_SUBSCRIPTION_FAILURES.labels(failure.reason).inc()
+                for login in batch:
+                    if login in self._desired:
+                        self._outside[login] = ChannelStatus(login, ChannelState.FAILING, failure)
+                await asyncio.sleep(delay)
             assert isinstance(answer, UsersAnswer)
             for problem in answer.unknown:
-                self.report(problem)
+                self._refuse_outside(
+                    problem.channel, Failure(problem.reason, True, True, problem.message)
+                )
             for login in batch:
                 user_id = answer.user_ids.get(login)
                 if user_id is not None:
                     channels[user_id] = _Channel(login, user_id)
+                    if login in self._desired:
+                        self._outside[login] = ChannelStatus(login, ChannelState.PENDING)
         return channels
 
-    def report(self, problem: ChannelProblem) -> None:
-        """Tell the output (and the log) about a channel not read, once per reason."""
-        key = (problem.channel, problem.reason)
-        if key in self._reported:
-            return
-        self._reported.add(key)
-        self.stats.problems.append(problem)
-        log.warning(
-            "eventsub-channel-not-read",
-            channel=problem.channel,
-            reason=problem.reason,
-            detail=problem.message,
-        )
-        self.output.channel_problem(problem)
+
+def _pending(login: str) -> ChannelStatus:
+    return ChannelStatus(login, ChannelState.PENDING)
 
 
 # ---------------------------------------------------------------------------------------
@@ -648,11 +927,19 @@ class _Connection:
         settings = client.settings
         self.client = client
         self.index = index
-        self.channels = channels
+        self.channels = list(channels)
         self.session = EventSubSession(
             keepalive_margin_s=settings.keepalive_margin_s,
             welcome_timeout_s=settings.welcome_timeout_s,
             max_unproductive_sessions=settings.max_unproductive_sessions,
+        )
+        self.reconciler = SubscriptionReconciler(
+            CHAT_SUBSCRIPTION_TYPES,
+            retry_base_s=settings.backoff_base_s,
+            retry_max_s=settings.backoff_max_s,
+            recheck_interval_s=settings.recheck_interval_s,
+            check_interval_s=settings.check_interval_s,
+            max_in_flight=settings.subscribe_concurrency,
         )
         url = settings.eventsub_url
         if settings.keepalive_timeout_s is not None:
@@ -660,81 +947,45 @@ class _Connection:
             url = f"{url}{separator}keepalive_timeout_seconds={settings.keepalive_timeout_s}"
         self.url = url
         self._backoff = ExponentialBackoff(settings.backoff_base_s, settings.backoff_max_s)
-        self._actions: asyncio.Queue[SessionAction | SourceFailure | _NothingLeft] = asyncio.Queue()
+        self._actions: asyncio.Queue[SessionAction | SourceFailure | _NothingLeft | _Wake] = (
+            asyncio.Queue()
+        )
         self._sockets: dict[int, aiohttp.ClientWebSocketResponse] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._subscribing: asyncio.Task[None] | None = None
         self._running_since: float | None = None
-        self._dropped: set[str] = set()
-        """User ids of channels refused for good: not subscribed again."""
+        self._idle = False
+        """No socket held: every channel waits for its slow re-check."""
+        self._connect_error = ""
+        """Why the last socket could not be opened (for the reconnect log line)."""
         self._output = client.output
         self._clock = client._clock
         self.after: asyncio.Event | None = None
         """Set by the previous connection when its first round of subscriptions is over."""
         self.first_round = asyncio.Event()
-        self._calls = len(channels) * len(CHAT_SUBSCRIPTION_TYPES)
-        self._subscription_ids: dict[str, list[str]] = {}
-        """User id → ids of its subscriptions on the current session (for deletes)."""
-        self._subscribed: set[str] = set()
-        """User ids with every subscription in place on the current session."""
+        now = self._clock()
+        for channel in channels:
+            self._handle(self.reconciler.add_channel(channel.login, channel.user_id, now))
+
+    @property
+    def _calls(self) -> int:
+        return len(self.channels) * len(CHAT_SUBSCRIPTION_TYPES)
 
     # -- channels at run time (fleet) --------------------------------------------------
 
-    def subscribed_logins(self) -> list[str]:
-        if self.session.state not in (SessionState.RUNNING, SessionState.MIGRATING):
-            return []
-        return [c.login for c in self.channels if c.user_id in self._subscribed]
-
     def add_channel(self, channel: _Channel) -> None:
         self.channels.append(channel)
-        self._dropped.discard(channel.user_id)
-        session_id = self.session.session_id
-        if session_id is not None and self.session.state in (
-            SessionState.WELCOMED,
-            SessionState.RUNNING,
-        ):
-            # A round in progress may have listed the channels already: subscribe it
-            # now (a 409 "already exists" counts as done).
-            limit = asyncio.Semaphore(1)
-            self._spawn(self._subscribe_one(channel, session_id, limit))
-
-    async def _subscribe_one(
-        self, channel: _Channel, session_id: str, limit: asyncio.Semaphore
-    ) -> None:
-        result = await self._subscribe_channel(channel, session_id, limit)
-        if isinstance(result, SourceFailure):
-            self._actions.put_nowait(result)
+        self._feed(self.reconciler.add_channel(channel.login, channel.user_id, self._clock()))
 
     def remove_channels(self, channels: list[_Channel]) -> None:
         gone = {c.user_id for c in channels}
         self.channels = [c for c in self.channels if c.user_id not in gone]
+        now = self._clock()
         for user_id in gone:
-            self._subscribed.discard(user_id)
-            self._dropped.discard(user_id)
-            for subscription_id in self._subscription_ids.pop(user_id, []):
-                self._spawn(self._delete(subscription_id))
+            self._feed(self.reconciler.remove_channel(user_id, now))
 
     def retire(self) -> None:
         """No channels left: close the sockets and end `run` (returns None)."""
         self._actions.put_nowait(_NOTHING_LEFT)
-
-    async def _delete(self, subscription_id: str) -> None:
-        client = self.client
-        keeper = client.keeper
-        assert keeper is not None
-        request = delete_subscription_request(
-            client.settings.api_url,
-            client.settings.client_id,
-            keeper.access_token,
-            subscription_id,
-        )
-        response = await client.helix(request)
-        if isinstance(response, SourceFailure):
-            self._actions.put_nowait(response)
-        elif response.status not in (204, 404):  # 404: gone with its session already
-            log.warning(
-                "eventsub-unsubscribe-failed", connection=self.index, status=response.status
-            )
 
     # -- the driver --------------------------------------------------------------------
 
@@ -747,38 +998,49 @@ class _Connection:
     async def _run(self) -> SourceFailure | None:
         if self.after is not None:
             await self.after.wait()
-        await self.client.wait_for_helix_room(self._calls)
-        self._open(self.url)
+        await self._open_fresh()
         session = self.session
+        reconciler = self.reconciler
         while True:
-            deadline = session.next_deadline()
-            timeout = None if deadline is None else max(0.0, deadline - self._clock())
+            now = self._clock()
+            if self._idle and reconciler.wants_session(now):
+                await self._open_fresh()
+                continue
+            deadlines = [session.next_deadline(), reconciler.next_deadline()]
+            if self._idle:
+                deadlines.append(reconciler.next_recheck())
+            deadline = min((d for d in deadlines if d is not None), default=None)
+            timeout = None if deadline is None else max(0.0, deadline - now)
             try:
                 async with asyncio.timeout(timeout):
                     item = await self._actions.get()
             except TimeoutError:
-                for action in session.tick(self._clock()):
+                now = self._clock()
+                for action in session.tick(now):
                     self._actions.put_nowait(action)
+                self._feed(reconciler.poll(now))
+                continue
+            if isinstance(item, _Wake):
                 continue
             if isinstance(item, SourceFailure):
                 return item
-            if item is _NOTHING_LEFT:
-                log.warning("eventsub-connection-idle", connection=self.index)
+            if isinstance(item, _NothingLeft):
+                log.info("eventsub connection closed", connection=self.index, reason="no channels")
                 await self.close()
                 return None
-            assert not isinstance(item, _NothingLeft)
             failure = await self._carry_out(item)
             if failure is not None:
                 return failure
 
     async def _carry_out(self, action: SessionAction) -> SourceFailure | None:
         if isinstance(action, Subscribe):
-            if self._subscribing is not None:
-                self._subscribing.cancel()
-            self._subscribing = self._spawn(self._subscribe_all(action.session_id, action.deadline))
+            self._connect_error = ""
+            self._feed(
+                self.reconciler.session_started(action.session_id, action.deadline, self._clock())
+            )
         elif isinstance(action, OpenReconnectUrl):
             self.client.stats.migrations += 1
-            log.info("eventsub-session-reconnect", connection=self.index)
+            log.info("eventsub session reconnect", connection=self.index)
             self._open(action.url)
         elif isinstance(action, CloseOldSocket):
             ws = self._sockets.get(action.socket)
@@ -787,32 +1049,188 @@ class _Connection:
         elif isinstance(action, ReconnectFresh):
             await self._reconnect(action)
         elif isinstance(action, Fatal):
-            return SourceFailure(action.reason, "TWITCH_OAUTH_TOKEN", action.message)
+            self._feed(self.reconciler.session_lost(self._clock()))
+            return SourceFailure(action.reason, "TWITCH_MAX_RECONNECT_ATTEMPTS", action.message)
         return None
 
     async def _reconnect(self, action: ReconnectFresh) -> None:
         now = self._clock()
         self.client.stats.reconnects.append((action.reason, action.kind))
-        if self._subscribing is not None:
-            self._subscribing.cancel()
-            self._subscribing = None
+        subscribed = sum(
+            1 for s in self.reconciler.statuses().values() if s.state is ChannelState.SUBSCRIBED
+        )
+        self._feed(self.reconciler.session_lost(now))
         for ws in list(self._sockets.values()):
             self._spawn(self._close_socket(ws))
         if self._running_since is not None:
             self._backoff.connection_ended(now - self._running_since)
             self._running_since = None
         delay = self._backoff.next_delay() if action.kind is ReconnectKind.BACKOFF else 0.0
+        failing = self._connect_error or _last_failure(self.reconciler.statuses())
         log.warning(
-            "eventsub-reconnect",
+            "eventsub reconnect",
             connection=self.index,
             reason=action.reason,
+            channels_unsubscribed=subscribed,
+            failing=failing or None,
             retry_in_s=round(delay, 2),
         )
         if delay > 0:
             await asyncio.sleep(delay)
         self.first_round.set()
+        await self._open_fresh()
+
+    async def _open_fresh(self) -> None:
+        """Open a fresh session, unless every channel waits for its slow re-check (then
+        stay idle: Twitch would close an unused session, 4003, again and again)."""
+        if not self.reconciler.wants_session(self._clock()):
+            if not self._idle:
+                log.info(
+                    "eventsub connection idle",
+                    connection=self.index,
+                    detail="every channel of this connection was refused; trying again on"
+                    " the re-check schedule (TWITCH_JOIN_RETRY_INTERVAL_S)",
+                )
+            self._idle = True
+            self.first_round.set()
+            return
+        self._idle = False
         await self.client.wait_for_helix_room(self._calls)
         self._open(self.url)
+
+    def _feed(self, outputs: list[ReconcilerOutput]) -> None:
+        """Outputs of a reconciler input: execute, pass on, and re-read the deadlines."""
+        self._handle(outputs)
+        self._actions.put_nowait(_WAKE)
+
+    def _handle(self, outputs: list[ReconcilerOutput]) -> None:
+        client = self.client
+        for output in outputs:
+            if isinstance(output, Create):
+                self._spawn(self._create(output))
+            elif isinstance(output, LookUp):
+                self._spawn(self._look_up(output))
+            elif isinstance(output, Delete):
+                self._spawn(self._delete(output))
+            elif isinstance(output, ListSubscriptions):
+                self._spawn(self._check(output))
+            elif isinstance(output, ChannelChanged):
+                client.channel_changed(output)
+            elif isinstance(output, SubscriptionFailed):
+                client.subscription_failed(output)
+            elif isinstance(output, SubscribeLate):
+                last = output.last
+                log.warning(
+                    "eventsub subscribe slow",
+                    connection=self.index,
+                    detail="no subscription was created in the time Twitch allows after the"
+                    f" welcome (at most {SUBSCRIBE_DEADLINE_S:g} s), so Twitch closes this"
+                    " session (4003) and a new one is opened with backoff",
+                    failing=None if last is None else f"{last.reason}: {last.message}",
+                )
+            elif isinstance(output, RoundSettled):
+                self._settled(output)
+        if self.reconciler.confirmed and self.session.state is SessionState.WELCOMED:
+            session_id = self.reconciler.session_id
+            if session_id is not None and session_id == self.session.session_id:
+                self.session.subscriptions_created(session_id)
+                self._running_since = self._clock()
+                self._backoff.record_success()
+
+    def _settled(self, settled: RoundSettled) -> None:
+        self.first_round.set()
+        if settled.subscriptions:
+            log.info(
+                "eventsub subscribed",
+                connection=self.index,
+                channels=settled.channels,
+                subscriptions=settled.subscriptions,
+                not_subscribed=settled.failing,
+            )
+
+    # -- carrying out the reconciler's actions ----------------------------------------
+
+    def _ended(self, result: _T | SourceFailure) -> bool:
+        """True (and the driver told) when a Helix call ended the client (the token)."""
+        if isinstance(result, SourceFailure):
+            self._actions.put_nowait(result)
+            return True
+        return False
+
+    async def _create(self, action: Create) -> None:
+        client = self.client
+        keeper = client.keeper
+        assert keeper is not None
+        request = subscription_request(
+            client.settings.api_url,
+            client.settings.client_id,
+            keeper.access_token,
+            subscription_type=action.subscription_type,
+            broadcaster_user_id=action.user_id,
+            user_id=keeper.user_id,
+            session_id=action.session_id,
+        )
+        response = await client.helix(request)
+        if self._ended(response):
+            return
+        assert isinstance(response, HttpResponse)
+        result = interpret_subscription(
+            response,
+            subscription_type=action.subscription_type,
+            broadcaster_user_id=action.user_id,
+        )
+        if isinstance(result, SubscriptionCreated) and not result.already_exists:
+            client.stats.subscriptions_created += 1
+        self._feed(self.reconciler.answered(action, result, self._clock()))
+
+    async def _look_up(self, action: LookUp) -> None:
+        found = await self.client.list_subscriptions(action.subscription_type)
+        if self._ended(found):
+            return
+        assert not isinstance(found, SourceFailure)
+        self._feed(self.reconciler.looked_up(action, found, self._clock()))
+
+    async def _check(self, action: ListSubscriptions) -> None:
+        found = await self.client.list_subscriptions()
+        if self._ended(found):
+            return
+        assert not isinstance(found, SourceFailure)
+        if isinstance(found, HelixRefusal):
+            log.warning(
+                "eventsub subscription check failed",
+                connection=self.index,
+                status=found.status,
+                detail=found.message,
+            )
+        self._feed(self.reconciler.listed(action, found, self._clock()))
+
+    async def _delete(self, action: Delete) -> None:
+        client = self.client
+        keeper = client.keeper
+        assert keeper is not None
+        request = delete_subscription_request(
+            client.settings.api_url,
+            client.settings.client_id,
+            keeper.access_token,
+            action.subscription_id,
+        )
+        response = await client.helix(request)
+        if self._ended(response):
+            return
+        assert isinstance(response, HttpResponse)
+        refusal = interpret_delete(response)
+        if action.recreate:
+            self._feed(self.reconciler.deleted(action, refusal, self._clock()))
+        elif refusal is not None:
+            # A leftover on our session is found again by the periodic check.
+            log.warning(
+                "eventsub unsubscribe failed",
+                connection=self.index,
+                channel=action.login,
+                status=response.status,
+            )
+
+    # -- frames from the readers -------------------------------------------------------
 
     def _apply(self, actions: list[SessionAction]) -> None:
         """Actions from a reader: deliveries at once, the rest to the driver, in order."""
@@ -836,28 +1254,25 @@ class _Connection:
     def _revoked(self, action: Revoked) -> None:
         self.client.stats.revocations += 1
         log.warning(
-            "eventsub-subscription-revoked",
+            "eventsub subscription revoked",
             subscription_type=action.subscription_type,
             broadcaster_user_id=action.broadcaster_user_id,
             reason=action.reason,
             retry=action.retry_allowed,
         )
-        channel = next((c for c in self.channels if c.user_id == action.broadcaster_user_id), None)
-        if channel is None:
-            return
-        session_id = self.session.session_id
-        if action.retry_allowed and session_id is not None:
-            self._spawn(self._subscribe_type(channel, action.subscription_type, session_id))
-        else:
-            self._dropped.add(channel.user_id)
-            self.client.report(
-                ChannelProblem(
-                    channel.login,
-                    f"revoked-{action.reason}",
-                    f"Twitch revoked {action.subscription_type} for {channel.login}:"
-                    f" {action.reason}",
-                )
+        self._feed(
+            self.reconciler.revoked(
+                action.broadcaster_user_id,
+                action.subscription_type,
+                action.reason,
+                action.retry_allowed,
+                self._clock(),
             )
+        )
+        if action.reason in _VALIDATE_ON_REVOCATION:
+            # The user may have disconnected the app: if so, validating says 401 now,
+            # instead of the hourly validation finding out with nothing subscribed.
+            self.client.validate_soon(f"revocation: {action.reason}")
 
     # -- sockets -----------------------------------------------------------------------
 
@@ -876,7 +1291,8 @@ class _Connection:
                 timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
             )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            log.warning("eventsub-connect-failed", connection=self.index, error=type(exc).__name__)
+            self._connect_error = f"connect: {type(exc).__name__}"
+            log.warning("eventsub connect failed", connection=self.index, error=type(exc).__name__)
             self._apply(self.session.socket_closed(number, None, self._clock()))
             return
         self._sockets[number] = ws
@@ -891,8 +1307,10 @@ class _Connection:
         clock = self._clock
         output = self._output
         stats = self.client.stats
-        # Optional backpressure (the service's `SinkOutput.room`): None while the sink
-        # keeps up, else something to await before reading on.
+        # Optional backpressure (the service's `SinkOutput.room`): None while the output
+        # can hold what is read, else something to await before reading on. The output
+        # holds a bounded number of records for a slow sink, so this waits only when
+        # that is full under BUFFER_FULL_POLICY=block (see `SinkOutput`).
         room: Callable[[], Awaitable[object] | None] | None = getattr(output, "room", None)
         with contextlib.suppress(aiohttp.ClientError, ConnectionError):
             async for message in ws:
@@ -927,116 +1345,10 @@ class _Connection:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    # -- subscriptions -----------------------------------------------------------------
 
-    async def _subscribe_all(self, session_id: str, deadline: float) -> None:
-        """Create every chat subscription of this connection's channels for `session_id`.
-
-        Past `deadline` Twitch may already have closed the socket (4003): the session
-        then reconnects with backoff; the warning says why it keeps happening.
-        """
-        limit = asyncio.Semaphore(self.client.settings.subscribe_concurrency)
-        # A new session starts without subscriptions (a session_reconnect keeps them, and
-        # does not come through here).
-        self._subscription_ids = {}
-        self._subscribed = set()
-        channels = [c for c in self.channels if c.user_id not in self._dropped]
-        results = await asyncio.gather(
-            *(self._subscribe_channel(channel, session_id, limit) for channel in channels)
-        )
-        self.first_round.set()
-        if self._clock() > deadline:
-            log.warning(
-                "eventsub-subscribe-slow",
-                connection=self.index,
-                detail="subscribing took longer than Twitch allows after a welcome (4003"
-                " follows); fewer channels per connection or a faster network help",
-            )
-        failure = next((r for r in results if isinstance(r, SourceFailure)), None)
-        if failure is not None:
-            self._actions.put_nowait(failure)
-            return
-        created = sum(r for r in results if isinstance(r, int))
-        if created:
-            self.session.subscriptions_created(session_id)
-            self._running_since = self._clock()
-            self._backoff.record_success()
-            log.info(
-                "eventsub-subscribed",
-                connection=self.index,
-                channels=sum(1 for c in channels if c.user_id not in self._dropped),
-                subscriptions=created,
-            )
-        elif channels and all(c.user_id in self._dropped for c in channels):
-            # Twitch refused every channel of this connection for good: end it (the
-            # others go on); the client stops only when no connection is left.
-            self._actions.put_nowait(_NOTHING_LEFT)
-        # Otherwise nothing could be created for a transient reason: Twitch closes the
-        # unused socket (4003) and the session starts over with backoff.
-
-    async def _subscribe_channel(
-        self, channel: _Channel, session_id: str, limit: asyncio.Semaphore
-    ) -> int | SourceFailure | None:
-        created = 0
-        async with limit:
-            for subscription_type in CHAT_SUBSCRIPTION_TYPES:
-                if channel not in self.channels:
-                    return created or None  # removed meanwhile (fleet)
-                result = await self._create(channel, subscription_type, session_id)
-                if isinstance(result, SourceFailure):
-                    return result
-                if isinstance(result, SubscriptionCreated):
-                    created += 1
-                    if result.id:
-                        self._subscription_ids.setdefault(channel.user_id, []).append(result.id)
-                    if created == len(CHAT_SUBSCRIPTION_TYPES):
-                        self._subscribed.add(channel.user_id)
-                    continue
-                if result.kind.reports_channel:
-                    self._dropped.add(channel.user_id)
-                    self.client.report(result.problem(channel.login))
-                return created or None
-        return created
-
-    async def _subscribe_type(
-        self, channel: _Channel, subscription_type: str, session_id: str
-    ) -> None:
-        result = await self._create(channel, subscription_type, session_id)
-        if isinstance(result, SourceFailure):
-            self._actions.put_nowait(result)
-        elif isinstance(result, HelixRefusal) and result.kind.reports_channel:
-            self._dropped.add(channel.user_id)
-            self.client.report(result.problem(channel.login))
-
-    async def _create(
-        self, channel: _Channel, subscription_type: str, session_id: str
-    ) -> SubscriptionCreated | HelixRefusal | SourceFailure:
-        client = self.client
-        keeper = client.keeper
-        assert keeper is not None
-        result: SubscriptionCreated | HelixRefusal | SourceFailure = HelixRefusal(
-            RefusalKind.TRANSIENT, 0, "not attempted", subscription_type, channel.user_id
-        )
-        for _ in range(_HELIX_ATTEMPTS):
-            request = subscription_request(
-                client.settings.api_url,
-                client.settings.client_id,
-                keeper.access_token,
-                subscription_type=subscription_type,
-                broadcaster_user_id=channel.user_id,
-                user_id=keeper.user_id,
-                session_id=session_id,
-            )
-            response = await client.helix(request)
-            if isinstance(response, SourceFailure):
-                return response
-            result = interpret_subscription(
-                response, subscription_type=subscription_type, broadcaster_user_id=channel.user_id
-            )
-            if isinstance(result, SubscriptionCreated):
-                client.stats.subscriptions_created += 1
-                return result
-            if result.kind in (RefusalKind.RATE_LIMITED, RefusalKind.TRANSIENT):
-                continue  # `helix` already waited for the bucket / backed off
-            return result
-        return result
+def _last_failure(statuses: dict[str, ChannelStatus]) -> str:
+    """What the channels of a connection are failing with, for the reconnect log line."""
+    for status in statuses.values():
+        if status.failure is not None and not status.failure.permanent:
+            return f"{status.failure.reason}: {status.failure.message}"
+    return ""

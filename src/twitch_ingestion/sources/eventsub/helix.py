@@ -4,7 +4,10 @@
   100 logins per call); logins Twitch does not know are reported, the rest go on.
 - `subscription_request` / `interpret_subscription`: `POST /eventsub/subscriptions` for
   one chat type and channel over a WebSocket session; Twitch's refusals become typed
-  values saying whether to retry, refresh the token, or report the channel.
+  values (`reconciler.classify` says which are permanent).
+- `list_subscriptions_request` / `interpret_subscription_list`: `GET
+  /eventsub/subscriptions`, a page at a time: what Twitch holds (after a 409, and in
+  the periodic check that catches subscriptions that vanished).
 - `RateLimiter`: the Helix token bucket as Twitch reports it (`Ratelimit-Remaining`,
   `Ratelimit-Reset`, 429) → how long to wait before the next call.
 - `plan_connections`: Twitch's WebSocket limits (300 enabled subscriptions per
@@ -37,14 +40,19 @@ __all__ = [
     "USERS_PER_REQUEST",
     "ChannelProblem",
     "ConnectionPlan",
+    "ExistingSubscription",
     "HelixRefusal",
     "RateLimiter",
     "RefusalKind",
     "SubscriptionCreated",
+    "SubscriptionPage",
     "UsersAnswer",
     "delete_subscription_request",
+    "interpret_delete",
     "interpret_subscription",
+    "interpret_subscription_list",
     "interpret_users",
+    "list_subscriptions_request",
     "normalise_login",
     "plan_connections",
     "subscription_request",
@@ -172,7 +180,7 @@ def interpret_users(requested: Sequence[str], response: HttpResponse) -> UsersAn
 
 
 class SubscriptionCreated(msgspec.Struct, frozen=True, gc=False):
-    """202: the subscription is enabled (or 409: it already was, `id` then empty)."""
+    """202: the subscription is enabled (or 409: one already was, `id` then empty)."""
 
     id: str
     subscription_type: str
@@ -180,27 +188,34 @@ class SubscriptionCreated(msgspec.Struct, frozen=True, gc=False):
     cost: int
     total_cost: int | None
     max_total_cost: int | None
+    already_exists: bool = False
+    """409: an enabled subscription with this type and condition exists, maybe on a
+    session that is dead or another instance's; whose it is must be looked up."""
 
 
 class RefusalKind(enum.Enum):
+    """What Twitch said, as a label; whether it is worth retrying is decided by
+    `reconciler.classify` (a limit may clear, a cost the plan cannot fix does not)."""
+
     RATE_LIMITED = "rate-limited"
     """429 from the Helix bucket: retry after `RateLimiter.delay`."""
     LIMIT_EXCEEDED = "limit-exceeded"
-    """429 for a subscription limit (count or `max_total_cost`): report the channel."""
+    """429 for a subscription limit: transports, subscriptions or `max_total_cost`."""
     SESSION_GONE = "session-gone"
     """400 for a WebSocket session that no longer exists: subscribe on the next welcome."""
     UNAUTHORIZED = "unauthorized"
     """401: refresh the token (`TokenSchedule.unauthorized`) and retry."""
     FORBIDDEN = "forbidden"
-    """403: the token may not read this channel (scope, ban): report the channel."""
+    """403: the token may not read this channel (scope, authorisation, ban)."""
     BAD_REQUEST = "bad-request"
-    """Another 400 (a condition Twitch rejects): report the channel."""
+    """Another 400 (a condition Twitch rejects)."""
     TRANSIENT = "transient"
-    """5xx or an unreadable answer: retry with backoff."""
+    """5xx, no answer at all, or an unreadable answer."""
 
     @property
     def reports_channel(self) -> bool:
-        """True when retrying cannot help and the channel is reported as not read."""
+        """True when Twitch refused this channel itself (not the bucket, the token or the
+        session), so the report names the channel at once, whether or not it may clear."""
         return self in (RefusalKind.LIMIT_EXCEEDED, RefusalKind.FORBIDDEN, RefusalKind.BAD_REQUEST)
 
 
@@ -254,6 +269,103 @@ def delete_subscription_request(
     )
 
 
+def interpret_delete(response: HttpResponse) -> HelixRefusal | None:
+    """None when the subscription is gone (204, or 404: gone with its session already)."""
+    if response.status in (204, 404):
+        return None
+    return _refusal(response, subscription_type="", broadcaster_user_id="")
+
+
+class ExistingSubscription(msgspec.Struct, frozen=True, gc=False):
+    """One subscription as Get EventSub Subscriptions lists it (the parts we use)."""
+
+    id: str
+    type: str
+    status: str
+    """`enabled`, or why not (`websocket_disconnected`, `authorization_revoked`, …)."""
+    broadcaster_user_id: str
+    session_id: str
+    """The WebSocket session it delivers to ("" for another transport)."""
+
+
+class SubscriptionPage(msgspec.Struct, frozen=True, gc=False):
+    subscriptions: list[ExistingSubscription]
+    cursor: str
+    """Ask again with `after=cursor` for the next page; "" on the last one."""
+
+
+class _Transport(msgspec.Struct, frozen=True, gc=False):
+    method: str = ""
+    session_id: str = ""
+
+
+class _Listed(msgspec.Struct, frozen=True, gc=False):
+    id: str
+    type: str
+    status: str
+    condition: dict[str, str] = {}
+    transport: _Transport = _Transport()
+
+
+class _Pagination(msgspec.Struct, frozen=True, gc=False):
+    cursor: str = ""
+
+
+class _ListBody(msgspec.Struct, frozen=True, gc=False):
+    data: list[_Listed]
+    pagination: _Pagination = _Pagination()
+
+
+def list_subscriptions_request(
+    api_url: str,
+    client_id: str,
+    token: str,
+    *,
+    subscription_type: str = "",
+    after: str = "",
+) -> HttpRequest:
+    """One page of Get EventSub Subscriptions (Twitch filters by at most one of type,
+    status or user; this asks by type, or for everything, and filters itself)."""
+    query: list[tuple[str, str]] = []
+    if subscription_type:
+        query.append(("type", subscription_type))
+    if after:
+        query.append(("after", after))
+    url = api_url.rstrip("/") + "/eventsub/subscriptions"
+    if query:
+        url += "?" + urlencode(query)
+    return HttpRequest("GET", url, bearer_headers(client_id, token))
+
+
+def interpret_subscription_list(response: HttpResponse) -> SubscriptionPage | HelixRefusal:
+    """The page's subscriptions, or the refusal to classify like a failed create."""
+    if response.status != 200:
+        return _refusal(response, subscription_type="", broadcaster_user_id="")
+    try:
+        body = msgspec.json.decode(response.body, type=_ListBody)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return HelixRefusal(
+            RefusalKind.TRANSIENT,
+            response.status,
+            f"unreadable subscription list: {str(exc)[:160]}",
+            "",
+            "",
+        )
+    return SubscriptionPage(
+        [
+            ExistingSubscription(
+                item.id,
+                item.type,
+                item.status,
+                item.condition.get("broadcaster_user_id", ""),
+                item.transport.session_id if item.transport.method == "websocket" else "",
+            )
+            for item in body.data
+        ],
+        body.pagination.cursor,
+    )
+
+
 def subscription_request(
     api_url: str,
     client_id: str,
@@ -283,8 +395,10 @@ def interpret_subscription(
     response: HttpResponse, *, subscription_type: str, broadcaster_user_id: str
 ) -> SubscriptionCreated | HelixRefusal:
     """What a Create EventSub Subscription answer means."""
-    if response.status == 409:  # "subscription already exists": what we wanted
-        return SubscriptionCreated("", subscription_type, broadcaster_user_id, 0, None, None)
+    if response.status == 409:  # "subscription already exists": but on which session?
+        return SubscriptionCreated(
+            "", subscription_type, broadcaster_user_id, 0, None, None, already_exists=True
+        )
     if response.status not in (200, 202):
         return _refusal(
             response, subscription_type=subscription_type, broadcaster_user_id=broadcaster_user_id

@@ -16,9 +16,22 @@ unsubscribed per channel).
 Why batches: the sink's `deliver` is a coroutine that may wait for buffer room, and the
 client calls the output without awaiting. Records are appended to a list (one tuple per
 notification, nothing else) and a drain task hands the list to the sink as one chunk,
-exactly like an IRC read chunk. When the sink falls behind by `_HIGH_WATER` records the
-client's reader waits (`room`), which is the backpressure: Twitch's socket is then not
-read until the sink has taken the backlog.
+exactly like an IRC read chunk.
+
+Backpressure, exactly. Twitch answers a socket that stops reading by closing the
+session (4002: aiohttp answers Twitch's pings only while the reader receives), and the
+notifications sent meanwhile are gone: EventSub keeps nothing for a closed session. So
+while the sink is busy (Kafka slow or down, the buffer full under `block`) the reader
+goes on reading, and the records wait here, at most TWITCH_EVENTSUB_MAX_HELD_RECORDS
+(`max_held`; `twitch_ingestion_eventsub_held_records` shows how many). When that many
+are held, BUFFER_FULL_POLICY decides, as it does for the buffer:
+- `block`: the reader stops reading until the sink has taken the held records (the
+  policy's "stop reading Twitch"). If that lasts past Twitch's ping timeout, Twitch closes
+  the session (4002), the source reconnects and subscribes again; what Twitch sent in
+  between is lost. Size the limit for the longest stall to ride out (about 1 KiB a record).
+- `drop_newest`: the record read is dropped, counted in
+  `buffer_records_dropped_total{reason="buffer_full"}` and warned about (throttled); the
+  session stays up and reading goes on.
 """
 
 from __future__ import annotations
@@ -26,13 +39,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 
 import structlog
 
 from twitch_ingestion.channels import normalise_logins
-from twitch_ingestion.config import Settings
-from twitch_ingestion.metrics import EVENTSUB, MESSAGES_PARSED
+from twitch_ingestion.config import BufferFullPolicy, Settings
+from twitch_ingestion.log_throttle import ThrottledLogger
+from twitch_ingestion.metrics import (
+    BUFFER_DROPPED,
+    EVENTSUB,
+    EVENTSUB_DESIRED_CHANNELS,
+    EVENTSUB_HELD_RECORDS,
+    EVENTSUB_SUBSCRIBED_CHANNELS,
+)
 from twitch_ingestion.records import Record, RecordSink
 from twitch_ingestion.records.builder import RecordBuilder
 from twitch_ingestion.records.events import SourceDeadLetter
@@ -44,6 +64,7 @@ from twitch_ingestion.sources.eventsub.client import (
 )
 from twitch_ingestion.sources.eventsub.helix import ChannelProblem
 from twitch_ingestion.sources.eventsub.messages import DeadLetter
+from twitch_ingestion.sources.eventsub.reconciler import ChannelState
 from twitch_ingestion.sources.eventsub.records import EventSubRecord
 from twitch_ingestion.sources.eventsub.session import SessionState
 
@@ -51,9 +72,9 @@ __all__ = ["AUTH_VARIABLES", "EventSubFailed", "EventSubSource", "SinkOutput"]
 
 log = structlog.get_logger(__name__)
 
-_HIGH_WATER = 10_000
-"""Records waiting for the sink before the client's reader pauses: a few seconds of a
-busy channel set, a few MiB of memory at most."""
+_HIGH_WATER = 50_000
+"""Records held for the sink at most by default (TWITCH_EVENTSUB_MAX_HELD_RECORDS): tens
+of seconds of a busy channel set, some 50 MiB at most."""
 
 AUTH_VARIABLES = frozenset(
     {"TWITCH_OAUTH_TOKEN", "TWITCH_CLIENT_ID", "TWITCH_CLIENT_SECRET", "TWITCH_REFRESH_TOKEN"}
@@ -61,6 +82,7 @@ AUTH_VARIABLES = frozenset(
 """A `SourceFailure` naming one of these is a credentials problem: exit 3."""
 
 _READING = (SessionState.RUNNING, SessionState.MIGRATING)
+_SUBSCRIBED = ChannelState.SUBSCRIBED
 
 
 class EventSubFailed(SourceStopped):
@@ -86,18 +108,38 @@ class SinkOutput:
     """An `EventSubOutput` that hands records and dead letters to a `RecordSink`."""
 
     def __init__(
-        self, sink: RecordSink, records: RecordBuilder, *, high_water: int = _HIGH_WATER
+        self,
+        sink: RecordSink,
+        records: RecordBuilder,
+        *,
+        high_water: int = _HIGH_WATER,
+        full_policy: BufferFullPolicy = BufferFullPolicy.BLOCK,
     ) -> None:
+        """`high_water`: records held at most (see the module docstring); then
+        `full_policy` decides."""
         self._sink = sink
         self._records = records
+        self._drop_when_full = full_policy is BufferFullPolicy.DROP_NEWEST
+        self.dropped = 0
         self._high_water = high_water
         self._pending: list[Record] = []
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
         self._closing = False
-        self._parsed = MESSAGES_PARSED.labels("routed")
+        self._errors = ThrottledLogger(log, interval_s=10.0)
         self.failed_channels: dict[str, str] = {}
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, sink: RecordSink, records: RecordBuilder
+    ) -> SinkOutput:
+        return cls(
+            sink,
+            records,
+            high_water=settings.twitch_eventsub_max_held_records,
+            full_policy=settings.buffer_full_policy,
+        )
 
     @property
     def dead_lettered(self) -> int:
@@ -112,14 +154,29 @@ class SinkOutput:
     # --- EventSubOutput (called from the client's socket readers) ---------------------
 
     def record(self, record: EventSubRecord) -> None:
+        if self._drop_when_full and len(self._pending) >= self._high_water:
+            self._drop_newest()
+            return
         self._pending.append(self._records.record(record, record.record.received_at))
         if not self._wake.is_set():
             self._wake.set()
-        if len(self._pending) >= self._high_water:
+        if len(self._pending) >= self._high_water and not self._drop_when_full:
             self._room.clear()
 
+    def _drop_newest(self) -> None:
+        self.dropped += 1
+        BUFFER_DROPPED.labels(reason="buffer_full").inc()
+        self._errors.warning(
+            "buffer full records dropped",
+            "buffer_full",
+            held=len(self._pending),
+            policy="drop_newest",
+            detail="EventSub records held for the sink reached TWITCH_EVENTSUB_MAX_HELD_RECORDS",
+        )
+
     def room(self) -> Awaitable[bool] | None:
-        """None while the sink keeps up; else an awaitable the reader waits on."""
+        """None while records can be held; else (`block`, `high_water` records held) an
+        awaitable the reader waits on."""
         return None if self._room.is_set() else self._room.wait()
 
     def dead_letter(self, letter: DeadLetter) -> None:
@@ -148,7 +205,6 @@ class SinkOutput:
             self._wake.clear()
             while self._pending:
                 batch, self._pending = self._pending, []
-                self._parsed.inc(len(batch))
                 await self._sink.deliver(batch)
                 if len(self._pending) < self._high_water:
                     self._room.set()
@@ -176,7 +232,7 @@ class EventSubSource:
     ) -> None:
         """`channels` None: TWITCH_CHANNEL, fixed; a list (the fleet's, usually empty at
         first): the starting set, changed later with `add_channels`/`remove_channels`."""
-        self.output = SinkOutput(sink, records)
+        self.output = SinkOutput.from_settings(settings, sink, records)
         url = settings.twitch_eventsub_url
         self.endpoint = (url, url.startswith("wss://"))
         """Where it reads and whether over TLS (for the service's start log)."""
@@ -200,8 +256,27 @@ class EventSubSource:
 
     @property
     def failed_channels(self) -> dict[str, str]:
-        """Configured channels not read → why (unknown login, refused, revoked)."""
-        return dict(self.output.failed_channels)
+        """Wanted channels not read because something failed → `reason: detail` (unknown
+        login, refused, revoked, or a temporary failure being retried)."""
+        return {
+            login: status.describe()
+            for login, status in self.client.channel_statuses().items()
+            if status.failure is not None
+        }
+
+    def subscription_summary(self) -> dict[str, object]:
+        """For /readyz: how many channels are wanted and subscribed, and every channel
+        that is not, with why (`pending` while the first subscription is under way)."""
+        statuses = self.client.channel_statuses()
+        return {
+            "desired": len(statuses),
+            "subscribed": sum(1 for s in statuses.values() if s.state is _SUBSCRIBED),
+            "not_subscribed": {
+                login: status.describe()
+                for login, status in statuses.items()
+                if status.state is not _SUBSCRIBED
+            },
+        }
 
     # --- the fleet's ChannelReader ------------------------------------------------------
 
@@ -261,19 +336,34 @@ class EventSubSource:
         """None: the token is kept valid inside the client, where Helix calls share it."""
         return ()
 
+    def readiness_details(self) -> dict[str, object]:
+        """/readyz's `channels`: wanted, subscribed, and why each other one is not."""
+        return {"channels": self.subscription_summary()}
+
+    def token_expiry(self, now: float) -> tuple[float, bool] | None:
+        keeper = self.client.keeper
+        return None if keeper is None else keeper.expiry(now)
+
+    def parse_stats(self) -> Mapping[str, float]:
+        """None of its own: notifications are JSON, checked as they are decoded."""
+        return {}
+
     def is_ready(self) -> bool:
-        """Every connection subscribed (or ended because Twitch refused all its channels)."""
+        """Every wanted channel subscribed, except those Twitch refused for good (they are
+        reported, and re-checked slowly); and, for TWITCH_CHANNEL, at least one read.
+
+        Not ready while any channel is pending or failing for a reason that may clear
+        (Helix down, a limit, a reconnect): /readyz then names them (`subscription_summary`).
+        """
         if not self._running or self._stopping:
             return False
-        states = [connection.session.state for connection in self.client.connections]
-        if self._dynamic and not states:
-            return True  # a fleet member with no channels (yet) reads all it owns
-        return any(state in _READING for state in states) and all(
-            state in _READING or state is SessionState.CLOSED for state in states
-        )
+        states = [status.state for status in self.client.channel_statuses().values()]
+        if any(state in (ChannelState.PENDING, ChannelState.FAILING) for state in states):
+            return False
+        return self._dynamic or _SUBSCRIBED in states
 
     def counters(self) -> dict[str, float]:
-        """What `/metrics` shows as `eventsub_*` (read at scrape time only)."""
+        """What `/metrics` shows as `twitch_ingestion_eventsub_*` (read at scrape time)."""
         client = self.client
         stats = client.stats
         keeper = client.keeper
@@ -289,7 +379,7 @@ class EventSubSource:
             "eventsub_helix_rate_limited": stats.rate_limited,
             "eventsub_token_validations": keeper.validations if keeper else 0,
             "eventsub_token_refreshes": keeper.refreshes if keeper else 0,
-            "eventsub_channels_not_read": len(self.output.failed_channels),
+            "eventsub_channels_not_read": len(self.failed_channels),
             "eventsub_connections_subscribed": sum(
                 1 for connection in connections if connection.session.state in _READING
             ),
@@ -299,6 +389,12 @@ class EventSubSource:
         """Read until `stop()`; raises `EventSubFailed` when reading cannot go on."""
         self._running = True
         EVENTSUB.watch(self.counters)
+        statuses = self.client.channel_statuses
+        EVENTSUB_DESIRED_CHANNELS.set_function(lambda: len(statuses()))
+        EVENTSUB_SUBSCRIBED_CHANNELS.set_function(
+            lambda: sum(1 for s in statuses().values() if s.state is _SUBSCRIBED)
+        )
+        EVENTSUB_HELD_RECORDS.set_function(lambda: self.output.pending)
         drain = asyncio.create_task(self.output.run(), name="eventsub-drain")
         try:
             failure = await self.client.run()

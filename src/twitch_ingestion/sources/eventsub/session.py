@@ -8,6 +8,12 @@ One `EventSubSession` follows one logical EventSub connection across its sockets
         |                      |        MIGRATING: old socket kept until the new welcome
         +--- close / silence / 4000-4007: reconnect fresh, re-subscribe ----+
 
+Every state change goes through `TRANSITIONS` (one table, like h11's `_state.py`): an
+event a state does not list raises `IllegalTransitionError`, so a bug shows at once instead
+of leaving the session in a state nothing expects. Inputs that do not concern the
+current socket (a late frame from a replaced one, a second welcome) are filtered before
+they reach the table: they are not transitions.
+
 The shell owns the sockets and names each one with the number `socket_opened` returns,
 so a late message or close from a socket this session has moved away from is ignored
 rather than mistaken for the current one. It calls `receive` for every decoded frame,
@@ -40,20 +46,22 @@ __all__ = [
     "DEFAULT_DEDUP_CAPACITY",
     "DEFAULT_KEEPALIVE_MARGIN_S",
     "DEFAULT_KEEPALIVE_TIMEOUT_S",
-    "DEFAULT_MAX_UNPRODUCTIVE_SESSIONS",
     "DEFAULT_WELCOME_TIMEOUT_S",
     "NON_RETRYABLE_REVOCATIONS",
     "SUBSCRIBE_DEADLINE_S",
+    "TRANSITIONS",
     "CloseCode",
     "CloseOldSocket",
     "Deliver",
     "EventSubSession",
     "Fatal",
+    "IllegalTransitionError",
     "OpenReconnectUrl",
     "ReconnectFresh",
     "ReconnectKind",
     "Revoked",
     "SessionAction",
+    "SessionEvent",
     "SessionState",
     "Subscribe",
     "close_code",
@@ -75,11 +83,6 @@ GC pause must not cost a reconnect (and a re-subscription of every channel)."""
 DEFAULT_WELCOME_TIMEOUT_S = 10.0
 """How long an opened socket may wait for its `session_welcome` before it is dropped."""
 
-DEFAULT_MAX_UNPRODUCTIVE_SESSIONS = 10
-"""Connections in a row that may end before subscribing (4003 after 4003, a reconnect
-URL that always fails, no welcome) before the source gives up: the reconnect loops
-that users of other EventSub libraries report never end by themselves."""
-
 DEFAULT_DEDUP_CAPACITY = 20_000
 """Recent `message_id`s remembered. Twitch re-sends what it could not confirm around a
 reconnect (seconds of traffic); 20 000 ids cover more than a minute of 300 busy
@@ -100,6 +103,71 @@ class SessionState(enum.Enum):
     """`ReconnectFresh` was returned: waiting for the shell to open the next socket."""
     CLOSED = "closed"
     """Ended for good (`Fatal`) or by `close()`."""
+
+
+class SessionEvent(enum.Enum):
+    """What moves a session from one state to another (see `TRANSITIONS`)."""
+
+    OPEN_SOCKET = "open-socket"
+    """A fresh socket to the configured URL, or (MIGRATING) one to the reconnect URL."""
+    WELCOME = "welcome"
+    """`session_welcome` on a fresh socket."""
+    SUBSCRIBED = "subscribed"
+    """The first subscription of the welcomed session is in place."""
+    RECONNECT_REQUESTED = "reconnect-requested"
+    """`session_reconnect`: Twitch moves the session to another socket."""
+    MIGRATED = "migrated"
+    """The reconnect socket is welcomed: same session, subscriptions carried over."""
+    LOST = "lost"
+    """Closed, silent, never welcomed: a fresh session is needed (`ReconnectFresh`)."""
+    GIVE_UP = "give-up"
+    """Too many sessions in a row ended before subscribing (`Fatal`)."""
+    CLOSE = "close"
+    """The service is stopping."""
+
+
+_S = SessionState
+_E = SessionEvent
+TRANSITIONS: dict[SessionState, dict[SessionEvent, SessionState]] = {
+    _S.DISCONNECTED: {_E.OPEN_SOCKET: _S.CONNECTING, _E.CLOSE: _S.CLOSED},
+    _S.CONNECTING: {
+        _E.WELCOME: _S.WELCOMED,
+        _E.LOST: _S.DISCONNECTED,
+        _E.GIVE_UP: _S.CLOSED,
+        _E.CLOSE: _S.CLOSED,
+    },
+    _S.WELCOMED: {
+        _E.SUBSCRIBED: _S.RUNNING,
+        _E.RECONNECT_REQUESTED: _S.MIGRATING,
+        _E.LOST: _S.DISCONNECTED,
+        _E.GIVE_UP: _S.CLOSED,
+        _E.CLOSE: _S.CLOSED,
+    },
+    _S.RUNNING: {
+        _E.RECONNECT_REQUESTED: _S.MIGRATING,
+        _E.LOST: _S.DISCONNECTED,
+        _E.CLOSE: _S.CLOSED,
+    },
+    _S.MIGRATING: {
+        _E.OPEN_SOCKET: _S.MIGRATING,
+        _E.MIGRATED: _S.RUNNING,
+        _E.LOST: _S.DISCONNECTED,
+        _E.CLOSE: _S.CLOSED,
+    },
+    _S.CLOSED: {_E.CLOSE: _S.CLOSED},
+}
+"""Every state, and every event it allows with the state that follows. A subscribed
+session (RUNNING, MIGRATING) cannot GIVE_UP: only sessions that never subscribed count
+towards TWITCH_MAX_RECONNECT_ATTEMPTS."""
+
+
+class IllegalTransitionError(RuntimeError):
+    """An event the current state does not allow: a bug in the session or its shell."""
+
+    def __init__(self, state: SessionState, event: SessionEvent) -> None:
+        super().__init__(f"EventSub session: {event.value} is not allowed in state {state.value}")
+        self.state = state
+        self.event = event
 
 
 class ReconnectKind(enum.Enum):
@@ -164,10 +232,11 @@ class Revoked(msgspec.Struct, frozen=True, gc=False):
 
 
 class Fatal(msgspec.Struct, frozen=True, gc=False):
-    """Stop this source: retrying cannot help. `message` is one line for the operator.
+    """Stop this source: the operator's limit is reached. `message` is one line.
 
-    Returned when `max_unproductive_sessions` connections in a row ended before their
-    subscriptions were created (4003 after 4003, reconnect URLs that always fail).
+    Returned when `max_unproductive_sessions` (TWITCH_MAX_RECONNECT_ATTEMPTS; unlimited by
+    default) connections in a row ended before a subscription was created (4003 after
+    4003, reconnect URLs that always fail, Twitch unreachable).
     """
 
     reason: str
@@ -247,9 +316,11 @@ class EventSubSession:
         keepalive_margin_s: float = DEFAULT_KEEPALIVE_MARGIN_S,
         welcome_timeout_s: float = DEFAULT_WELCOME_TIMEOUT_S,
         dedup_capacity: int = DEFAULT_DEDUP_CAPACITY,
-        max_unproductive_sessions: int | None = DEFAULT_MAX_UNPRODUCTIVE_SESSIONS,
+        max_unproductive_sessions: int | None = None,
     ) -> None:
-        self.state = SessionState.DISCONNECTED
+        """`max_unproductive_sessions` None: reconnect for ever (outages end; the backoff
+        spaces the attempts)."""
+        self._state = SessionState.DISCONNECTED
         self.session_id: str | None = None
         self.keepalive_timeout_s: int = DEFAULT_KEEPALIVE_TIMEOUT_S
         self.subscribe_deadline: float | None = None
@@ -274,12 +345,11 @@ class EventSubSession:
         """A new socket is connecting (fresh, or to a reconnect URL); returns its number."""
         self._next_socket += 1
         socket = self._next_socket
-        if self.state is SessionState.CLOSED:
-            raise RuntimeError("socket_opened after the session was closed")
-        if self.state is SessionState.MIGRATING:
+        migrating = self._state is SessionState.MIGRATING
+        self._fire(SessionEvent.OPEN_SOCKET)
+        if migrating:
             self._old_socket = self._socket
         else:
-            self.state = SessionState.CONNECTING
             self.session_id = None
             self.subscribe_deadline = None
         self._socket = socket
@@ -296,7 +366,7 @@ class EventSubSession:
                 if isinstance(message, Notification | Revocation)
                 else []
             )
-        if socket != self._socket or self.state is SessionState.CLOSED:
+        if socket != self._socket or self._state is SessionState.CLOSED:
             return []
         self._last_frame_at = now
         if isinstance(message, Notification | Revocation):
@@ -306,15 +376,15 @@ class EventSubSession:
         if isinstance(message, Welcome):
             return self._welcome(message, now)
         assert isinstance(message, Reconnect)
-        if self.state in (SessionState.WELCOMED, SessionState.RUNNING):
-            self.state = SessionState.MIGRATING
+        if self._state in (SessionState.WELCOMED, SessionState.RUNNING):
+            self._fire(SessionEvent.RECONNECT_REQUESTED)
             return [OpenReconnectUrl(message.reconnect_url)]
         return []  # a second reconnect while migrating: the first one is under way
 
     def subscriptions_created(self, session_id: str) -> None:
         """The shell created the subscriptions for `session_id` (ignored if stale)."""
-        if self.state is SessionState.WELCOMED and session_id == self.session_id:
-            self.state = SessionState.RUNNING
+        if self._state is SessionState.WELCOMED and session_id == self.session_id:
+            self._fire(SessionEvent.SUBSCRIBED)
             self.subscribe_deadline = None
             self._unproductive = 0
 
@@ -323,7 +393,7 @@ class EventSubSession:
         if socket == self._old_socket:
             self._old_socket = None  # expected: Twitch drops it after the new welcome
             return []
-        if socket != self._socket or self.state is SessionState.CLOSED:
+        if socket != self._socket or self._state is SessionState.CLOSED:
             return []
         # Whatever the code, the session is gone (a failed reconnect socket included:
         # its old session cannot be resumed), so every close starts a fresh one.
@@ -335,27 +405,38 @@ class EventSubSession:
         deadline = self.next_deadline()
         if deadline is None or now < deadline:
             return []
-        if self.state is SessionState.CONNECTING:
+        if self._state is SessionState.CONNECTING:
             return self._reconnect("welcome-timeout", ReconnectKind.BACKOFF)
-        if self.state is SessionState.MIGRATING and self._old_socket is not None:
+        if self._state is SessionState.MIGRATING and self._old_socket is not None:
             # The new socket never welcomed us within the grace time: start afresh.
             return self._reconnect("reconnect-welcome-timeout", ReconnectKind.IMMEDIATE)
         return self._reconnect("keepalive-timeout", ReconnectKind.IMMEDIATE)
 
     def close(self) -> None:
         """The service is stopping: ignore everything from now on."""
-        self.state = SessionState.CLOSED
+        self._fire(SessionEvent.CLOSE)
         self._socket = self._old_socket = None
+
+    @property
+    def state(self) -> SessionState:
+        """Read-only: states change only through `TRANSITIONS`."""
+        return self._state
+
+    def _fire(self, event: SessionEvent) -> None:
+        allowed = TRANSITIONS[self._state]
+        if event not in allowed:
+            raise IllegalTransitionError(self._state, event)
+        self._state = allowed[event]
 
     # -- outputs ---------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
         """When `tick` has something to check, or None while closed."""
-        if self.state in (SessionState.CLOSED, SessionState.DISCONNECTED):
+        if self._state in (SessionState.CLOSED, SessionState.DISCONNECTED):
             return None
-        if self.state is SessionState.CONNECTING:
+        if self._state is SessionState.CONNECTING:
             return self._opened_at + self._welcome_timeout
-        if self.state is SessionState.MIGRATING and self._old_socket is not None:
+        if self._state is SessionState.MIGRATING and self._old_socket is not None:
             # Twitch gives 30 s to use the reconnect URL (4004 after that).
             return min(self._opened_at + self._welcome_timeout, self._silence_deadline())
         return self._silence_deadline()
@@ -368,17 +449,17 @@ class EventSubSession:
     def _welcome(self, message: Welcome, now: float) -> list[SessionAction]:
         if message.keepalive_timeout_s is not None:
             self.keepalive_timeout_s = message.keepalive_timeout_s
-        if self.state is SessionState.MIGRATING:
+        if self._state is SessionState.MIGRATING:
             # Same session, new socket: subscriptions carried over.
             old = self._old_socket
             self._old_socket = None
-            self.state = SessionState.RUNNING
+            self._fire(SessionEvent.MIGRATED)
             self.session_id = message.session_id
             self._unproductive = 0
             return [CloseOldSocket(old)] if old is not None else []
-        if self.state is not SessionState.CONNECTING:
+        if self._state is not SessionState.CONNECTING:
             return []  # a repeated welcome on a welcomed socket changes nothing
-        self.state = SessionState.WELCOMED
+        self._fire(SessionEvent.WELCOME)
         self.session_id = message.session_id
         # The welcome reference says its keepalive_timeout_seconds is also the time to
         # subscribe; the close-code reference says 10 s. The shorter one is safe.
@@ -403,19 +484,21 @@ class EventSubSession:
         ]
 
     def _reconnect(self, reason: str, kind: ReconnectKind) -> list[SessionAction]:
-        if self.state is not SessionState.RUNNING and self.state is not SessionState.MIGRATING:
+        if self._state is not SessionState.RUNNING and self._state is not SessionState.MIGRATING:
             self._unproductive += 1
             if self._max_unproductive is not None and self._unproductive >= self._max_unproductive:
-                self.close()
+                self._fire(SessionEvent.GIVE_UP)
+                self._socket = self._old_socket = None
                 return [
                     Fatal(
                         "eventsub-reconnect-loop",
                         f"EventSub: {self._unproductive} connections in a row ended before"
-                        f" their subscriptions were created (last: {reason}); check"
-                        " TWITCH_OAUTH_TOKEN (scope user:read:chat) and the Helix errors above",
+                        f" a subscription was created (last: {reason}), the limit set by"
+                        " TWITCH_MAX_RECONNECT_ATTEMPTS; check the network, TWITCH_OAUTH_TOKEN"
+                        " (scope user:read:chat) and the Helix errors above",
                     )
                 ]
-        self.state = SessionState.DISCONNECTED
+        self._fire(SessionEvent.LOST)
         self.session_id = None
         self.subscribe_deadline = None
         self._socket = self._old_socket = None

@@ -54,7 +54,8 @@ IRC_SCOPE = "chat:read"
 """Scope a user token needs to read chat over IRC."""
 
 VALIDATE_INTERVAL_S = 3600.0
-"""Twitch: "you must validate access tokens … on an hourly basis"."""
+"""Twitch: "you must validate access tokens … on an hourly basis"; also the largest
+TWITCH_TOKEN_VALIDATE_INTERVAL_S accepted."""
 REFRESH_MARGIN_S = 600.0
 """Refresh this long before expiry: enough for a slow `/token` call and one retry, and
 far below a user token's ~4 h life, so a refreshing service never runs on a dead token."""
@@ -153,6 +154,7 @@ def interpret_validation(
     required_scope: str,
     now: float,
     token_variable: str = _TOKEN_VARIABLE,
+    auth_url: str | None = None,
 ) -> ValidToken | TokenError:
     """A usable token, or why not.
 
@@ -169,14 +171,14 @@ def interpret_validation(
             " TWITCH_CLIENT_SECRET so it can be refreshed",
         )
     if response.status != 200:
-        return _unexpected("validate", response)
+        return _unexpected("validate", response, auth_url)
     try:
         body = msgspec.json.decode(response.body, type=_Validation)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         return TokenError(
             "validate-unreadable",
             "TWITCH_AUTH_URL",
-            f"the answer of {{TWITCH_AUTH_URL}}/validate is not Twitch's: {str(exc)[:120]}",
+            f"the answer of {_endpoint('validate', auth_url)} is not Twitch's: {str(exc)[:120]}",
             transient=True,
         )
     if not body.user_id:
@@ -231,15 +233,15 @@ class _Refresh(msgspec.Struct, frozen=True, gc=False):
 def refresh_request(
     auth_url: str, *, client_id: str, client_secret: str, refresh_token: str
 ) -> HttpRequest:
-    """`POST {auth_url}/token` (grant_type=refresh_token), form-encoded as Twitch wants."""
-    body = urlencode(
-        {
-            "grant_type": "refresh_token",
-            "refresh_token": refresh_token,
-            "client_id": client_id,
-            "client_secret": client_secret,
-        }
-    ).encode()
+    """`POST {auth_url}/token` (grant_type=refresh_token), form-encoded as Twitch wants.
+
+    An empty `client_secret` is left out: a *public* client (TWITCH_CLIENT_TYPE=public,
+    the device code flow) has none, and Twitch refreshes its tokens without one.
+    """
+    form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": client_id}
+    if client_secret:
+        form["client_secret"] = client_secret
+    body = urlencode(form).encode()
     return HttpRequest(
         "POST",
         auth_url.rstrip("/") + "/token",
@@ -248,7 +250,9 @@ def refresh_request(
     )
 
 
-def interpret_refresh(response: HttpResponse) -> RefreshedToken | TokenError:
+def interpret_refresh(
+    response: HttpResponse, auth_url: str | None = None
+) -> RefreshedToken | TokenError:
     """The new token pair, or why the refresh failed (naming the setting to fix)."""
     if response.status == 200:
         try:
@@ -257,7 +261,7 @@ def interpret_refresh(response: HttpResponse) -> RefreshedToken | TokenError:
             return TokenError(
                 "refresh-unreadable",
                 "TWITCH_AUTH_URL",
-                f"the answer of {{TWITCH_AUTH_URL}}/token is not Twitch's: {str(exc)[:120]}",
+                f"the answer of {_endpoint('token', auth_url)} is not Twitch's: {str(exc)[:120]}",
                 transient=True,
             )
         if not body.access_token:
@@ -282,7 +286,7 @@ def interpret_refresh(response: HttpResponse) -> RefreshedToken | TokenError:
             f"Twitch refused to refresh {_TOKEN_VARIABLE} ({response.status}"
             f" {text or 'no reason given'}); check {variable}",
         )
-    return _unexpected("token", response)
+    return _unexpected("token", response, auth_url)
 
 
 # ---------------------------------------------------------------------------------------
@@ -425,7 +429,14 @@ def _twitch_message(body: bytes) -> str:
     return " ".join(message.split())[:200]
 
 
-def _unexpected(endpoint: str, response: HttpResponse) -> TokenError:
+def _endpoint(endpoint: str, auth_url: str | None) -> str:
+    """The endpoint as the user configured it, naming the setting to change."""
+    if auth_url is None:
+        return f"the /{endpoint} endpoint of TWITCH_AUTH_URL"
+    return f"{auth_url.rstrip('/')}/{endpoint} (TWITCH_AUTH_URL)"
+
+
+def _unexpected(endpoint: str, response: HttpResponse, auth_url: str | None) -> TokenError:
     text = _twitch_message(response.body)
     transient = response.status >= 500 or response.status == 429
     # The I/O shells report a network failure as a synthetic 599 with the error as body.
@@ -437,7 +448,7 @@ def _unexpected(endpoint: str, response: HttpResponse) -> TokenError:
     return TokenError(
         f"{endpoint}-http-{response.status}",
         "TWITCH_AUTH_URL",
-        f"{{TWITCH_AUTH_URL}}/{endpoint} {what}"
+        f"{_endpoint(endpoint, auth_url)} {what}"
         f"{'; will retry' if transient else '; check TWITCH_AUTH_URL'}",
         transient=transient,
     )

@@ -11,7 +11,7 @@ then runs two tasks:
   half-open TCP connection (a NAT that forgot us, a dead peer) cannot stall ingestion.
 
 Reconnecting, joining through the rate limiter and de-duplicating are the pool's job
-(`twitch.pool`); this module only reports what happened through two callbacks.
+(`pool.py`); this module only reports what happened through two callbacks.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class TwitchAuthenticationError(TwitchError, SourceStopped):
 
 
 class DisconnectCause(StrEnum):
-    """Why a connection ended; the values are the `twitch_reconnects{cause}` labels."""
+    """Why a connection ended; the values are `twitch_ingestion_irc_reconnects_total{cause}`."""
 
     CONNECTION_LOST = "connection_lost"
     KEEPALIVE_TIMEOUT = "keepalive_timeout"

@@ -34,7 +34,7 @@ class MalformedLineLog:
             self._seen_reasons.add(reason)
             self._last_summary = now
             log.warning(
-                "malformed twitch line; sent to the dead-letter sink",
+                "malformed twitch line dead-lettered",
                 reason=reason,
                 sample=raw[:_SAMPLE_BYTES].decode("utf-8", "backslashreplace"),
             )

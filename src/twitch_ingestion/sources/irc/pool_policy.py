@@ -1,7 +1,8 @@
 """The connection pool's decisions, as pure code: no sockets, no tasks, the time passed in.
 
-`twitch.pool` is the asyncio shell that opens sockets, sleeps and awaits the sink; every
-*decision* it takes is made here, so each rule is a unit test with a fake clock:
+`pool_owner.PoolOwner` applies these decisions (its small tasks open sockets, sleep and
+wait for the JOIN limiter); every *decision* it takes is made here, so each rule is a
+unit test with a fake clock:
 
 * `assign_channels` — which slot a new channel goes to (fill the open slots in order,
   then open new ones of at most `per_connection` channels);
@@ -11,7 +12,8 @@
 * `HandoverPlan` — a server RECONNECT: how long the new connection may take to join
   everything, how long both connections overlap, when the old one is dropped, and how
   long de-duplication stays on afterwards;
-* `reconnect_cause` — the `twitch_reconnects{cause}` label of a connection that ended.
+* `reconnect_cause` — the `twitch_ingestion_irc_reconnects_total{cause}` label of a
+  connection that ended.
 """
 
 from __future__ import annotations
@@ -247,7 +249,8 @@ class HandoverPlan:
 
 
 def reconnect_cause(cause: DisconnectCause, *, joins_pending: bool) -> str:
-    """The `twitch_reconnects{cause}` label for a connection that ended unexpectedly."""
+    """The `twitch_ingestion_irc_reconnects_total{cause}` label of a connection that ended
+    unexpectedly."""
     if cause is DisconnectCause.CONNECTION_LOST and joins_pending:
         # Twitch gives no reason when it drops a client over its JOIN rate; a close
         # while JOINs await their echo is the one visible sign.

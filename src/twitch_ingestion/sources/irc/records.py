@@ -22,7 +22,7 @@ from operator import itemgetter
 import structlog
 
 from twitch_ingestion.config import Settings
-from twitch_ingestion.metrics import HOT_PATH_INFO, MESSAGES_PARSED
+from twitch_ingestion.metrics import HOT_PATH_INFO
 from twitch_ingestion.models import CHAT_MESSAGE_SCHEMA_VERSION
 from twitch_ingestion.records import Record, RecordSink
 from twitch_ingestion.records.builder import RecordBuilder
@@ -43,8 +43,9 @@ log = structlog.get_logger(__name__)
 class IrcRecordEncoder:
     """Turns each read chunk of IRC lines into records and hands them to a `RecordSink`.
 
-    Implements `sources.irc.slot.ChatSink`. `dead_lettered` counts the dead letters of
-    its builder (lines sent, or without a dead-letter topic counted, as dead letters).
+    Implements the IRC pool's `ChatSink` (`chunk_route.py`). `dead_lettered` counts the
+    dead letters of its builder (lines sent, or without a dead-letter topic counted, as
+    dead letters).
     """
 
     def __init__(
@@ -60,7 +61,6 @@ class IrcRecordEncoder:
         self._encode_chunk = None if compiled is None else compiled.encode_chunk
         self.hot_path = "python" if compiled is None else "compiled"
         """Which path encodes PRIVMSG lines: `compiled` or `python`."""
-        self._parsed = MESSAGES_PARSED.labels("routed")
 
     @classmethod
     def from_settings(
@@ -75,16 +75,17 @@ class IrcRecordEncoder:
             sink, records or RecordBuilder.from_settings(settings), hot_path=settings.hot_path
         )
         HOT_PATH_INFO.clear()
-        HOT_PATH_INFO.labels(encoder.hot_path).set(1)
+        HOT_PATH_INFO.labels(encoder.hot_path, settings.hot_path).set(1)
         if encoder.hot_path == "compiled":
-            log.info("IRC hot path: compiled", path="compiled", extension=EXTENSION_MODULE)
+            log.info("irc hot path", path="compiled", extension=EXTENSION_MODULE)
         elif settings.hot_path == "python":
-            log.info("IRC hot path: pure Python (HOT_PATH=python)", path="python")
+            log.info("irc hot path", path="python", reason="HOT_PATH=python")
         else:
             log.info(
-                "IRC hot path: pure Python; the compiled extension is not installed "
-                "(`make install` builds it when cargo is present)",
+                "irc hot path",
                 path="python",
+                reason="the compiled extension is not installed (`make install` builds it "
+                "when cargo is present)",
                 extension=EXTENSION_MODULE,
             )
         return encoder
@@ -110,7 +111,6 @@ class IrcRecordEncoder:
                 records = self._fill_pending(records, pending, messages, received_at_ms, room_ids)
         if not records:
             return
-        self._parsed.inc(len(records))
         await self._sink.deliver(records)
 
     def _fill_pending(

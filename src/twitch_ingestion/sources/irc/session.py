@@ -24,7 +24,7 @@ decode and parse of a chunk is one call, and Python touches only the control lin
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -35,6 +35,7 @@ __all__ = [
     "AUTH_FAILURE_NOTICES",
     "JOIN_FAILURE_MSG_IDS",
     "MAX_LINE_BYTES",
+    "SESSION_TRANSITIONS",
     "AuthenticationFailed",
     "ChannelJoined",
     "ChannelParted",
@@ -49,7 +50,9 @@ __all__ = [
     "PongReceived",
     "ReconnectRequested",
     "RoomIdLearned",
+    "SessionInput",
     "SessionState",
+    "SessionStateError",
     "TwitchSession",
 ]
 
@@ -89,12 +92,66 @@ _TOO_LONG_REASON = "line-too-long"
 
 
 class SessionState(StrEnum):
-    """Protocol state of one session (h11-style: one explicit state machine)."""
+    """Protocol state of one session; `SESSION_TRANSITIONS` says how it may change."""
 
     CONNECTING = "connecting"  # nothing sent yet
     AUTHENTICATING = "authenticating"  # CAP/PASS/NICK sent, waiting for 001
     READY = "ready"  # logged in: JOINs are accepted
     FAILED = "failed"  # Twitch rejected the credentials; the server will close
+
+
+class SessionInput(StrEnum):
+    """What may move a session: a call of its caller (↑) or a line from Twitch (↓)."""
+
+    INITIATE = "initiate"  # ↑ initiate(): CAP REQ, PASS, NICK
+    WELCOME = "welcome"  # ↓ numeric 001
+    LOGIN_REJECTED = "login_rejected"  # ↓ NOTICE * :Login authentication failed (…)
+    JOIN = "join"  # ↑ join()
+    PART = "part"  # ↑ part()
+
+
+_S = SessionState
+_I = SessionInput
+SESSION_TRANSITIONS: Mapping[SessionState, Mapping[SessionInput, SessionState]] = {
+    # Bytes can reach a session that never logged in (parsers, benchmarks, the
+    # differential tests), so what Twitch sends is listed for every state: a line
+    # from the server must never raise. A call of the caller missing here does.
+    _S.CONNECTING: {
+        _I.INITIATE: _S.AUTHENTICATING,
+        _I.WELCOME: _S.CONNECTING,  # nothing was asked: not a login
+        _I.LOGIN_REJECTED: _S.FAILED,
+    },
+    _S.AUTHENTICATING: {
+        _I.WELCOME: _S.READY,
+        _I.LOGIN_REJECTED: _S.FAILED,
+    },
+    _S.READY: {
+        _I.WELCOME: _S.READY,  # a repeated 001 changes nothing
+        _I.LOGIN_REJECTED: _S.FAILED,
+        _I.JOIN: _S.READY,
+        _I.PART: _S.READY,
+    },
+    _S.FAILED: {
+        _I.WELCOME: _S.FAILED,
+        _I.LOGIN_REJECTED: _S.FAILED,
+        # The server is closing the socket: what we write goes nowhere, and refusing
+        # it would turn a Twitch notice into a crash of the pool that wrote it.
+        _I.JOIN: _S.FAILED,
+        _I.PART: _S.FAILED,
+    },
+}
+"""Every state and every input allowed in it, with the state it leads to (h11 style).
+`TwitchSession` changes `state` only through this table; any other pair raises
+`SessionStateError`."""
+
+
+class SessionStateError(RuntimeError):
+    """The caller asked for something the session's state does not allow (a bug)."""
+
+    def __init__(self, state: SessionState, given: SessionInput) -> None:
+        self.state = state
+        self.given = given
+        super().__init__(f"{given.value} is not allowed in session state {state.value}")
 
 
 class ConnectionStatus(StrEnum):
@@ -224,6 +281,7 @@ class TwitchSession:
 
     `receive_data` returns the control events of a chunk in wire order followed by at
     most one `ChatLines` (so room ids and joins are known before the chat is handled).
+    `state` changes only along `SESSION_TRANSITIONS`.
     """
 
     __slots__ = (
@@ -291,9 +349,7 @@ class TwitchSession:
 
     def initiate(self, now: float | None = None) -> bytes:
         """The login sequence: CAP REQ, PASS, NICK. Starts the AUTHENTICATING state."""
-        if self.state is not SessionState.CONNECTING:
-            raise RuntimeError(f"initiate() called in state {self.state.value}")
-        self.state = SessionState.AUTHENTICATING
+        self._advance(SessionInput.INITIATE)
         if now is not None:
             self._last_received_at = now
         password = self._token if self._token is not None else _ANONYMOUS_PASSWORD
@@ -304,6 +360,7 @@ class TwitchSession:
 
         The caller must have taken one join-rate-limit slot per channel before writing.
         """
+        self._advance(SessionInput.JOIN)
         names = [_normalise(channel) for channel in channels]
         for name in names:
             self._pending_joins[name] = now
@@ -311,12 +368,22 @@ class TwitchSession:
 
     def part(self, channels: Iterable[str]) -> bytes:
         """PART commands for `channels`; forgets them as joined or pending right away."""
+        self._advance(SessionInput.PART)
         names = [_normalise(channel) for channel in channels]
         for name in names:
             if self._pending_joins.pop(name, None) is not None:
                 self._parted_in_flight.add(name)
             self.joined_channels.discard(name)
         return _batched(b"PART", names)
+
+    def _advance(self, given: SessionInput) -> SessionState:
+        """Move along `SESSION_TRANSITIONS`; return the state left (raise if not listed)."""
+        left = self.state
+        entered = SESSION_TRANSITIONS[left].get(given)
+        if entered is None:
+            raise SessionStateError(left, given)
+        self.state = entered
+        return left
 
     def ping(self, now: float) -> bytes:
         """A client PING; the keepalive deadline runs from `now` until anything arrives."""
@@ -510,8 +577,7 @@ class TwitchSession:
             events.append(ReconnectRequested())
             return False
         if command == "001":
-            if self.state is SessionState.AUTHENTICATING:
-                self.state = SessionState.READY
+            if self._advance(SessionInput.WELCOME) is not self.state:
                 events.append(LoggedIn())
             return False
         # CAP ACK/NAK and the welcome/MOTD/NAMES numerics are connection chatter.
@@ -522,7 +588,7 @@ class TwitchSession:
         channel = message.channel
         if channel is None:
             if text.lower().startswith(AUTH_FAILURE_NOTICES):
-                self.state = SessionState.FAILED
+                self._advance(SessionInput.LOGIN_REJECTED)
                 events.append(AuthenticationFailed(text))
                 return False
             return True

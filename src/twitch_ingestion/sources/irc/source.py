@@ -9,7 +9,10 @@ refreshes) it beside the pool, as a side task: its end ends the service like the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import structlog
 
 from twitch_ingestion.config import Settings
 from twitch_ingestion.metrics import REGISTRY
@@ -18,9 +21,17 @@ from twitch_ingestion.records.builder import RecordBuilder
 from twitch_ingestion.sources.common.source import SideTask
 from twitch_ingestion.sources.irc.pool import TwitchSource
 from twitch_ingestion.sources.irc.records import IrcRecordEncoder
+from twitch_ingestion.sources.irc.routing import DEFAULT_PARSE_STATS
 from twitch_ingestion.sources.token_guard import TokenGuard
 
 __all__ = ["IrcSource"]
+
+log = structlog.get_logger(__name__)
+
+
+def _token_check_failed(**fields: Any) -> None:
+    """The token guard ended with an unexpected error (a bug): one error line."""
+    log.error("twitch token check failed", **fields)
 
 
 class IrcSource:
@@ -61,14 +72,29 @@ class IrcSource:
         guard = self.token_guard
         if guard is None:
             return ()
-        return (SideTask("twitch-token", guard.run, "twitch token check failed"),)
+        return (SideTask("twitch-token", guard.run, _token_check_failed),)
 
     def is_ready(self) -> bool:
         return self.pool.is_ready()
 
     def lines_read(self) -> float:
         """IRC lines read so far, every connection (the service's throughput log)."""
-        return REGISTRY.get_sample_value("twitch_lines_received_total") or 0.0
+        return REGISTRY.get_sample_value("twitch_ingestion_irc_lines_received_total") or 0.0
+
+    def readiness_details(self) -> dict[str, object]:
+        """Nothing beyond `failed_channels`, which /readyz shows for every source."""
+        return {}
+
+    def token_expiry(self, now: float) -> tuple[float, bool] | None:
+        keeper = None if self.token_guard is None else self.token_guard.keeper
+        return None if keeper is None else keeper.expiry(now)
+
+    def parse_stats(self) -> Mapping[str, float]:
+        """The parsers' data-quality counters (`ParseStats`): emote ranges skipped …"""
+        return {
+            f"twitch_ingestion_irc_{name}": value
+            for name, value in DEFAULT_PARSE_STATS.as_dict().items()
+        }
 
     # --- the fleet's ChannelReader ------------------------------------------------------
 
