@@ -52,11 +52,12 @@ from twitch_ingestion.kafka.producer_config import producer_config
 from twitch_ingestion.kafka.sink import KafkaSink
 from twitch_ingestion.metrics import BUFFER_BYTES, BYTES_RECEIVED, DELIVERY_LATENCY
 from twitch_ingestion.records import Headers, Record
+from twitch_ingestion.records.events import SourceRecord
 from twitch_ingestion.simulator import DEFAULT_REPLAY_COMMANDS, default_corpus_path
 from twitch_ingestion.sources.irc.compiled import HotPathChoice, compiled_line_reader
 from twitch_ingestion.sources.irc.irc import IrcMessage, parse_line
 from twitch_ingestion.sources.irc.records import IrcRecordEncoder
-from twitch_ingestion.sources.irc.routing import ContractViolation, Routed, route_message
+from twitch_ingestion.sources.irc.routing import ContractViolation, route_message
 from twitch_ingestion.sources.irc.session import ChatLines, TwitchSession
 
 __all__ = ["NAME", "NullRecordSink", "add_arguments", "best_ns_per_item", "run"]
@@ -122,9 +123,9 @@ def _read_all(
     return batches
 
 
-def _route_all(batches: Sequence[Sequence[IrcMessage]]) -> list[Routed]:
+def _route_all(batches: Sequence[Sequence[IrcMessage]]) -> list[SourceRecord]:
     room_ids: dict[str, str] = {}
-    routed: list[Routed] = []
+    routed: list[SourceRecord] = []
     for batch in batches:
         for message in batch:
             try:

@@ -31,6 +31,8 @@ import msgspec
 
 from bench.hotpath import NullRecordSink
 from bench.report import Result
+from twitch_ingestion.records import Topics
+from twitch_ingestion.records.builder import RecordBuilder
 from twitch_ingestion.simulator import default_corpus_path
 from twitch_ingestion.sources.irc.compiled import HotPathChoice, compiled_line_reader
 from twitch_ingestion.sources.irc.irc import IrcParseError, parse_line
@@ -128,11 +130,7 @@ def _from_bytes(hot_path: HotPathChoice) -> Callable[[list[str]], int]:
     """The service's read + encode steps on `hot_path`, fed the lines as wire bytes."""
     reads: list[bytes] = []
     encoder = IrcRecordEncoder(
-        NullRecordSink(),
-        chat_topic="chat",
-        events_topic="events",
-        dlq_topic="dlq",
-        hot_path=hot_path,
+        NullRecordSink(), RecordBuilder(Topics("chat", "events", dlq="dlq")), hot_path=hot_path
     )
 
     def stage(lines: list[str]) -> int:

@@ -33,7 +33,7 @@ from itertools import compress, repeat
 from operator import is_not, itemgetter
 
 from twitch_ingestion.config import Settings
-from twitch_ingestion.records import Record, RecordSink
+from twitch_ingestion.records import Record, RecordSink, Topics
 
 __all__ = ["OTHER_CHANNELS", "UNKNOWN_CHANNEL", "ChannelFlow", "ChannelFlowSink"]
 
@@ -67,21 +67,15 @@ class ChannelFlow:
 
     def __init__(
         self,
+        topics: Topics,
         *,
-        chat_topic: str,
-        events_topic: str,
-        raw_topic: str | None = None,
-        dlq_topic: str | None = None,
         max_channels: int = 1000,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._chat_topic = chat_topic
-        kinds = {chat_topic: "chat", events_topic: "events"}
-        if raw_topic:
-            kinds[raw_topic] = "raw"
-        if dlq_topic:
-            kinds[dlq_topic] = "dlq"
-        self._kind_by_topic = kinds
+        """`topics`: the records stage's topic list (the builder's, so that the chat
+        topic is the very string object in every chat record)."""
+        self._chat_topic = topics.chat
+        self._kind_by_topic = topics.kinds
         self._max_channels = max_channels
         self._clock = clock
         # Key bytes → its tally; a channel past the cap maps to the shared `_other` one.
@@ -96,13 +90,7 @@ class ChannelFlow:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ChannelFlow:
-        return cls(
-            chat_topic=settings.kafka_topic_chat_messages,
-            events_topic=settings.kafka_topic_chat_events,
-            raw_topic=settings.kafka_topic_raw,
-            dlq_topic=settings.kafka_topic_dlq,
-            max_channels=settings.metrics_channels_max,
-        )
+        return cls(Topics.from_settings(settings), max_channels=settings.metrics_channels_max)
 
     def watch_source(
         self, wanted: Callable[[], Iterable[str]], joined: Callable[[], frozenset[str]]

@@ -1,4 +1,5 @@
-"""The published contract: JSON Schema per topic value, and `docs/contract.md`, from models.py.
+"""The published contract: JSON Schema per topic value, and `docs/contract.md`, from models.py
+(and the record identity rules, from `records/identity.py`).
 
     python -m twitch_ingestion.schemas --write schemas/    # regenerate (and the docs)
     python -m twitch_ingestion.schemas --check schemas/    # exit 1 if anything is stale
@@ -27,6 +28,7 @@ from twitch_ingestion.models import (
     ChatEventRecord,
     ChatMessage,
 )
+from twitch_ingestion.records.identity import IDENTITY_RULES
 
 __all__ = [
     "CHAT_EVENTS_TOPIC",
@@ -156,7 +158,7 @@ def _field_table(properties: dict[str, Any], names: Sequence[str], required: set
 
 def render_contract_doc() -> str:
     """`docs/contract.md`: every field of every topic, from the same schemas."""
-    out = [_DOC_HEADER]
+    out = [_DOC_HEADER, f"\n## Record identity\n\n{IDENTITY_RULES}"]
 
     chat = topic_schema(CHAT_MESSAGES_TOPIC)["$defs"]["ChatMessage"]
     out.append(f"\n## `{CHAT_MESSAGES_TOPIC}`\n\n{chat['description']}\n\n")

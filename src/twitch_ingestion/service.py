@@ -1,8 +1,10 @@
 """Wiring and lifecycle: Twitch source → records → Kafka sink, and a clean stop.
 
 The source is chosen by TWITCH_SOURCE: IRC (`sources/irc/`, the default) or EventSub
-(`sources/eventsub/`); both hand the same records to the same sink, so topics, keys,
-DLQ, buffer, health and shutdown do not depend on which one reads.
+(`sources/eventsub/`). The service holds it as a `Source` (`sources/common/source.py`)
+and never asks which one it is; both hand their events to the one `RecordBuilder`
+(`records/`) and its records to the same sink, so topics, keys, DLQ, buffer, health and
+shutdown do not depend on which one reads.
 
 Startup never waits for Kafka: Twitch is read at once, and records wait in the buffer
 until the topics are known to exist with their configured partitions and settings
@@ -18,7 +20,7 @@ import contextlib
 import gc
 import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from enum import IntEnum
 from typing import Any
 
@@ -40,16 +42,15 @@ from twitch_ingestion.metrics import (
     FLEET,
     PARSE_STATS,
     READINESS,
-    REGISTRY,
     TOKEN,
 )
-from twitch_ingestion.sources.eventsub.service_source import EventSubFailed, EventSubSource
-from twitch_ingestion.sources.irc.pool import TwitchAuthenticationError, TwitchGaveUp, TwitchSource
-from twitch_ingestion.sources.irc.records import IrcRecordEncoder
-from twitch_ingestion.sources.irc.routing import DEFAULT_PARSE_STATS
-from twitch_ingestion.sources.token_guard import TokenGuard, TokenRejected
+from twitch_ingestion.records import RecordSink, Topics
+from twitch_ingestion.records.builder import RecordBuilder
+from twitch_ingestion.sources.common.source import Source, SourceStopped
+from twitch_ingestion.sources.eventsub.service_source import EventSubSource
+from twitch_ingestion.sources.irc.source import IrcSource
 
-__all__ = ["ExitCode", "IngestionService", "topic_specs"]
+__all__ = ["ExitCode", "IngestionService", "source_from_settings", "topic_specs"]
 
 log = structlog.get_logger(__name__)
 
@@ -77,11 +78,6 @@ class ExitCode(IntEnum):
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """The topics this service writes to, as configured."""
-    names = [settings.kafka_topic_chat_messages, settings.kafka_topic_chat_events]
-    if settings.kafka_topic_raw:
-        names.append(settings.kafka_topic_raw)
-    if settings.kafka_topic_dlq:
-        names.append(settings.kafka_topic_dlq)
     return [
         TopicSpec(
             name,
@@ -94,42 +90,39 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
                 "moving channels between partitions)"
             ),
         )
-        for name in names
+        for name in Topics.from_settings(settings).names
     ]
 
 
+def source_from_settings(
+    settings: Settings, records: RecordBuilder, sink: RecordSink, *, in_fleet: bool
+) -> Source:
+    """The source TWITCH_SOURCE names; in a fleet its channels come from the control
+    topic's assignment (none at first), not TWITCH_CHANNEL."""
+    channels: list[str] | None = [] if in_fleet else None
+    if settings.twitch_source is SourceKind.EVENTSUB:
+        return EventSubSource(settings, records, sink, channels=channels)
+    return IrcSource(settings, records, sink, channels=channels)
+
+
 class IngestionService:
-    """One running instance: owns the producer, the sink, the Twitch source and health."""
+    """One running instance: owns the producer, the sink, the records stage, the Twitch
+    source and health."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.producer = KafkaProducer(settings)
         self.buffer = buffer_from_settings(settings)
         self.sink = KafkaSink(settings, self.producer, self.buffer)
+        self.records = RecordBuilder.from_settings(settings)
         # Per-channel metrics count each chunk a source hands to the sink: one call site.
-        self.channel_flow = ChannelFlow.from_settings(settings)
-        records_sink = ChannelFlowSink(self.sink, self.channel_flow)
-        self.encoder: IrcRecordEncoder | None = None
-        self.source: TwitchSource | EventSubSource
-        in_fleet = settings.channel_source is ChannelSource.KAFKA
-        # In a fleet the channels come from the control topic's assignment, not
-        # TWITCH_CHANNEL.
-        irc: TwitchSource | None = None
-        if settings.twitch_source is SourceKind.EVENTSUB:
-            self.source = EventSubSource(settings, records_sink, channels=[] if in_fleet else None)
-        else:
-            self.encoder = IrcRecordEncoder.from_settings(settings, records_sink)
-            self.source = irc = TwitchSource(
-                settings, self.encoder, channels=[] if in_fleet else None
-            )
-        self.fleet = FleetMember(settings, self.source) if in_fleet else None
-        # IRC with a token: validated (and refreshed) beside the source; EventSub does
-        # the same inside its client, where Helix calls share the token.
-        self.token_guard = (
-            TokenGuard(settings, on_refreshed=irc.use_token)
-            if irc is not None and settings.twitch_oauth_token
-            else None
+        self.channel_flow = ChannelFlow(
+            self.records.topics, max_channels=settings.metrics_channels_max
         )
+        records_sink = ChannelFlowSink(self.sink, self.channel_flow)
+        in_fleet = settings.channel_source is ChannelSource.KAFKA
+        self.source = source_from_settings(settings, self.records, records_sink, in_fleet=in_fleet)
+        self.fleet = FleetMember(settings, self.source) if in_fleet else None
         self._topic_check = TopicCheck(False, frozenset(), {"*": "not checked yet"})
         self._stop_requested = asyncio.Event()
         # A second SIGINT/SIGTERM during shutdown: stop without waiting for Kafka.
@@ -152,27 +145,15 @@ class IngestionService:
         )
         TOKEN.watch(self._token_expiry)
         FLEET.watch(self._fleet_state if self.fleet is not None else None)
-        PARSE_STATS.watch(
-            None
-            if self.encoder is None
-            else lambda: {
-                f"twitch_ingestion_irc_{name}": value
-                for name, value in DEFAULT_PARSE_STATS.as_dict().items()
-            }
-        )
+        PARSE_STATS.watch(source.parse_stats)
         BUFFER_MAX_BYTES.set(self.settings.buffer_max_bytes)
 
     def _token_expiry(self) -> dict[str, object]:
-        if self.token_guard is not None:
-            keeper = self.token_guard.keeper
-        elif isinstance(self.source, EventSubSource):
-            keeper = self.source.client.keeper
-        else:
-            keeper = None
-        remaining = None if keeper is None else keeper.schedule.remaining_s(time.monotonic())
-        if keeper is None or remaining is None:
+        expiry = self.source.token_expiry(time.monotonic())
+        if expiry is None:
             return {}
-        refreshable = "true" if keeper.schedule.can_refresh else "false"
+        remaining, can_refresh = expiry
+        refreshable = "true" if can_refresh else "false"
         return {
             "twitch_ingestion_twitch_token_expiry_timestamp_seconds": {
                 (refreshable,): round(time.time() + remaining)
@@ -211,8 +192,7 @@ class IngestionService:
         }
         if self._topic_check.problems:
             details["kafka_problems"] = dict(self._topic_check.problems)
-        if isinstance(self.source, EventSubSource):
-            details["channels"] = self.source.subscription_summary()
+        details.update(self.source.readiness_details())
         return twitch_ready and kafka_ready, details
 
     def request_stop(self) -> None:
@@ -232,7 +212,6 @@ class IngestionService:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             return failed
-        eventsub = settings.twitch_source is SourceKind.EVENTSUB
         if self.fleet is not None and settings.twitch_channel:
             log.warning(
                 "twitch channel setting ignored in a fleet",
@@ -245,17 +224,14 @@ class IngestionService:
             if self.fleet is not None
             else {"channels": len(settings.twitch_channel)}
         )
+        twitch, tls = self.source.endpoint
         log.info(
             "service starting",
             source=settings.twitch_source.value,
             **channels,
             channel_source=settings.channel_source.value,
-            twitch=settings.twitch_eventsub_url
-            if eventsub
-            else f"{settings.twitch_irc_host}:{settings.twitch_irc_port}",
-            tls=settings.twitch_eventsub_url.startswith("wss://")
-            if eventsub
-            else settings.twitch_irc_tls,
+            twitch=twitch,
+            tls=tls,
             anonymous=settings.is_anonymous,
             kafka=settings.kafka_brokers,
             topic=settings.kafka_topic_chat_messages,
@@ -276,17 +252,20 @@ class IngestionService:
             fleet_task = asyncio.create_task(self.fleet.run(), name="fleet")
             background.append(fleet_task)
             watched.add(fleet_task)
-        if self.token_guard is not None:
-            token_task = asyncio.create_task(self.token_guard.run(), name="twitch-token")
-            background.append(token_task)
-            watched.add(token_task)
+        crashed: dict[str, Callable[..., None]] = {"fleet": _fleet_failed}
+        for side in self.source.side_tasks():
+            side_task = asyncio.create_task(side.run(), name=side.name)
+            crashed[side.name] = side.crashed
+            background.append(side_task)
+            watched.add(side_task)
         exit_code = ExitCode.OK
         try:
             done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
             if source_task in done:
                 exit_code = _exit_code_for(source_task)
             elif done - {stop_task}:
-                exit_code = _exit_code_for((done - {stop_task}).pop())
+                ended = (done - {stop_task}).pop()
+                exit_code = _exit_code_for(ended, crashed[ended.get_name()])
         finally:
             exit_code = await self._shutdown(exit_code, source_task, stop_task, background)
             await health.stop()
@@ -367,7 +346,7 @@ class IngestionService:
             enqueued=counts.enqueued,
             delivered=counts.delivered,
             replayed=counts.replayed,
-            dead_lettered=counts.dead_lettered + self._source_dead_letters(),
+            dead_lettered=counts.dead_lettered + self.records.dead_lettered,
             undelivered=undelivered,
         )
         if undelivered:
@@ -391,18 +370,6 @@ class IngestionService:
         stop_now = asyncio.ensure_future(self._stop_now.wait())
         await asyncio.wait({task, stop_now}, return_when=asyncio.FIRST_COMPLETED)
         await _cancel(task, stop_now)
-
-    def _source_dead_letters(self) -> int:
-        if self.encoder is not None:
-            return self.encoder.dead_lettered
-        assert isinstance(self.source, EventSubSource)
-        return self.source.dead_lettered
-
-    def _lines_received(self) -> float:
-        """IRC lines, or EventSub notifications, read so far (for the throughput log)."""
-        if isinstance(self.source, EventSubSource):
-            return float(self.source.records_read)
-        return REGISTRY.get_sample_value("twitch_ingestion_irc_lines_received_total") or 0.0
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if not self._stop_requested.is_set():
@@ -449,16 +416,16 @@ class IngestionService:
         interval = self.settings.stats_log_interval_s
         counts = self.sink.counts
         last_delivered = counts.delivered
-        last_lines = self._lines_received()
+        last_lines = self.source.lines_read()
         while True:
             await asyncio.sleep(interval)
-            lines = self._lines_received()
+            lines = self.source.lines_read()
             log.info(
                 "throughput",
                 lines_per_s=round((lines - last_lines) / interval, 1),
                 delivered_per_s=round((counts.delivered - last_delivered) / interval, 1),
                 delivered_total=counts.delivered,
-                dead_lettered_total=counts.dead_lettered + self._source_dead_letters(),
+                dead_lettered_total=counts.dead_lettered + self.records.dead_lettered,
                 pending=self.sink.pending,
                 kafka_reachable=self.producer.reachable,
             )
@@ -481,47 +448,37 @@ def _tune_garbage_collector() -> None:
 
 def _exit_code_for(
     source_task: asyncio.Task[None] | asyncio.Task[bool],
+    crashed: Callable[..., None] | None = None,
 ) -> ExitCode:
+    """The exit code of a task that ended the service; `crashed` logs the one error line
+    when it ended with anything but `SourceStopped` (default: the source crashed)."""
     error = source_task.exception()
     if error is None:
         return ExitCode.OK
-    if isinstance(error, TokenRejected):
-        log.error("twitch authentication failed", variable=error.error.variable, error=str(error))
-        return ExitCode.TWITCH_AUTH
-    if isinstance(error, EventSubFailed):
-        # One line naming the setting to fix (the client never puts a token in it).
-        failure = error.failure
+    if isinstance(error, SourceStopped):
+        # One line naming what to fix, unless the source said it already (`details` None).
+        details = error.details()
         if error.is_authentication:
-            log.error("twitch authentication failed", variable=failure.variable, error=str(error))
+            if details is not None:
+                log.error("twitch authentication failed", **details)
             return ExitCode.TWITCH_AUTH
-        log.error(
-            "twitch source gave up",
-            reason=failure.reason,
-            variable=failure.variable,
-            error=str(error),
-        )
+        if details is not None:
+            log.error("twitch source gave up", **details)
         return ExitCode.TWITCH_GAVE_UP
-    if isinstance(error, TwitchAuthenticationError):
-        log.error("twitch authentication failed", error=str(error))
-        return ExitCode.TWITCH_AUTH
-    if isinstance(error, TwitchGaveUp):
-        # Already logged by the source as it gave up ("twitch source gave up").
-        return ExitCode.TWITCH_GAVE_UP
+    log_failure = _source_crashed if crashed is None else crashed
     if isinstance(error, FleetError):  # its message says what to fix: no traceback
-        _log_task_failure(source_task.get_name(), error=str(error))
+        log_failure(error=str(error))
         return ExitCode.FAILURE
-    _log_task_failure(source_task.get_name(), error=repr(error), exc_info=error)
+    log_failure(error=repr(error), exc_info=error)
     return ExitCode.FAILURE
 
 
-def _log_task_failure(task: str, **fields: Any) -> None:
-    """One error line for a task of the service that ended with an exception."""
-    if task == "fleet":
-        log.error("fleet membership failed", **fields)
-    elif task == "twitch-token":
-        log.error("twitch token check failed", **fields)
-    else:
-        log.error("twitch source crashed", **fields)
+def _source_crashed(**fields: Any) -> None:
+    log.error("twitch source crashed", **fields)
+
+
+def _fleet_failed(**fields: Any) -> None:
+    log.error("fleet membership failed", **fields)
 
 
 def _buffer_problem(exc: Exception, settings: Settings) -> str:

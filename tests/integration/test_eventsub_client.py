@@ -19,6 +19,7 @@ import pytest
 
 from tests.integration.eventsub_helpers import subscribed
 from twitch_ingestion.models import ChatMessage
+from twitch_ingestion.records import Destination
 from twitch_ingestion.simulator.eventsub_server import (
     EventSubSimulator,
     EventSubSimulatorThread,
@@ -34,7 +35,6 @@ from twitch_ingestion.sources.eventsub.helix import ChannelProblem
 from twitch_ingestion.sources.eventsub.messages import DeadLetter
 from twitch_ingestion.sources.eventsub.records import CHAT_SUBSCRIPTION_TYPES, EventSubRecord
 from twitch_ingestion.sources.eventsub.session import CLOSE_CODES, ReconnectKind
-from twitch_ingestion.sources.irc.routing import Destination
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

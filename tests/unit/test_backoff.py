@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from twitch_ingestion.sources.irc.backoff import ExponentialBackoff
+from twitch_ingestion.sources.common.backoff import ExponentialBackoff
 
 
 def test_schedule_doubles_from_base_and_caps_at_max() -> None:

@@ -6,19 +6,14 @@ from typing import Any
 
 from twitch_ingestion.channel_flow import ChannelFlow, ChannelFlowSink
 from twitch_ingestion.metrics import CHANNEL_FLOW, REGISTRY
-from twitch_ingestion.records import Record
+from twitch_ingestion.records import Record, Topics
 
 CHAT, EVENTS, RAW, DLQ = "chat-topic", "events-topic", "raw-topic", "dlq-topic"
 
 
 def flow(max_channels: int = 100, now: float = 1_700_000_000.0) -> ChannelFlow:
     return ChannelFlow(
-        chat_topic=CHAT,
-        events_topic=EVENTS,
-        raw_topic=RAW,
-        dlq_topic=DLQ,
-        max_channels=max_channels,
-        clock=lambda: now,
+        Topics(CHAT, EVENTS, raw=RAW, dlq=DLQ), max_channels=max_channels, clock=lambda: now
     )
 
 

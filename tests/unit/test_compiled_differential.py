@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 from tests.corpus import RAW_LINES_PATH, SHARED_CORPUS_SKIP_REASON
 from tests.record_sinks import RecordingSink
 from tests.unit.test_fixture_lines import MALFORMED, TRICKY, malformed_bytes
-from twitch_ingestion.records import Record
+from twitch_ingestion.records import Record, Topics
+from twitch_ingestion.records.builder import RecordBuilder
 from twitch_ingestion.simulator.chatgen import ChatGenerator
 from twitch_ingestion.simulator.sample import sample_chat_lines
 from twitch_ingestion.sources.irc.commands.stats import DEFAULT_PARSE_STATS
@@ -73,10 +74,7 @@ class _Differential:
     def _encoder(self, sink: RecordingSink, hot_path: HotPathChoice) -> IrcRecordEncoder:
         encoder = IrcRecordEncoder(
             sink,
-            chat_topic="chat",
-            events_topic="events",
-            raw_topic=self._raw_topic,
-            dlq_topic="dlq",
+            RecordBuilder(Topics("chat", "events", raw=self._raw_topic, dlq="dlq")),
             hot_path=hot_path,
         )
         assert encoder.hot_path == hot_path
@@ -390,7 +388,7 @@ def test_thousands_of_tags_and_absurd_emote_ranges_encode_identically() -> None:
 
 def test_hot_path_python_never_uses_the_extension() -> None:
     encoder = IrcRecordEncoder(
-        RecordingSink(), chat_topic="chat", events_topic="events", hot_path="python"
+        RecordingSink(), RecordBuilder(Topics("chat", "events")), hot_path="python"
     )
     assert encoder.hot_path == "python"
     assert encoder._encode_privmsg is None

@@ -8,8 +8,8 @@ from typing import NamedTuple
 import pytest
 
 from tests.corpus import index_rows, iter_raw_lines
+from twitch_ingestion.sources.common.fields import unwrap_action
 from twitch_ingestion.sources.irc.commands import ParseStats
-from twitch_ingestion.sources.irc.commands.fields import unwrap_action
 from twitch_ingestion.sources.irc.emotes import emote_codes, parse_emote_tag
 from twitch_ingestion.sources.irc.irc import parse_line
 from twitch_ingestion.sources.irc.routing import route_message

@@ -514,6 +514,7 @@ def test_the_periodic_check_recreates_what_vanished_adopts_lost_answers_and_clea
 def test_five_minutes_unreachable_keeps_trying_and_recovers_within_one_backoff_step() -> None:
     """The EventSub session and the reconciler driven together as the shell drives them:
     every socket fails to open for five minutes, then Twitch is back."""
+    from twitch_ingestion.sources.common.backoff import ExponentialBackoff
     from twitch_ingestion.sources.eventsub.messages import Welcome
     from twitch_ingestion.sources.eventsub.session import (
         EventSubSession,
@@ -523,7 +524,6 @@ def test_five_minutes_unreachable_keeps_trying_and_recovers_within_one_backoff_s
         SessionState,
         Subscribe,
     )
-    from twitch_ingestion.sources.irc.backoff import ExponentialBackoff
 
     session = EventSubSession(max_unproductive_sessions=None)
     rec = reconciler(retry_base_s=1.0, retry_max_s=60.0)

@@ -39,15 +39,16 @@ from twitch_ingestion.models import (
     decode_chat_message,
     encode_record,
 )
+from twitch_ingestion.records import Destination
+from twitch_ingestion.sources.common.notices import ANONYMOUS_GIFTER_USER_ID
 from twitch_ingestion.sources.eventsub.messages import DeadLetter, Notification, decode_frame
 from twitch_ingestion.sources.eventsub.records import (
-    ANONYMOUS_GIFTER_USER_ID,
     CHAT_SUBSCRIPTION_TYPES,
     EventSubRecord,
     notification_record,
 )
 from twitch_ingestion.sources.irc.irc import parse_line
-from twitch_ingestion.sources.irc.routing import Destination, route_message
+from twitch_ingestion.sources.irc.routing import route_message
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "eventsub"
 NOTICE_EVENTS: dict[str, dict[str, Any]] = json.loads(

@@ -9,7 +9,14 @@ import pytest
 from twitch_ingestion.config import BufferFullPolicy
 from twitch_ingestion.metrics import REGISTRY
 from twitch_ingestion.models import ChatMessage
-from twitch_ingestion.records import DLQ_HEADER_REASON, DLQ_HEADER_RECEIVED_AT, Record
+from twitch_ingestion.records import (
+    DLQ_HEADER_REASON,
+    DLQ_HEADER_RECEIVED_AT,
+    Destination,
+    Record,
+    Topics,
+)
+from twitch_ingestion.records.builder import RecordBuilder
 from twitch_ingestion.sources.eventsub.client import SourceFailure
 from twitch_ingestion.sources.eventsub.helix import ChannelProblem
 from twitch_ingestion.sources.eventsub.messages import DeadLetter
@@ -18,7 +25,6 @@ from twitch_ingestion.sources.eventsub.service_source import (
     EventSubFailed,
     SinkOutput,
 )
-from twitch_ingestion.sources.irc.routing import Destination
 
 
 class FakeSink:
@@ -61,9 +67,7 @@ def chat(channel: str, text: str, received_at: int = 1_700_000_000_123) -> Event
 
 
 def output(sink: FakeSink, *, dlq: str | None = "dlq", high_water: int = 10_000) -> SinkOutput:
-    return SinkOutput(
-        sink, chat_topic="chat", events_topic="events", dlq_topic=dlq, high_water=high_water
-    )
+    return SinkOutput(sink, RecordBuilder(Topics("chat", "events", dlq=dlq)), high_water=high_water)
 
 
 async def test_records_reach_the_sink_in_order_with_the_irc_topic_key_and_time() -> None:
@@ -175,9 +179,7 @@ async def test_past_the_limit_drop_newest_drops_counts_and_never_stops_the_reade
     sink.gate.clear()
     out = SinkOutput(
         sink,
-        chat_topic="chat",
-        events_topic="events",
-        dlq_topic="dlq",
+        RecordBuilder(Topics("chat", "events", dlq="dlq")),
         high_water=2,
         full_policy=BufferFullPolicy.DROP_NEWEST,
     )
@@ -185,7 +187,10 @@ async def test_past_the_limit_drop_newest_drops_counts_and_never_stops_the_reade
     out.record(chat("alpha", "0"))
     await asyncio.sleep(0)  # taken by the drain task, stuck in the sink
     dropped_before = (
-        REGISTRY.get_sample_value("twitch_ingestion_buffer_records_dropped_total", {"reason": "buffer_full"}) or 0.0
+        REGISTRY.get_sample_value(
+            "twitch_ingestion_buffer_records_dropped_total", {"reason": "buffer_full"}
+        )
+        or 0.0
     )
     for n in range(1, 6):
         out.record(chat("alpha", str(n)))

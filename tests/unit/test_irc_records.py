@@ -7,6 +7,8 @@ import pytest
 
 from tests.record_sinks import RecordingSink
 from twitch_ingestion.metrics import REGISTRY
+from twitch_ingestion.records import Topics
+from twitch_ingestion.records.builder import RecordBuilder
 from twitch_ingestion.sources.irc.irc import parse_line
 from twitch_ingestion.sources.irc.records import IrcRecordEncoder
 
@@ -21,9 +23,7 @@ PING = "PING :tmi.twitch.tv"
 def encoder(
     sink: RecordingSink, *, raw: str | None = None, dlq: str | None = "dlq"
 ) -> IrcRecordEncoder:
-    return IrcRecordEncoder(
-        sink, chat_topic="chat", events_topic="events", raw_topic=raw, dlq_topic=dlq
-    )
+    return IrcRecordEncoder(sink, RecordBuilder(Topics("chat", "events", raw=raw, dlq=dlq)))
 
 
 def dead_letters(reason: str) -> float:

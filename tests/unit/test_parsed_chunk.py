@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import pytest
 
 from tests.record_sinks import RecordingSink
+from twitch_ingestion.records import Topics
+from twitch_ingestion.records.builder import RecordBuilder
 from twitch_ingestion.sources.irc.compiled import (
     EXTENSION_MODULE,
     ParsedChunk,
@@ -150,10 +152,7 @@ def test_a_chunk_and_the_same_lines_as_a_list_or_tuple_give_the_same_records(
         sink = RecordingSink()
         encoder = IrcRecordEncoder(
             sink,
-            chat_topic="chat",
-            events_topic="events",
-            raw_topic=raw_topic,
-            dlq_topic="dlq",
+            RecordBuilder(Topics("chat", "events", raw=raw_topic, dlq="dlq")),
             hot_path="compiled",
         )
         asyncio.run(encoder.deliver(messages, 7, {}))

@@ -11,13 +11,13 @@ import pytest
 
 from tests.corpus import expected_fields, index_rows, iter_raw_lines
 from twitch_ingestion.models import ChatEvent, ChatMessage, encode_record
+from twitch_ingestion.records import Destination
+from twitch_ingestion.records.events import SourceRecord
 from twitch_ingestion.sources.irc.irc import parse_line
 from twitch_ingestion.sources.irc.routing import (
     EVENT_COMMANDS,
     ContractViolation,
-    Destination,
     ParseStats,
-    Routed,
     route_message,
 )
 
@@ -25,7 +25,7 @@ RECEIVED_AT = 1_700_000_000_123
 ROOM_IDS = {"pajlada": "11148817"}
 
 
-def route(line: str) -> Routed | None:
+def route(line: str) -> SourceRecord | None:
     return route_message(parse_line(line), RECEIVED_AT, ROOM_IDS, ParseStats())
 
 

@@ -13,8 +13,9 @@ import pytest
 from tests.corpus import REPO_DIR, iter_raw_lines
 from twitch_ingestion import schemas
 from twitch_ingestion.models import ChatEventRecord
+from twitch_ingestion.records import Destination
 from twitch_ingestion.sources.irc.irc import parse_line
-from twitch_ingestion.sources.irc.routing import Destination, ParseStats, route_message
+from twitch_ingestion.sources.irc.routing import ParseStats, route_message
 
 SCHEMAS_DIR = REPO_DIR / "schemas"
 DOCS_PATH = REPO_DIR / "docs" / "contract.md"

@@ -47,12 +47,9 @@ from dataclasses import dataclass
 from typing import Final, TypeVar
 
 from twitch_ingestion.records import (
-    DLQ_HEADER_ERROR,
-    DLQ_HEADER_REASON,
-    DLQ_HEADER_RECEIVED_AT,
-    DLQ_HEADER_TOPIC,
     DLQ_REASON_KAFKA_REFUSED,
     Record,
+    dead_letter_record,
 )
 
 __all__ = [
@@ -212,13 +209,16 @@ class DeliveryState:
                 self._parked.add(seq)
             self._redelivery.append((now + REFUSED_RETRY_DELAY_S, seq, record))
             return []
-        headers = [
-            (DLQ_HEADER_REASON, DLQ_REASON_KAFKA_REFUSED.encode()),
-            (DLQ_HEADER_ERROR, error.encode()),
-            (DLQ_HEADER_RECEIVED_AT, str(created_at_ms).encode()),
-            (DLQ_HEADER_TOPIC, topic.encode()),
-        ]
-        return [DeadLetter(seq, (dlq, key, value, headers, created_at_ms), error)]
+        dead_letter = dead_letter_record(
+            dlq,
+            value,
+            DLQ_REASON_KAFKA_REFUSED,
+            created_at_ms,
+            key=key,
+            error=error,
+            refused_by=topic,
+        )
+        return [DeadLetter(seq, dead_letter, error)]
 
     def on_queue_full(self, seq: int, record: Record, now: float) -> None:
         """A record to produce now found librdkafka's queue full: produce it on a tick."""

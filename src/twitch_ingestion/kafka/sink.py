@@ -1,10 +1,10 @@
 """The Kafka sink: records in, records on their topics out, nothing dropped.
 
 A source hands over each read chunk's records (`deliver`, the `RecordSink` protocol of
-`records.py`); the sink never asks where they came from. The chunk's records are
-appended to the buffer (on disk before anything else, in `disk` mode) and then enqueued
-in librdkafka, each with its buffer sequence number; a delivery report acknowledges that
-number, which is what lets the buffer forget it.
+`records/record.py`); the sink never asks where they came from, nor looks inside a
+value. The chunk's records are appended to the buffer (on disk before anything else, in
+`disk` mode) and then enqueued in librdkafka, each with its buffer sequence number; a
+delivery report acknowledges that number, which is what lets the buffer forget it.
 
 What to do when a record fails, when Kafka stalls and when to rewind is decided by
 `DeliveryState` (`kafka/delivery.py`, which explains how channel order survives an
@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
-import msgspec
 import structlog
 from confluent_kafka import KafkaError, Message
 
@@ -47,7 +46,7 @@ from twitch_ingestion.metrics import (
     LATENCY_SAMPLE_EVERY,
     MESSAGES_PRODUCED,
 )
-from twitch_ingestion.records import DLQ_REASON_KAFKA_REFUSED, Headers, Record
+from twitch_ingestion.records import DLQ_REASON_KAFKA_REFUSED, Headers, Record, Topics
 
 __all__ = ["DeliveryCounts", "KafkaSink", "Producer"]
 
@@ -144,19 +143,12 @@ class KafkaSink:
         self._producer = producer
         self._buffer = buffer
         self._clock = clock
-        kinds = {
-            settings.kafka_topic_chat_messages: "chat",
-            settings.kafka_topic_chat_events: "events",
-        }
-        if settings.kafka_topic_raw:
-            kinds[settings.kafka_topic_raw] = "raw"
-        if settings.kafka_topic_dlq:
-            kinds[settings.kafka_topic_dlq] = "dlq"
-        self._kind_by_topic = kinds
+        topics = Topics.from_settings(settings)
+        self._kind_by_topic = topics.kinds
         self._delivered_by_topic: dict[str, int] = {}
         self._latency_tick = 0
         self._delivery = DeliveryState(
-            dlq_topic=settings.kafka_topic_dlq,
+            dlq_topic=topics.dlq,
             stall_timeout_s=settings.kafka_message_timeout_ms / 1000,
             now=clock(),
         )
@@ -267,15 +259,20 @@ class KafkaSink:
             failure = Failure.PERMANENT if code in _PERMANENT_ERRORS else Failure.TRANSIENT
             self.counts.failed += 1
             DELIVERY_ERRORS.labels(error.name()).inc()
-            key = record[1]
+            topic, key, value, _, created_at_ms = record
+            # The record is named by what the tuple holds (its value is never decoded
+            # here): channel and time find it in the topic, `seq` in the buffer, and a
+            # record refused for good in the DLQ with these and `dlq.topic`.
             self._errors.warning(
                 "kafka delivery failed",
                 error.name(),
                 error=error.str(),
                 code=error.name(),
-                topic=record[0],
+                topic=topic,
                 channel=key.decode(errors="replace") if key is not None else None,
-                message_id=_message_id(record[2]),
+                created_at_ms=created_at_ms,
+                size=len(value),
+                seq=seq,
                 retrying=failure is Failure.TRANSIENT,
             )
         now = self._clock()
@@ -441,16 +438,3 @@ def _record_of(message: Message) -> Record:
         list(headers) if headers else None,
         timestamp_ms,
     )
-
-
-def _message_id(value: bytes | None) -> str | None:
-    if not value or not value.startswith(b"{"):
-        return None
-    try:
-        decoded = msgspec.json.decode(value)
-    except msgspec.DecodeError:
-        return None
-    if isinstance(decoded, dict):
-        message_id = decoded.get("message_id")
-        return message_id if isinstance(message_id, str) else None
-    return None

@@ -23,6 +23,7 @@ import aiohttp
 from pydantic import SecretStr
 
 from twitch_ingestion.config import ClientType, Settings
+from twitch_ingestion.sources.common.source import SourceStopped
 from twitch_ingestion.sources.eventsub.auth import TokenKeeper, aiohttp_sender
 from twitch_ingestion.sources.eventsub.tokens import (
     IRC_SCOPE,
@@ -35,12 +36,19 @@ __all__ = ["TokenGuard", "TokenRejected"]
 """As in the EventSub client: no HTTP answer at all is a transient 5xx for the core."""
 
 
-class TokenRejected(Exception):  # noqa: N818 - carries the core's TokenError
+class TokenRejected(SourceStopped):
     """Twitch said the token cannot be used; the message is one line, token-free."""
 
     def __init__(self, error: TokenError) -> None:
         super().__init__(error.message)
         self.error = error
+
+    @property
+    def is_authentication(self) -> bool:
+        return True
+
+    def details(self) -> dict[str, object]:
+        return {"variable": self.error.variable, "error": str(self)}
 
 
 class TokenGuard:

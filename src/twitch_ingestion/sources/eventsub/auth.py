@@ -121,6 +121,12 @@ class TokenKeeper:
         """The token to put in the next request (it changes after a refresh)."""
         return self._access
 
+    def expiry(self, now: float) -> tuple[float, bool] | None:
+        """(seconds the token has left at monotonic `now`, whether it can be refreshed)
+        for the token-expiry metric; None when it does not expire or is not validated."""
+        remaining = self.schedule.remaining_s(now)
+        return None if remaining is None else (remaining, self.schedule.can_refresh)
+
     @property
     def user_id(self) -> str:
         if self.valid is None:

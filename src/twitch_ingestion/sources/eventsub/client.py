@@ -42,6 +42,7 @@ from pydantic import SecretStr
 
 from twitch_ingestion.config import ClientType, Settings
 from twitch_ingestion.metrics import EVENTSUB_SUBSCRIPTION_FAILURES
+from twitch_ingestion.sources.common.backoff import ExponentialBackoff
 from twitch_ingestion.sources.eventsub.auth import TokenKeeper, send_http
 from twitch_ingestion.sources.eventsub.helix import (
     CONNECTIONS_PER_USER,
@@ -115,7 +116,6 @@ from twitch_ingestion.sources.eventsub.tokens import (
     VALIDATE_INTERVAL_S,
     TokenError,
 )
-from twitch_ingestion.sources.irc.backoff import ExponentialBackoff
 
 __all__ = [
     "DEFAULT_API_URL",

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from twitch_ingestion.sources.common.backoff import ExponentialBackoff
 from twitch_ingestion.sources.eventsub.helix import (
     ChannelProblem,
     ExistingSubscription,
@@ -47,7 +48,6 @@ from twitch_ingestion.sources.eventsub.helix import (
     RefusalKind,
     SubscriptionCreated,
 )
-from twitch_ingestion.sources.irc.backoff import ExponentialBackoff
 
 __all__ = [
     "CHECK_INTERVAL_S",

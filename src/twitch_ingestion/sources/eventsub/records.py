@@ -49,14 +49,17 @@ from twitch_ingestion.models import (
     UserNotice,
     encode_record,
 )
+from twitch_ingestion.records.events import SourceRecord
+from twitch_ingestion.records.topics import Destination
+from twitch_ingestion.sources.common.fields import EventFields, unwrap_action
+from twitch_ingestion.sources.common.notices import (
+    ANONYMOUS_GIFTER_DISPLAY_NAME,
+    ANONYMOUS_GIFTER_LOGIN,
+    ANONYMOUS_GIFTER_USER_ID,
+)
 from twitch_ingestion.sources.eventsub.messages import DeadLetter, Notification
-from twitch_ingestion.sources.irc.commands.fields import EventFields, unwrap_action
-from twitch_ingestion.sources.irc.commands.usernotice import ANONYMOUS_GIFTER_LOGIN
-from twitch_ingestion.sources.irc.routing import Destination
 
 __all__ = [
-    "ANONYMOUS_GIFTER_DISPLAY_NAME",
-    "ANONYMOUS_GIFTER_USER_ID",
     "CHAT_SUBSCRIPTION_TYPES",
     "EventSubRecord",
     "notification_record",
@@ -71,18 +74,11 @@ CHAT_SUBSCRIPTION_TYPES = (
 )
 """The five subscription types (all version 1) this source reads, in subscribe order."""
 
-ANONYMOUS_GIFTER_USER_ID = "274598607"
-"""`user-id` of Twitch's `ananonymousgifter` account, which IRC names as the gifter."""
-ANONYMOUS_GIFTER_DISPLAY_NAME = "AnAnonymousGifter"
 
+class EventSubRecord(SourceRecord, frozen=True, gc=False):
+    """What a notification becomes: the records stage's `SourceRecord`, with its value
+    encoded where it is built (one notification at a time, off the hot path)."""
 
-class EventSubRecord(msgspec.Struct, frozen=True, gc=False):
-    """A record ready for the sink: topic, Kafka key, the struct and its JSON value."""
-
-    destination: Destination
-    key: str
-    """Channel login, as for IRC: each channel's records stay in one partition."""
-    record: ChatMessage | ChatEventRecord
     value: bytes
     """`encode_record(record)`: the Kafka message value."""
 

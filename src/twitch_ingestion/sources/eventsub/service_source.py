@@ -2,16 +2,16 @@
 
 `EventSubClient` (client.py) reads chat and hands each result to an `EventSubOutput`
 synchronously, from its socket reader. `SinkOutput` is that output for the service: it
-turns an `EventSubRecord` into the same `Record` tuple the IRC encoder makes (same
-topics, same key, the record's JSON value, created at `received_at`) and hands them, in
-batches, to the `RecordSink` (the Kafka sink) — which never learns which source read
-them. Dead letters go to the DLQ with their exact frame bytes and the same headers as an
-IRC dead letter.
+asks the records stage's `RecordBuilder` for each `EventSubRecord`'s record (the same
+topics, key and created-at time as an IRC record) and for each dead letter's (its exact
+frame bytes, the same headers as an IRC dead letter), and hands them, in batches, to the
+`RecordSink` (the Kafka sink) — which never learns which source read them.
 
-`EventSubSource` gives the service what it asks of the IRC source: `run` (raising when
-reading cannot go on), `stop(grace_s)`, `is_ready`, `failed_channels`, the counters
-`/metrics` reads at scrape time, and the fleet's `ChannelReader` (channels added and
-removed at run time: subscribed and unsubscribed per channel).
+`EventSubSource` is the service's `Source` (`sources/common/source.py`): `run` (raising
+`EventSubFailed`, a `SourceStopped`, when reading cannot go on), `stop(grace_s)`,
+`is_ready`, `failed_channels`, the counters `/metrics` reads at scrape time, and the
+fleet's `ChannelReader` (channels added and removed at run time: subscribed and
+unsubscribed per channel).
 
 Why batches: the sink's `deliver` is a coroutine that may wait for buffer room, and the
 client calls the output without awaiting. Records are appended to a list (one tuple per
@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 
 import structlog
 
@@ -48,18 +48,15 @@ from twitch_ingestion.config import BufferFullPolicy, Settings
 from twitch_ingestion.log_throttle import ThrottledLogger
 from twitch_ingestion.metrics import (
     BUFFER_DROPPED,
-    DEAD_LETTERS,
     EVENTSUB,
     EVENTSUB_DESIRED_CHANNELS,
     EVENTSUB_HELD_RECORDS,
     EVENTSUB_SUBSCRIBED_CHANNELS,
 )
-from twitch_ingestion.records import (
-    DLQ_HEADER_REASON,
-    DLQ_HEADER_RECEIVED_AT,
-    Record,
-    RecordSink,
-)
+from twitch_ingestion.records import Record, RecordSink
+from twitch_ingestion.records.builder import RecordBuilder
+from twitch_ingestion.records.events import SourceDeadLetter
+from twitch_ingestion.sources.common.source import SideTask, SourceStopped
 from twitch_ingestion.sources.eventsub.client import (
     EventSubClient,
     EventSubSettings,
@@ -70,7 +67,6 @@ from twitch_ingestion.sources.eventsub.messages import DeadLetter
 from twitch_ingestion.sources.eventsub.reconciler import ChannelState
 from twitch_ingestion.sources.eventsub.records import EventSubRecord
 from twitch_ingestion.sources.eventsub.session import SessionState
-from twitch_ingestion.sources.irc.routing import Destination
 
 __all__ = ["AUTH_VARIABLES", "EventSubFailed", "EventSubSource", "SinkOutput"]
 
@@ -89,7 +85,7 @@ _READING = (SessionState.RUNNING, SessionState.MIGRATING)
 _SUBSCRIBED = ChannelState.SUBSCRIBED
 
 
-class EventSubFailed(Exception):  # noqa: N818 - carries the client's SourceFailure
+class EventSubFailed(SourceStopped):
     """The EventSub client stopped for good; `failure.message` is one line, token-free."""
 
     def __init__(self, failure: SourceFailure) -> None:
@@ -100,6 +96,13 @@ class EventSubFailed(Exception):  # noqa: N818 - carries the client's SourceFail
     def is_authentication(self) -> bool:
         return self.failure.variable in AUTH_VARIABLES
 
+    def details(self) -> dict[str, object]:
+        """One line naming the setting to fix (the client never puts a token in it)."""
+        failure = self.failure
+        if self.is_authentication:
+            return {"variable": failure.variable, "error": str(self)}
+        return {"reason": failure.reason, "variable": failure.variable, "error": str(self)}
+
 
 class SinkOutput:
     """An `EventSubOutput` that hands records and dead letters to a `RecordSink`."""
@@ -107,42 +110,41 @@ class SinkOutput:
     def __init__(
         self,
         sink: RecordSink,
+        records: RecordBuilder,
         *,
-        chat_topic: str,
-        events_topic: str,
-        dlq_topic: str | None,
         high_water: int = _HIGH_WATER,
         full_policy: BufferFullPolicy = BufferFullPolicy.BLOCK,
     ) -> None:
         """`high_water`: records held at most (see the module docstring); then
         `full_policy` decides."""
         self._sink = sink
+        self._records = records
         self._drop_when_full = full_policy is BufferFullPolicy.DROP_NEWEST
         self.dropped = 0
-        self._chat_topic = chat_topic
-        self._events_topic = events_topic
-        self._dlq_topic = dlq_topic
         self._high_water = high_water
         self._pending: list[Record] = []
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
         self._closing = False
-        self._key_cache: dict[str, bytes] = {}
         self._errors = ThrottledLogger(log, interval_s=10.0)
-        self.dead_lettered = 0
         self.failed_channels: dict[str, str] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings, sink: RecordSink) -> SinkOutput:
+    def from_settings(
+        cls, settings: Settings, sink: RecordSink, records: RecordBuilder
+    ) -> SinkOutput:
         return cls(
             sink,
-            chat_topic=settings.kafka_topic_chat_messages,
-            events_topic=settings.kafka_topic_chat_events,
-            dlq_topic=settings.kafka_topic_dlq,
+            records,
             high_water=settings.twitch_eventsub_max_held_records,
             full_policy=settings.buffer_full_policy,
         )
+
+    @property
+    def dead_lettered(self) -> int:
+        """Dead letters its builder made (or, without a dead-letter topic, counted)."""
+        return self._records.dead_lettered
 
     @property
     def pending(self) -> int:
@@ -155,18 +157,7 @@ class SinkOutput:
         if self._drop_when_full and len(self._pending) >= self._high_water:
             self._drop_newest()
             return
-        key = self._key_cache.get(record.key)
-        if key is None:
-            key = self._key_cache[record.key] = record.key.encode()
-        self._pending.append(
-            (
-                self._chat_topic if record.destination is Destination.CHAT else self._events_topic,
-                key,
-                record.value,
-                None,
-                record.record.received_at,
-            )
-        )
+        self._pending.append(self._records.record(record, record.record.received_at))
         if not self._wake.is_set():
             self._wake.set()
         if len(self._pending) >= self._high_water and not self._drop_when_full:
@@ -189,23 +180,17 @@ class SinkOutput:
         return None if self._room.is_set() else self._room.wait()
 
     def dead_letter(self, letter: DeadLetter) -> None:
-        DEAD_LETTERS.labels(letter.reason).inc()
-        self.dead_lettered += 1
-        self._errors.warning(
-            "eventsub frame dead-lettered",
-            letter.reason,
-            reason=letter.reason,
-            detail=letter.detail,
-            size=len(letter.frame),
+        record = self._records.dead_letter(
+            SourceDeadLetter(
+                letter.frame,
+                letter.reason,
+                time.time_ns() // 1_000_000,
+                letter.detail,
+                what="eventsub frame",
+            )
         )
-        if self._dlq_topic is None:
-            return  # counted and logged; with no DLQ it has nowhere to go
-        received_at_ms = time.time_ns() // 1_000_000
-        headers = [
-            (DLQ_HEADER_REASON, letter.reason.encode()),
-            (DLQ_HEADER_RECEIVED_AT, str(received_at_ms).encode()),
-        ]
-        self._sink.deliver_nowait((self._dlq_topic, None, letter.frame, headers, received_at_ms))
+        if record is not None:  # without a DLQ: counted and logged, nowhere to go
+            self._sink.deliver_nowait(record)
 
     def channel_problem(self, problem: ChannelProblem) -> None:
         self.failed_channels[problem.channel] = f"{problem.reason}: {problem.message}"
@@ -234,11 +219,12 @@ class SinkOutput:
 
 
 class EventSubSource:
-    """The EventSub client and its sink output, shaped as the service's source."""
+    """The EventSub client and its sink output: the service's `Source` for EventSub."""
 
     def __init__(
         self,
         settings: Settings,
+        records: RecordBuilder,
         sink: RecordSink,
         *,
         channels: Iterable[str] | None = None,
@@ -246,7 +232,10 @@ class EventSubSource:
     ) -> None:
         """`channels` None: TWITCH_CHANNEL, fixed; a list (the fleet's, usually empty at
         first): the starting set, changed later with `add_channels`/`remove_channels`."""
-        self.output = SinkOutput.from_settings(settings, sink)
+        self.output = SinkOutput.from_settings(settings, sink, records)
+        url = settings.twitch_eventsub_url
+        self.endpoint = (url, url.startswith("wss://"))
+        """Where it reads and whether over TLS (for the service's start log)."""
         dynamic = channels is not None
         self._wanted = list(settings.twitch_channel if channels is None else channels)
         self.client = EventSubClient(
@@ -338,6 +327,26 @@ class EventSubSource:
     @property
     def records_read(self) -> int:
         return self.client.stats.records
+
+    def lines_read(self) -> float:
+        """Notifications read so far (the service's throughput log)."""
+        return float(self.client.stats.records)
+
+    def side_tasks(self) -> Sequence[SideTask]:
+        """None: the token is kept valid inside the client, where Helix calls share it."""
+        return ()
+
+    def readiness_details(self) -> dict[str, object]:
+        """/readyz's `channels`: wanted, subscribed, and why each other one is not."""
+        return {"channels": self.subscription_summary()}
+
+    def token_expiry(self, now: float) -> tuple[float, bool] | None:
+        keeper = self.client.keeper
+        return None if keeper is None else keeper.expiry(now)
+
+    def parse_stats(self) -> Mapping[str, float]:
+        """None of its own: notifications are JSON, checked as they are decoded."""
+        return {}
 
     def is_ready(self) -> bool:
         """Every wanted channel subscribed, except those Twitch refused for good (they are

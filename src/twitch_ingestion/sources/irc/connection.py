@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from enum import StrEnum
 
 from twitch_ingestion.metrics import BYTES_RECEIVED, LINES_RECEIVED
+from twitch_ingestion.sources.common.source import SourceStopped
 from twitch_ingestion.sources.irc.compiled import LineReader
 from twitch_ingestion.sources.irc.irc import IrcMessage
 from twitch_ingestion.sources.irc.session import (
@@ -64,8 +65,12 @@ class TwitchConnectError(TwitchError):
     """Opening the socket or logging in failed (refused, timed out, closed early)."""
 
 
-class TwitchAuthenticationError(TwitchError):
+class TwitchAuthenticationError(TwitchError, SourceStopped):
     """Twitch rejected the credentials. Retrying with the same ones cannot succeed."""
+
+    @property
+    def is_authentication(self) -> bool:
+        return True
 
     def __init__(self, login: str, notice_text: str) -> None:
         self.login = login

@@ -36,7 +36,7 @@ from pydantic import SecretStr
 
 from twitch_ingestion.channels import normalise_logins
 from twitch_ingestion.config import Settings
-from twitch_ingestion.sources.irc.backoff import ExponentialBackoff
+from twitch_ingestion.sources.common.backoff import ExponentialBackoff
 from twitch_ingestion.sources.irc.compiled import compiled_line_reader
 from twitch_ingestion.sources.irc.connection import (
     TwitchAuthenticationError,

@@ -43,7 +43,7 @@ from twitch_ingestion.metrics import (
     JOIN_QUEUE_LENGTH,
     RECONNECTS,
 )
-from twitch_ingestion.sources.irc.backoff import ExponentialBackoff
+from twitch_ingestion.sources.common.backoff import ExponentialBackoff
 from twitch_ingestion.sources.irc.chunk_route import ChatSink, ChunkRoute
 from twitch_ingestion.sources.irc.connection import (
     DisconnectCause,

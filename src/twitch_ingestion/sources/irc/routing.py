@@ -1,21 +1,21 @@
-"""Which Kafka topic a server line goes to, under which key, as which record.
+"""Which record a server line becomes, and for which channel: the IRC source's routing.
 
 `route_message` is the single entry point from the session into the parsers: PRIVMSG
 (~95 % of lines) is tested first with one string comparison, every other command is
 one dict lookup. Connection-level and per-user commands (PING, PONG, RECONNECT, CAP,
 numerics, JOIN, PART, NOTICE, USERSTATE, GLOBALUSERSTATE, HOSTTARGET, WHISPER, and any
 command Twitch adds later) are not published: the session handles them, and this
-returns None.
+returns None. What becomes of a routed line (its topic, its key bytes, its JSON) is the
+records stage's: `RecordBuilder.build_lines` calls this once per line.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Mapping
 
-import msgspec
-
-from twitch_ingestion.models import ChatEventRecord, ChatMessage
+from twitch_ingestion.models import ChatEventRecord
+from twitch_ingestion.records.events import SourceRecord
+from twitch_ingestion.records.topics import Destination
 from twitch_ingestion.sources.irc.commands.clearchat import parse_clearchat
 from twitch_ingestion.sources.irc.commands.clearmsg import parse_clearmsg
 from twitch_ingestion.sources.irc.commands.errors import ContractViolation
@@ -29,29 +29,9 @@ __all__ = [
     "DEFAULT_PARSE_STATS",
     "EVENT_COMMANDS",
     "ContractViolation",
-    "Destination",
     "ParseStats",
-    "Routed",
     "route_message",
 ]
-
-
-class Destination(enum.Enum):
-    """The logical topic of a record; the service maps it to a configured topic name."""
-
-    CHAT = "chat"
-    """`twitch-chat-messages`: `ChatMessage` records."""
-    EVENTS = "events"
-    """`twitch-chat-events`: `ChatEventRecord` records."""
-
-
-class Routed(msgspec.Struct, frozen=True, gc=False):
-    """A record ready for the sink: its topic, its Kafka key and the record itself."""
-
-    destination: Destination
-    key: str
-    """Channel login: keeps each channel's records in order within one partition."""
-    record: ChatMessage | ChatEventRecord
 
 
 _EventParser = Callable[[IrcMessage, int, Mapping[str, str], ParseStats], ChatEventRecord]
@@ -75,8 +55,8 @@ def route_message(
     received_at_ms: int,
     room_ids: Mapping[str, str],
     stats: ParseStats = DEFAULT_PARSE_STATS,
-) -> Routed | None:
-    """Turn a parsed line into a `Routed` record, or None when it is not published.
+) -> SourceRecord | None:
+    """Turn a parsed line into a `SourceRecord`, or None when it is not published.
 
     `received_at_ms` is when the line was read (Unix ms); `room_ids` maps channel login
     → room id, kept by the caller from ROOMSTATE records, for lines without `room-id`.
@@ -85,9 +65,9 @@ def route_message(
     """
     if message.command == "PRIVMSG":
         chat = parse_privmsg(message, received_at_ms, room_ids, stats)
-        return Routed(_CHAT, chat.channel_id, chat)
+        return SourceRecord(_CHAT, chat.channel_id, chat)
     parser = _EVENT_PARSERS.get(message.command)
     if parser is None:
         return None
     event = parser(message, received_at_ms, room_ids, stats)
-    return Routed(_EVENTS, event.channel_id, event)
+    return SourceRecord(_EVENTS, event.channel_id, event)

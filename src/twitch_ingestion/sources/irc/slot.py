@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
-from twitch_ingestion.sources.irc.backoff import ExponentialBackoff
+from twitch_ingestion.sources.common.backoff import ExponentialBackoff
+from twitch_ingestion.sources.common.source import SourceStopped
 from twitch_ingestion.sources.irc.chunk_route import ChatSink, ChunkRoute
 from twitch_ingestion.sources.irc.connection import DisconnectCause, TwitchError
 from twitch_ingestion.sources.irc.irc import IrcMessage
@@ -41,8 +42,11 @@ __all__ = [
 _STATUS_WAITING_SHOWN = 20
 
 
-class TwitchGaveUp(TwitchError):  # noqa: N818 - the name the service and docs use
+class TwitchGaveUp(TwitchError, SourceStopped):  # noqa: N818 - the name the service and docs use
     """`twitch_max_reconnect_attempts` connection attempts in a row failed."""
+
+    def details(self) -> None:
+        return None  # logged by the pool as it gave up ("twitch source gave up")
 
 
 class PoolConnection(Protocol):

@@ -10,12 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from twitch_ingestion.models import MessageDeleted
+from twitch_ingestion.sources.common.fields import unwrap_action
 from twitch_ingestion.sources.irc.commands.errors import ContractViolation
-from twitch_ingestion.sources.irc.commands.fields import (
-    event_fields,
-    require_channel,
-    unwrap_action,
-)
+from twitch_ingestion.sources.irc.commands.fields import event_fields, require_channel
 from twitch_ingestion.sources.irc.commands.stats import DEFAULT_PARSE_STATS, ParseStats
 from twitch_ingestion.sources.irc.irc import IrcMessage
 

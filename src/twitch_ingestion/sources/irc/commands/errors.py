@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from twitch_ingestion.records.events import Unpublishable
+
 __all__ = ["ContractViolation"]
 
 
-class ContractViolation(ValueError):  # noqa: N818 - the name the service and docs use
+class ContractViolation(Unpublishable):
     """An IRC line that parsed but cannot become a valid Kafka record.
 
     `reason` is a short kebab-case cause (`privmsg-without-channel`, …) meant to be a
@@ -14,6 +16,5 @@ class ContractViolation(ValueError):  # noqa: N818 - the name the service and do
     """
 
     def __init__(self, reason: str, line: str = "") -> None:
-        super().__init__(f"{reason}: {line[:200]!r}" if line else reason)
-        self.reason = reason
+        super().__init__(reason, f"{reason}: {line[:200]!r}" if line else reason)
         self.line = line

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import TypedDict
 
+from twitch_ingestion.sources.common.fields import EventFields
 from twitch_ingestion.sources.irc.commands.errors import ContractViolation
 from twitch_ingestion.sources.irc.commands.stats import ParseStats
 from twitch_ingestion.sources.irc.irc import IrcMessage
 
 __all__ = [
     "EVENT_ID_NAMESPACE",
-    "EventFields",
     "derived_event_id",
     "event_fields",
     "event_room_id",
@@ -28,7 +27,6 @@ __all__ = [
     "parse_badges",
     "require_channel",
     "signed_int",
-    "unwrap_action",
 ]
 
 # 15 digits stay below 2**53, the largest integer every JSON consumer (JavaScript
@@ -47,24 +45,6 @@ def non_negative_int(value: str) -> int | None:
     if value.isdigit() and value.isascii() and len(value) <= _MAX_INT_DIGITS:
         return int(value)
     return None
-
-
-def unwrap_action(text: str) -> tuple[str, bool]:
-    """Strip the CTCP `\\x01ACTION …\\x01` wrapper of a `/me` message.
-
-    Returns the inner text and True, or `text` unchanged and False. A missing closing
-    `\\x01` (seen on long messages that Twitch truncated) still counts as an action.
-    """
-    if not text.startswith("\x01ACTION"):
-        return text, False
-    body = text[7:]
-    if body[:1] == " ":
-        body = body[1:]
-    elif body and body[0] != "\x01":  # `\x01ACTIONS…` is some other CTCP verb
-        return text, False
-    if body[-1:] == "\x01":
-        body = body[:-1]
-    return body, True
 
 
 def parse_badges(value: str) -> dict[str, str]:
@@ -147,25 +127,6 @@ def event_timestamp(
 def event_room_id(tags: Mapping[str, str], channel: str, room_ids: Mapping[str, str]) -> str:
     """The `room-id` tag, else the id learned for `channel` from ROOMSTATE, else ``."""
     return tags.get("room-id") or room_ids.get(channel, "")
-
-
-class EventFields(TypedDict):
-    """The `ChatEvent` fields, filled the same way for every event kind."""
-
-    channel_id: str
-    room_id: str
-    user_id: str
-    username: str
-    display_name: str
-    timestamp: int
-    received_at: int
-    message_id: str
-    system_message: str
-    message: str | None
-    emotes: list[str]
-    source_room_id: str | None
-    source_message_id: str | None
-    tags: dict[str, str]
 
 
 def event_fields(

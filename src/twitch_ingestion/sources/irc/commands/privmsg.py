@@ -14,8 +14,9 @@ from collections.abc import Mapping
 import msgspec
 
 from twitch_ingestion.models import CHAT_MESSAGE_SCHEMA_VERSION, ChatMessage
+from twitch_ingestion.sources.common.fields import unwrap_action
 from twitch_ingestion.sources.irc.commands.errors import ContractViolation
-from twitch_ingestion.sources.irc.commands.fields import parse_badges, unwrap_action
+from twitch_ingestion.sources.irc.commands.fields import parse_badges
 from twitch_ingestion.sources.irc.commands.stats import DEFAULT_PARSE_STATS, ParseStats
 from twitch_ingestion.sources.irc.emotes import emote_codes
 from twitch_ingestion.sources.irc.irc import TAGS_JSON_ERRORS, IrcMessage, decode_tags

@@ -28,22 +28,19 @@ from twitch_ingestion.models import (
     Unraid,
     UserNotice,
 )
+from twitch_ingestion.sources.common.fields import EventFields, unwrap_action
+from twitch_ingestion.sources.common.notices import ANONYMOUS_GIFTER_LOGIN
 from twitch_ingestion.sources.irc.commands.fields import (
-    EventFields,
     event_fields,
     non_negative_int,
     optional_int,
     require_channel,
-    unwrap_action,
 )
 from twitch_ingestion.sources.irc.commands.stats import DEFAULT_PARSE_STATS, ParseStats
 from twitch_ingestion.sources.irc.emotes import emote_codes
 from twitch_ingestion.sources.irc.irc import IrcMessage
 
-__all__ = ["ANONYMOUS_GIFTER_LOGIN", "parse_usernotice"]
-
-ANONYMOUS_GIFTER_LOGIN = "ananonymousgifter"
-"""The login Twitch puts on gifts from a user who chose to stay anonymous."""
+__all__ = ["parse_usernotice"]
 
 
 _Builder = Callable[[str, dict[str, str], EventFields], ChatEventRecord]

@@ -1,7 +1,8 @@
 """Reconnect delays: exponential, capped, jittered, reset after a healthy connection.
 
-Pure arithmetic (no sleeping, no clock): the asyncio shell asks for the next delay and
-sleeps it. The schedule is the seed's — 1 s, 2 s, 4 s, 8 s … capped at 60 s.
+Pure arithmetic (no sleeping, no clock): a source's asyncio shell (an IRC slot, the
+EventSub client) asks for the next delay and sleeps it. The schedule is the seed's —
+1 s, 2 s, 4 s, 8 s … capped at 60 s.
 
 Jitter is ±20% around each step, not "full jitter" (uniform 0..step): the point here is
 only to keep a fleet of instances that lost Twitch at the same moment from reconnecting

@@ -1,0 +1,119 @@
+"""The IRC source as the service runs it: the connection pool, its hand-over to the
+records stage, and the token guard — the service's `Source` for TWITCH_SOURCE=irc.
+
+`TwitchSource` (`pool.py`) reads the channels and hands each read chunk to the
+`IrcRecordEncoder` (`records.py`), which asks the shared `RecordBuilder` for the records
+and hands them to the sink. With a TWITCH_OAUTH_TOKEN, `TokenGuard` validates (and
+refreshes) it beside the pool, as a side task: its end ends the service like the pool's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import structlog
+
+from twitch_ingestion.config import Settings
+from twitch_ingestion.metrics import REGISTRY
+from twitch_ingestion.records import RecordSink
+from twitch_ingestion.records.builder import RecordBuilder
+from twitch_ingestion.sources.common.source import SideTask
+from twitch_ingestion.sources.irc.pool import TwitchSource
+from twitch_ingestion.sources.irc.records import IrcRecordEncoder
+from twitch_ingestion.sources.irc.routing import DEFAULT_PARSE_STATS
+from twitch_ingestion.sources.token_guard import TokenGuard
+
+__all__ = ["IrcSource"]
+
+log = structlog.get_logger(__name__)
+
+
+def _token_check_failed(**fields: Any) -> None:
+    """The token guard ended with an unexpected error (a bug): one error line."""
+    log.error("twitch token check failed", **fields)
+
+
+class IrcSource:
+    """Twitch IRC: the pool, its record encoder and its token guard."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        records: RecordBuilder,
+        sink: RecordSink,
+        *,
+        channels: Iterable[str] | None = None,
+    ) -> None:
+        """`channels` None: TWITCH_CHANNEL; a list (the fleet's, usually empty at first):
+        the starting set, changed later with `add_channels`/`remove_channels`."""
+        self.encoder = IrcRecordEncoder.from_settings(settings, sink, records)
+        self.pool = TwitchSource(settings, self.encoder, channels=channels)
+        self.token_guard = (
+            TokenGuard(settings, on_refreshed=self.pool.use_token)
+            if settings.twitch_oauth_token
+            else None
+        )
+        self.endpoint = (
+            f"{settings.twitch_irc_host}:{settings.twitch_irc_port}",
+            settings.twitch_irc_tls,
+        )
+        """Where it reads and whether over TLS (for the service's start log)."""
+
+    async def run(self) -> None:
+        """Read until `stop()`; raises `TwitchAuthenticationError` or `TwitchGaveUp`."""
+        await self.pool.run()
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        await self.pool.stop(grace_s)
+
+    def side_tasks(self) -> Sequence[SideTask]:
+        """The token guard, with a token (it raises `TokenRejected` when Twitch says no)."""
+        guard = self.token_guard
+        if guard is None:
+            return ()
+        return (SideTask("twitch-token", guard.run, _token_check_failed),)
+
+    def is_ready(self) -> bool:
+        return self.pool.is_ready()
+
+    def lines_read(self) -> float:
+        """IRC lines read so far, every connection (the service's throughput log)."""
+        return REGISTRY.get_sample_value("twitch_ingestion_irc_lines_received_total") or 0.0
+
+    def readiness_details(self) -> dict[str, object]:
+        """Nothing beyond `failed_channels`, which /readyz shows for every source."""
+        return {}
+
+    def token_expiry(self, now: float) -> tuple[float, bool] | None:
+        keeper = None if self.token_guard is None else self.token_guard.keeper
+        return None if keeper is None else keeper.expiry(now)
+
+    def parse_stats(self) -> Mapping[str, float]:
+        """The parsers' data-quality counters (`ParseStats`): emote ranges skipped …"""
+        return {
+            f"twitch_ingestion_irc_{name}": value
+            for name, value in DEFAULT_PARSE_STATS.as_dict().items()
+        }
+
+    # --- the fleet's ChannelReader ------------------------------------------------------
+
+    @property
+    def channels(self) -> list[str]:
+        return self.pool.channels
+
+    @property
+    def failed_channels(self) -> dict[str, str]:
+        return self.pool.failed_channels
+
+    def joined_channels(self) -> frozenset[str]:
+        return self.pool.joined_channels()
+
+    def add_channels(self, channels: Iterable[str]) -> None:
+        self.pool.add_channels(channels)
+
+    def remove_channels(self, channels: Iterable[str]) -> None:
+        self.pool.remove_channels(channels)
+
+    def status(self) -> dict[str, object]:
+        return self.pool.status()

@@ -1,0 +1,102 @@
+"""The package's layers, read from the source with `ast`: no module imports upward or
+sideways across them (`docs/architecture.md`, "The stages").
+
+Every `import` counts, `TYPE_CHECKING` blocks and function bodies included, and relative
+imports are resolved, so a rule cannot be dodged by where the import sits.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE_DIR = Path(__file__).resolve().parents[2] / "src" / "twitch_ingestion"
+PACKAGE = "twitch_ingestion"
+
+# (modules under this package, packages they must never import, why)
+RULES = [
+    ("sources.eventsub", ("sources.irc",), "what both sources share lives in sources.common"),
+    ("sources.irc", ("sources.eventsub",), "what both sources share lives in sources.common"),
+    ("sources.common", ("sources.irc", "sources.eventsub"), "shared by both, owned by neither"),
+    (
+        "records",
+        ("sources", "kafka", "fleet", "service", "health", "cli"),
+        "the records stage sits below the sources and the sink",
+    ),
+    ("kafka", ("sources", "fleet", "service"), "the sink knows no source"),
+]
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module `path` imports, as absolute dotted names."""
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    return _imports_of(path.read_text(encoding="utf-8"), package)
+
+
+def _imports_of(source: str, package: str) -> set[str]:
+    """Every module `source` (a module of `package`) imports, as absolute dotted names."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            found.add(target)
+            # `from pkg import module` imports the module too.
+            found.update(f"{target}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _modules_under(prefix: str) -> list[Path]:
+    directory = PACKAGE_DIR.joinpath(*prefix.split("."))
+    return sorted(directory.rglob("*.py")) if directory.is_dir() else [directory.with_suffix(".py")]
+
+
+def _within(name: str, package: str) -> bool:
+    full = f"{PACKAGE}.{package}"
+    return name == full or name.startswith(full + ".")
+
+
+@pytest.mark.parametrize(("layer", "forbidden", "why"), RULES, ids=[rule[0] for rule in RULES])
+def test_no_module_imports_across_its_layer(
+    layer: str, forbidden: tuple[str, ...], why: str
+) -> None:
+    modules = _modules_under(layer)
+    assert modules, f"no modules under {layer}"
+    crossing = sorted(
+        f"{path.relative_to(PACKAGE_DIR)} imports {name}"
+        for path in modules
+        for name in _imports(path)
+        if any(_within(name, package) for package in forbidden)
+    )
+    assert crossing == [], f"{layer} must not import {', '.join(forbidden)} ({why})"
+
+
+def test_the_reader_sees_relative_and_type_checking_imports() -> None:
+    """The rules' reader itself: an import hidden under `TYPE_CHECKING`, in a function or
+    written relative is found (else the layer tests could pass on a blind reader)."""
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from ..irc import routing\n"
+        "def f() -> None:\n"
+        "    import twitch_ingestion.sources.irc.irc\n"
+    )
+    found = _imports_of(source, "twitch_ingestion.sources.eventsub")
+    assert "twitch_ingestion.sources.irc.routing" in found
+    assert "twitch_ingestion.sources.irc.irc" in found
