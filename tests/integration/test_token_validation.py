@@ -5,7 +5,9 @@ endpoint leaves the decision to the IRC login."""
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -92,7 +94,9 @@ def test_an_irc_token_is_refreshed_before_it_expires_and_the_service_runs_on(
     start_service: StartService,
     topics: dict[str, str],
 ) -> None:
-    issued = oauth.issue_token(scopes=("chat:read",), lifetime_s=3.0)
+    # The 4 s count from the service's first /validate, not from now: however slowly the
+    # service starts, it sees a token with ~3 s left, due for refresh 1 s later.
+    issued = oauth.issue_token(scopes=("chat:read",), lifetime_s=4.0, from_first_use=True)
     env = {
         **irc_env(simulator, oauth, issued.access_token, ["alpha"]),
         **topics,
@@ -104,9 +108,13 @@ def test_an_irc_token_is_refreshed_before_it_expires_and_the_service_runs_on(
     service = start_service(env)
     service.wait_for_log("twitch token refreshed")
     simulator.wait_for_joined(["alpha"], timeout=30)
+    first = service.wait_for_log("twitch token valid")
+    assert "will be refreshed" in first["status"], first  # not "does not expire"
+    # Refreshed on schedule, not after /validate had found the old token dead.
+    assert "twitch token validate failed" not in service.logs()
     # Past the old token's expiry the service is still running (it would exit 3
     # without the refresh), and the new token was validated.
-    expires_at = issued.expires_at
+    expires_at = oauth.call(lambda _: issued.expires_at)
     assert expires_at is not None
     oauth.wait_until(
         lambda sim: time.monotonic() > expires_at + 1.0 and sim.stats.validate_calls >= 2,
@@ -141,3 +149,17 @@ def test_an_unreachable_validate_endpoint_leaves_the_decision_to_the_irc_login(
     records = collect_records(kafka_brokers, topics["KAFKA_TOPIC_CHAT_MESSAGES"], expected=50)
     assert len(records) == 50
     assert service.stop() == 0
+
+
+def test_the_oauth_simulator_never_reports_an_expiring_token_as_one_that_does_not_expire(
+    oauth: EventSubSimulatorThread,
+) -> None:
+    # Twitch's `expires_in: 0` means "does not expire": a token validated in its last
+    # second must not say 0, or the service would never refresh it.
+    token = oauth.issue_token(scopes=("chat:read",), lifetime_s=0.5, from_first_use=True)
+    request = urllib.request.Request(
+        oauth.urls["TWITCH_AUTH_URL"] + "/validate",
+        headers={"Authorization": f"OAuth {token.access_token}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert json.load(response)["expires_in"] == 1

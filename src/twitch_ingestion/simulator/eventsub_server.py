@@ -143,7 +143,11 @@ class IssuedToken:
     login: str
     scopes: tuple[str, ...]
     expires_at: float | None
-    """`time.monotonic()` when it stops working; None: never."""
+    """`time.monotonic()` when it stops working; None: never (or not used yet, below)."""
+    lifetime_from_first_use_s: float | None = None
+    """Set: the token lives this long from its first use (`/validate` or Helix), then
+    `expires_at` is set. A test's token then has exactly that much left when the service
+    first sees it, however long the service took to start."""
 
     def __repr__(self) -> str:
         return f"IssuedToken(<redacted>, login={self.login!r}, scopes={self.scopes})"
@@ -390,10 +394,12 @@ class EventSubSimulator:
         client_id: str | None = None,
         lifetime_s: float | None = None,
         login: str | None = None,
+        from_first_use: bool = False,
     ) -> IssuedToken:
         """A user token (and its refresh token) the endpoints accept.
 
         `lifetime_s` defaults to `config.token_lifetime_s`; 0 issues an expired token.
+        `from_first_use` starts that lifetime at the token's first use instead of now.
         """
         login = login or self.config.bot_login
         lifetime = self.config.token_lifetime_s if lifetime_s is None else lifetime_s
@@ -404,7 +410,8 @@ class EventSubSimulator:
             user_id=user_id_for(login),
             login=login,
             scopes=tuple(scopes),
-            expires_at=time.monotonic() + lifetime,
+            expires_at=None if from_first_use else time.monotonic() + lifetime,
+            lifetime_from_first_use_s=lifetime if from_first_use else None,
         )
         self._remember(token)
         return token
@@ -983,7 +990,13 @@ class EventSubSimulator:
         if not header.startswith(prefix):
             return None
         token = self._tokens.get(header[len(prefix) :].strip())
-        if token is None or (token.expires_at is not None and time.monotonic() >= token.expires_at):
+        if token is None:
+            return None
+        now = time.monotonic()
+        if token.lifetime_from_first_use_s is not None:
+            token.expires_at = now + token.lifetime_from_first_use_s
+            token.lifetime_from_first_use_s = None
+        if token.expires_at is not None and now >= token.expires_at:
             return None
         return token
 
@@ -994,7 +1007,11 @@ class EventSubSimulator:
         token = self._token_from(header, "OAuth") or self._token_from(header, "Bearer")
         if token is None:
             return web.json_response({"status": 401, "message": "invalid access token"}, status=401)
-        expires_in = 0 if token.expires_at is None else int(token.expires_at - time.monotonic())
+        # Whole seconds, as Twitch, but never 0 for a token that expires: Twitch's 0 means
+        # "does not expire", so a token in its last second would never be refreshed.
+        expires_in = (
+            0 if token.expires_at is None else max(1, int(token.expires_at - time.monotonic()))
+        )
         return web.json_response(
             {
                 "client_id": token.client_id,
