@@ -15,7 +15,7 @@ import pytest
 from tests.integration.conftest import twitch_env
 from tests.integration.kafka_helpers import collect_records
 from tests.integration.service_process import ServiceProcess
-from twitch_ingestion.simulator import SimulatorThread
+from twitch_ingestion.simulator import SimulatorConfig, SimulatorThread
 from twitch_ingestion.simulator.eventsub_server import (
     EventSubSimulatorConfig,
     EventSubSimulatorThread,
@@ -163,3 +163,33 @@ def test_the_oauth_simulator_never_reports_an_expiring_token_as_one_that_does_no
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         assert json.load(response)["expires_in"] == 1
+
+
+def test_a_dead_irc_token_with_a_refresh_token_is_refreshed_before_the_irc_login(
+    oauth: EventSubSimulatorThread,
+    start_service: StartService,
+    topics: dict[str, str],
+    kafka_brokers: str,
+) -> None:
+    # Twitch's IRC login refuses a dead token ("Login authentication failed", exit 3);
+    # the service must refresh it first, not race the refresh against the login.
+    issued = oauth.issue_token(scopes=("chat:read",), lifetime_s=0)
+    with SimulatorThread(SimulatorConfig(seed=7, token_check=oauth.token_is_live)) as irc:
+        env = {
+            **irc_env(irc, oauth, issued.access_token, ["alpha"]),
+            **topics,
+            "TWITCH_CLIENT_ID": oauth.config.client_id,
+            "TWITCH_CLIENT_SECRET": oauth.config.client_secret,
+            "TWITCH_REFRESH_TOKEN": issued.refresh_token,
+        }
+        service = start_service(env)
+        service.wait_for_log("twitch token refreshed")
+        irc.wait_for_joined(["alpha"], timeout=30)
+        irc.start_numbered(["alpha"], rate=0, count=20).wait(timeout=30)
+        records = collect_records(kafka_brokers, topics["KAFKA_TOPIC_CHAT_MESSAGES"], expected=20)
+        assert len(records) == 20
+        assert service.stop() == 0
+    logs = service.logs()
+    assert "twitch authentication failed" not in logs
+    assert issued.access_token not in logs
+    assert issued.refresh_token not in logs

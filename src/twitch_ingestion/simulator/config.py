@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -66,6 +66,10 @@ class SimulatorConfig:
     valid_tokens: frozenset[str] | None = None
     """Tokens accepted for non-anonymous logins, with or without the `oauth:` prefix.
     None accepts any `oauth:` token."""
+    token_check: Callable[[str], bool] | None = None
+    """Asked, as Twitch asks its OAuth server, whether a login's token (without `oauth:`)
+    is live: tokens that expire or are refreshed (the EventSub simulator's
+    `token_is_live`). Applies after `valid_tokens`; None accepts what that accepts."""
     ping_interval_s: float | None = DEFAULT_PING_INTERVAL_S
     """Server PING period per logged-in connection; None never pings."""
     pong_timeout_s: float | None = DEFAULT_PONG_TIMEOUT_S

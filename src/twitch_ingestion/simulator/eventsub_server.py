@@ -985,11 +985,19 @@ class EventSubSimulator:
 
     # ------------------------------------------------------------------ OAuth
 
+    def token_is_live(self, access_token: str) -> bool:
+        """Whether `access_token` was issued here and has not expired (its first use
+        starts the clock of a `from_first_use` token): what Twitch's IRC login asks."""
+        return self._live_token(access_token) is not None
+
     def _token_from(self, header: str, scheme: str) -> IssuedToken | None:
         prefix = f"{scheme} "
         if not header.startswith(prefix):
             return None
-        token = self._tokens.get(header[len(prefix) :].strip())
+        return self._live_token(header[len(prefix) :].strip())
+
+    def _live_token(self, access_token: str) -> IssuedToken | None:
+        token = self._tokens.get(access_token)
         if token is None:
             return None
         now = time.monotonic()
@@ -1449,6 +1457,10 @@ class EventSubSimulatorThread(SimulatorOnThread[EventSubSimulator]):
 
     def issue_token(self, **kwargs: Any) -> IssuedToken:
         return self.call(lambda sim: sim.issue_token(**kwargs))
+
+    def token_is_live(self, access_token: str) -> bool:
+        """From any thread (the IRC simulator's login check, say)."""
+        return self.call(lambda sim: sim.token_is_live(access_token))
 
     def start_numbered(self, channels: Sequence[str], *, count: int, rate: float = 0.0) -> None:
         self.call(lambda sim: sim.start_numbered(channels, count=count, rate=rate))

@@ -649,7 +649,9 @@ class TwitchSimulator:
         conn = _Connection(
             connection_id,
             writer,
-            ClientSession(valid_tokens=self.config.valid_tokens),
+            ClientSession(
+                valid_tokens=self.config.valid_tokens, token_check=self.config.token_check
+            ),
             conn_stats,
         )
         conn.task = asyncio.current_task()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from twitch_ingestion.simulator import wire
@@ -119,10 +120,16 @@ def _channel_targets(param: str) -> tuple[str, ...]:
 class ClientSession:
     """Protocol state of one client connection."""
 
-    def __init__(self, *, valid_tokens: frozenset[str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        valid_tokens: frozenset[str] | None = None,
+        token_check: Callable[[str], bool] | None = None,
+    ) -> None:
         self._valid_tokens = (
             None if valid_tokens is None else frozenset(_strip_oauth(t) for t in valid_tokens)
         )
+        self._token_check = token_check
         self._buffer = bytearray()
         self._discarding = False
         self.state = SessionState.AWAITING_LOGIN
@@ -211,7 +218,7 @@ class ClientSession:
             return self._reject(nick, IMPROPERLY_FORMATTED_AUTH)
         elif (
             self._valid_tokens is not None and _strip_oauth(self.password) not in self._valid_tokens
-        ):
+        ) or (self._token_check is not None and not self._token_check(_strip_oauth(self.password))):
             return self._reject(nick, LOGIN_AUTHENTICATION_FAILED)
         self.state = SessionState.LOGGED_IN
         lines = wire.welcome_lines(nick)

@@ -17,6 +17,7 @@ cannot be refreshed — ends the service with one line naming the variable.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import aiohttp
@@ -62,6 +63,12 @@ class TokenGuard:
         self._settings = settings
         self._on_refreshed = on_refreshed
         self.keeper: TokenKeeper | None = None
+        self.first_check_over = asyncio.Event()
+        """Set once the token is known good (refreshed first if it was dead), or its
+        check could not reach Twitch and is being retried: logging in before that would
+        present a dead token that a refresh was about to replace — and Twitch's refusal
+        of the login ends the service (exit 3). Never set if the token is refused: the
+        guard's `TokenRejected` ends the service instead."""
 
     async def run(self) -> None:
         """Returns never; raises `TokenRejected` when the token cannot be used."""
@@ -87,9 +94,10 @@ class TokenGuard:
                 refresh_retry_s=max(REFRESH_RETRY_S, settings.twitch_token_refresh_margin_s / 2),
                 on_refreshed=self._refreshed,
             )
-            started = await keeper.start()
+            started = await keeper.start(on_retrying=self.first_check_over.set)
             if isinstance(started, TokenError):
                 raise TokenRejected(started)
+            self.first_check_over.set()
             raise TokenRejected(await keeper.run())
 
     def _refreshed(self, access_token: str) -> None:

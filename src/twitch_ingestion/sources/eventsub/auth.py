@@ -133,14 +133,20 @@ class TokenKeeper:
             raise RuntimeError("the token has not been validated yet")
         return self.valid.user_id
 
-    async def start(self) -> ValidToken | TokenError:
-        """Validate (refreshing first if the token is dead and can be refreshed)."""
+    async def start(self, on_retrying: Callable[[], None] | None = None) -> ValidToken | TokenError:
+        """Validate (refreshing first if the token is dead and can be refreshed).
+
+        `on_retrying` is called each time the answer is still open and a retry is
+        scheduled (the endpoint could not be reached): the token is neither known good
+        nor refused, and a caller may go on with it meanwhile."""
         while True:
             now = self._clock()
             due = self.schedule.due(now)
             if not due:
                 if self.valid is not None:
                     return self.valid
+                if on_retrying is not None:
+                    on_retrying()
                 deadline = self.schedule.next_deadline()
                 await asyncio.sleep(0 if deadline is None else max(0.0, deadline - now))
                 continue

@@ -61,7 +61,12 @@ class IrcSource:
         """Where it reads and whether over TLS (for the service's start log)."""
 
     async def run(self) -> None:
-        """Read until `stop()`; raises `TwitchAuthenticationError` or `TwitchGaveUp`."""
+        """Read until `stop()`; raises `TwitchAuthenticationError` or `TwitchGaveUp`.
+
+        With a token, the pool logs in only after the guard's first check (its side task,
+        started beside this): a dead token with a refresh token is refreshed first."""
+        if self.token_guard is not None:
+            await self.token_guard.first_check_over.wait()
         await self.pool.run()
 
     async def stop(self, grace_s: float | None = None) -> None:
