@@ -44,6 +44,7 @@ from confluent_kafka import Producer
 
 from bench.harness import BenchTopics, create_topics, delete_topics
 from bench.report import Result
+from twitch_ingestion import component_configs as configs
 from twitch_ingestion.channel_flow import ChannelFlow, ChannelFlowSink
 from twitch_ingestion.config import BufferMode, Settings
 from twitch_ingestion.kafka.buffer import Buffer, DiskBuffer, MemoryBuffer
@@ -52,6 +53,7 @@ from twitch_ingestion.kafka.producer_config import producer_config
 from twitch_ingestion.kafka.sink import KafkaSink
 from twitch_ingestion.metrics import BUFFER_BYTES, BYTES_RECEIVED, DELIVERY_LATENCY
 from twitch_ingestion.records import Headers, Record
+from twitch_ingestion.records.builder import RecordBuilder
 from twitch_ingestion.records.events import SourceRecord
 from twitch_ingestion.simulator import DEFAULT_REPLAY_COMMANDS, default_corpus_path
 from twitch_ingestion.sources.irc.compiled import HotPathChoice, compiled_line_reader
@@ -235,7 +237,9 @@ def _encoder_cost(
 ) -> float:
     """µs per line of `IrcRecordEncoder.deliver` alone (route + encode + record tuples),
     into a sink that does nothing: the step the compiled path replaces for PRIVMSG."""
-    encoder = IrcRecordEncoder.from_settings(settings, NullRecordSink())
+    encoder = IrcRecordEncoder.for_hot_path(
+        settings.hot_path, NullRecordSink(), RecordBuilder(configs.topics(settings))
+    )
 
     def body() -> None:
         async def deliver_all() -> None:
@@ -255,9 +259,13 @@ def _deliver_cost(
 
     def body() -> None:
         buffer = _open_buffer(settings)
-        sink = KafkaSink(settings, _NullProducer(), buffer)
-        counted = ChannelFlowSink(sink, ChannelFlow.from_settings(settings))
-        encoder = IrcRecordEncoder.from_settings(settings, counted)
+        sink = KafkaSink(configs.kafka_sink_config(settings), _NullProducer(), buffer)
+        counted = ChannelFlowSink(
+            sink, ChannelFlow(configs.topics(settings), max_channels=settings.metrics_channels_max)
+        )
+        encoder = IrcRecordEncoder.for_hot_path(
+            settings.hot_path, counted, RecordBuilder(configs.topics(settings))
+        )
 
         async def deliver_all() -> None:
             for batch in batches:
@@ -275,10 +283,10 @@ def _producer_costs(
 ) -> dict[str, float]:
     """µs per record: produce() as the sink calls it, and poll() serving the reports
     with the sink's real `_on_delivery` and with a no-op callback."""
-    conf = producer_config(settings)
+    conf = producer_config(configs.kafka_connection(settings), configs.producer_tuning(settings))
     producer = Producer(conf)
     buffer = _open_buffer(settings)
-    sink = KafkaSink(settings, _NullProducer(), buffer)
+    sink = KafkaSink(configs.kafka_sink_config(settings), _NullProducer(), buffer)
     on_delivery = sink._on_delivery
 
     def noop(_error: object, _message: object) -> None:

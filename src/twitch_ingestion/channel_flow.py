@@ -32,7 +32,6 @@ from collections.abc import Callable, Iterable, Sequence
 from itertools import compress, repeat
 from operator import is_not, itemgetter
 
-from twitch_ingestion.config import Settings
 from twitch_ingestion.records import Record, RecordSink, Topics
 
 __all__ = ["OTHER_CHANNELS", "UNKNOWN_CHANNEL", "ChannelFlow", "ChannelFlowSink"]
@@ -87,10 +86,6 @@ class ChannelFlow:
         self._built = dict.fromkeys(_KINDS, 0)
         self._wanted: Callable[[], Iterable[str]] | None = None
         self._joined: Callable[[], frozenset[str]] = frozenset
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ChannelFlow:
-        return cls(Topics.from_settings(settings), max_channels=settings.metrics_channels_max)
 
     def watch_source(
         self, wanted: Callable[[], Iterable[str]], joined: Callable[[], frozenset[str]]

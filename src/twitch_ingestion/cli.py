@@ -23,6 +23,7 @@ from confluent_kafka import KafkaException, libversion
 from confluent_kafka.admin import AdminClient
 
 from twitch_ingestion import __version__
+from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import (
     ConfigError,
     ConfigProblem,
@@ -49,7 +50,11 @@ def _librdkafka_problems(settings: Settings) -> list[ConfigProblem]:
     """librdkafka's verdict on every client configuration the commands build."""
     from twitch_ingestion.fleet.assignment import group_consumer_config
 
-    return librdkafka_problems(settings, [group_consumer_config(settings)])
+    return librdkafka_problems(
+        configs.kafka_connection(settings),
+        configs.producer_tuning(settings),
+        [group_consumer_config(settings)],
+    )
 
 
 def _settings_or_exit(
@@ -271,7 +276,7 @@ def _topic_exists(settings: Settings, topic: str) -> bool:
     Asks for every topic's metadata, not this one's: a request naming a topic can create
     it on a broker with auto.create.topics.enable.
     """
-    admin = AdminClient(admin_config(settings))
+    admin = AdminClient(admin_config(configs.kafka_connection(settings)))
     return topic in admin.list_topics(timeout=_TAIL_METADATA_TIMEOUT_S).topics
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import structlog
 from confluent_kafka.admin import AdminClient
 
+from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import ConfigError, Settings, load_settings
 from twitch_ingestion.kafka.producer_config import admin_config
 from twitch_ingestion.kafka.topics import ensure_topics
@@ -103,7 +104,7 @@ def _create_topics(settings: Settings) -> str | None:
     the events topic with its own default (1 partition) while its siblings get
     KAFKA_TOPIC_PARTITIONS. Returns a one-line problem, or None.
     """
-    admin = AdminClient(admin_config(settings))
+    admin = AdminClient(admin_config(configs.kafka_connection(settings)))
     specs = topic_specs(settings)
     check = ensure_topics(admin, specs, create=True)
     if check.ok:

@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 from confluent_kafka.admin import AdminClient
 
+from twitch_ingestion import component_configs as configs
 from twitch_ingestion.channel_flow import ChannelFlow, ChannelFlowSink
 from twitch_ingestion.config import ChannelSource, Settings, SourceKind
 from twitch_ingestion.fleet.assignment import FleetError, FleetMember
@@ -44,7 +45,7 @@ from twitch_ingestion.metrics import (
     READINESS,
     TOKEN,
 )
-from twitch_ingestion.records import RecordSink, Topics
+from twitch_ingestion.records import RecordSink
 from twitch_ingestion.records.builder import RecordBuilder
 from twitch_ingestion.sources.common.source import Source, SourceStopped
 from twitch_ingestion.sources.eventsub.service_source import EventSubSource
@@ -90,7 +91,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
                 "moving channels between partitions)"
             ),
         )
-        for name in Topics.from_settings(settings).names
+        for name in configs.topics(settings).names
     ]
 
 
@@ -101,8 +102,20 @@ def source_from_settings(
     topic's assignment (none at first), not TWITCH_CHANNEL."""
     channels: list[str] | None = [] if in_fleet else None
     if settings.twitch_source is SourceKind.EVENTSUB:
-        return EventSubSource(settings, records, sink, channels=channels)
-    return IrcSource(settings, records, sink, channels=channels)
+        client = configs.eventsub_config(
+            settings,
+            None if channels is None else tuple(channels),
+            dynamic_channels=channels is not None,
+        )
+        return EventSubSource(
+            records,
+            sink,
+            client,
+            max_held_records=settings.twitch_eventsub_max_held_records,
+            full_policy=settings.buffer_full_policy,
+        )
+    token = configs.token_guard_config(settings)
+    return IrcSource(settings, records, sink, channels=channels, token=token)
 
 
 class IngestionService:
@@ -111,10 +124,12 @@ class IngestionService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.producer = KafkaProducer(settings)
+        self.producer = KafkaProducer(
+            configs.kafka_connection(settings), configs.producer_tuning(settings)
+        )
         self.buffer = buffer_from_settings(settings)
-        self.sink = KafkaSink(settings, self.producer, self.buffer)
-        self.records = RecordBuilder.from_settings(settings)
+        self.sink = KafkaSink(configs.kafka_sink_config(settings), self.producer, self.buffer)
+        self.records = RecordBuilder(configs.topics(settings))
         # Per-channel metrics count each chunk a source hands to the sink: one call site.
         self.channel_flow = ChannelFlow(
             self.records.topics, max_channels=settings.metrics_channels_max
@@ -388,7 +403,9 @@ class IngestionService:
     async def _keep_topics_checked(self) -> None:
         # librdkafka's own logs off (log_level 2): nothing polls this client, so they would
         # go to stderr raw; the producer and "kafka topic problem" already report outages.
-        admin = AdminClient({**admin_config(self.settings), "log_level": 2})
+        admin = AdminClient(
+            {**admin_config(configs.kafka_connection(self.settings)), "log_level": 2}
+        )
         specs = topic_specs(self.settings)
         while True:
             # A short timeout: the call cannot be cancelled once in its thread, and a

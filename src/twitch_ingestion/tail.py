@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import Settings
 from twitch_ingestion.kafka.producer_config import admin_config
 
@@ -42,7 +43,7 @@ def iter_records(
 ) -> Iterator[TailedRecord]:
     """Yield records of `topic` until `max_records`, no record for `idle_timeout_s`, or
     `stop` is set."""
-    conf = admin_config(settings)
+    conf = admin_config(configs.kafka_connection(settings))
     conf.update(
         {
             "group.id": f"twitch-ingestion-tail-{uuid.uuid4()}",
@@ -89,7 +90,7 @@ def iter_records(
 
 def end_offsets(settings: Settings, topic: str, timeout_s: float = 10.0) -> int:
     """Total number of records ever written to `topic` (sum of high watermarks)."""
-    conf = admin_config(settings)
+    conf = admin_config(configs.kafka_connection(settings))
     conf["group.id"] = f"twitch-ingestion-offsets-{uuid.uuid4()}"
     consumer = Consumer(conf)
     try:

@@ -2,7 +2,7 @@
 
 No Kafka here: the client hands its records to a collecting output, and the tests count
 the simulator's numbered messages (`seq <channel> <n>`) in what arrived. Every fault is
-injected through the simulator; timeouts are shortened through `EventSubSettings`
+injected through the simulator; timeouts are shortened through `EventSubConfig`
 (keepalive 2 s, backoff 50 ms), and every wait is a bounded condition wait.
 """
 
@@ -28,7 +28,7 @@ from twitch_ingestion.simulator.eventsub_server import (
 from twitch_ingestion.simulator.streams import NUMBERED_SENDER
 from twitch_ingestion.sources.eventsub.client import (
     EventSubClient,
-    EventSubSettings,
+    EventSubConfig,
     SourceFailure,
 )
 from twitch_ingestion.sources.eventsub.helix import ChannelProblem
@@ -86,7 +86,7 @@ def settings_for(
     *,
     refresh: bool = True,
     **overrides: object,
-) -> EventSubSettings:
+) -> EventSubConfig:
     urls = sim.urls
     values: dict[str, object] = {
         "client_id": sim.config.client_id,
@@ -106,7 +106,7 @@ def settings_for(
         "http_timeout_s": 5.0,
     }
     values.update(overrides)
-    return EventSubSettings(**values)  # type: ignore[arg-type]
+    return EventSubConfig(**values)  # type: ignore[arg-type]
 
 
 async def wait_for(condition: Callable[[], bool], what: str, within_s: float = WAIT_S) -> None:
@@ -122,7 +122,7 @@ async def wait_for(condition: Callable[[], bool], what: str, within_s: float = W
 class Running:
     """A client running in the test's loop, stopped at the end of the `async with`."""
 
-    def __init__(self, settings: EventSubSettings) -> None:
+    def __init__(self, settings: EventSubConfig) -> None:
         self.output = Collector()
         self.client = EventSubClient(settings, self.output)
         self.task: asyncio.Task[SourceFailure | None] | None = None

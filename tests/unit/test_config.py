@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
+from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import ConfigError, ConfigProblem, LogFormat, Settings, load_settings
 from twitch_ingestion.kafka.producer_config import librdkafka_problems
 
@@ -342,13 +343,19 @@ def test_librdkafka_check_names_the_variable_of_what_it_refuses(
     monkeypatch.setenv("KAFKA_SSL_CA_LOCATION", str(not_a_ca))
     load_settings()  # fine for the field checks
     with pytest.raises(ConfigError) as raised:
-        load_settings((librdkafka_problems,))
+        load_settings((_librdkafka_problems,))
     [problem] = raised.value.problems  # producer, admin and consumer agree: said once
     assert problem.startswith("KAFKA_SSL_CA_LOCATION: librdkafka refuses it: ")
 
 
+def _librdkafka_problems(settings: Settings) -> list[ConfigProblem]:
+    return librdkafka_problems(
+        configs.kafka_connection(settings), configs.producer_tuning(settings)
+    )
+
+
 def test_librdkafka_check_accepts_the_defaults() -> None:
-    load_settings((librdkafka_problems,), require_channels=False)
+    load_settings((_librdkafka_problems,), require_channels=False)
 
 
 def test_librdkafka_refusals_never_show_the_sasl_password(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -363,7 +370,7 @@ def test_librdkafka_refusals_never_show_the_sasl_password(monkeypatch: pytest.Mo
     error = KafkaError(
         KafkaError._INVALID_ARG, 'Invalid value "hunter2-secret" for "sasl.password"'
     )
-    problem = _describe_refusal(KafkaException(error), settings)
+    problem = _describe_refusal(KafkaException(error), settings.kafka_sasl_password)
     assert problem.variables == ("KAFKA_SASL_PASSWORD",)
     assert "hunter2-secret" not in problem.message
 
@@ -453,12 +460,15 @@ def test_no_client_lets_the_broker_auto_create_a_topic() -> None:
 
     settings = Settings(_env_file=None, twitch_channel=["forsen"])  # type: ignore[call-arg]
     for conf in (
-        producer_config(settings),
-        admin_config(settings),
+        producer_config(configs.kafka_connection(settings), configs.producer_tuning(settings)),
+        admin_config(configs.kafka_connection(settings)),
         group_consumer_config(settings),
     ):
         assert conf["allow.auto.create.topics"] is False
-    assert librdkafka_problems(settings) == []
+    assert (
+        librdkafka_problems(configs.kafka_connection(settings), configs.producer_tuning(settings))
+        == []
+    )
 
 
 def test_the_default_buffer_dir_is_the_absolute_xdg_state_directory(

@@ -1,5 +1,5 @@
 """EventSub settings: the issue-11 variables live in `config.Settings` (validated at load,
-every problem named, secrets hidden) and `EventSubSettings.from_settings` carries them."""
+every problem named, secrets hidden) and `EventSubConfig.from_settings` carries them."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import ClientType, ConfigError, Settings, SourceKind, load_settings
 from twitch_ingestion.sources.eventsub.client import (
     DEFAULT_API_URL,
     DEFAULT_AUTH_URL,
     DEFAULT_EVENTSUB_URL,
-    EventSubSettings,
+    EventSubConfig,
     SettingsError,
 )
 
@@ -51,7 +52,7 @@ def problems(env: pytest.MonkeyPatch, **values: str) -> list[str]:
 
 def test_defaults_point_at_twitch(env: pytest.MonkeyPatch) -> None:
     settings = load(env, TWITCH_SOURCE="eventsub", TWITCH_CLIENT_ID="cid", TWITCH_OAUTH_TOKEN=TOKEN)
-    eventsub = EventSubSettings.from_settings(settings)
+    eventsub = configs.eventsub_config(settings)
     assert settings.twitch_source is SourceKind.EVENTSUB
     assert eventsub.eventsub_url == DEFAULT_EVENTSUB_URL == "wss://eventsub.wss.twitch.tv/ws"
     assert eventsub.api_url == DEFAULT_API_URL == "https://api.twitch.tv/helix"
@@ -78,7 +79,7 @@ def test_every_variable_is_carried_into_the_eventsub_settings(env: pytest.Monkey
         TWITCH_EVENTSUB_KEEPALIVE_S="30",
         TWITCH_TOKEN_VALIDATE_INTERVAL_S="60",
     )
-    eventsub = EventSubSettings.from_settings(settings, ("a", "b"))
+    eventsub = configs.eventsub_config(settings, ("a", "b"))
     assert (eventsub.client_secret, eventsub.refresh_token) == (SECRET, REFRESH)
     assert eventsub.oauth_token == f"oauth:{TOKEN}"
     assert eventsub.eventsub_url == "ws://127.0.0.1:8080/ws"
@@ -97,7 +98,7 @@ def test_secrets_are_masked_in_repr(env: pytest.MonkeyPatch) -> None:
         TWITCH_CLIENT_SECRET=SECRET,
         TWITCH_REFRESH_TOKEN=REFRESH,
     )
-    for text in (repr(settings), repr(EventSubSettings.from_settings(settings))):
+    for text in (repr(settings), repr(configs.eventsub_config(settings))):
         for secret in (TOKEN, SECRET, REFRESH):
             assert secret not in text
 
@@ -187,7 +188,7 @@ def test_a_fleet_member_may_read_over_eventsub(env: pytest.MonkeyPatch) -> None:
         TWITCH_OAUTH_TOKEN=TOKEN,
         CHANNEL_SOURCE="kafka",
     )
-    eventsub = EventSubSettings.from_settings(settings, (), dynamic_channels=True)
+    eventsub = configs.eventsub_config(settings, (), dynamic_channels=True)
     assert (eventsub.channels, eventsub.dynamic_channels) == ((), True)
 
 
@@ -215,7 +216,7 @@ def test_a_validate_interval_above_one_hour_is_a_config_error_naming_it(
 
 def test_eventsub_settings_refuse_an_interval_above_one_hour_too() -> None:
     with pytest.raises(SettingsError) as caught:
-        EventSubSettings("cid", TOKEN, validate_interval_s=3601.0)
+        EventSubConfig("cid", TOKEN, validate_interval_s=3601.0)
     assert caught.value.variable == "TWITCH_TOKEN_VALIDATE_INTERVAL_S"
 
 
@@ -229,7 +230,7 @@ def test_a_public_client_refreshes_with_the_refresh_token_alone(env: pytest.Monk
         TWITCH_REFRESH_TOKEN=REFRESH,
     )
     assert settings.twitch_client_type is ClientType.PUBLIC
-    eventsub = EventSubSettings.from_settings(settings)
+    eventsub = configs.eventsub_config(settings)
     assert (eventsub.public_client, eventsub.client_secret, eventsub.refresh_token) == (
         True,
         "",
@@ -275,9 +276,9 @@ def test_outage_tunables_reach_the_eventsub_client(env: pytest.MonkeyPatch) -> N
         TWITCH_JOIN_RETRY_INTERVAL_S="120",
         TWITCH_EVENTSUB_CHECK_INTERVAL_S="30",
     )
-    eventsub = EventSubSettings.from_settings(settings)
+    eventsub = configs.eventsub_config(settings)
     assert eventsub.max_unproductive_sessions == 7
     assert eventsub.recheck_interval_s == 120.0
     assert eventsub.check_interval_s == 30.0
-    unlimited = EventSubSettings.from_settings(load_settings(TWITCH_MAX_RECONNECT_ATTEMPTS=None))
+    unlimited = configs.eventsub_config(load_settings(TWITCH_MAX_RECONNECT_ATTEMPTS=None))
     assert unlimited.max_unproductive_sessions is None

@@ -8,8 +8,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.record_sinks import NullRecordSink
+from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import ConfigError, load_settings
 from twitch_ingestion.metrics import REGISTRY
+from twitch_ingestion.records.builder import RecordBuilder
 from twitch_ingestion.sources.irc.compiled import (
     EXTENSION_MODULE,
     compiled_chat_encoder,
@@ -54,7 +56,9 @@ def test_hot_path_compiled_without_the_extension_is_one_clear_config_problem() -
 def test_auto_without_the_extension_runs_python_and_says_so_once() -> None:
     settings = load_settings(require_channels=False, hot_path="auto")
     with capture_logs() as logs:
-        encoder = IrcRecordEncoder.from_settings(settings, NullRecordSink())
+        encoder = IrcRecordEncoder.for_hot_path(
+            settings.hot_path, NullRecordSink(), RecordBuilder(configs.topics(settings))
+        )
     assert encoder.hot_path == "python"
     assert compiled_line_reader("auto") is None
     said = [entry for entry in logs if entry["event"] == "irc hot path"]
@@ -68,7 +72,9 @@ def test_auto_without_the_extension_runs_python_and_says_so_once() -> None:
 def test_hot_path_python_never_touches_the_extension() -> None:
     settings = load_settings(require_channels=False, hot_path="python")
     with capture_logs() as logs:
-        encoder = IrcRecordEncoder.from_settings(settings, NullRecordSink())
+        encoder = IrcRecordEncoder.for_hot_path(
+            settings.hot_path, NullRecordSink(), RecordBuilder(configs.topics(settings))
+        )
     assert encoder.hot_path == "python"
     assert compiled_line_reader("python") is None
     assert compiled_chat_encoder("python", schema_version=1, ingested_via="irc") is None
@@ -81,7 +87,9 @@ def test_hot_path_python_never_touches_the_extension() -> None:
 def test_with_the_extension_auto_and_compiled_run_it_and_metrics_say_so(choice: str) -> None:
     settings = load_settings(require_channels=False, hot_path=choice)
     with capture_logs() as logs:
-        encoder = IrcRecordEncoder.from_settings(settings, NullRecordSink())
+        encoder = IrcRecordEncoder.for_hot_path(
+            settings.hot_path, NullRecordSink(), RecordBuilder(configs.topics(settings))
+        )
     assert encoder.hot_path == "compiled"
     assert compiled_line_reader(settings.hot_path) is not None
     assert [entry["path"] for entry in logs if entry["event"] == "irc hot path"] == ["compiled"]

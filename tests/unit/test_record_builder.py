@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.record_sinks import RecordingSink
+from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import load_settings
 from twitch_ingestion.kafka.delivery import DeadLetter, DeliveryState, Failure
 from twitch_ingestion.models import ChatMessage, encode_record
@@ -34,7 +35,7 @@ def test_the_topic_check_and_the_builder_read_one_topic_list() -> None:
     settings = load_settings(
         require_channels=False, kafka_topic_raw="the-raw", kafka_topic_dlq="the-dlq"
     )
-    topics = RecordBuilder.from_settings(settings).topics
+    topics = RecordBuilder(configs.topics(settings)).topics
     assert [spec.name for spec in topic_specs(settings)] == topics.names
     assert topics.names == [
         settings.kafka_topic_chat_messages,
@@ -43,7 +44,7 @@ def test_the_topic_check_and_the_builder_read_one_topic_list() -> None:
         "the-dlq",
     ]
     assert list(topics.kinds.values()) == ["chat", "events", "raw", "dlq"]
-    bare = Topics.from_settings(load_settings(require_channels=False, kafka_topic_dlq=""))
+    bare = configs.topics(load_settings(require_channels=False, kafka_topic_dlq=""))
     assert (bare.raw, bare.dlq, len(bare.names)) == (None, None, 2)
 
 

@@ -19,6 +19,7 @@ import pytest
 from confluent_kafka import KafkaError, Message
 from structlog.testing import capture_logs
 
+from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import BufferMode, Settings
 from twitch_ingestion.kafka.buffer import DiskBuffer, MemoryBuffer, buffer_from_settings
 from twitch_ingestion.kafka.delivery import REDELIVERY_DELAY_S, REFUSED_RETRY_DELAY_S
@@ -215,7 +216,10 @@ def make_harness(tmp_path: Path) -> Any:
         producer = FakeProducer(capacity)
         clock = FakeClock()
         harness = Harness(
-            KafkaSink(settings, producer, buffer, clock=clock), producer, clock, buffer
+            KafkaSink(configs.kafka_sink_config(settings), producer, buffer, clock=clock),
+            producer,
+            clock,
+            buffer,
         )
         opened.append(harness)
         return harness
@@ -442,7 +446,7 @@ async def test_a_held_sink_produces_nothing_until_released_then_everything_in_or
     buffer.open()
     producer = FakeProducer()
     clock = FakeClock()
-    sink = KafkaSink(settings, producer, buffer, clock=clock)
+    sink = KafkaSink(configs.kafka_sink_config(settings), producer, buffer, clock=clock)
     sink.hold()
     await sink.deliver([record(2), record(3)])
     sink.deliver_nowait((DLQ, None, b"v4", [("dlq.reason", b"x")], 1))
@@ -476,7 +480,7 @@ async def test_shutdown_with_records_outstanding_keeps_them_for_the_next_start(
     buffer = buffer_from_settings(settings)
     buffer.open()
     producer = FakeProducer()
-    sink = KafkaSink(settings, producer, buffer, clock=FakeClock())
+    sink = KafkaSink(configs.kafka_sink_config(settings), producer, buffer, clock=FakeClock())
     await sink.deliver([record(n) for n in range(4)])
     producer.acknowledge(1)
     assert sink.pending == 3
@@ -485,7 +489,7 @@ async def test_shutdown_with_records_outstanding_keeps_them_for_the_next_start(
     reopened = buffer_from_settings(settings)
     reopened.open()
     producer = FakeProducer()
-    sink = KafkaSink(settings, producer, reopened, clock=FakeClock())
+    sink = KafkaSink(configs.kafka_sink_config(settings), producer, reopened, clock=FakeClock())
     assert await sink.replay_buffered() == 3
     assert producer.values_since(0) == values(1, 2, 3)
     producer.acknowledge()

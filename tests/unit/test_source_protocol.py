@@ -9,6 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.record_sinks import RecordingSink
+from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import load_settings
 from twitch_ingestion.records.builder import RecordBuilder
 from twitch_ingestion.service import ExitCode, _exit_code_for, source_from_settings
@@ -32,7 +33,7 @@ def test_irc_is_a_source_with_its_token_guard_beside_it() -> None:
         twitch_oauth_token=TOKEN,
     )
     source = source_from_settings(
-        settings, RecordBuilder.from_settings(settings), RecordingSink(), in_fleet=False
+        settings, RecordBuilder(configs.topics(settings)), RecordingSink(), in_fleet=False
     )
     assert isinstance(source, IrcSource)
     assert source.channels == ["alpha"]
@@ -47,7 +48,7 @@ def test_irc_is_a_source_with_its_token_guard_beside_it() -> None:
     anonymous = load_settings(require_channels=False, twitch_channel="alpha")
     assert (
         source_from_settings(
-            anonymous, RecordBuilder.from_settings(anonymous), RecordingSink(), in_fleet=True
+            anonymous, RecordBuilder(configs.topics(anonymous)), RecordingSink(), in_fleet=True
         ).side_tasks()
         == ()
     )
@@ -61,7 +62,7 @@ def test_eventsub_is_a_source_that_hands_its_dead_letters_to_the_shared_builder(
         twitch_client_id="cid",
         twitch_oauth_token=TOKEN,
     )
-    records = RecordBuilder.from_settings(settings)
+    records = RecordBuilder(configs.topics(settings))
     source = source_from_settings(settings, records, RecordingSink(), in_fleet=True)
     assert isinstance(source, EventSubSource)
     assert source.channels == []  # a fleet member starts with none

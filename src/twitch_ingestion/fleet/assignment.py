@@ -48,6 +48,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import Settings
 from twitch_ingestion.fleet.control_topic import (
     ChannelTable,
@@ -168,7 +169,7 @@ FleetEvent = (
 def group_consumer_config(settings: Settings) -> dict[str, Any]:
     """The control topic's group consumer: cooperative-sticky, static, nothing committed."""
     session_ms = settings.kafka_channels_session_timeout_ms
-    conf = admin_config(settings)
+    conf = admin_config(configs.kafka_connection(settings))
     conf.update(
         {
             # INSTANCE_ID as client.id too, so the group's description names the instance.
@@ -194,7 +195,7 @@ def group_consumer_config(settings: Settings) -> dict[str, Any]:
 
 
 def reports_consumer_config(settings: Settings) -> dict[str, Any]:
-    conf = admin_config(settings)
+    conf = admin_config(configs.kafka_connection(settings))
     conf.update(
         {
             "client.id": f"{settings.instance_id}-reports",
@@ -634,7 +635,7 @@ class FleetMember:
         )
 
     def _publisher_config(self) -> dict[str, Any]:
-        conf = admin_config(self._settings)
+        conf = admin_config(configs.kafka_connection(self._settings))
         conf.update(
             {
                 "client.id": f"{self._settings.instance_id}-reports",

@@ -36,6 +36,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
+from twitch_ingestion import component_configs as configs
 from twitch_ingestion.channels import InvalidLogin, normalise_login
 from twitch_ingestion.config import Settings
 from twitch_ingestion.kafka.producer_config import admin_config, producer_config
@@ -238,7 +239,11 @@ def control_topic_specs(settings: Settings) -> list[TopicSpec]:
 def ensure_control_topics(settings: Settings, admin: AdminClient | None = None) -> TopicCheck:
     """Create the fleet's topics if missing (KAFKA_CREATE_TOPICS), check them if not."""
     admin = admin or AdminClient(
-        {**admin_config(settings), **NO_AUTO_CREATE, "logger": logging.getLogger("librdkafka")}
+        {
+            **admin_config(configs.kafka_connection(settings)),
+            **NO_AUTO_CREATE,
+            "logger": logging.getLogger("librdkafka"),
+        }
     )
     return ensure_topics(admin, control_topic_specs(settings), create=settings.kafka_create_topics)
 
@@ -263,7 +268,14 @@ def write_channels(
     caller makes sure the topic is right first (`require_control_topics`); a missing one
     fails the writes rather than being auto-created.
     """
-    producer = Producer({**producer_config(settings), **NO_AUTO_CREATE})
+    producer = Producer(
+        {
+            **producer_config(
+                configs.kafka_connection(settings), configs.producer_tuning(settings)
+            ),
+            **NO_AUTO_CREATE,
+        }
+    )
     value = encode_state(enabled=True) if enabled else None
     failures: list[str] = []
 
@@ -291,7 +303,7 @@ def read_topic(settings: Settings, topic: str, *, timeout_s: float = 30.0) -> It
 
     A throwaway consumer with manual assignment: it joins no group and commits nothing.
     """
-    conf = admin_config(settings)
+    conf = admin_config(configs.kafka_connection(settings))
     conf.update(
         {
             "group.id": f"twitch-ingestion-read-{uuid.uuid4()}",

@@ -23,6 +23,7 @@ import msgspec
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
+from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import Settings
 from twitch_ingestion.fleet.control_topic import read_channel_table, read_topic
 from twitch_ingestion.kafka.producer_config import admin_config
@@ -192,7 +193,11 @@ def describe_fleet(settings: Settings, *, timeout_s: float = 30.0) -> FleetStatu
     """The consumer group's assignment, the channel table and the instances' reports."""
     # librdkafka's own lines go through logging (stderr, structured), not raw to stderr.
     admin = AdminClient(
-        {**admin_config(settings), **NO_AUTO_CREATE, "logger": logging.getLogger("librdkafka")}
+        {
+            **admin_config(configs.kafka_connection(settings)),
+            **NO_AUTO_CREATE,
+            "logger": logging.getLogger("librdkafka"),
+        }
     )
     topic = settings.kafka_topic_channels
     group = settings.kafka_channels_group

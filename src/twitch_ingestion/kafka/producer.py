@@ -20,8 +20,12 @@ from typing import Any
 import structlog
 from confluent_kafka import KafkaError, Message, Producer
 
-from twitch_ingestion.config import Settings
-from twitch_ingestion.kafka.producer_config import producer_config, redacted
+from twitch_ingestion.kafka.producer_config import (
+    KafkaConnection,
+    ProducerTuning,
+    producer_config,
+    redacted,
+)
 from twitch_ingestion.log_throttle import ThrottledLogger
 from twitch_ingestion.metrics import KAFKA_REACHABLE, PRODUCER_QUEUE_DEPTH
 from twitch_ingestion.records import Record
@@ -53,8 +57,13 @@ _EMPTY_POLL_INTERVAL_S = 0.05
 class KafkaProducer:
     """One librdkafka producer, its poller task and its health signals."""
 
-    def __init__(self, settings: Settings, extra_config: dict[str, Any] | None = None) -> None:
-        conf = producer_config(settings)
+    def __init__(
+        self,
+        connection: KafkaConnection,
+        tuning: ProducerTuning,
+        extra_config: dict[str, Any] | None = None,
+    ) -> None:
+        conf = producer_config(connection, tuning)
         # librdkafka must never give up on a record it has sent: it cannot know whether
         # the broker wrote it, and a record re-produced after such a timeout would be a
         # duplicate (its idempotent retry would not), or overtaken by younger ones.

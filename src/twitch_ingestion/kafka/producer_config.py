@@ -1,68 +1,113 @@
-"""librdkafka settings built from `Settings`, a secret-free view of them for logs, and
-the check that librdkafka accepts them before anything starts."""
+"""librdkafka settings built from the Kafka clients' own configs (`KafkaConnection`,
+`ProducerTuning`), a secret-free view of them for logs, and the check that librdkafka
+accepts them before anything starts."""
 
 from __future__ import annotations
 
 import logging
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
+from pydantic import SecretStr
 
-from twitch_ingestion.config import ConfigProblem, Settings
+from twitch_ingestion.config import ConfigProblem
 from twitch_ingestion.kafka.topics import NO_AUTO_CREATE
 from twitch_ingestion.logging import LIBRDKAFKA_LOGGER
 
-__all__ = ["admin_config", "librdkafka_problems", "producer_config", "redacted"]
+__all__ = [
+    "KafkaConnection",
+    "ProducerTuning",
+    "admin_config",
+    "librdkafka_problems",
+    "producer_config",
+    "redacted",
+]
 
 _SECRET_CONFIG_KEYS = frozenset({"sasl.password", "ssl.key.password", "sasl.oauthbearer.config"})
 
 
-def _connection_config(settings: Settings) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KafkaConnection:
+    """Where the brokers are and how to log in: what every Kafka client of the service
+    (producer, admin, consumers) shares. KAFKA_BROKERS, KAFKA_CLIENT_ID,
+    KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_CA_LOCATION."""
+
+    brokers: str
+    client_id: str
+    security_protocol: str
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProducerTuning:
+    """The producer's own settings (KAFKA_ACKS … KAFKA_QUEUE_MAX_KBYTES); their
+    defaults, the seed's, live with the variables in config.py."""
+
+    acks: str
+    enable_idempotence: bool
+    retries: int
+    batch_size: int
+    linger_ms: int
+    compression: str
+    message_timeout_ms: int
+    request_timeout_ms: int
+    retry_backoff_ms: int
+    retry_backoff_max_ms: int
+    reconnect_backoff_max_ms: int
+    queue_max_messages: int
+    queue_max_kbytes: int
+
+
+def _connection_config(connection: KafkaConnection) -> dict[str, Any]:
     conf: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_brokers,
-        "client.id": settings.kafka_client_id,
-        "security.protocol": settings.kafka_security_protocol,
+        "bootstrap.servers": connection.brokers,
+        "client.id": connection.client_id,
+        "security.protocol": connection.security_protocol,
         # Every client: a produce or a metadata request for a topic that does not exist
         # must not make the broker create it with its own defaults (kafka/topics.py
         # creates ours, with KAFKA_TOPIC_PARTITIONS, before anything is produced).
         **NO_AUTO_CREATE,
     }
-    if settings.kafka_sasl_mechanism:
-        conf["sasl.mechanism"] = settings.kafka_sasl_mechanism
-    if settings.kafka_sasl_username:
-        conf["sasl.username"] = settings.kafka_sasl_username
-    if settings.kafka_sasl_password is not None:
-        conf["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
-    if settings.kafka_ssl_ca_location:
-        conf["ssl.ca.location"] = settings.kafka_ssl_ca_location
+    if connection.sasl_mechanism:
+        conf["sasl.mechanism"] = connection.sasl_mechanism
+    if connection.sasl_username:
+        conf["sasl.username"] = connection.sasl_username
+    if connection.sasl_password is not None:
+        conf["sasl.password"] = connection.sasl_password.get_secret_value()
+    if connection.ssl_ca_location:
+        conf["ssl.ca.location"] = connection.ssl_ca_location
     return conf
 
 
-def producer_config(settings: Settings) -> dict[str, Any]:
+def producer_config(connection: KafkaConnection, tuning: ProducerTuning) -> dict[str, Any]:
     """The seed's producer settings (acks=all, retries 5, 32 KB batches, linger 10 ms)."""
-    conf = _connection_config(settings)
+    conf = _connection_config(connection)
     conf.update(
         {
-            "acks": settings.kafka_acks,
+            "acks": tuning.acks,
             # Idempotence keeps per-partition order and removes duplicates caused by
             # librdkafka's own retries; it needs acks=all and at most 5 in flight.
-            "enable.idempotence": settings.kafka_enable_idempotence,
-            "retries": settings.kafka_retries,
-            "batch.size": settings.kafka_batch_size,
-            "linger.ms": settings.kafka_linger_ms,
-            "compression.type": settings.kafka_compression,
-            "message.timeout.ms": settings.kafka_message_timeout_ms,
-            "request.timeout.ms": settings.kafka_request_timeout_ms,
-            "retry.backoff.ms": settings.kafka_retry_backoff_ms,
-            "retry.backoff.max.ms": settings.kafka_retry_backoff_max_ms,
+            "enable.idempotence": tuning.enable_idempotence,
+            "retries": tuning.retries,
+            "batch.size": tuning.batch_size,
+            "linger.ms": tuning.linger_ms,
+            "compression.type": tuning.compression,
+            "message.timeout.ms": tuning.message_timeout_ms,
+            "request.timeout.ms": tuning.request_timeout_ms,
+            "retry.backoff.ms": tuning.retry_backoff_ms,
+            "retry.backoff.max.ms": tuning.retry_backoff_max_ms,
             # librdkafka's default (10 s) would leave records waiting up to 10 s after the
             # broker is back; a second is still gentle on a broker that is restarting.
-            "reconnect.backoff.max.ms": settings.kafka_reconnect_backoff_max_ms,
-            "queue.buffering.max.messages": settings.kafka_queue_max_messages,
-            "queue.buffering.max.kbytes": settings.kafka_queue_max_kbytes,
+            "reconnect.backoff.max.ms": tuning.reconnect_backoff_max_ms,
+            "queue.buffering.max.messages": tuning.queue_max_messages,
+            "queue.buffering.max.kbytes": tuning.queue_max_kbytes,
             # The key is the channel: the default murmur2_random partitioner matches the
             # Java client, so every consumer stack agrees on where a channel lives.
             "partitioner": "murmur2_random",
@@ -71,14 +116,14 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     return conf
 
 
-def admin_config(settings: Settings) -> dict[str, Any]:
+def admin_config(connection: KafkaConnection) -> dict[str, Any]:
     """Connection settings for admin clients and consumers (which add their own).
 
     librdkafka's log lines go through `logging` — formatted like every other line and
     with repeats held back (logging.py) — rather than raw `%3|…` lines on stderr. A
     client logs when it is polled; an admin client nobody polls logs nothing.
     """
-    conf = _connection_config(settings)
+    conf = _connection_config(connection)
     conf["logger"] = logging.getLogger(LIBRDKAFKA_LOGGER)
     return conf
 
@@ -134,7 +179,9 @@ _CHECK_LOGGER.propagate = False
 
 
 def librdkafka_problems(
-    settings: Settings, consumer_configs: Iterable[dict[str, Any]] = ()
+    connection: KafkaConnection,
+    tuning: ProducerTuning,
+    consumer_configs: Iterable[dict[str, Any]] = (),
 ) -> list[ConfigProblem]:
     """What librdkafka refuses in the producer and admin configurations, and in the
     `consumer_configs` the caller builds (the fleet's: kafka/ imports no component).
@@ -155,8 +202,8 @@ def librdkafka_problems(
         Consumer(conf).close()
 
     clients: list[tuple[Callable[[dict[str, Any]], None], dict[str, Any]]] = [
-        (make_producer, producer_config(settings)),
-        (make_admin, admin_config(settings)),
+        (make_producer, producer_config(connection, tuning)),
+        (make_admin, admin_config(connection)),
         *((make_consumer, conf) for conf in consumer_configs),
     ]
     problems: list[ConfigProblem] = []
@@ -166,17 +213,16 @@ def librdkafka_problems(
         try:
             make(conf)
         except KafkaException as exc:
-            problem = _describe_refusal(exc, settings)
+            problem = _describe_refusal(exc, connection.sasl_password)
             if problem not in problems:
                 problems.append(problem)
     return problems
 
 
-def _describe_refusal(exc: KafkaException, settings: Settings) -> ConfigProblem:
+def _describe_refusal(exc: KafkaException, password: SecretStr | None) -> ConfigProblem:
     error = exc.args[0] if exc.args else None
     text = error.str() if isinstance(error, KafkaError) else str(exc)
     text = _CREATE_FAILED.sub("", text.strip())
-    password = settings.kafka_sasl_password
     if password is not None and password.get_secret_value():
         text = text.replace(password.get_secret_value(), "**********")
     found = [

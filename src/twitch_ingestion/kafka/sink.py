@@ -25,7 +25,6 @@ from typing import Protocol
 import structlog
 from confluent_kafka import KafkaError, Message
 
-from twitch_ingestion.config import Settings
 from twitch_ingestion.kafka.buffer import Appended, Buffer
 from twitch_ingestion.kafka.delivery import (
     Action,
@@ -48,7 +47,7 @@ from twitch_ingestion.metrics import (
 )
 from twitch_ingestion.records import DLQ_REASON_KAFKA_REFUSED, Headers, Record, Topics
 
-__all__ = ["DeliveryCounts", "KafkaSink", "Producer"]
+__all__ = ["DeliveryCounts", "KafkaSink", "KafkaSinkConfig", "Producer"]
 
 log = structlog.get_logger(__name__)
 
@@ -129,12 +128,22 @@ class DeliveryCounts:
     replayed: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class KafkaSinkConfig:
+    """The topics written to (their kinds label the metrics; the dead-letter topic takes
+    what Kafka refuses for good) and how long a record may wait for its acknowledgement
+    before the sink calls the delivery stalled (KAFKA_MESSAGE_TIMEOUT_MS)."""
+
+    topics: Topics
+    stall_timeout_s: float
+
+
 class KafkaSink:
     """Buffers and produces every record a source delivers; a `RecordSink`."""
 
     def __init__(
         self,
-        settings: Settings,
+        config: KafkaSinkConfig,
         producer: Producer,
         buffer: Buffer,
         *,
@@ -143,13 +152,13 @@ class KafkaSink:
         self._producer = producer
         self._buffer = buffer
         self._clock = clock
-        topics = Topics.from_settings(settings)
+        topics = config.topics
         self._kind_by_topic = topics.kinds
         self._delivered_by_topic: dict[str, int] = {}
         self._latency_tick = 0
         self._delivery = DeliveryState(
             dlq_topic=topics.dlq,
-            stall_timeout_s=settings.kafka_message_timeout_ms / 1000,
+            stall_timeout_s=config.stall_timeout_s,
             now=clock(),
         )
         self._rewind_task: asyncio.Task[None] | None = None

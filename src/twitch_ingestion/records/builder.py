@@ -27,7 +27,6 @@ from typing import TypeVar
 import msgspec
 import structlog
 
-from twitch_ingestion.config import Settings
 from twitch_ingestion.log_throttle import ThrottledLogger
 from twitch_ingestion.metrics import DEAD_LETTERS
 from twitch_ingestion.records.dead_letters import dead_letter_record
@@ -59,11 +58,6 @@ class RecordBuilder:
         self._keys: dict[str, bytes] = {}
         self._errors = ThrottledLogger(log, interval_s=10.0)
         self.dead_lettered = 0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RecordBuilder:
-        """The builder for the KAFKA_TOPIC_* settings."""
-        return cls(Topics.from_settings(settings))
 
     def key(self, channel: str) -> bytes:
         """The Kafka key of `channel`'s records (cached: one encode per channel)."""

@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from twitch_ingestion.config import Settings
 
 __all__ = ["Destination", "Topics"]
 
@@ -36,15 +32,6 @@ class Topics:
     """A byte-for-byte copy of every IRC line read, when set."""
     dlq: str | None = None
     """Dead letters, when set; without it they are counted and logged only."""
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Topics:
-        return cls(
-            chat=settings.kafka_topic_chat_messages,
-            events=settings.kafka_topic_chat_events,
-            raw=settings.kafka_topic_raw or None,
-            dlq=settings.kafka_topic_dlq or None,
-        )
 
     @property
     def names(self) -> list[str]:

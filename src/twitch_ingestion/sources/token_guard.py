@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import aiohttp
 from pydantic import SecretStr
 
-from twitch_ingestion.config import ClientType, Settings
 from twitch_ingestion.sources.common.source import SourceStopped
 from twitch_ingestion.sources.eventsub.auth import TokenKeeper, aiohttp_sender
 from twitch_ingestion.sources.eventsub.tokens import (
@@ -32,7 +32,7 @@ from twitch_ingestion.sources.eventsub.tokens import (
     TokenError,
 )
 
-__all__ = ["TokenGuard", "TokenRejected"]
+__all__ = ["TokenGuard", "TokenGuardConfig", "TokenRejected"]
 
 """As in the EventSub client: no HTTP answer at all is a transient 5xx for the core."""
 
@@ -52,15 +52,31 @@ class TokenRejected(SourceStopped):
         return {"variable": self.error.variable, "error": str(self)}
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenGuardConfig:
+    """What the guard needs: the token and how to refresh it (TWITCH_OAUTH_TOKEN,
+    TWITCH_CLIENT_ID/_SECRET/_TYPE, TWITCH_REFRESH_TOKEN, TWITCH_AUTH_URL,
+    TWITCH_TOKEN_VALIDATE_INTERVAL_S, TWITCH_TOKEN_REFRESH_MARGIN_S, and
+    TWITCH_CONNECT_TIMEOUT_S for each HTTP call)."""
+
+    access_token: SecretStr
+    client_id: str
+    client_secret: SecretStr | None
+    refresh_token: SecretStr | None
+    public_client: bool
+    auth_url: str
+    validate_interval_s: float
+    refresh_margin_s: float
+    http_timeout_s: float
+
+
 class TokenGuard:
     """Validates (and refreshes) TWITCH_OAUTH_TOKEN for the IRC source until it cannot."""
 
     def __init__(
-        self, settings: Settings, on_refreshed: Callable[[SecretStr], None] | None = None
+        self, config: TokenGuardConfig, on_refreshed: Callable[[SecretStr], None] | None = None
     ) -> None:
-        if settings.twitch_oauth_token is None:
-            raise ValueError("TokenGuard needs TWITCH_OAUTH_TOKEN")
-        self._settings = settings
+        self._config = config
         self._on_refreshed = on_refreshed
         self.keeper: TokenKeeper | None = None
         self.first_check_over = asyncio.Event()
@@ -72,26 +88,24 @@ class TokenGuard:
 
     async def run(self) -> None:
         """Returns never; raises `TokenRejected` when the token cannot be used."""
-        settings = self._settings
-        token = settings.twitch_oauth_token
-        secret, refresh = settings.twitch_client_secret, settings.twitch_refresh_token
-        assert token is not None
-        timeout = aiohttp.ClientTimeout(total=settings.twitch_connect_timeout_s)
+        config = self._config
+        secret, refresh = config.client_secret, config.refresh_token
+        timeout = aiohttp.ClientTimeout(total=config.http_timeout_s)
         async with aiohttp.ClientSession(timeout=timeout) as http:
             self.keeper = keeper = TokenKeeper(
                 aiohttp_sender(http),
-                auth_url=settings.twitch_auth_url,
-                client_id=settings.twitch_client_id or "",
-                access_token=token.get_secret_value(),
+                auth_url=config.auth_url,
+                client_id=config.client_id,
+                access_token=config.access_token.get_secret_value(),
                 client_secret="" if secret is None else secret.get_secret_value(),
                 refresh_token="" if refresh is None else refresh.get_secret_value(),
-                public_client=settings.twitch_client_type is ClientType.PUBLIC,
+                public_client=config.public_client,
                 required_scope=IRC_SCOPE,
-                validate_interval_s=settings.twitch_token_validate_interval_s,
-                refresh_margin_s=settings.twitch_token_refresh_margin_s,
+                validate_interval_s=config.validate_interval_s,
+                refresh_margin_s=config.refresh_margin_s,
                 # Unreachable /validate is retried this often, with a warning each time:
                 # half the refresh margin leaves a second try before the token expires.
-                refresh_retry_s=max(REFRESH_RETRY_S, settings.twitch_token_refresh_margin_s / 2),
+                refresh_retry_s=max(REFRESH_RETRY_S, config.refresh_margin_s / 2),
                 on_refreshed=self._refreshed,
             )
             started = await keeper.start(on_retrying=self.first_check_over.set)

@@ -18,6 +18,6 @@ manner of h11/wsproto, so each protocol edge case is a unit test without a socke
 The asyncio shell that owns sockets and clocks sits beside them, thin:
 
 - `auth`: `TokenKeeper`, the validate/refresh loop around `tokens`.
-- `client`: `EventSubSettings` and `EventSubClient` (aiohttp WebSocket and HTTP), which
+- `client`: `EventSubConfig` and `EventSubClient` (aiohttp WebSocket and HTTP), which
   carries out what `session` and `helix` decide and hands records to an output.
 """

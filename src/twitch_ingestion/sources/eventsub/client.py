@@ -38,9 +38,7 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 import msgspec
 import structlog
-from pydantic import SecretStr
 
-from twitch_ingestion.config import ClientType, Settings
 from twitch_ingestion.metrics import EVENTSUB_SUBSCRIPTION_FAILURES
 from twitch_ingestion.sources.common.backoff import ExponentialBackoff
 from twitch_ingestion.sources.eventsub.auth import TokenKeeper, send_http
@@ -123,8 +121,8 @@ __all__ = [
     "DEFAULT_EVENTSUB_URL",
     "EventSubClient",
     "EventSubClientStats",
+    "EventSubConfig",
     "EventSubOutput",
-    "EventSubSettings",
     "SettingsError",
     "SourceFailure",
 ]
@@ -160,7 +158,7 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
-class EventSubSettings:
+class EventSubConfig:
     """What the EventSub source needs, with the environment names of issue 11.
 
     Secrets are excluded from `repr`. The tunables below the URLs have Twitch's values
@@ -252,45 +250,6 @@ class EventSubSettings:
                     variable, f"{variable} must be a {' or '.join(schemes)} URL, not {value!r}"
                 )
 
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, channels: tuple[str, ...] | None = None, **tunables: object
-    ) -> EventSubSettings:
-        """The EventSub part of the service's `Settings` (config.py, the one home of every
-        setting, validated at load); raises `SettingsError` for what only EventSub needs.
-
-        `channels` defaults to TWITCH_CHANNEL; `tunables` override the rest (tests).
-        """
-
-        def secret(value: SecretStr | None) -> str:
-            return "" if value is None else value.get_secret_value()
-
-        values: dict[str, object] = {
-            "keepalive_timeout_s": settings.twitch_eventsub_keepalive_s,
-            "welcome_timeout_s": settings.twitch_login_timeout_s,
-            "validate_interval_s": settings.twitch_token_validate_interval_s,
-            "refresh_margin_s": settings.twitch_token_refresh_margin_s,
-            "backoff_base_s": settings.twitch_reconnect_base_s,
-            "backoff_max_s": settings.twitch_reconnect_max_s,
-            "http_timeout_s": settings.twitch_connect_timeout_s,
-            "max_unproductive_sessions": settings.twitch_max_reconnect_attempts,
-            "recheck_interval_s": settings.twitch_join_retry_interval_s,
-            "check_interval_s": settings.twitch_eventsub_check_interval_s,
-            **tunables,
-        }
-        return cls(
-            client_id=settings.twitch_client_id or "",
-            oauth_token=secret(settings.twitch_oauth_token),
-            channels=tuple(settings.twitch_channel if channels is None else channels),
-            client_secret=secret(settings.twitch_client_secret),
-            refresh_token=secret(settings.twitch_refresh_token),
-            public_client=settings.twitch_client_type is ClientType.PUBLIC,
-            eventsub_url=settings.twitch_eventsub_url,
-            api_url=settings.twitch_api_url,
-            auth_url=settings.twitch_auth_url,
-            **values,  # type: ignore[arg-type]
-        )
-
 
 class SourceFailure(msgspec.Struct, frozen=True, gc=False):
     """Why the source stopped for good; `message` is one line naming what to fix."""
@@ -358,7 +317,7 @@ class EventSubClient:
 
     def __init__(
         self,
-        settings: EventSubSettings,
+        settings: EventSubConfig,
         output: EventSubOutput,
         *,
         clock: Callable[[], float] = time.monotonic,

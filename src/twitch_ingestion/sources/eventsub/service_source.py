@@ -44,7 +44,7 @@ from collections.abc import Awaitable, Iterable, Mapping, Sequence
 import structlog
 
 from twitch_ingestion.channels import normalise_logins
-from twitch_ingestion.config import BufferFullPolicy, Settings
+from twitch_ingestion.config import BufferFullPolicy
 from twitch_ingestion.log_throttle import ThrottledLogger
 from twitch_ingestion.metrics import (
     BUFFER_DROPPED,
@@ -59,7 +59,7 @@ from twitch_ingestion.records.events import SourceDeadLetter
 from twitch_ingestion.sources.common.source import SideTask, SourceStopped
 from twitch_ingestion.sources.eventsub.client import (
     EventSubClient,
-    EventSubSettings,
+    EventSubConfig,
     SourceFailure,
 )
 from twitch_ingestion.sources.eventsub.helix import ChannelProblem
@@ -129,17 +129,6 @@ class SinkOutput:
         self._closing = False
         self._errors = ThrottledLogger(log, interval_s=10.0)
         self.failed_channels: dict[str, str] = {}
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, sink: RecordSink, records: RecordBuilder
-    ) -> SinkOutput:
-        return cls(
-            sink,
-            records,
-            high_water=settings.twitch_eventsub_max_held_records,
-            full_policy=settings.buffer_full_policy,
-        )
 
     @property
     def dead_lettered(self) -> int:
@@ -223,28 +212,27 @@ class EventSubSource:
 
     def __init__(
         self,
-        settings: Settings,
         records: RecordBuilder,
         sink: RecordSink,
+        client_config: EventSubConfig,
         *,
-        channels: Iterable[str] | None = None,
-        client_settings: EventSubSettings | None = None,
+        max_held_records: int,
+        full_policy: BufferFullPolicy,
     ) -> None:
-        """`channels` None: TWITCH_CHANNEL, fixed; a list (the fleet's, usually empty at
-        first): the starting set, changed later with `add_channels`/`remove_channels`."""
-        self.output = SinkOutput.from_settings(settings, sink, records)
-        url = settings.twitch_eventsub_url
+        """`client_config.channels`: the starting set — TWITCH_CHANNEL, fixed, or (with
+        `dynamic_channels`: the fleet's, usually empty at first) changed later with
+        `add_channels`/`remove_channels`. Records read while the sink is busy are held,
+        `max_held_records` at most (TWITCH_EVENTSUB_MAX_HELD_RECORDS), then
+        `full_policy` (BUFFER_FULL_POLICY) applies."""
+        self.output = SinkOutput(
+            sink, records, high_water=max_held_records, full_policy=full_policy
+        )
+        url = client_config.eventsub_url
         self.endpoint = (url, url.startswith("wss://"))
         """Where it reads and whether over TLS (for the service's start log)."""
-        dynamic = channels is not None
-        self._wanted = list(settings.twitch_channel if channels is None else channels)
-        self.client = EventSubClient(
-            client_settings
-            or EventSubSettings.from_settings(
-                settings, tuple(self._wanted), dynamic_channels=dynamic
-            ),
-            self.output,
-        )
+        dynamic = client_config.dynamic_channels
+        self._wanted = list(client_config.channels)
+        self.client = EventSubClient(client_config, self.output)
         self._dynamic = dynamic
         self._running = False
         self._stopping = False

@@ -21,7 +21,6 @@ from operator import itemgetter
 
 import structlog
 
-from twitch_ingestion.config import Settings
 from twitch_ingestion.metrics import HOT_PATH_INFO
 from twitch_ingestion.models import CHAT_MESSAGE_SCHEMA_VERSION
 from twitch_ingestion.records import Record, RecordSink
@@ -63,22 +62,19 @@ class IrcRecordEncoder:
         """Which path encodes PRIVMSG lines: `compiled` or `python`."""
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings, sink: RecordSink, records: RecordBuilder | None = None
+    def for_hot_path(
+        cls, requested: HotPathChoice, sink: RecordSink, records: RecordBuilder
     ) -> IrcRecordEncoder:
-        """The path HOT_PATH asks for (topics from the KAFKA_TOPIC_* settings unless
-        `records` is given); says which path runs.
+        """The path HOT_PATH (`requested`) asks for; says which path runs.
 
         The service builds its encoder once at start-up, so this logs once.
         """
-        encoder = cls(
-            sink, records or RecordBuilder.from_settings(settings), hot_path=settings.hot_path
-        )
+        encoder = cls(sink, records, hot_path=requested)
         HOT_PATH_INFO.clear()
-        HOT_PATH_INFO.labels(encoder.hot_path, settings.hot_path).set(1)
+        HOT_PATH_INFO.labels(encoder.hot_path, requested).set(1)
         if encoder.hot_path == "compiled":
             log.info("irc hot path", path="compiled", extension=EXTENSION_MODULE)
-        elif settings.hot_path == "python":
+        elif requested == "python":
             log.info("irc hot path", path="python", reason="HOT_PATH=python")
         else:
             log.info(

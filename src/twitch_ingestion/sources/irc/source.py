@@ -22,7 +22,7 @@ from twitch_ingestion.sources.common.source import SideTask
 from twitch_ingestion.sources.irc.pool import TwitchSource
 from twitch_ingestion.sources.irc.records import IrcRecordEncoder
 from twitch_ingestion.sources.irc.routing import DEFAULT_PARSE_STATS
-from twitch_ingestion.sources.token_guard import TokenGuard
+from twitch_ingestion.sources.token_guard import TokenGuard, TokenGuardConfig
 
 __all__ = ["IrcSource"]
 
@@ -44,15 +44,15 @@ class IrcSource:
         sink: RecordSink,
         *,
         channels: Iterable[str] | None = None,
+        token: TokenGuardConfig | None,
     ) -> None:
         """`channels` None: TWITCH_CHANNEL; a list (the fleet's, usually empty at first):
-        the starting set, changed later with `add_channels`/`remove_channels`."""
-        self.encoder = IrcRecordEncoder.from_settings(settings, sink, records)
+        the starting set, changed later with `add_channels`/`remove_channels`. `token`:
+        the guard's config when TWITCH_OAUTH_TOKEN is set (none: anonymous, no guard)."""
+        self.encoder = IrcRecordEncoder.for_hot_path(settings.hot_path, sink, records)
         self.pool = TwitchSource(settings, self.encoder, channels=channels)
         self.token_guard = (
-            TokenGuard(settings, on_refreshed=self.pool.use_token)
-            if settings.twitch_oauth_token
-            else None
+            None if token is None else TokenGuard(token, on_refreshed=self.pool.use_token)
         )
         self.endpoint = (
             f"{settings.twitch_irc_host}:{settings.twitch_irc_port}",

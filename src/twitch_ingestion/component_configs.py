@@ -1,0 +1,136 @@
+"""`Settings` → each component's own small config, in one place.
+
+`config.Settings` is the environment, validated: one home for every variable, its default
+and its check. Components do not see it: each takes its own frozen config, so that its
+signature says what it depends on and a test builds one without an environment. This
+module is the only mapping between the two; the service, the commands and the benchmarks
+call it. (The buffer, the IRC pool and the fleet still take `Settings`: the next ones to move
+here.)
+"""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+
+from twitch_ingestion.config import ClientType, Settings
+from twitch_ingestion.kafka.producer_config import KafkaConnection, ProducerTuning
+from twitch_ingestion.kafka.sink import KafkaSinkConfig
+from twitch_ingestion.records.topics import Topics
+from twitch_ingestion.sources.eventsub.client import EventSubConfig
+from twitch_ingestion.sources.token_guard import TokenGuardConfig
+
+__all__ = [
+    "eventsub_config",
+    "kafka_connection",
+    "kafka_sink_config",
+    "producer_tuning",
+    "token_guard_config",
+    "topics",
+]
+
+
+def kafka_connection(settings: Settings) -> KafkaConnection:
+    """Every Kafka client's brokers and credentials."""
+    return KafkaConnection(
+        brokers=settings.kafka_brokers,
+        client_id=settings.kafka_client_id,
+        security_protocol=settings.kafka_security_protocol,
+        sasl_mechanism=settings.kafka_sasl_mechanism,
+        sasl_username=settings.kafka_sasl_username,
+        sasl_password=settings.kafka_sasl_password,
+        ssl_ca_location=settings.kafka_ssl_ca_location,
+    )
+
+
+def producer_tuning(settings: Settings) -> ProducerTuning:
+    """The producer's KAFKA_* settings beyond the connection."""
+    return ProducerTuning(
+        acks=settings.kafka_acks,
+        enable_idempotence=settings.kafka_enable_idempotence,
+        retries=settings.kafka_retries,
+        batch_size=settings.kafka_batch_size,
+        linger_ms=settings.kafka_linger_ms,
+        compression=settings.kafka_compression,
+        message_timeout_ms=settings.kafka_message_timeout_ms,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
+        retry_backoff_ms=settings.kafka_retry_backoff_ms,
+        retry_backoff_max_ms=settings.kafka_retry_backoff_max_ms,
+        reconnect_backoff_max_ms=settings.kafka_reconnect_backoff_max_ms,
+        queue_max_messages=settings.kafka_queue_max_messages,
+        queue_max_kbytes=settings.kafka_queue_max_kbytes,
+    )
+
+
+def topics(settings: Settings) -> Topics:
+    """The topics written to (KAFKA_TOPIC_*; an empty raw or dead-letter topic: none)."""
+    return Topics(
+        chat=settings.kafka_topic_chat_messages,
+        events=settings.kafka_topic_chat_events,
+        raw=settings.kafka_topic_raw or None,
+        dlq=settings.kafka_topic_dlq or None,
+    )
+
+
+def kafka_sink_config(settings: Settings) -> KafkaSinkConfig:
+    """The sink's topics and its stall timeout (KAFKA_MESSAGE_TIMEOUT_MS: librdkafka's
+    own is switched off, kafka/producer.py)."""
+    return KafkaSinkConfig(
+        topics=topics(settings), stall_timeout_s=settings.kafka_message_timeout_ms / 1000
+    )
+
+
+def _secret(value: SecretStr | None) -> str:
+    return "" if value is None else value.get_secret_value()
+
+
+def eventsub_config(
+    settings: Settings, channels: tuple[str, ...] | None = None, **tunables: object
+) -> EventSubConfig:
+    """The EventSub source's config; raises `SettingsError` for what only EventSub needs.
+
+    `channels` defaults to TWITCH_CHANNEL; `tunables` override the rest (tests, the fleet's
+    `dynamic_channels`).
+    """
+    values: dict[str, object] = {
+        "keepalive_timeout_s": settings.twitch_eventsub_keepalive_s,
+        "welcome_timeout_s": settings.twitch_login_timeout_s,
+        "validate_interval_s": settings.twitch_token_validate_interval_s,
+        "refresh_margin_s": settings.twitch_token_refresh_margin_s,
+        "backoff_base_s": settings.twitch_reconnect_base_s,
+        "backoff_max_s": settings.twitch_reconnect_max_s,
+        "http_timeout_s": settings.twitch_connect_timeout_s,
+        "max_unproductive_sessions": settings.twitch_max_reconnect_attempts,
+        "recheck_interval_s": settings.twitch_join_retry_interval_s,
+        "check_interval_s": settings.twitch_eventsub_check_interval_s,
+        **tunables,
+    }
+    return EventSubConfig(
+        client_id=settings.twitch_client_id or "",
+        oauth_token=_secret(settings.twitch_oauth_token),
+        channels=tuple(settings.twitch_channel if channels is None else channels),
+        client_secret=_secret(settings.twitch_client_secret),
+        refresh_token=_secret(settings.twitch_refresh_token),
+        public_client=settings.twitch_client_type is ClientType.PUBLIC,
+        eventsub_url=settings.twitch_eventsub_url,
+        api_url=settings.twitch_api_url,
+        auth_url=settings.twitch_auth_url,
+        **values,  # type: ignore[arg-type]
+    )
+
+
+def token_guard_config(settings: Settings) -> TokenGuardConfig | None:
+    """The IRC token guard's config; None without TWITCH_OAUTH_TOKEN (anonymous)."""
+    token = settings.twitch_oauth_token
+    if token is None:
+        return None
+    return TokenGuardConfig(
+        access_token=token,
+        client_id=settings.twitch_client_id or "",
+        client_secret=settings.twitch_client_secret,
+        refresh_token=settings.twitch_refresh_token,
+        public_client=settings.twitch_client_type is ClientType.PUBLIC,
+        auth_url=settings.twitch_auth_url,
+        validate_interval_s=settings.twitch_token_validate_interval_s,
+        refresh_margin_s=settings.twitch_token_refresh_margin_s,
+        http_timeout_s=settings.twitch_connect_timeout_s,
+    )
