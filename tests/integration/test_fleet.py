@@ -400,7 +400,7 @@ def _rebalance_logs(service: ServiceProcess) -> int:
     return sum(1 for e in service.log_events() if e.get("event") in wanted)
 
 
-def test_a_clean_restart_within_the_session_timeout_keeps_its_channels_without_rebalance(
+def test_a_restart_after_a_crash_within_the_session_timeout_keeps_its_channels_without_rebalance(
     fleet: Fleet,
 ) -> None:
     channels = channel_names(60)
@@ -414,8 +414,10 @@ def test_a_clean_restart_within_the_session_timeout_keeps_its_channels_without_r
     rebalances = [_rebalance_logs(service) for service in others]
     kept = {c for c, nicks in channel_holders(before).items() if nicks == ["fleet_b"]}
 
+    # SIGKILL: a SIGTERM hands the channels over instead (test_zero_gap.py); static
+    # membership is what lets a crashed instance that comes straight back keep them.
     stopping = time.monotonic()
-    assert fleet.instances["fleet_b"].stop(signal.SIGTERM, timeout_s=20) == 0
+    fleet.instances["fleet_b"].stop(signal.SIGKILL, timeout_s=20)
     restarted = fleet.start("fleet_b")
     restarted.wait_for_log("fleet partitions loaded", timeout_s=20)
     back_after_s = time.monotonic() - stopping
@@ -427,4 +429,4 @@ def test_a_clean_restart_within_the_session_timeout_keeps_its_channels_without_r
     for channel in set(channels) - kept:
         assert delta(after.joins_by_channel, before.joins_by_channel, channel) == 0, channel
         assert delta(after.parts_by_channel, before.parts_by_channel, channel) == 0, channel
-    report("clean restart", channels_kept=len(kept), back_after_s=round(back_after_s, 1))
+    report("restart after a crash", channels_kept=len(kept), back_after_s=round(back_after_s, 1))

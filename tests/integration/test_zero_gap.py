@@ -90,6 +90,7 @@ def test_an_instance_stopped_for_good_hands_its_channels_over(fleet: ZeroGapFlee
     result = _streamed(fleet, stop_c)
     _report("SIGTERM one of 3 for good", result, exit_s=round(took[0], 1))
     assert took[0] < SHUTDOWN_TIMEOUT_S + 5
+    assert (result.lost, result.unheard, result.out_of_order) == (0, 0, 0)
 
 
 def test_a_rolling_restart_of_all_three(fleet: ZeroGapFleet) -> None:
@@ -102,6 +103,7 @@ def test_a_rolling_restart_of_all_three(fleet: ZeroGapFleet) -> None:
 
     result = _streamed(fleet, roll)
     _report("rolling restart of 3", result)
+    assert (result.lost, result.unheard, result.out_of_order) == (0, 0, 0)
 
 
 def test_a_fourth_instance_added(fleet: ZeroGapFleet) -> None:

@@ -193,6 +193,48 @@ async def test_a_handover_timeout_of_zero_parts_at_revocation() -> None:
     assert source.channels == []
 
 
+class FakeReader:
+    """The reader thread, reduced to what a hand-off asks of it."""
+
+    def __init__(self) -> None:
+        self.leave_requested = False
+
+    def request_leave(self) -> None:
+        self.leave_requested = True
+
+
+async def test_a_hand_off_leaves_the_group_and_returns_once_every_channel_is_taken() -> None:
+    fleet, source = member()
+    reader = FakeReader()
+    fleet._reader = reader  # type: ignore[assignment]
+    fleet.handle_event(PartitionsAssigned((1, 2)))
+    fleet.handle_event(PartitionLoaded(1, ("a",)))
+    fleet.handle_event(PartitionLoaded(2, ("b",)))
+    handing_off = asyncio.create_task(fleet.hand_off(10.0))
+    await asyncio.sleep(0)
+    assert reader.leave_requested
+    fleet.handle_event(PartitionsRevoked((1, 2), {1: ("a",), 2: ("b",)}, lost=False))
+    assert source.channels == ["a", "b"]  # still read until taken
+    fleet.handle_event(other(["a"], not_joined=[]))
+    await asyncio.sleep(0)
+    assert not handing_off.done()
+    fleet.handle_event(other(["a", "b"], not_joined=[]))
+    assert await asyncio.wait_for(handing_off, 1.0) == []
+    assert source.channels == []
+
+
+async def test_a_hand_off_nobody_completes_returns_the_channels_left() -> None:
+    fleet, _ = member()
+    fleet._reader = FakeReader()  # type: ignore[assignment]
+    fleet.handle_event(PartitionsAssigned((1,)))
+    fleet.handle_event(PartitionLoaded(1, ("a", "b")))
+    handing_off = asyncio.create_task(fleet.hand_off(0.05))
+    await asyncio.sleep(0)
+    fleet.handle_event(PartitionsRevoked((1,), {1: ("a", "b")}, lost=False))
+    fleet.handle_event(other(["b"], not_joined=[]))
+    assert await handing_off == ["a"]
+
+
 async def test_a_partition_assigned_back_during_its_hand_over_keeps_its_channels() -> None:
     fleet, source = member()
     fleet.handle_event(PartitionsAssigned((1,)))

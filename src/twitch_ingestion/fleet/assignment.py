@@ -218,6 +218,7 @@ class ControlTopicReader:
         self._post = post
         self._table = ChannelTable()
         self._stop = threading.Event()
+        self._leave = threading.Event()
         self._closing = False
         self._fatal: KafkaError | None = None
         self._throttled = ThrottledLogger(log, interval_s=30.0)
@@ -228,6 +229,11 @@ class ControlTopicReader:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    def request_leave(self) -> None:
+        """Leave the consumer group now (its partitions move at once, each revoked with
+        a `PartitionsRevoked`), but go on reading the instance reports until stopped."""
+        self._leave.set()
 
     def join(self, timeout_s: float | None = None) -> None:
         if self._thread.is_alive():
@@ -257,7 +263,14 @@ class ControlTopicReader:
                 on_lost=self._on_lost,
             )
             self._assign_reports(reports)
+            subscribed = True
             while not self._stop.is_set():
+                if subscribed and self._leave.is_set():
+                    # A static member's close() does not leave the group (KIP-345: its
+                    # partitions wait a session timeout for it); unsubscribe does, with
+                    # the revoke callback run by the next consume.
+                    subscribed = False
+                    group.unsubscribe()
                 for message in group.consume(_CONSUME_BATCH, _POLL_TIMEOUT_S):
                     self._on_control_message(message)
                 for message in reports.consume(_CONSUME_BATCH, 0):
@@ -400,6 +413,7 @@ class FleetMember:
         self._failure: BaseException | None = None
         self._wakeup: asyncio.Event | None = None
         self._stopping = False
+        self._leaving: asyncio.Event | None = None
         self._started_at_ms = int(time.time() * 1000)
         self._last_published: tuple[object, ...] | None = None
         self._last_published_at = 0.0
@@ -455,6 +469,47 @@ class FleetMember:
                 log.error("fleet reader crashed", error=repr(error), exc_info=error)
                 raise FleetError(f"the fleet reader failed: {error!r}") from error
             self.tick(loop.time())
+
+    async def hand_off(self, timeout_s: float) -> list[str]:
+        """SIGTERM in a fleet: leave the group at once, so that its partitions move now
+        rather than after the session timeout, and go on reading every channel until
+        its new owner reports it joined (`handover.py`), at most `timeout_s`. Returns
+        the channels not handed over by then (logged, by name); `stop()` comes next.
+        """
+        reader = self._reader
+        if reader is None or self._stopping:
+            return []
+        started = time.monotonic()
+        leaving = self._leaving = asyncio.Event()
+        log.info(
+            "fleet hand-off starting",
+            instance_id=self._settings.instance_id,
+            channels=len(self._source.channels),
+            timeout_s=timeout_s,
+        )
+        reader.request_leave()
+        self._check_left()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(leaving.wait(), timeout_s)
+        left = sorted(set(self._handover.channels) | {c for cs in self._owned.values() for c in cs})
+        elapsed = round(time.monotonic() - started, 2)
+        if left:
+            log.warning(
+                "fleet hand-off incomplete",
+                channels=len(left),
+                not_handed_off=left,
+                waited_s=elapsed,
+                reason="no new owner reported them joined in time (SHUTDOWN_TIMEOUT_S)",
+            )
+        else:
+            log.info("fleet hand-off complete", waited_s=elapsed)
+        return left
+
+    def _check_left(self) -> None:
+        """While handing off: every partition revoked and every channel handed over."""
+        leaving = self._leaving
+        if leaving is not None and not self._partitions and not self._handover:
+            leaving.set()
 
     async def stop(self) -> None:
         """Leave the work where it is: close the consumer (a static member does not leave
@@ -529,6 +584,7 @@ class FleetMember:
             self._failure = event.error
             if self._wakeup is not None:
                 self._wakeup.set()
+        self._check_left()
 
     def _on_revoked(self, event: PartitionsRevoked) -> None:
         self._partitions.difference_update(event.partitions)
@@ -580,6 +636,7 @@ class FleetMember:
                 action="parting channels no instance reported joined",
             )
         self._publish_report(now)
+        self._check_left()
 
     def _publish_report(self, now: float) -> None:
         publisher = self._publisher
