@@ -55,11 +55,21 @@ from twitch_ingestion.fleet.control_topic import (
     decode_record,
     ensure_control_topics,
 )
+from twitch_ingestion.fleet.fence import (
+    MARK_KEY_PREFIX,
+    MARK_WAIT_S,
+    ChannelFence,
+    FinalMark,
+    ReleaseOutcome,
+    decode_mark,
+    encode_mark,
+)
 from twitch_ingestion.fleet.handover import HandoverTracker
 from twitch_ingestion.fleet.status import InstanceReport, decode_report, encode_report
 from twitch_ingestion.kafka.producer_config import admin_config
 from twitch_ingestion.kafka.topics import NO_AUTO_CREATE
 from twitch_ingestion.log_throttle import ThrottledLogger
+from twitch_ingestion.metrics import FLEET_HANDOFFS
 
 __all__ = ["ChannelReader", "ControlTopicReader", "FleetError", "FleetMember"]
 
@@ -109,6 +119,11 @@ class ChannelReader(Protocol):
 
     def status(self) -> dict[str, object]: ...
 
+    @property
+    def fence(self) -> ChannelFence | None:
+        """Per-channel hold/track/drop for fenced hand-offs (`fence.py`); None: the
+        source cannot, and a moved channel is produced twice for the overlap."""
+
 
 # --- events: reader thread → event loop -------------------------------------------------
 
@@ -148,6 +163,18 @@ class ReportReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportDeleted:
+    """An instance stopped cleanly (its report's tombstone)."""
+
+    instance_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarkReceived:
+    mark: FinalMark
+
+
+@dataclass(frozen=True, slots=True)
 class ReaderFailed:
     error: BaseException
 
@@ -158,6 +185,8 @@ FleetEvent = (
     | ChannelsChanged
     | PartitionsRevoked
     | ReportReceived
+    | ReportDeleted
+    | MarkReceived
     | ReaderFailed
 )
 
@@ -379,8 +408,17 @@ class ControlTopicReader:
             self._post(ChannelsChanged(partition, change.added, change.removed))
 
     def _on_report_message(self, message: Message) -> None:
+        if message.error() is not None:
+            return
         value = message.value()
-        if message.error() is not None or value is None:
+        key = (message.key() or b"").decode(errors="replace")
+        if key.startswith(MARK_KEY_PREFIX):
+            mark = decode_mark(value) if value is not None else None
+            if mark is not None:
+                self._post(MarkReceived(mark))
+            return
+        if value is None:
+            self._post(ReportDeleted(key))
             return
         report = decode_report(value)
         if report is not None:
@@ -405,6 +443,11 @@ class FleetMember:
         self._settings = settings
         self._source = source
         self._handover = HandoverTracker(settings.instance_id)
+        self._fence = source.fence
+        # Other instances → the channels their latest report says they are handing over
+        # (`releasing`): one of those, joined here, is held until its final mark. A
+        # channel a crashed instance read is not in it: nobody will send its mark.
+        self._releasing_elsewhere: dict[str, frozenset[str]] = {}
         self._partitions: set[int] = set()
         # Channels of each loaded partition, as the reader reported them.
         self._owned: dict[int, set[str]] = {}
@@ -521,6 +564,8 @@ class FleetMember:
         if reader is not None:
             reader.request_stop()
             await asyncio.to_thread(reader.join, 30.0)
+        # Channels not handed over (hand-off cut short): whoever holds them gets a mark.
+        self._stop_producing(self._handover.channels, to_instance="")
         publisher, self._publisher = self._publisher, None
         if publisher is not None:
             publisher.produce(
@@ -538,9 +583,21 @@ class FleetMember:
         source = self._source
         if isinstance(event, PartitionLoaded):
             self._owned[event.partition] = set(event.channels)
+            releasing = set(self._handover.channels)
             gone = self._not_owned(self._handover.reclaim(event.partition, event.channels))
             if gone:
+                self._stop_producing(gone, to_instance="")
                 source.remove_channels(gone)
+            fence = self._fence
+            if fence is not None and event.channels:
+                # Still read and produced here (given away, taken back before the hand-over
+                # ended): go on. The rest is new here: held until the old owner's mark.
+                kept = [c for c in event.channels if c in releasing]
+                fence.produce(kept)
+                fence.hold(
+                    [c for c in event.channels if c not in releasing],
+                    read_elsewhere=self._read_elsewhere(event.channels),
+                )
             if event.channels:
                 source.add_channels(event.channels)
             self._loaded_partitions += 1
@@ -551,8 +608,12 @@ class FleetMember:
             owned.update(event.added)
             removed = self._not_owned(event.removed)
             if removed:
+                if self._fence is not None:
+                    self._fence.forget(removed)
                 source.remove_channels(removed)
             if event.added:
+                if self._fence is not None:
+                    self._fence.produce(event.added)  # new to the fleet: nobody to fence
                 source.add_channels(event.added)
             log.info(
                 "fleet channels changed",
@@ -561,8 +622,15 @@ class FleetMember:
                 removed=list(event.removed),
             )
         elif isinstance(event, ReportReceived):
-            taken = self._not_owned(self._handover.on_report(event.report))
+            report = event.report
+            if report.instance_id != self._settings.instance_id:
+                handing = frozenset(report.releasing)
+                self._releasing_elsewhere[report.instance_id] = handing
+                if self._fence is not None and handing:
+                    self._fence.expect_mark([c for c in self._fence.holding() if c in handing])
+            taken = self._not_owned(self._handover.on_report(report))
             if taken:
+                self._stop_producing(taken, to_instance=report.instance_id)
                 source.remove_channels(taken)
                 log.info(
                     "fleet hand-over complete",
@@ -580,6 +648,10 @@ class FleetMember:
             )
         elif isinstance(event, PartitionsRevoked):
             self._on_revoked(event)
+        elif isinstance(event, ReportDeleted):
+            self._releasing_elsewhere.pop(event.instance_id, None)
+        elif isinstance(event, MarkReceived):
+            self._on_mark(event.mark)
         else:
             self._failure = event.error
             if self._wakeup is not None:
@@ -599,11 +671,79 @@ class FleetMember:
             lost=event.lost,
         )
         if self._settings.kafka_channels_handover_timeout_s <= 0:
-            self._source.remove_channels(
-                self._not_owned([c for cs in event.channels.values() for c in cs])
-            )
+            gone = self._not_owned([c for cs in event.channels.values() for c in cs])
+            self._stop_producing(gone, to_instance="")
+            self._source.remove_channels(gone)
             return
-        self._handover.release(event.channels, asyncio.get_running_loop().time())
+        now = asyncio.get_running_loop().time()
+        self._handover.release(event.channels, now)
+        if self._fence is not None:
+            self._fence.track(c for cs in event.channels.values() for c in cs)
+        # At once, not at the next tick: the new owner holds what it reads of a channel
+        # only if it knows that another instance reads it.
+        self._publish_report(now)
+
+    def _read_elsewhere(self, channels: Iterable[str]) -> set[str]:
+        releasing = self._releasing_elsewhere.values()
+        return {c for c in channels if any(c in given for given in releasing)}
+
+    def _stop_producing(self, channels: list[str], *, to_instance: str) -> None:
+        """Stop producing `channels` (parted next) and publish the final mark of each
+        that was fenced, so that its new owner produces exactly what follows."""
+        fence = self._fence
+        if fence is None or not channels:
+            return
+        marks = fence.stop(channels)
+        publisher = self._publisher
+        if publisher is None:
+            return
+        now_ms = int(time.time() * 1000)
+        for channel, identity in marks.items():
+            mark = FinalMark(
+                channel=channel,
+                from_instance=self._settings.instance_id,
+                to_instance=to_instance,
+                identity=identity,
+                at_ms=now_ms,
+            )
+            try:
+                publisher.produce(
+                    self._settings.kafka_topic_instances,
+                    encode_mark(mark),
+                    f"{MARK_KEY_PREFIX}{channel}".encode(),
+                )
+            except BufferError:
+                log.warning("fleet final mark not published", channel=channel)
+        publisher.poll(0)
+
+    def _on_mark(self, mark: FinalMark) -> None:
+        me = self._settings.instance_id
+        fence = self._fence
+        if fence is None or mark.from_instance == me or mark.to_instance not in ("", me):
+            return
+        release = fence.release(mark.channel, mark)
+        if release is not None:
+            self._released(mark.channel, release.outcome, mark.from_instance)
+
+    def _released(self, channel: str, outcome: ReleaseOutcome, old_owner: str) -> None:
+        FLEET_HANDOFFS.labels(outcome.value).inc()
+        if outcome is ReleaseOutcome.POSSIBLE_GAP:
+            log.warning(
+                "fleet hand-over may have lost lines",
+                channel=channel,
+                old_owner=old_owner,
+                reason="the old owner's final mark is older than what was held here "
+                "(the hold window overflowed)",
+            )
+        elif outcome is ReleaseOutcome.NO_MARK:
+            log.warning(
+                "fleet hand-over may have repeated lines",
+                channel=channel,
+                reason=f"no final mark within {MARK_WAIT_S:g} s: everything read since "
+                "the JOIN was produced, some of which the old owner may have produced too",
+            )
+        else:
+            log.debug("fleet hand-over fenced", channel=channel, outcome=outcome.value)
 
     def _not_owned(self, channels: Iterable[str]) -> list[str]:
         """`channels` minus those a partition we still own wants: a key written to two
@@ -627,6 +767,7 @@ class FleetMember:
             self._handover.expired(now, self._settings.kafka_channels_handover_timeout_s)
         )
         if late:
+            self._stop_producing(late, to_instance="")
             self._source.remove_channels(late)
             log.warning(
                 "fleet hand-over timed out",
@@ -635,6 +776,9 @@ class FleetMember:
                 timeout_s=self._settings.kafka_channels_handover_timeout_s,
                 action="parting channels no instance reported joined",
             )
+        if self._fence is not None:
+            for channel, release in self._fence.expire(now).items():
+                self._released(channel, release.outcome, "")
         self._publish_report(now)
         self._check_left()
 
