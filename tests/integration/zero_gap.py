@@ -151,6 +151,8 @@ class ZeroGapFleet:
     env: dict[str, str]
     channels: list[str] = field(default_factory=list)
     instances: dict[str, ServiceProcess] = field(default_factory=dict)
+    started: list[ServiceProcess] = field(default_factory=list)
+    """Every process started, restarted ones included."""
 
     @property
     def chat_topic(self) -> str:
@@ -182,6 +184,7 @@ class ZeroGapFleet:
             }
         )
         self.instances[name] = service
+        self.started.append(service)
         return service
 
     def sigterm(self, name: str) -> tuple[int, float]:
