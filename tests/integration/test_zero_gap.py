@@ -146,3 +146,23 @@ def test_a_fourth_instance_added(fleet: ZeroGapFleet) -> None:
     assert taken[0] > 0
     _assert_exactly_once(result)
     assert _inexact_hand_overs(fleet) == []
+
+
+def test_the_last_instance_stopped_does_not_wait_for_a_new_owner(
+    kafka_brokers: str,
+    topics: dict[str, str],
+    simulator: SimulatorThread,
+    start_service: Callable[[dict[str, str]], ServiceProcess],
+    tmp_path: Path,
+) -> None:
+    with zero_gap_fleet(kafka_brokers, topics, simulator, start_service, tmp_path) as fleet:
+        fleet.add_channels(["solo_1", "solo_2"])
+        fleet.start("fleet_a")
+        fleet.wait_settled()
+
+        code, _ = fleet.sigterm("fleet_a")
+
+        assert code == 0
+        events = {str(e.get("event")): e for e in fleet.instances["fleet_a"].log_events()}
+        assert "fleet hand-off has nobody to hand to" in events
+        assert events["fleet hand-off incomplete"]["not_handed_off"] == ["solo_1", "solo_2"]

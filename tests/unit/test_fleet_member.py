@@ -115,7 +115,7 @@ def other(
 
 def member(**overrides: Any) -> tuple[FleetMember, FakeSource]:
     source = FakeSource()
-    return FleetMember(settings(**overrides), source), source
+    return FleetMember(settings(**overrides), source, group_is_empty=lambda: False), source
 
 
 async def test_a_loaded_partition_s_channels_are_joined() -> None:
@@ -229,6 +229,21 @@ async def test_a_hand_off_leaves_the_group_and_returns_once_every_channel_is_tak
     fleet.handle_event(other(["a", "b"], not_joined=[]))
     assert await asyncio.wait_for(handing_off, 1.0) == []
     assert source.channels == []
+
+
+async def test_a_hand_off_stops_waiting_once_nobody_is_left_in_the_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("twitch_ingestion.fleet.assignment._GROUP_CHECK_S", 0.01)
+    source = FakeSource()
+    fleet = FleetMember(settings(), source, group_is_empty=lambda: True)
+    fleet._reader = FakeReader()  # type: ignore[assignment]
+    fleet.handle_event(PartitionsAssigned((1,)))
+    fleet.handle_event(PartitionLoaded(1, ("a",)))
+    handing_off = asyncio.create_task(fleet.hand_off(30.0))
+    await asyncio.sleep(0)
+    fleet.handle_event(PartitionsRevoked((1,), {1: ("a",)}, lost=False))
+    assert await asyncio.wait_for(handing_off, 5.0) == ["a"]
 
 
 async def test_a_hand_off_nobody_completes_returns_the_channels_left() -> None:
@@ -518,7 +533,7 @@ def releasing(instance: str, channels: list[str]) -> ReportReceived:
 
 async def test_the_old_owner_publishes_the_final_mark_of_each_channel_taken() -> None:
     source = FencedSource()
-    fleet = FleetMember(settings(), source)
+    fleet = FleetMember(settings(), source, group_is_empty=lambda: False)
     publisher = FakePublisher()
     fleet._publisher = publisher  # type: ignore[assignment]
     fleet.handle_event(PartitionsAssigned((1,)))
@@ -544,7 +559,7 @@ async def test_the_old_owner_publishes_the_final_mark_of_each_channel_taken() ->
 
 async def test_the_new_owner_holds_a_channel_being_handed_over_until_its_mark() -> None:
     source = FencedSource()
-    fleet = FleetMember(settings(), source)
+    fleet = FleetMember(settings(), source, group_is_empty=lambda: False)
     fleet.handle_event(releasing("old", ["a"]))
     fleet.handle_event(PartitionsAssigned((1,)))
     fleet.handle_event(PartitionLoaded(1, ("a",)))

@@ -47,6 +47,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient
 
 from twitch_ingestion.config import Settings
 from twitch_ingestion.fleet.control_topic import (
@@ -94,6 +95,8 @@ _HEARTBEAT_S = 30.0
 _TOPIC_RETRY_S = 5.0
 # Time allowed at shutdown to delete this instance's report.
 _REPORT_FLUSH_S = 5.0
+# While handing off at shutdown: how often to ask whether any member is left to take over.
+_GROUP_CHECK_S = 1.0
 
 
 class FleetError(Exception):
@@ -439,9 +442,19 @@ class FleetMember:
     ```
     """
 
-    def __init__(self, settings: Settings, source: ChannelReader) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        source: ChannelReader,
+        *,
+        group_is_empty: Callable[[], bool] | None = None,
+    ) -> None:
+        """`group_is_empty` (blocking, run on a thread) tells a hand-off at shutdown that
+        nobody is left to take the channels; by default it asks Kafka."""
         self._settings = settings
         self._source = source
+        self._admin: AdminClient | None = None
+        self._group_is_empty = group_is_empty or self._ask_group_is_empty
         self._handover = HandoverTracker(settings.instance_id)
         self._fence = source.fence
         # Other instances → the channels their latest report says they are handing over
@@ -532,8 +545,12 @@ class FleetMember:
         )
         reader.request_leave()
         self._check_left()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(leaving.wait(), timeout_s)
+        watch = asyncio.create_task(self._until_group_empty(leaving), name="fleet-hand-off")
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(leaving.wait(), timeout_s)
+        finally:
+            watch.cancel()
         left = sorted(set(self._handover.channels) | {c for cs in self._owned.values() for c in cs})
         elapsed = round(time.monotonic() - started, 2)
         if left:
@@ -547,6 +564,35 @@ class FleetMember:
         else:
             log.info("fleet hand-off complete", waited_s=elapsed)
         return left
+
+    async def _until_group_empty(self, leaving: asyncio.Event) -> None:
+        """Stop waiting once the group has no member left to take the channels (the
+        last instance, or the whole fleet, stopping): nobody will report them joined."""
+        while not leaving.is_set():
+            await asyncio.sleep(_GROUP_CHECK_S)
+            if await asyncio.to_thread(self._group_is_empty):
+                log.info("fleet hand-off has nobody to hand to")
+                leaving.set()
+
+    def _ask_group_is_empty(self) -> bool:
+        """No member in the group (False when Kafka cannot say: keep waiting). Blocks."""
+        admin = self._admin
+        if admin is None:
+            admin = self._admin = AdminClient(
+                {
+                    **admin_config(self._settings),
+                    **NO_AUTO_CREATE,
+                    "logger": logging.getLogger("librdkafka"),
+                }
+            )
+        group = self._settings.kafka_channels_group
+        try:
+            future = admin.describe_consumer_groups([group], request_timeout=5)[group]
+            # The stubs say dict; confluent-kafka returns one ConsumerGroupDescription.
+            description: Any = future.result()
+        except Exception:
+            return False
+        return not description.members
 
     def _check_left(self) -> None:
         """While handing off: every partition revoked and every channel handed over."""
