@@ -344,7 +344,8 @@ def test_a_fourth_instance_takes_some_channels_and_the_others_are_never_parted(
         joins = delta(after.joins_by_channel, before.joins_by_channel, channel)
         assert (parts, joins) == ((1, 1) if channel in moved else (0, 0)), channel
     # The old owner read each moved channel until the new one had joined it: no line
-    # of the stream found nobody, and every one reached Kafka (some twice).
+    # of the stream found nobody, and every one reached Kafka, once (the fenced
+    # hand-off: test_zero_gap.py).
     final = fleet.simulator.stats()
     assert not any(final.numbered_undelivered.values())
     high = final.numbered_high_water
@@ -354,6 +355,7 @@ def test_a_fourth_instance_takes_some_channels_and_the_others_are_never_parted(
     got = numbered(records)
     for channel in channels:
         assert sorted(got[channel]) == list(range(1, high[channel] + 1)), channel
+    assert len(records) == sum(high.values())
     report(
         "fourth instance",
         moved=len(moved),
