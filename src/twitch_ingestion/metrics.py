@@ -491,6 +491,14 @@ CHANNEL_FLOW = ScrapeTimeCollector(
 REGISTRY.register(CHANNEL_FLOW)
 
 # --- Fleet (CHANNEL_SOURCE=kafka; read at scrape time) ------------------------------
+FLEET_HANDOFFS = Counter(
+    "twitch_ingestion_fleet_handoffs",
+    "Channels this instance took over from another, by how the old owner's final mark "
+    "settled where to start producing (fleet/fence.py: possible_gap and no_mark are the "
+    "inexact ones)",
+    ["outcome"],
+    registry=REGISTRY,
+)
 FLEET = ScrapeTimeCollector(
     {
         "twitch_ingestion_fleet_partitions_assigned": (

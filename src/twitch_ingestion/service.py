@@ -324,11 +324,17 @@ class IngestionService:
         if a second signal asks to stop now (what is unacknowledged stays in the buffer)."""
         timeout_s = self.settings.shutdown_timeout_s
         deadline = time.monotonic() + timeout_s
+        grace_s = timeout_s / 2
         if self.fleet is not None:
+            if exit_code is ExitCode.OK:
+                # A planned stop: give the channels to other instances first (up to half
+                # the budget); they keep being read, and produced, until each is taken.
+                await self._unless_stopped_now(self.fleet.hand_off(timeout_s / 2))
+                grace_s = max(0.0, deadline - time.monotonic()) / 2
             # First, so that no channel is added while the source winds down.
             await self._unless_stopped_now(self.fleet.stop())
         # Half the budget for a chunk the source is still handing over, the rest to flush.
-        await self._unless_stopped_now(self.source.stop(grace_s=timeout_s / 2))
+        await self._unless_stopped_now(self.source.stop(grace_s=grace_s))
         await _cancel(source_task, stop_task)
         flush_started = time.monotonic()
         announced = False
@@ -379,7 +385,7 @@ class IngestionService:
                 exit_code = ExitCode.FAILURE
         return exit_code
 
-    async def _unless_stopped_now(self, step: Coroutine[Any, Any, None]) -> None:
+    async def _unless_stopped_now(self, step: Coroutine[Any, Any, object]) -> None:
         """Run a shutdown step, cut short by a second signal."""
         task = asyncio.ensure_future(step)
         stop_now = asyncio.ensure_future(self._stop_now.wait())

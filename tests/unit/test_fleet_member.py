@@ -4,7 +4,7 @@ instance report; the `status` view; the settings. No broker."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +15,14 @@ from twitch_ingestion.config import ChannelSource, ConfigError, Settings, load_s
 from twitch_ingestion.fleet.assignment import (
     ChannelsChanged,
     FleetMember,
+    MarkReceived,
     PartitionLoaded,
     PartitionsAssigned,
     PartitionsRevoked,
     ReportReceived,
     group_consumer_config,
 )
+from twitch_ingestion.fleet.fence import ChannelFence, FinalMark, decode_mark
 from twitch_ingestion.fleet.status import (
     InstanceReport,
     decode_report,
@@ -28,6 +30,8 @@ from twitch_ingestion.fleet.status import (
     fleet_view,
     render_status,
 )
+from twitch_ingestion.sources.irc.channel_gate import ChannelGate
+from twitch_ingestion.sources.irc.irc import IrcMessage, parse_line
 
 
 @pytest.fixture(autouse=True)
@@ -75,6 +79,10 @@ class FakeSource:
     def status(self) -> dict[str, object]:
         return {"channels_joined": len(self.wanted)}
 
+    @property
+    def fence(self) -> ChannelFence | None:
+        return None
+
 
 def settings(**overrides: Any) -> Settings:
     base: dict[str, Any] = {
@@ -107,7 +115,7 @@ def other(
 
 def member(**overrides: Any) -> tuple[FleetMember, FakeSource]:
     source = FakeSource()
-    return FleetMember(settings(**overrides), source), source
+    return FleetMember(settings(**overrides), source, group_is_empty=lambda: False), source
 
 
 async def test_a_loaded_partition_s_channels_are_joined() -> None:
@@ -191,6 +199,63 @@ async def test_a_handover_timeout_of_zero_parts_at_revocation() -> None:
     fleet.handle_event(PartitionLoaded(1, ("a",)))
     fleet.handle_event(PartitionsRevoked((1,), {1: ("a",)}, lost=False))
     assert source.channels == []
+
+
+class FakeReader:
+    """The reader thread, reduced to what a hand-off asks of it."""
+
+    def __init__(self) -> None:
+        self.leave_requested = False
+
+    def request_leave(self) -> None:
+        self.leave_requested = True
+
+
+async def test_a_hand_off_leaves_the_group_and_returns_once_every_channel_is_taken() -> None:
+    fleet, source = member()
+    reader = FakeReader()
+    fleet._reader = reader  # type: ignore[assignment]
+    fleet.handle_event(PartitionsAssigned((1, 2)))
+    fleet.handle_event(PartitionLoaded(1, ("a",)))
+    fleet.handle_event(PartitionLoaded(2, ("b",)))
+    handing_off = asyncio.create_task(fleet.hand_off(10.0))
+    await asyncio.sleep(0)
+    assert reader.leave_requested
+    fleet.handle_event(PartitionsRevoked((1, 2), {1: ("a",), 2: ("b",)}, lost=False))
+    assert source.channels == ["a", "b"]  # still read until taken
+    fleet.handle_event(other(["a"], not_joined=[]))
+    await asyncio.sleep(0)
+    assert not handing_off.done()
+    fleet.handle_event(other(["a", "b"], not_joined=[]))
+    assert await asyncio.wait_for(handing_off, 1.0) == []
+    assert source.channels == []
+
+
+async def test_a_hand_off_stops_waiting_once_nobody_is_left_in_the_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("twitch_ingestion.fleet.assignment._GROUP_CHECK_S", 0.01)
+    source = FakeSource()
+    fleet = FleetMember(settings(), source, group_is_empty=lambda: True)
+    fleet._reader = FakeReader()  # type: ignore[assignment]
+    fleet.handle_event(PartitionsAssigned((1,)))
+    fleet.handle_event(PartitionLoaded(1, ("a",)))
+    handing_off = asyncio.create_task(fleet.hand_off(30.0))
+    await asyncio.sleep(0)
+    fleet.handle_event(PartitionsRevoked((1,), {1: ("a",)}, lost=False))
+    assert await asyncio.wait_for(handing_off, 5.0) == ["a"]
+
+
+async def test_a_hand_off_nobody_completes_returns_the_channels_left() -> None:
+    fleet, _ = member()
+    fleet._reader = FakeReader()  # type: ignore[assignment]
+    fleet.handle_event(PartitionsAssigned((1,)))
+    fleet.handle_event(PartitionLoaded(1, ("a", "b")))
+    handing_off = asyncio.create_task(fleet.hand_off(0.05))
+    await asyncio.sleep(0)
+    fleet.handle_event(PartitionsRevoked((1,), {1: ("a", "b")}, lost=False))
+    fleet.handle_event(other(["b"], not_joined=[]))
+    assert await handing_off == ["a"]
 
 
 async def test_a_partition_assigned_back_during_its_hand_over_keeps_its_channels() -> None:
@@ -394,3 +459,116 @@ def test_group_consumer_is_cooperative_static_and_commits_nothing() -> None:
     assert conf["enable.auto.commit"] is False
     assert conf["session.timeout.ms"] == 6000
     assert conf["heartbeat.interval.ms"] < 6000 / 3
+
+
+# --- fenced hand-off: the member's side ------------------------------------------------
+
+
+class FencedSource(FakeSource):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sink = CollectedChat()
+        self.gate = ChannelGate(self.sink)
+
+    @property
+    def fence(self) -> ChannelFence | None:
+        return self.gate
+
+
+class CollectedChat:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    async def deliver(
+        self, messages: Sequence[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
+    ) -> None:
+        self.lines.extend(m.params[-1] for m in messages)
+
+    def dead_letter(self, raw: bytes, reason: str, received_at_ms: int) -> None:
+        raise AssertionError("no dead letters here")
+
+
+class FakePublisher:
+    """The report producer: what was produced, by key."""
+
+    def __init__(self) -> None:
+        self.produced: list[tuple[str, bytes | None, bytes]] = []
+
+    def produce(self, topic: str, value: bytes | None, key: bytes) -> None:
+        self.produced.append((topic, value, key))
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def marks(self) -> list[FinalMark]:
+        return [
+            mark
+            for _, value, key in self.produced
+            if key.startswith(b"mark/") and value is not None
+            for mark in [decode_mark(value)]
+            if mark is not None
+        ]
+
+
+def chat(channel: str, number: int) -> IrcMessage:
+    return parse_line(f"@id={channel}-{number} :u!u@u.tmi.twitch.tv PRIVMSG #{channel} :{number}")
+
+
+def releasing(instance: str, channels: list[str]) -> ReportReceived:
+    return ReportReceived(
+        InstanceReport(
+            instance_id=instance,
+            host="h",
+            pid=2,
+            login=instance,
+            started_at_ms=0,
+            updated_at_ms=0,
+            channels=tuple(channels),
+            releasing=tuple(channels),
+            ready=True,
+            not_joined=(),
+        )
+    )
+
+
+async def test_the_old_owner_publishes_the_final_mark_of_each_channel_taken() -> None:
+    source = FencedSource()
+    fleet = FleetMember(settings(), source, group_is_empty=lambda: False)
+    publisher = FakePublisher()
+    fleet._publisher = publisher  # type: ignore[assignment]
+    fleet.handle_event(PartitionsAssigned((1,)))
+    fleet.handle_event(PartitionLoaded(1, ("a",)))
+    await source.gate.deliver([chat("a", 1)], 0, {})
+    fleet.tick(asyncio.get_running_loop().time() + 10)  # nobody else had it: produced
+    await asyncio.sleep(0)
+    fleet.handle_event(PartitionsRevoked((1,), {1: ("a",)}, lost=False))
+    await source.gate.deliver([chat("a", 2)], 0, {})
+    fleet.handle_event(other(["a"], not_joined=[]))
+    await source.gate.deliver([chat("a", 3)], 0, {})  # read before the PART: dropped
+
+    [mark] = publisher.marks()
+    assert (mark.channel, mark.from_instance, mark.to_instance, mark.identity) == (
+        "a",
+        "me",
+        "other",
+        "a-2",
+    )
+    assert source.sink.lines == ["1", "2"]
+    assert source.channels == []
+
+
+async def test_the_new_owner_holds_a_channel_being_handed_over_until_its_mark() -> None:
+    source = FencedSource()
+    fleet = FleetMember(settings(), source, group_is_empty=lambda: False)
+    fleet.handle_event(releasing("old", ["a"]))
+    fleet.handle_event(PartitionsAssigned((1,)))
+    fleet.handle_event(PartitionLoaded(1, ("a",)))
+    await source.gate.deliver([chat("a", 4), chat("a", 5), chat("a", 6)], 0, {})
+    assert source.sink.lines == []
+    fleet.handle_event(
+        MarkReceived(
+            FinalMark(channel="a", from_instance="old", to_instance="me", identity="a-5", at_ms=0)
+        )
+    )
+    await asyncio.sleep(0)
+    assert source.sink.lines == ["6"]

@@ -47,6 +47,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient
 
 from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import Settings
@@ -56,11 +57,21 @@ from twitch_ingestion.fleet.control_topic import (
     decode_record,
     ensure_control_topics,
 )
+from twitch_ingestion.fleet.fence import (
+    MARK_KEY_PREFIX,
+    MARK_WAIT_S,
+    ChannelFence,
+    FinalMark,
+    ReleaseOutcome,
+    decode_mark,
+    encode_mark,
+)
 from twitch_ingestion.fleet.handover import HandoverTracker
 from twitch_ingestion.fleet.status import InstanceReport, decode_report, encode_report
 from twitch_ingestion.kafka.producer_config import admin_config
 from twitch_ingestion.kafka.topics import NO_AUTO_CREATE
 from twitch_ingestion.log_throttle import ThrottledLogger
+from twitch_ingestion.metrics import FLEET_HANDOFFS
 
 __all__ = ["ChannelReader", "ControlTopicReader", "FleetError", "FleetMember"]
 
@@ -85,6 +96,8 @@ _HEARTBEAT_S = 30.0
 _TOPIC_RETRY_S = 5.0
 # Time allowed at shutdown to delete this instance's report.
 _REPORT_FLUSH_S = 5.0
+# While handing off at shutdown: how often to ask whether any member is left to take over.
+_GROUP_CHECK_S = 1.0
 
 
 class FleetError(Exception):
@@ -109,6 +122,11 @@ class ChannelReader(Protocol):
     def is_ready(self) -> bool: ...
 
     def status(self) -> dict[str, object]: ...
+
+    @property
+    def fence(self) -> ChannelFence | None:
+        """Per-channel hold/track/drop for fenced hand-offs (`fence.py`); None: the
+        source cannot, and a moved channel is produced twice for the overlap."""
 
 
 # --- events: reader thread → event loop -------------------------------------------------
@@ -149,6 +167,18 @@ class ReportReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportDeleted:
+    """An instance stopped cleanly (its report's tombstone)."""
+
+    instance_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarkReceived:
+    mark: FinalMark
+
+
+@dataclass(frozen=True, slots=True)
 class ReaderFailed:
     error: BaseException
 
@@ -159,6 +189,8 @@ FleetEvent = (
     | ChannelsChanged
     | PartitionsRevoked
     | ReportReceived
+    | ReportDeleted
+    | MarkReceived
     | ReaderFailed
 )
 
@@ -219,6 +251,7 @@ class ControlTopicReader:
         self._post = post
         self._table = ChannelTable()
         self._stop = threading.Event()
+        self._leave = threading.Event()
         self._closing = False
         self._fatal: KafkaError | None = None
         self._throttled = ThrottledLogger(log, interval_s=30.0)
@@ -229,6 +262,11 @@ class ControlTopicReader:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    def request_leave(self) -> None:
+        """Leave the consumer group now (its partitions move at once, each revoked with
+        a `PartitionsRevoked`), but go on reading the instance reports until stopped."""
+        self._leave.set()
 
     def join(self, timeout_s: float | None = None) -> None:
         if self._thread.is_alive():
@@ -258,7 +296,14 @@ class ControlTopicReader:
                 on_lost=self._on_lost,
             )
             self._assign_reports(reports)
+            subscribed = True
             while not self._stop.is_set():
+                if subscribed and self._leave.is_set():
+                    # A static member's close() does not leave the group (KIP-345: its
+                    # partitions wait a session timeout for it); unsubscribe does, with
+                    # the revoke callback run by the next consume.
+                    subscribed = False
+                    group.unsubscribe()
                 for message in group.consume(_CONSUME_BATCH, _POLL_TIMEOUT_S):
                     self._on_control_message(message)
                 for message in reports.consume(_CONSUME_BATCH, 0):
@@ -367,8 +412,17 @@ class ControlTopicReader:
             self._post(ChannelsChanged(partition, change.added, change.removed))
 
     def _on_report_message(self, message: Message) -> None:
+        if message.error() is not None:
+            return
         value = message.value()
-        if message.error() is not None or value is None:
+        key = (message.key() or b"").decode(errors="replace")
+        if key.startswith(MARK_KEY_PREFIX):
+            mark = decode_mark(value) if value is not None else None
+            if mark is not None:
+                self._post(MarkReceived(mark))
+            return
+        if value is None:
+            self._post(ReportDeleted(key))
             return
         report = decode_report(value)
         if report is not None:
@@ -389,10 +443,25 @@ class FleetMember:
     ```
     """
 
-    def __init__(self, settings: Settings, source: ChannelReader) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        source: ChannelReader,
+        *,
+        group_is_empty: Callable[[], bool] | None = None,
+    ) -> None:
+        """`group_is_empty` (blocking, run on a thread) tells a hand-off at shutdown that
+        nobody is left to take the channels; by default it asks Kafka."""
         self._settings = settings
         self._source = source
+        self._admin: AdminClient | None = None
+        self._group_is_empty = group_is_empty or self._ask_group_is_empty
         self._handover = HandoverTracker(settings.instance_id)
+        self._fence = source.fence
+        # Other instances → the channels their latest report says they are handing over
+        # (`releasing`): one of those, joined here, is held until its final mark. A
+        # channel a crashed instance read is not in it: nobody will send its mark.
+        self._releasing_elsewhere: dict[str, frozenset[str]] = {}
         self._partitions: set[int] = set()
         # Channels of each loaded partition, as the reader reported them.
         self._owned: dict[int, set[str]] = {}
@@ -401,6 +470,7 @@ class FleetMember:
         self._failure: BaseException | None = None
         self._wakeup: asyncio.Event | None = None
         self._stopping = False
+        self._leaving: asyncio.Event | None = None
         self._started_at_ms = int(time.time() * 1000)
         self._last_published: tuple[object, ...] | None = None
         self._last_published_at = 0.0
@@ -457,6 +527,80 @@ class FleetMember:
                 raise FleetError(f"the fleet reader failed: {error!r}") from error
             self.tick(loop.time())
 
+    async def hand_off(self, timeout_s: float) -> list[str]:
+        """SIGTERM in a fleet: leave the group at once, so that its partitions move now
+        rather than after the session timeout, and go on reading every channel until
+        its new owner reports it joined (`handover.py`), at most `timeout_s`. Returns
+        the channels not handed over by then (logged, by name); `stop()` comes next.
+        """
+        reader = self._reader
+        if reader is None or self._stopping:
+            return []
+        started = time.monotonic()
+        leaving = self._leaving = asyncio.Event()
+        log.info(
+            "fleet hand-off starting",
+            instance_id=self._settings.instance_id,
+            channels=len(self._source.channels),
+            timeout_s=timeout_s,
+        )
+        reader.request_leave()
+        self._check_left()
+        watch = asyncio.create_task(self._until_group_empty(leaving), name="fleet-hand-off")
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(leaving.wait(), timeout_s)
+        finally:
+            watch.cancel()
+        left = sorted(set(self._handover.channels) | {c for cs in self._owned.values() for c in cs})
+        elapsed = round(time.monotonic() - started, 2)
+        if left:
+            log.warning(
+                "fleet hand-off incomplete",
+                channels=len(left),
+                not_handed_off=left,
+                waited_s=elapsed,
+                reason="no new owner reported them joined in time (SHUTDOWN_TIMEOUT_S)",
+            )
+        else:
+            log.info("fleet hand-off complete", waited_s=elapsed)
+        return left
+
+    async def _until_group_empty(self, leaving: asyncio.Event) -> None:
+        """Stop waiting once the group has no member left to take the channels (the
+        last instance, or the whole fleet, stopping): nobody will report them joined."""
+        while not leaving.is_set():
+            await asyncio.sleep(_GROUP_CHECK_S)
+            if await asyncio.to_thread(self._group_is_empty):
+                log.info("fleet hand-off has nobody to hand to")
+                leaving.set()
+
+    def _ask_group_is_empty(self) -> bool:
+        """No member in the group (False when Kafka cannot say: keep waiting). Blocks."""
+        admin = self._admin
+        if admin is None:
+            admin = self._admin = AdminClient(
+                {
+                    **admin_config(configs.kafka_connection(self._settings)),
+                    **NO_AUTO_CREATE,
+                    "logger": logging.getLogger("librdkafka"),
+                }
+            )
+        group = self._settings.kafka_channels_group
+        try:
+            future = admin.describe_consumer_groups([group], request_timeout=5)[group]
+            # The stubs say dict; confluent-kafka returns one ConsumerGroupDescription.
+            description: Any = future.result()
+        except Exception:
+            return False
+        return not description.members
+
+    def _check_left(self) -> None:
+        """While handing off: every partition revoked and every channel handed over."""
+        leaving = self._leaving
+        if leaving is not None and not self._partitions and not self._handover:
+            leaving.set()
+
     async def stop(self) -> None:
         """Leave the work where it is: close the consumer (a static member does not leave
         the group, so a quick restart keeps its partitions) and delete our report."""
@@ -467,6 +611,8 @@ class FleetMember:
         if reader is not None:
             reader.request_stop()
             await asyncio.to_thread(reader.join, 30.0)
+        # Channels not handed over (hand-off cut short): whoever holds them gets a mark.
+        self._stop_producing(self._handover.channels, to_instance="")
         publisher, self._publisher = self._publisher, None
         if publisher is not None:
             publisher.produce(
@@ -484,9 +630,21 @@ class FleetMember:
         source = self._source
         if isinstance(event, PartitionLoaded):
             self._owned[event.partition] = set(event.channels)
+            releasing = set(self._handover.channels)
             gone = self._not_owned(self._handover.reclaim(event.partition, event.channels))
             if gone:
+                self._stop_producing(gone, to_instance="")
                 source.remove_channels(gone)
+            fence = self._fence
+            if fence is not None and event.channels:
+                # Still read and produced here (given away, taken back before the hand-over
+                # ended): go on. The rest is new here: held until the old owner's mark.
+                kept = [c for c in event.channels if c in releasing]
+                fence.produce(kept)
+                fence.hold(
+                    [c for c in event.channels if c not in releasing],
+                    read_elsewhere=self._read_elsewhere(event.channels),
+                )
             if event.channels:
                 source.add_channels(event.channels)
             self._loaded_partitions += 1
@@ -497,8 +655,12 @@ class FleetMember:
             owned.update(event.added)
             removed = self._not_owned(event.removed)
             if removed:
+                if self._fence is not None:
+                    self._fence.forget(removed)
                 source.remove_channels(removed)
             if event.added:
+                if self._fence is not None:
+                    self._fence.produce(event.added)  # new to the fleet: nobody to fence
                 source.add_channels(event.added)
             log.info(
                 "fleet channels changed",
@@ -507,8 +669,15 @@ class FleetMember:
                 removed=list(event.removed),
             )
         elif isinstance(event, ReportReceived):
-            taken = self._not_owned(self._handover.on_report(event.report))
+            report = event.report
+            if report.instance_id != self._settings.instance_id:
+                handing = frozenset(report.releasing)
+                self._releasing_elsewhere[report.instance_id] = handing
+                if self._fence is not None and handing:
+                    self._fence.expect_mark([c for c in self._fence.holding() if c in handing])
+            taken = self._not_owned(self._handover.on_report(report))
             if taken:
+                self._stop_producing(taken, to_instance=report.instance_id)
                 source.remove_channels(taken)
                 log.info(
                     "fleet hand-over complete",
@@ -526,10 +695,15 @@ class FleetMember:
             )
         elif isinstance(event, PartitionsRevoked):
             self._on_revoked(event)
+        elif isinstance(event, ReportDeleted):
+            self._releasing_elsewhere.pop(event.instance_id, None)
+        elif isinstance(event, MarkReceived):
+            self._on_mark(event.mark)
         else:
             self._failure = event.error
             if self._wakeup is not None:
                 self._wakeup.set()
+        self._check_left()
 
     def _on_revoked(self, event: PartitionsRevoked) -> None:
         self._partitions.difference_update(event.partitions)
@@ -544,11 +718,79 @@ class FleetMember:
             lost=event.lost,
         )
         if self._settings.kafka_channels_handover_timeout_s <= 0:
-            self._source.remove_channels(
-                self._not_owned([c for cs in event.channels.values() for c in cs])
-            )
+            gone = self._not_owned([c for cs in event.channels.values() for c in cs])
+            self._stop_producing(gone, to_instance="")
+            self._source.remove_channels(gone)
             return
-        self._handover.release(event.channels, asyncio.get_running_loop().time())
+        now = asyncio.get_running_loop().time()
+        self._handover.release(event.channels, now)
+        if self._fence is not None:
+            self._fence.track(c for cs in event.channels.values() for c in cs)
+        # At once, not at the next tick: the new owner holds what it reads of a channel
+        # only if it knows that another instance reads it.
+        self._publish_report(now)
+
+    def _read_elsewhere(self, channels: Iterable[str]) -> set[str]:
+        releasing = self._releasing_elsewhere.values()
+        return {c for c in channels if any(c in given for given in releasing)}
+
+    def _stop_producing(self, channels: list[str], *, to_instance: str) -> None:
+        """Stop producing `channels` (parted next) and publish the final mark of each
+        that was fenced, so that its new owner produces exactly what follows."""
+        fence = self._fence
+        if fence is None or not channels:
+            return
+        marks = fence.stop(channels)
+        publisher = self._publisher
+        if publisher is None:
+            return
+        now_ms = int(time.time() * 1000)
+        for channel, identity in marks.items():
+            mark = FinalMark(
+                channel=channel,
+                from_instance=self._settings.instance_id,
+                to_instance=to_instance,
+                identity=identity,
+                at_ms=now_ms,
+            )
+            try:
+                publisher.produce(
+                    self._settings.kafka_topic_instances,
+                    encode_mark(mark),
+                    f"{MARK_KEY_PREFIX}{channel}".encode(),
+                )
+            except BufferError:
+                log.warning("fleet final mark not published", channel=channel)
+        publisher.poll(0)
+
+    def _on_mark(self, mark: FinalMark) -> None:
+        me = self._settings.instance_id
+        fence = self._fence
+        if fence is None or mark.from_instance == me or mark.to_instance not in ("", me):
+            return
+        release = fence.release(mark.channel, mark)
+        if release is not None:
+            self._released(mark.channel, release.outcome, mark.from_instance)
+
+    def _released(self, channel: str, outcome: ReleaseOutcome, old_owner: str) -> None:
+        FLEET_HANDOFFS.labels(outcome.value).inc()
+        if outcome is ReleaseOutcome.POSSIBLE_GAP:
+            log.warning(
+                "fleet hand-over may have lost lines",
+                channel=channel,
+                old_owner=old_owner,
+                reason="the old owner's final mark is older than what was held here "
+                "(the hold window overflowed)",
+            )
+        elif outcome is ReleaseOutcome.NO_MARK:
+            log.warning(
+                "fleet hand-over may have repeated lines",
+                channel=channel,
+                reason=f"no final mark within {MARK_WAIT_S:g} s: everything read since "
+                "the JOIN was produced, some of which the old owner may have produced too",
+            )
+        else:
+            log.debug("fleet hand-over fenced", channel=channel, outcome=outcome.value)
 
     def _not_owned(self, channels: Iterable[str]) -> list[str]:
         """`channels` minus those a partition we still own wants: a key written to two
@@ -572,6 +814,7 @@ class FleetMember:
             self._handover.expired(now, self._settings.kafka_channels_handover_timeout_s)
         )
         if late:
+            self._stop_producing(late, to_instance="")
             self._source.remove_channels(late)
             log.warning(
                 "fleet hand-over timed out",
@@ -580,7 +823,11 @@ class FleetMember:
                 timeout_s=self._settings.kafka_channels_handover_timeout_s,
                 action="parting channels no instance reported joined",
             )
+        if self._fence is not None:
+            for channel, release in self._fence.expire(now).items():
+                self._released(channel, release.outcome, "")
         self._publish_report(now)
+        self._check_left()
 
     def _publish_report(self, now: float) -> None:
         publisher = self._publisher

@@ -15,6 +15,8 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from twitch_ingestion.fleet.fence import ChannelFence
+
 __all__ = ["SideTask", "Source", "SourceStopped"]
 
 
@@ -101,3 +103,8 @@ class Source(Protocol):
 
     def status(self) -> dict[str, object]:
         """A JSON-ready snapshot for /readyz and the fleet's reports (no secrets)."""
+
+    @property
+    def fence(self) -> ChannelFence | None:
+        """Per-channel hold/track/drop for the fleet's fenced hand-offs
+        (`fleet/fence.py`), or None when the source cannot fence its channels."""

@@ -45,6 +45,7 @@ import structlog
 
 from twitch_ingestion.channels import normalise_logins
 from twitch_ingestion.config import BufferFullPolicy
+from twitch_ingestion.fleet.fence import ChannelFence
 from twitch_ingestion.log_throttle import ThrottledLogger
 from twitch_ingestion.metrics import (
     BUFFER_DROPPED,
@@ -272,6 +273,12 @@ class EventSubSource:
     def channels(self) -> list[str]:
         """Every wanted channel, in the order they were added."""
         return list(self._wanted)
+
+    @property
+    def fence(self) -> ChannelFence | None:
+        """Not yet: a channel moved between EventSub instances is produced twice for
+        the overlap (docs/scaling.md)."""
+        return None
 
     def joined_channels(self) -> frozenset[str]:
         """Wanted channels whose subscriptions are all in place on a live session."""

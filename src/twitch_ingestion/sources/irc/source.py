@@ -15,10 +15,13 @@ from typing import Any
 import structlog
 
 from twitch_ingestion.config import Settings
+from twitch_ingestion.fleet.fence import ChannelFence
 from twitch_ingestion.metrics import REGISTRY
 from twitch_ingestion.records import RecordSink
 from twitch_ingestion.records.builder import RecordBuilder
 from twitch_ingestion.sources.common.source import SideTask
+from twitch_ingestion.sources.irc.channel_gate import ChannelGate
+from twitch_ingestion.sources.irc.chunk_route import ChatSink
 from twitch_ingestion.sources.irc.pool import TwitchSource
 from twitch_ingestion.sources.irc.records import IrcRecordEncoder
 from twitch_ingestion.sources.irc.routing import DEFAULT_PARSE_STATS
@@ -47,10 +50,14 @@ class IrcSource:
         token: TokenGuardConfig | None,
     ) -> None:
         """`channels` None: TWITCH_CHANNEL; a list (the fleet's, usually empty at first):
-        the starting set, changed later with `add_channels`/`remove_channels`. `token`:
-        the guard's config when TWITCH_OAUTH_TOKEN is set (none: anonymous, no guard)."""
+        the starting set, changed later with `add_channels`/`remove_channels`, and the
+        chunks pass a `ChannelGate` first, which fences channels moved between instances.
+        `token`: the guard's config when TWITCH_OAUTH_TOKEN is set (none: anonymous, no
+        guard)."""
         self.encoder = IrcRecordEncoder.for_hot_path(settings.hot_path, sink, records)
-        self.pool = TwitchSource(settings, self.encoder, channels=channels)
+        self.gate = ChannelGate(self.encoder) if channels is not None else None
+        chat_sink: ChatSink = self.gate if self.gate is not None else self.encoder
+        self.pool = TwitchSource(settings, chat_sink, channels=channels)
         self.token_guard = (
             None if token is None else TokenGuard(token, on_refreshed=self.pool.use_token)
         )
@@ -122,3 +129,7 @@ class IrcSource:
 
     def status(self) -> dict[str, object]:
         return self.pool.status()
+
+    @property
+    def fence(self) -> ChannelFence | None:
+        return self.gate
