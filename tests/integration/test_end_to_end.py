@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.corpus import SHARED_CORPUS_SKIP_REASON
 from tests.integration.conftest import twitch_env
 from tests.integration.kafka_helpers import collect_records
 from tests.integration.service_process import ServiceProcess
+from tests.support.corpus import SHARED_CORPUS_SKIP_REASON
 from twitch_ingestion.simulator import SimulatorThread, default_corpus_path, load_corpus
 from twitch_ingestion.sources.irc.compiled import extension_available
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 
-from tests.corpus import SHARED_CORPUS_SKIP_REASON
 from tests.integration.conftest import twitch_env
 from tests.integration.kafka_helpers import collect_records
 from tests.integration.service_process import ServiceProcess
+from tests.support.corpus import SHARED_CORPUS_SKIP_REASON
 from tests.unit.test_fixture_lines import EVENT_TYPES, MALFORMED, malformed_bytes
 from twitch_ingestion.simulator import SimulatorThread, default_corpus_path
 from twitch_ingestion.sources.irc.routing import EVENT_COMMANDS

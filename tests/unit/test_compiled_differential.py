@@ -24,8 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.corpus import RAW_LINES_PATH, SHARED_CORPUS_SKIP_REASON
-from tests.record_sinks import RecordingSink
+from tests.support.corpus import RAW_LINES_PATH, SHARED_CORPUS_SKIP_REASON
+from tests.support.record_sinks import RecordingSink
 from tests.unit.test_fixture_lines import MALFORMED, TRICKY, malformed_bytes
 from twitch_ingestion.records import Record, Topics
 from twitch_ingestion.records.builder import RecordBuilder

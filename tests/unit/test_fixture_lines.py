@@ -15,8 +15,8 @@ import jsonschema  # type: ignore[import-untyped]
 import msgspec
 import pytest
 
-from tests import corpus
-from tests.corpus import REPO_DIR
+from tests.support import corpus
+from tests.support.corpus import REPO_DIR
 from twitch_ingestion.models import ChatEventRecord
 from twitch_ingestion.sources.irc.commands import ParseStats
 from twitch_ingestion.sources.irc.irc import parse_line

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.corpus import REPO_DIR, SHARED_CORPUS_SKIP_REASON
+from tests.support.corpus import REPO_DIR, SHARED_CORPUS_SKIP_REASON
 from twitch_ingestion.simulator import (
     DEFAULT_REPLAY_COMMANDS,
     ChannelBehaviour,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.corpus import REPO_DIR, SHARED_CORPUS_SKIP_REASON
+from tests.support.corpus import REPO_DIR, SHARED_CORPUS_SKIP_REASON
 from twitch_ingestion.models import ChatEventRecord, ChatMessage
 from twitch_ingestion.simulator import wire
 from twitch_ingestion.simulator.chatgen import GLOBAL_EMOTES, ChatGenerator

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from structlog.testing import capture_logs
 
-from tests.record_sinks import RecordingSink
+from tests.support.record_sinks import RecordingSink
 from twitch_ingestion.config import load_settings
 from twitch_ingestion.records.builder import RecordBuilder
 from twitch_ingestion.service import ExitCode, _exit_code_for, source_from_settings

@@ -37,7 +37,7 @@ __all__ = [
     "shared_corpus_present",
 ]
 
-REPO_DIR = Path(__file__).resolve().parents[1]
+REPO_DIR = Path(__file__).resolve().parents[2]
 CORPUS_DIR = REPO_DIR.parent / "shared" / "twitch-corpus"
 RAW_LINES_PATH = CORPUS_DIR / "raw-lines.txt"
 INDEX_PATH = CORPUS_DIR / "raw-lines.index.tsv"
