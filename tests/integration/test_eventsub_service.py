@@ -25,7 +25,7 @@ from tests.integration.broker import free_port
 from tests.integration.eventsub_helpers import subscribed
 from tests.integration.kafka_helpers import ConsumedRecord, collect_records
 from tests.integration.service_process import ServiceProcess
-from tests.unit.test_eventsub_records import (
+from tests.support.eventsub_equivalences import (
     CHAT_EQUIVALENCES,
     NOTICE_EQUIVALENCES,
     NOTICE_EVENTS,

@@ -6,9 +6,9 @@ import asyncio
 import time
 from pathlib import Path
 
+from tests.support.buffers import dropped
 from twitch_ingestion.config import BufferFullPolicy
 from twitch_ingestion.kafka.buffer import BufferedRecord, MemoryBuffer, Record
-from twitch_ingestion.metrics import REGISTRY
 
 T0 = 1_700_000_000_000
 
@@ -31,15 +31,6 @@ def opened(directory: Path, **options: object) -> MemoryBuffer:
     buffer = MemoryBuffer(directory, **options)  # type: ignore[arg-type]
     buffer.open()
     return buffer
-
-
-def dropped(reason: str) -> float:
-    return (
-        REGISTRY.get_sample_value(
-            "twitch_ingestion_buffer_records_dropped_total", {"reason": reason}
-        )
-        or 0.0
-    )
 
 
 def test_records_stay_until_acked_and_come_back_for_a_retry(tmp_path: Path) -> None:
