@@ -78,3 +78,18 @@ def ack_some(buffer: Buffer, data: st.DataObject, appended: list[int], acked: se
     for seq in to_ack:
         buffer.ack(seq)
     acked.update(to_ack)
+
+
+def memory_record(i: int, size: int = 40) -> BufferedRecord:
+    """The `i`th record of the MemoryBuffer tests (one topic, other keys and headers)."""
+    return BufferedRecord(
+        "twitch-chat-messages",
+        None if i % 4 == 0 else b"channel%d" % (i % 3),
+        (b"message %d " % i * size)[:size],
+        [("kind", b"notice")] if i % 9 == 1 else None,
+        T0 + i,
+    )
+
+
+def memory_records(start: int, stop: int, size: int = 40) -> list[Record]:
+    return [memory_record(i, size) for i in range(start, stop)]

@@ -431,29 +431,6 @@ async def test_block_accepts_what_fits_and_wait_for_room_resolves_after_acks(
     buffer.close()
 
 
-async def test_append_all_waits_for_acks_and_keeps_every_record_in_order(tmp_path: Path) -> None:
-    buffer = opened(tmp_path, max_bytes=8192, segment_bytes=2048)
-    batch = records(0, 300, size=100)
-
-    async def kafka() -> None:  # acks whatever is appended, a little late
-        acked = 0
-        while acked < 300:
-            await asyncio.sleep(0.001)
-            while acked < buffer.next_seq:
-                buffer.ack(acked)
-                acked += 1
-
-    acker = asyncio.create_task(kafka())
-    chunks = await asyncio.wait_for(buffer.append_all(batch), 5)
-    await asyncio.wait_for(acker, 5)
-    assert len(chunks) > 1
-    assert sum(chunk.accepted for chunk in chunks) == 300
-    assert [chunk.first_seq for chunk in chunks] == [
-        sum(c.accepted for c in chunks[:i]) for i in range(len(chunks))
-    ]
-    buffer.close()
-
-
 def test_a_refused_batch_does_not_lose_the_definition_of_its_new_topic(tmp_path: Path) -> None:
     buffer = opened(
         tmp_path, max_bytes=4096, segment_bytes=1024, full_policy=BufferFullPolicy.DROP_NEWEST
