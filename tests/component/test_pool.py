@@ -149,11 +149,11 @@ async def test_a_silent_connection_is_replaced_and_rejoined(sim: TwitchSimulator
         [stalled] = sim.connection_ids()
         sim.go_silent(connection_id=stalled)
 
-        await eventually(lambda: reconnects("keepalive_timeout") > timeouts_before, 2)
-        await eventually(source.is_ready, 2)
+        await eventually(lambda: reconnects("keepalive_timeout") > timeouts_before, within_s=2)
+        await eventually(source.is_ready, within_s=2)
         assert stalled not in sim.connection_ids()
         await sim.start_numbered(["alpha"], count=50).wait(2)
-        await eventually(lambda: len(sink.numbers("alpha")) == 50, 2)
+        await eventually(lambda: len(sink.numbers("alpha")) == 50, within_s=2)
 
 
 async def test_a_dropped_connection_reconnects_and_rejoins_mid_stream(
@@ -246,7 +246,7 @@ async def test_failed_channels_are_retried_and_recover() -> None:
         async with running(source):
             await eventually(lambda: "late" in source.failed_channels)
             sim.set_channel_behaviour("late", ChannelBehaviour.NORMAL)
-            await eventually(lambda: source.failed_channels == {} and source.is_ready(), 2)
+            await eventually(lambda: source.failed_channels == {} and source.is_ready(), within_s=2)
 
 
 async def test_a_thousand_channels_join_within_the_rate_limit() -> None:
@@ -269,7 +269,7 @@ async def test_a_thousand_channels_join_within_the_rate_limit() -> None:
         start = loop.time()
 
         async with running(source):
-            await eventually(source.is_ready, 20)
+            await eventually(source.is_ready, within_s=20)
             elapsed = loop.time() - start
 
             assert sim.stats.join_limit_violations == 0
@@ -409,12 +409,12 @@ async def test_a_failed_hand_over_falls_back_to_reconnecting(sim: TwitchSimulato
         await eventually(source.is_ready)
         sim.pause_accepting()
         sim.send_reconnect(close_after_s=0.1)
-        await eventually(lambda: not source.is_ready(), 2)
+        await eventually(lambda: not source.is_ready(), within_s=2)
         await sim.resume_accepting()
 
-        await eventually(source.is_ready, 3)
+        await eventually(source.is_ready, within_s=3)
         await sim.start_numbered(["alpha"], count=10).wait(2)
-        await eventually(lambda: len(sink.numbers("alpha")) == 10, 2)
+        await eventually(lambda: len(sink.numbers("alpha")) == 10, within_s=2)
 
 
 def test_channel_names_that_would_corrupt_a_join_line_are_refused() -> None:

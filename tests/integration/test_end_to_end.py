@@ -10,19 +10,16 @@ import json
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import twitch_env
 from tests.integration.kafka_helpers import collect_records
-from tests.integration.service_process import ServiceProcess
+from tests.integration.service_process import StartService
 from tests.support.corpus import CORPORA
 from twitch_ingestion.simulator import SimulatorThread, load_corpus
 from twitch_ingestion.sources.irc.compiled import extension_available
-
-StartService = Callable[[dict[str, str]], ServiceProcess]
 
 SEED_FIELDS: dict[str, type | tuple[type, ...]] = {
     "channel_id": str,

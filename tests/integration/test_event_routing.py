@@ -7,7 +7,6 @@ corpus wherever it is present; the malformed lines are `tests/fixtures/twitch-ir
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema  # type: ignore[import-untyped]
@@ -15,13 +14,12 @@ import pytest
 
 from tests.integration.conftest import twitch_env
 from tests.integration.kafka_helpers import collect_records
-from tests.integration.service_process import ServiceProcess
+from tests.integration.service_process import StartService
 from tests.support.corpus import CORPORA
 from tests.support.irc_lines import EVENT_TYPES, MALFORMED, malformed_bytes
 from twitch_ingestion.simulator import SimulatorThread
 from twitch_ingestion.sources.irc.routing import EVENT_COMMANDS
 
-StartService = Callable[[dict[str, str]], ServiceProcess]
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
 

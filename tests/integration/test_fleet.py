@@ -19,7 +19,7 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,14 +27,13 @@ from typing import Any
 import pytest
 
 from tests.integration.kafka_helpers import ConsumedRecord, collect_records, delete_topics
-from tests.integration.service_process import ServiceProcess, clean_environment
+from tests.integration.service_process import ServiceProcess, StartService, clean_environment
 from twitch_ingestion.config import Settings, load_settings
 from twitch_ingestion.fleet.status import FleetStatus, describe_fleet
 from twitch_ingestion.simulator import SimulatorConfig, SimulatorStats, SimulatorThread
 
 pytestmark = pytest.mark.integration
 
-StartService = Callable[[dict[str, str]], ServiceProcess]
 
 # The broker's default group.min.session.timeout.ms: the fastest a crash can be noticed.
 SESSION_TIMEOUT_S = 6.0

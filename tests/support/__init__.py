@@ -2,5 +2,5 @@
 
 Test modules import helpers from here (or from a tier's own non-test modules, such as
 `tests/integration/service_process.py`), never from another `test_*` module:
-`tests/unit/test_test_imports.py` checks that.
+`tests/unit/test_test_layout.py` checks that.
 """

@@ -14,9 +14,8 @@ from collections.abc import Callable
 
 async def eventually(
     condition: Callable[[], bool],
-    within_s: float = 5.0,
-    *,
     what: str = "the condition",
+    within_s: float = 30.0,
     every_s: float = 0.01,
 ) -> None:
     """In a coroutine: return once `condition()` holds; fail naming `what` after `within_s`."""
@@ -29,7 +28,7 @@ async def eventually(
 
 
 def wait_until(
-    condition: Callable[[], bool], what: str, timeout_s: float = 30.0, every_s: float = 0.1
+    condition: Callable[[], bool], what: str, timeout_s: float = 60.0, every_s: float = 0.1
 ) -> None:
     """Block until `condition()` holds; fail naming `what` after `timeout_s`.
 
