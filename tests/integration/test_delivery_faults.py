@@ -197,6 +197,20 @@ def high_water(stats: SimulatorStats) -> dict[str, int]:
     return {channel: stats.numbered_high_water.get(channel, 0) for channel in CHANNELS}
 
 
+def wait_until_sent(
+    simulator: SimulatorThread, per_channel: int, since: dict[str, int] | None = None
+) -> None:
+    """Until the running stream has sent `per_channel` more numbers on every channel (a
+    count, where a sleep would have let "some time" pass)."""
+    base = since or {}
+
+    def sent(stats: SimulatorStats) -> bool:
+        high = stats.numbered_high_water
+        return all(high.get(c, 0) >= base.get(c, 0) + per_channel for c in CHANNELS)
+
+    simulator.wait_until(sent, timeout=30)
+
+
 def stream_fixed_amount(simulator: SimulatorThread) -> dict[str, int]:
     """COUNT numbers per channel, read by a service that stays joined throughout."""
     simulator.start_numbered(CHANNELS, rate=RATE, count=COUNT).wait(timeout=30)
@@ -228,7 +242,7 @@ def test_broker_killed_mid_stream_loses_nothing_and_keeps_channel_order(
     for service in services.values():
         service.wait_for_log("kafka topics ready")
     stream = simulator.start_numbered(CHANNELS, rate=RATE)
-    time.sleep(1.5)
+    wait_until_sent(simulator, int(PER_CHANNEL_RATE * 1.5))  # records in flight at the kill
 
     kafka.kill()
     # Nothing acknowledged for MESSAGE_TIMEOUT_MS: the sink stops handing records to
@@ -329,7 +343,8 @@ def test_service_killed_mid_stream_loses_only_what_it_never_read(
     simulator.wait_for_joined(CHANNELS, timeout=30)
     first.wait_for_log("kafka topics ready")
     stream = simulator.start_numbered(CHANNELS, rate=RATE)
-    time.sleep(2.0)
+    # About two ack checkpoints' worth of the stream read before the kill.
+    wait_until_sent(simulator, int(PER_CHANNEL_RATE * 2 * CHECKPOINT_INTERVAL_S))
     kill(first)
     # Everything the dead process took in is in its buffer: the reference for "read".
     appended = buffered_numbers(buffer_dir)
@@ -337,7 +352,7 @@ def test_service_killed_mid_stream_loses_only_what_it_never_read(
 
     second = start_service(env)
     simulator.wait_for_joined(CHANNELS, timeout=30)
-    time.sleep(1.0)
+    wait_until_sent(simulator, int(PER_CHANNEL_RATE), since=high_water(simulator.stats()))
     stream.stop()
     stats = simulator.stats()
     last = high_water(stats)

@@ -153,6 +153,23 @@ def _unsettled(status: FleetStatus, running: set[str], wanted: set[str]) -> str 
     return None if assigned == wanted else "control topic lags"
 
 
+def sent_for(
+    simulator: SimulatorThread,
+    channels: list[str],
+    per_channel: int,
+    since: SimulatorStats | None = None,
+) -> None:
+    """Until the running numbered stream has sent `per_channel` more numbers on each of
+    `channels` than at `since`: a count of the stream, not a sleep."""
+    base = since.numbered_high_water if since is not None else {}
+
+    def sent(stats: SimulatorStats) -> bool:
+        high = stats.numbered_high_water
+        return all(high.get(c, 0) >= base.get(c, 0) + per_channel for c in channels)
+
+    simulator.wait_until(sent, timeout=30)
+
+
 def channel_holders(stats: SimulatorStats) -> dict[str, list[str]]:
     """Channel → nicks (instances) of the open connections that have it joined."""
     holders: dict[str, list[str]] = defaultdict(list)
@@ -265,14 +282,17 @@ def test_a_killed_instance_s_channels_are_taken_over_within_the_session_timeout(
     assert victims
 
     rate_per_channel = 5.0
+    # The session timeout, a rebalance, loading the table and the JOINs.
+    window_s = SESSION_TIMEOUT_S + 10.0
     stream = fleet.simulator.start_numbered(channels, rate=rate_per_channel * len(channels))
-    time.sleep(1.0)
+    sent_for(fleet.simulator, channels, int(rate_per_channel))  # a second of chat
     killed_at = time.monotonic()
     fleet.instances["fleet_c"].process.send_signal(signal.SIGKILL)
     fleet.instances["fleet_c"].wait_exit(10)
-    fleet.simulator.wait_for_joined(channels, timeout=SESSION_TIMEOUT_S + 30)
+    # Taken over within the window, or this fails.
+    fleet.simulator.wait_for_joined(channels, timeout=window_s)
     taken_over_s = time.monotonic() - killed_at
-    time.sleep(1.0)
+    sent_for(fleet.simulator, channels, int(rate_per_channel), since=fleet.simulator.stats())
     stream.stop()
     after = fleet.wait_settled(channels)
 
@@ -299,7 +319,6 @@ def test_a_killed_instance_s_channels_are_taken_over_within_the_session_timeout(
             # The survivors' own channels never stopped.
             assert present == list(range(1, high[channel] + 1)), channel
     missing = sum(high[c] - len(got[c]) for c in victims)
-    window_s = SESSION_TIMEOUT_S + 10.0  # session timeout + a rebalance + loading + JOINs
     report(
         "SIGKILL take-over",
         channels_moved=len(victims),
@@ -313,8 +332,9 @@ def test_a_killed_instance_s_channels_are_taken_over_within_the_session_timeout(
     # Only what Twitch sent while nobody had joined is missing (and at most what the
     # victim read but had not produced when it was killed).
     assert unsent <= missing <= unsent + slack
-    assert taken_over_s < window_s
-    assert 0 < worst_gap_s < window_s
+    # The longest stretch a victim's channel went unread, counted in messages: some, and
+    # fewer than the window's worth.
+    assert 0 < worst_missing < rate_per_channel * window_s
 
 
 # --- 3 -------------------------------------------------------------------------------------
@@ -420,9 +440,12 @@ def test_a_clean_restart_within_the_session_timeout_keeps_its_channels_without_r
     back_after_s = time.monotonic() - stopping
     after = fleet.wait_settled(channels)
 
-    assert back_after_s < session_timeout_s
+    # Back within the session timeout is what no rebalance shows; the time only explains.
+    assert [_rebalance_logs(service) for service in others] == rebalances, (
+        f"the others rebalanced: fleet_b was back after {back_after_s:.1f} s, "
+        f"session timeout {session_timeout_s} s"
+    )
     assert {c for c, nicks in channel_holders(after).items() if nicks == ["fleet_b"]} == kept
-    assert [_rebalance_logs(service) for service in others] == rebalances
     for channel in set(channels) - kept:
         assert delta(after.joins_by_channel, before.joins_by_channel, channel) == 0, channel
         assert delta(after.parts_by_channel, before.parts_by_channel, channel) == 0, channel
