@@ -31,7 +31,7 @@ EFFECTIVE_BROKERS := $(or $(KAFKA_BROKERS),$(shell sed -n 's/^KAFKA_BROKERS=//p'
 LOCAL_BROKER := $(filter localhost:9092 127.0.0.1:9092,$(strip $(EFFECTIVE_BROKERS)))
 
 .PHONY: help install broker broker-stop run demo simulate simulate-eventsub tail test test-unit \
-        test-native lint format type-check build dev bench clean image-test promtool \
+        test-component test-native lint format type-check build dev bench clean image-test promtool \
         test-monitoring tmux
 
 help: ## list the targets
@@ -106,9 +106,10 @@ type-check: install ## mypy --strict over src, tests, bench and examples
 	$(BIN)/mypy --strict
 
 # With the compiled extension built, the suite runs on it (HOT_PATH=auto), then the tests
-# whose outcome the path can change run again on the pure-Python reference: every unit
-# test and the IRC end-to-end, event-routing and disk-buffer tests against the real broker.
-PYTHON_PATH_TESTS := tests/unit tests/integration/test_end_to_end.py \
+# whose outcome the path can change run again on the pure-Python reference: every unit and
+# component test and the IRC end-to-end, event-routing and disk-buffer tests against the
+# real broker.
+PYTHON_PATH_TESTS := tests/unit tests/component tests/integration/test_end_to_end.py \
 	tests/integration/test_event_routing.py tests/integration/test_buffer_disk_full.py
 
 $(PROMTOOL):
@@ -149,8 +150,11 @@ test: install broker lint type-check test-native test-monitoring tmux ## everyth
 		HOT_PATH=python $(BIN)/python -m pytest -q $(PYTHON_PATH_TESTS); \
 	fi
 
-test-unit: install ## only the offline unit tests
+test-unit: install ## only the unit tests: no sockets, no sleeps, no broker
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
+
+test-component: install ## only the component tests: real sockets (simulator, health server, TCP) and the clock, no broker
+	$(BIN)/python -m pytest -q tests/component $(PYTEST_ARGS)
 
 test-native: ## the compiled hot path's Rust checks: cargo fmt --check, clippy -D warnings, cargo test
 	@CARGO='$(CARGO)' scripts/check-native

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.corpus import SHARED_CORPUS_SKIP_REASON
+from tests.support.corpus import SHARED_CORPUS_SKIP_REASON
 from twitch_ingestion.native import EXTENSION_MODULE, extension_available
 
 COMPILED_SKIP_REASON = (

@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
-__all__ = ["BrokerCommandError", "LocalBroker", "free_port"]
+from tests.support.ports import free_port
+
+__all__ = ["BrokerCommandError", "LocalBroker"]
 
 _KAFKA_LOCAL = Path(__file__).resolve().parents[2] / "scripts" / "kafka-local"
 # `start` waits for a metadata answer; after a SIGKILL the controller first has to expire
@@ -28,14 +29,6 @@ _CALL_MARGIN_S = 30
 
 class BrokerCommandError(RuntimeError):
     """`scripts/kafka-local` failed; the message carries its output."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class LocalBroker:

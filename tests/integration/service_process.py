@@ -8,10 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ServiceProcess", "clean_environment"]
+from tests.support.log_events import events
+
+__all__ = ["ServiceProcess", "StartService", "clean_environment", "stop_cleanly"]
 
 # Variables of the developer's shell that must not leak into a test's service.
 _OWN_PREFIXES = ("TWITCH_", "KAFKA_", "BUFFER_", "LOG_", "HEALTH_", "SHUTDOWN_", "STATS_")
@@ -102,3 +105,16 @@ class ServiceProcess:
             self.process.kill()
             self.process.wait(timeout=10)
         self._log_file.close()
+
+
+# The `start_service` fixture (tests/integration/conftest.py): env → a started service.
+StartService = Callable[[dict[str, str]], ServiceProcess]
+
+
+def stop_cleanly(service: ServiceProcess) -> dict[str, object]:
+    """SIGTERM; the service must exit 0 with nothing left undelivered."""
+    assert service.stop(signal.SIGTERM) == 0, service.logs()[-4000:]
+    stopped = events(service, "service stopped")[-1]
+    assert stopped["undelivered"] == 0
+    assert not events(service, "kafka producer fatal error")
+    return stopped

@@ -13,27 +13,22 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.broker import free_port
 from tests.integration.conftest import twitch_env
 from tests.integration.kafka_helpers import collect_records
-from tests.integration.service_process import ServiceProcess
-from tests.integration.test_delivery_faults import (
-    assert_exactly_once_in_order,
-    events,
-    metric,
-    numbers_by_channel,
-    stop_cleanly,
-)
+from tests.integration.numbered_chat import assert_exactly_once_in_order, numbers_by_channel
+from tests.integration.service_process import StartService, stop_cleanly
+from tests.support.health_endpoint import metric
+from tests.support.log_events import events
+from tests.support.ports import free_port
 from twitch_ingestion.simulator import SimulatorThread
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-StartService = Callable[[dict[str, str]], ServiceProcess]
 
 CHANNELS = ["alpha", "beta", "gamma"]
 PER_CHANNEL = 1000  # ~1.4 MB of records: the tmpfs fills several times over
@@ -98,5 +93,5 @@ def test_a_full_buffer_dir_holds_records_in_memory_and_every_line_reaches_kafka(
     assert full, "the disk never filled: the test proves nothing"
     assert full[0]["level"] == "warning"
     assert events(service, "buffer disk writable again"), "it never went back to disk"
-    assert metric(env, "twitch_ingestion_buffer_records_held_in_memory_total") > 0
+    assert metric(env, "twitch_ingestion_buffer_records_held_in_memory_total", default=0.0) > 0
     stop_cleanly(service)

@@ -18,8 +18,6 @@ import itertools
 import json
 import signal
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -27,10 +25,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.broker import LocalBroker, free_port
+from tests.integration.broker import LocalBroker
 from tests.integration.conftest import twitch_env
-from tests.integration.kafka_helpers import ConsumedRecord, collect_records, create_topic
-from tests.integration.service_process import ServiceProcess
+from tests.integration.kafka_helpers import collect_records, create_topic
+from tests.integration.numbered_chat import (
+    assert_exactly_once_in_order,
+    duplicates_of,
+    numbers_by_channel,
+    parse_number,
+    runs,
+)
+from tests.integration.service_process import ServiceProcess, StartService, stop_cleanly
+from tests.support.health_endpoint import http_get, metric
+from tests.support.log_events import events
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 from twitch_ingestion.kafka.segment_log import (
     KIND_RECORD,
     SEGMENT_SUFFIX,
@@ -41,8 +50,6 @@ from twitch_ingestion.simulator import SimulatorThread
 from twitch_ingestion.simulator.stats import SimulatorStats
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-StartService = Callable[[dict[str, str]], ServiceProcess]
 
 CHANNELS = ["alpha", "beta", "gamma"]
 # Kafka acknowledging nothing for this long counts as a stall (the sink's redelivery
@@ -120,44 +127,10 @@ def service_env(
 # --- reading the service --------------------------------------------------------------
 
 
-def http_get(env: dict[str, str], path: str) -> tuple[int, str]:
-    url = f"http://127.0.0.1:{env['HEALTH_PORT']}{path}"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return int(response.status), response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
-def wait_until(
-    condition: Callable[[], bool], what: str, timeout_s: float = 30.0, every_s: float = 0.1
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if condition():
-                return
-        except OSError:  # the health server is not listening yet
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(every_s)
-
-
 def readiness(env: dict[str, str]) -> tuple[int, dict[str, object]]:
     status, body = http_get(env, "/readyz")
     details: dict[str, object] = json.loads(body)
     return status, details
-
-
-def metric(env: dict[str, str], sample: str) -> float:
-    """One sample from /metrics, e.g. `twitch_ingestion_irc_lines_received_total`; 0 if absent."""
-    _, text = http_get(env, "/metrics")
-    for line in text.splitlines():
-        name, _, value = line.rpartition(" ")
-        if name == sample:
-            return float(value)
-    return 0.0
 
 
 def pending_records(env: dict[str, str]) -> int:
@@ -186,19 +159,6 @@ def wait_until_stable(read: Callable[[], float], what: str, quiet_s: float = 1.0
     return value
 
 
-def events(service: ServiceProcess, name: str) -> list[dict[str, object]]:
-    return [e for e in service.log_events() if e.get("event") == name]
-
-
-def stop_cleanly(service: ServiceProcess) -> dict[str, object]:
-    """SIGTERM; the service must exit 0 with nothing left undelivered."""
-    assert service.stop(signal.SIGTERM) == 0, service.logs()[-4000:]
-    stopped = events(service, "service stopped")[-1]
-    assert stopped["undelivered"] == 0
-    assert not events(service, "kafka producer fatal error")
-    return stopped
-
-
 def kill(service: ServiceProcess) -> None:
     assert service.stop(signal.SIGKILL) == -signal.SIGKILL
 
@@ -213,30 +173,6 @@ def create_topics(kafka: LocalBroker, topic_env: dict[str, str]) -> None:
 
 def chat_topic(topic_env: dict[str, str]) -> str:
     return topic_env["KAFKA_TOPIC_CHAT_MESSAGES"]
-
-
-def parse_number(value: bytes) -> tuple[str, int] | None:
-    """(channel, n) of a numbered chat record, None for anything else (events)."""
-    message = json.loads(value).get("message")
-    if not isinstance(message, str) or not message.startswith("seq "):
-        return None
-    _, channel, number = message.split()
-    return channel, int(number)
-
-
-def numbers_by_channel(records: list[ConsumedRecord]) -> dict[str, list[int]]:
-    """Each channel's numbers in partition order, checking a channel is one partition."""
-    partitions: dict[str, set[int]] = defaultdict(set)
-    ordered: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for record in records:
-        parsed = parse_number(record.value)
-        assert parsed is not None, record.value
-        channel, number = parsed
-        partitions[channel].add(record.partition)
-        ordered[channel].append((record.offset, number))
-    for channel, seen in partitions.items():
-        assert len(seen) == 1, f"{channel} spread over partitions {seen}"
-    return {channel: [n for _, n in sorted(pairs)] for channel, pairs in ordered.items()}
 
 
 def read_chat(kafka: LocalBroker, topic_env: dict[str, str], expected: int) -> dict[str, list[int]]:
@@ -257,37 +193,22 @@ def buffered_numbers(buffer_dir: Path) -> dict[str, list[int]]:
     return appended
 
 
-def runs(seen: list[int]) -> list[tuple[int, int]]:
-    """`seen` as maximal runs of consecutive numbers: [1..700, 650..900] for a replay."""
-    found: list[tuple[int, int]] = []
-    start = 0
-    for index in range(1, len(seen) + 1):
-        if index == len(seen) or seen[index] != seen[index - 1] + 1:
-            found.append((seen[start], seen[index - 1]))
-            start = index
-    return found
-
-
-def duplicates_of(seen: list[int]) -> list[int]:
-    counts: dict[int, int] = defaultdict(int)
-    for number in seen:
-        counts[number] += 1
-    return sorted(number for number, count in counts.items() if count > 1)
-
-
-def assert_exactly_once_in_order(numbers: dict[str, list[int]], last: dict[str, int]) -> None:
-    """For each channel in `last`: 1..last[channel], each once, in order."""
-    for channel, last_number in last.items():
-        expected = list(range(1, last_number + 1))
-        seen = numbers.get(channel, [])
-        missing = sorted(set(expected) - set(seen))
-        assert not missing, f"{channel}: {len(missing)} missing, first {missing[:10]}"
-        assert not duplicates_of(seen), f"{channel}: duplicates, runs {runs(seen)[:20]}"
-        assert seen == expected, f"{channel}: out of order, runs {runs(seen)[:20]}"
-
-
 def high_water(stats: SimulatorStats) -> dict[str, int]:
     return {channel: stats.numbered_high_water.get(channel, 0) for channel in CHANNELS}
+
+
+def wait_until_sent(
+    simulator: SimulatorThread, per_channel: int, since: dict[str, int] | None = None
+) -> None:
+    """Until the running stream has sent `per_channel` more numbers on every channel (a
+    count, where a sleep would have let "some time" pass)."""
+    base = since or {}
+
+    def sent(stats: SimulatorStats) -> bool:
+        high = stats.numbered_high_water
+        return all(high.get(c, 0) >= base.get(c, 0) + per_channel for c in CHANNELS)
+
+    simulator.wait_until(sent, timeout=30)
 
 
 def stream_fixed_amount(simulator: SimulatorThread) -> dict[str, int]:
@@ -321,7 +242,7 @@ def test_broker_killed_mid_stream_loses_nothing_and_keeps_channel_order(
     for service in services.values():
         service.wait_for_log("kafka topics ready")
     stream = simulator.start_numbered(CHANNELS, rate=RATE)
-    time.sleep(1.5)
+    wait_until_sent(simulator, int(PER_CHANNEL_RATE * 1.5))  # records in flight at the kill
 
     kafka.kill()
     # Nothing acknowledged for MESSAGE_TIMEOUT_MS: the sink stops handing records to
@@ -422,7 +343,8 @@ def test_service_killed_mid_stream_loses_only_what_it_never_read(
     simulator.wait_for_joined(CHANNELS, timeout=30)
     first.wait_for_log("kafka topics ready")
     stream = simulator.start_numbered(CHANNELS, rate=RATE)
-    time.sleep(2.0)
+    # About two ack checkpoints' worth of the stream read before the kill.
+    wait_until_sent(simulator, int(PER_CHANNEL_RATE * 2 * CHECKPOINT_INTERVAL_S))
     kill(first)
     # Everything the dead process took in is in its buffer: the reference for "read".
     appended = buffered_numbers(buffer_dir)
@@ -430,7 +352,7 @@ def test_service_killed_mid_stream_loses_only_what_it_never_read(
 
     second = start_service(env)
     simulator.wait_for_joined(CHANNELS, timeout=30)
-    time.sleep(1.0)
+    wait_until_sent(simulator, int(PER_CHANNEL_RATE), since=high_water(simulator.stats()))
     stream.stop()
     stats = simulator.stats()
     last = high_water(stats)
@@ -531,19 +453,30 @@ def test_full_buffer_with_block_policy_stops_reading_and_drops_nothing(
     )
     service = start_service(env)
     simulator.wait_for_joined(CHANNELS, timeout=30)
-    lines_before = metric(env, "twitch_ingestion_irc_lines_received_total")
+    lines_before = metric(env, "twitch_ingestion_irc_lines_received_total", default=0.0)
     # The simulator writes ahead into socket buffers; the service stops reading.
     last = stream_fixed_amount(simulator)
     lines_read = wait_until_stable(
-        lambda: metric(env, "twitch_ingestion_irc_lines_received_total"), "lines received"
+        lambda: metric(env, "twitch_ingestion_irc_lines_received_total", default=0.0),
+        "lines received",
     )
     assert lines_read - lines_before < COUNT * len(CHANNELS), "it kept reading"
-    assert metric(env, "twitch_ingestion_buffer_bytes") <= SMALL_BUFFER_BYTES
-    assert metric(env, 'twitch_ingestion_buffer_records_dropped_total{reason="buffer_full"}') == 0
+    assert metric(env, "twitch_ingestion_buffer_bytes", default=0.0) <= SMALL_BUFFER_BYTES
+    assert (
+        metric(
+            env, 'twitch_ingestion_buffer_records_dropped_total{reason="buffer_full"}', default=0.0
+        )
+        == 0
+    )
 
     kafka.start()
     assert_exactly_once_in_order(read_chat(kafka, topic_env, COUNT * len(CHANNELS)), last)
-    assert metric(env, 'twitch_ingestion_buffer_records_dropped_total{reason="buffer_full"}') == 0
+    assert (
+        metric(
+            env, 'twitch_ingestion_buffer_records_dropped_total{reason="buffer_full"}', default=0.0
+        )
+        == 0
+    )
     stop_cleanly(service)
 
 
@@ -568,7 +501,7 @@ def test_full_buffer_with_drop_newest_policy_counts_and_warns(
     simulator.wait_for_joined(CHANNELS, timeout=30)
     stream_fixed_amount(simulator)
     dropped_sample = 'twitch_ingestion_buffer_records_dropped_total{reason="buffer_full"}'
-    dropped = wait_until_stable(lambda: metric(env, dropped_sample), "dropped records")
+    dropped = wait_until_stable(lambda: metric(env, dropped_sample, default=0.0), "dropped records")
     kept = pending_records(env) - ROOMSTATES
     assert dropped > 0
     assert kept + dropped == COUNT * len(CHANNELS), "every record is kept or counted"

@@ -10,19 +10,16 @@ import json
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.corpus import SHARED_CORPUS_SKIP_REASON
 from tests.integration.conftest import twitch_env
 from tests.integration.kafka_helpers import collect_records
-from tests.integration.service_process import ServiceProcess
-from twitch_ingestion.simulator import SimulatorThread, default_corpus_path, load_corpus
+from tests.integration.service_process import StartService
+from tests.support.corpus import CORPORA
+from twitch_ingestion.simulator import SimulatorThread, load_corpus
 from twitch_ingestion.sources.irc.compiled import extension_available
-
-StartService = Callable[[dict[str, str]], ServiceProcess]
 
 SEED_FIELDS: dict[str, type | tuple[type, ...]] = {
     "channel_id": str,
@@ -34,17 +31,6 @@ SEED_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 # 2011-01-01 (before Twitch chat's tmi-sent-ts existed) .. tomorrow: Unix milliseconds.
 _MIN_TS_MS = 1_293_840_000_000
-
-SHARED_CORPUS = default_corpus_path()
-# The bundled sample chat always; the shared real-capture corpus wherever it is present.
-CORPORA = [
-    pytest.param(None, id="bundled"),
-    pytest.param(
-        SHARED_CORPUS,
-        id="shared",
-        marks=pytest.mark.skipif(not SHARED_CORPUS.exists(), reason=SHARED_CORPUS_SKIP_REASON),
-    ),
-]
 
 
 def _assert_seed_record(key: bytes | None, value: bytes, now_ms: int) -> dict[str, object]:

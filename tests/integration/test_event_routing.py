@@ -7,31 +7,20 @@ corpus wherever it is present; the malformed lines are `tests/fixtures/twitch-ir
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 
-from tests.corpus import SHARED_CORPUS_SKIP_REASON
 from tests.integration.conftest import twitch_env
 from tests.integration.kafka_helpers import collect_records
-from tests.integration.service_process import ServiceProcess
-from tests.unit.test_fixture_lines import EVENT_TYPES, MALFORMED, malformed_bytes
-from twitch_ingestion.simulator import SimulatorThread, default_corpus_path
+from tests.integration.service_process import StartService
+from tests.support.corpus import CORPORA
+from tests.support.irc_lines import EVENT_TYPES, MALFORMED, malformed_bytes
+from twitch_ingestion.simulator import SimulatorThread
 from twitch_ingestion.sources.irc.routing import EVENT_COMMANDS
 
-StartService = Callable[[dict[str, str]], ServiceProcess]
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
-SHARED_CORPUS = default_corpus_path()
-CORPORA = [
-    pytest.param(None, id="bundled"),
-    pytest.param(
-        SHARED_CORPUS,
-        id="shared",
-        marks=pytest.mark.skipif(not SHARED_CORPUS.exists(), reason=SHARED_CORPUS_SKIP_REASON),
-    ),
-]
 
 
 def _validator(name: str) -> jsonschema.protocols.Validator:

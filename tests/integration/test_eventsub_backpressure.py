@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 
 from tests.integration.broker import LocalBroker
-from tests.integration.eventsub_helpers import subscribed
-from tests.integration.kafka_helpers import collect_records, create_topic
-from tests.integration.test_eventsub_service import (
-    StartService,
+from tests.integration.eventsub_helpers import (
     assert_exactly_once,
     eventsub_env,
-    metric,
-    wait_until,
+    subscribed,
 )
+from tests.integration.kafka_helpers import collect_records, create_topic
+from tests.integration.service_process import StartService
+from tests.support.health_endpoint import metric
+from tests.support.waiting import wait_until
 from twitch_ingestion.simulator.eventsub_server import EventSubSimulator, EventSubSimulatorThread
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]

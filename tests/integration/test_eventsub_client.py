@@ -17,127 +17,35 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.eventsub_helpers import subscribed
+from tests.integration.eventsub_helpers import (
+    CHANNELS,
+    Collector,
+    Running,
+    exactly_once,
+    settings_for,
+    subscribed,
+)
+from tests.support.waiting import eventually
 from twitch_ingestion.models import ChatMessage
 from twitch_ingestion.records import Destination
 from twitch_ingestion.simulator.eventsub_server import (
     EventSubSimulator,
     EventSubSimulatorThread,
-    IssuedToken,
 )
-from twitch_ingestion.simulator.streams import NUMBERED_SENDER
 from twitch_ingestion.sources.eventsub.client import (
     EventSubClient,
-    EventSubConfig,
     SourceFailure,
 )
-from twitch_ingestion.sources.eventsub.helix import ChannelProblem
-from twitch_ingestion.sources.eventsub.messages import DeadLetter
-from twitch_ingestion.sources.eventsub.records import CHAT_SUBSCRIPTION_TYPES, EventSubRecord
+from twitch_ingestion.sources.eventsub.records import CHAT_SUBSCRIPTION_TYPES
 from twitch_ingestion.sources.eventsub.session import CLOSE_CODES, ReconnectKind
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-CHANNELS = ["alpha", "bravo", "charlie"]
-WAIT_S = 30.0
-"""Bound for every condition wait: generous for a loaded 2-core machine, never reached
-when things work (the waits end as soon as the condition holds)."""
-
-
-class Collector:
-    """An `EventSubOutput` that keeps everything."""
-
-    def __init__(self) -> None:
-        self.records: list[EventSubRecord] = []
-        self.dead_letters: list[DeadLetter] = []
-        self.problems: list[ChannelProblem] = []
-
-    def record(self, record: EventSubRecord) -> None:
-        self.records.append(record)
-
-    def dead_letter(self, letter: DeadLetter) -> None:
-        self.dead_letters.append(letter)
-
-    def channel_problem(self, problem: ChannelProblem) -> None:
-        self.problems.append(problem)
-
-    def numbers(self) -> collections.Counter[tuple[str, int]]:
-        """(channel, n) → how many times `seq <channel> <n>` arrived."""
-        counts: collections.Counter[tuple[str, int]] = collections.Counter()
-        for item in self.records:
-            record = item.record
-            if isinstance(record, ChatMessage) and record.username == NUMBERED_SENDER:
-                _, channel, number = record.message.split(" ")
-                assert channel == record.channel_id == item.key
-                counts[channel, int(number)] += 1
-        return counts
 
 
 @pytest.fixture
 def simulator(eventsub: EventSubSimulatorThread) -> EventSubSimulatorThread:
     """Here the EventSub simulator is the only simulator (conftest's is IRC)."""
     return eventsub
-
-
-def settings_for(
-    sim: EventSubSimulatorThread,
-    token: IssuedToken,
-    channels: list[str] | None = None,
-    *,
-    refresh: bool = True,
-    **overrides: object,
-) -> EventSubConfig:
-    urls = sim.urls
-    values: dict[str, object] = {
-        "client_id": sim.config.client_id,
-        "oauth_token": f"oauth:{token.access_token}",
-        "channels": tuple(channels if channels is not None else CHANNELS),
-        "client_secret": sim.config.client_secret if refresh else "",
-        "refresh_token": token.refresh_token if refresh else "",
-        "eventsub_url": urls["TWITCH_EVENTSUB_URL"],
-        "api_url": urls["TWITCH_API_URL"],
-        "auth_url": urls["TWITCH_AUTH_URL"],
-        "keepalive_timeout_s": 2,
-        "keepalive_margin_s": 1.0,
-        "welcome_timeout_s": 5.0,
-        "backoff_base_s": 0.05,
-        "backoff_max_s": 0.2,
-        "refresh_retry_s": 0.5,
-        "http_timeout_s": 5.0,
-    }
-    values.update(overrides)
-    return EventSubConfig(**values)  # type: ignore[arg-type]
-
-
-async def wait_for(condition: Callable[[], bool], what: str, within_s: float = WAIT_S) -> None:
-    """Poll `condition` until it holds; fail naming `what` after `within_s`."""
-    try:
-        async with asyncio.timeout(within_s):
-            while not condition():  # noqa: ASYNC110 - the condition spans two threads
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
-
-
-class Running:
-    """A client running in the test's loop, stopped at the end of the `async with`."""
-
-    def __init__(self, settings: EventSubConfig) -> None:
-        self.output = Collector()
-        self.client = EventSubClient(settings, self.output)
-        self.task: asyncio.Task[SourceFailure | None] | None = None
-
-    async def __aenter__(self) -> Running:
-        self.task = asyncio.create_task(self.client.run())
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self.task is not None
-        self.client.stop()
-        async with asyncio.timeout(10):
-            result = await self.task
-        if exc_info[0] is None:
-            assert result is None, result
 
 
 def raise_helix_bucket(sim: EventSubSimulatorThread) -> None:
@@ -156,13 +64,6 @@ def sessions_holding(sim: EventSubSimulatorThread, sizes: list[int]) -> Callable
         return sim.call(count) == sorted(sizes)
 
     return check
-
-
-def exactly_once(output: Collector, per_channel: int) -> bool:
-    numbers = output.numbers()
-    return all(
-        numbers.get((channel, n), 0) == 1 for channel in CHANNELS for n in range(1, per_channel + 1)
-    )
 
 
 def assert_exactly_once(output: Collector, per_channel: int) -> None:
@@ -185,9 +86,9 @@ async def test_numbered_chat_over_three_channels_arrives_exactly_once_through(
     token = simulator.issue_token()
     async with Running(settings_for(simulator, token)) as running:
         client, output = running.client, running.output
-        await wait_for(subscribed(simulator, 3), "the first subscriptions")
+        await eventually(subscribed(simulator, 3), "the first subscriptions")
         simulator.start_numbered(CHANNELS, count=150)
-        await wait_for(lambda: exactly_once(output, 150), "the first 150 per channel")
+        await eventually(lambda: exactly_once(output, 150), "the first 150 per channel")
 
         if fault == "session_reconnect":
             simulator.call(lambda sim: sim.send_reconnect())
@@ -200,8 +101,8 @@ async def test_numbered_chat_over_three_channels_arrives_exactly_once_through(
             simulator.call(lambda sim: sim.close(4000))
         # Chat keeps coming while the client recovers.
         simulator.start_numbered(CHANNELS, count=150, rate=600)
-        await wait_for(lambda: exactly_once(output, 300), "all 300 per channel")
-        await wait_for(subscribed(simulator, 3), "the subscriptions after the fault")
+        await eventually(lambda: exactly_once(output, 300), "all 300 per channel")
+        await eventually(subscribed(simulator, 3), "the subscriptions after the fault")
 
         stats = simulator.stats()
         if fault == "session_reconnect":
@@ -233,14 +134,14 @@ async def test_token_is_refreshed_before_it_expires_and_validated_again(
     token = simulator.issue_token(lifetime_s=3.0)
     settings = settings_for(simulator, token, refresh_margin_s=2.0)
     async with Running(settings) as running:
-        await wait_for(subscribed(simulator, 3), "the subscriptions")
+        await eventually(subscribed(simulator, 3), "the subscriptions")
         keeper = running.client.keeper
         assert keeper is not None
-        await wait_for(lambda: keeper.refreshes == 1, "a refresh before expiry")
-        await wait_for(lambda: keeper.validations >= 2, "a validation of the new token")
+        await eventually(lambda: keeper.refreshes == 1, "a refresh before expiry")
+        await eventually(lambda: keeper.validations >= 2, "a validation of the new token")
         assert keeper.access_token != token.access_token
         simulator.start_numbered(CHANNELS, count=50)
-        await wait_for(lambda: exactly_once(running.output, 50), "chat after the refresh")
+        await eventually(lambda: exactly_once(running.output, 50), "chat after the refresh")
         assert repr(keeper).count(keeper.access_token) == 0
 
 
@@ -306,10 +207,10 @@ async def test_unknown_login_cost_refusal_and_429_are_reported_and_the_rest_flow
     settings = settings_for(simulator, token, [*CHANNELS, "nosuchuser", "expensive"])
     async with Running(settings) as running:
         output = running.output
-        await wait_for(subscribed(simulator, 3), "the readable channels' subscriptions")
-        await wait_for(lambda: len(output.problems) == 2, "two channel reports")
+        await eventually(subscribed(simulator, 3), "the readable channels' subscriptions")
+        await eventually(lambda: len(output.problems) == 2, "two channel reports")
         simulator.start_numbered(CHANNELS, count=100)
-        await wait_for(lambda: exactly_once(output, 100), "chat on the readable channels")
+        await eventually(lambda: exactly_once(output, 100), "chat on the readable channels")
 
         problems = {problem.channel: problem for problem in output.problems}
         assert problems["nosuchuser"].reason == "unknown-login"
@@ -329,12 +230,12 @@ async def test_channels_are_resolved_100_per_call_and_spread_over_three_connecti
     token = simulator.issue_token()
     async with Running(settings_for(simulator, token, channels)) as running:
         # 3 connections x 300 subscriptions = 60 channels each; the last 20 do not fit.
-        await wait_for(sessions_holding(simulator, [300, 300, 300]), "three full connections")
-        await wait_for(lambda: len(running.output.problems) == 20, "20 channels reported")
+        await eventually(sessions_holding(simulator, [300, 300, 300]), "three full connections")
+        await eventually(lambda: len(running.output.problems) == 20, "20 channels reported")
         assert {p.reason for p in running.output.problems} == {"connection-limit"}
         assert {p.channel for p in running.output.problems} == set(channels[180:])
         simulator.start_numbered(channels[:180:30], count=10)
-        await wait_for(lambda: len(running.output.numbers()) == 60, "chat on every connection")
+        await eventually(lambda: len(running.output.numbers()) == 60, "chat on every connection")
     stats = simulator.stats()
     assert stats.users_calls == 2
     assert stats.users_logins_max == 100
@@ -349,12 +250,12 @@ async def test_a_connection_twitch_refuses_is_reported_and_the_others_keep_flowi
     token = simulator.issue_token()
     settings = settings_for(simulator, token, channels, max_connections=4)
     async with Running(settings) as running:
-        await wait_for(sessions_holding(simulator, [300, 300, 300]), "three full connections")
-        await wait_for(lambda: len(running.output.problems) == 60, "60 channels reported")
+        await eventually(sessions_holding(simulator, [300, 300, 300]), "three full connections")
+        await eventually(lambda: len(running.output.problems) == 60, "60 channels reported")
         assert {p.reason for p in running.output.problems} == {"limit-exceeded"}
         assert all("connections" in p.message for p in running.output.problems)
         simulator.start_numbered(channels[:180:30], count=10)
-        await wait_for(lambda: len(running.output.numbers()) == 60, "chat on three connections")
+        await eventually(lambda: len(running.output.numbers()) == 60, "chat on three connections")
         assert not running.task.done()  # type: ignore[union-attr]
 
 
@@ -372,9 +273,9 @@ async def test_a_connection_opens_only_when_the_helix_bucket_can_take_its_subscr
     channels = [f"chan{index}" for index in range(100)]
     token = simulator.issue_token()
     async with Running(settings_for(simulator, token, channels)) as running:
-        await wait_for(sessions_holding(simulator, [250, 250]), "two connections of 50")
+        await eventually(sessions_holding(simulator, [250, 250]), "two connections of 50")
         simulator.start_numbered(channels[::25], count=10)
-        await wait_for(lambda: len(running.output.numbers()) == 40, "chat on both")
+        await eventually(lambda: len(running.output.numbers()) == 40, "chat on both")
     assert simulator.stats().rate_limited == 0
     assert running.client.stats.rate_limited == 0
 
@@ -391,8 +292,8 @@ async def test_twitchs_300_subscriptions_per_connection_are_enforced_and_reporte
         simulator, token, channels, subscriptions_per_connection=310, subscribe_concurrency=1
     )
     async with Running(settings) as running:
-        await wait_for(sessions_holding(simulator, [300]), "one full connection")
-        await wait_for(lambda: len(running.output.problems) == 2, "two channels reported")
+        await eventually(sessions_holding(simulator, [300]), "one full connection")
+        await eventually(lambda: len(running.output.problems) == 2, "two channels reported")
         assert {p.reason for p in running.output.problems} == {"limit-exceeded"}
         assert all("per connection" in p.message for p in running.output.problems)
         assert {p.channel for p in running.output.problems} == {"chan60", "chan61"}
@@ -423,7 +324,7 @@ async def test_https_certificates_are_verified(self_signed: ssl.SSLContext) -> N
         assert settings.auth_url.startswith("https://")
         client = EventSubClient(settings, Collector())
         task = asyncio.create_task(client.run())
-        await wait_for(
+        await eventually(
             lambda: client.keeper is not None and client.keeper.validations >= 2,
             "validation attempts",
         )
@@ -443,7 +344,7 @@ async def test_wss_certificates_are_verified(
         assert eventsub_url.startswith("wss://")
         settings = settings_for(simulator, token, eventsub_url=eventsub_url)
         async with Running(settings) as running:
-            await wait_for(lambda: len(running.client.stats.reconnects) >= 2, "failed connects")
+            await eventually(lambda: len(running.client.stats.reconnects) >= 2, "failed connects")
             assert {reason for reason, _ in running.client.stats.reconnects} == {"closed"}
         assert untrusted.stats().welcomes == 0
 
@@ -459,21 +360,21 @@ async def test_each_close_code_is_handled_as_the_session_decides(
     token = simulator.issue_token()
     async with Running(settings_for(simulator, token)) as running:
         client, output = running.client, running.output
-        await wait_for(subscribed(simulator, 3), "the first subscriptions")
+        await eventually(subscribed(simulator, 3), "the first subscriptions")
         simulator.start_numbered(CHANNELS, count=20)
-        await wait_for(lambda: exactly_once(output, 20), "chat before the close")
+        await eventually(lambda: exactly_once(output, 20), "chat before the close")
 
         if code == 4007:
             # Twitch closes the *reconnect* socket with 4007 when its URL is not valid.
             simulator.call(lambda sim: sim.send_reconnect(invalid=True))
         else:
             simulator.call(lambda sim: sim.close(code))
-        await wait_for(lambda: len(client.stats.reconnects) == 1, f"the reconnect after {code}")
+        await eventually(lambda: len(client.stats.reconnects) == 1, f"the reconnect after {code}")
         assert client.stats.reconnects == [(f"close-{code}", CLOSE_CODES[code].kind)]
 
-        await wait_for(subscribed(simulator, 3), "the new session's subscriptions")
+        await eventually(subscribed(simulator, 3), "the new session's subscriptions")
         simulator.start_numbered(CHANNELS, count=20)
-        await wait_for(lambda: exactly_once(output, 40), "chat after the close")
+        await eventually(lambda: exactly_once(output, 40), "chat after the close")
         assert simulator.stats().closes_sent == {code: 1}
     assert_exactly_once(output, 40)
 
@@ -487,9 +388,9 @@ async def test_generated_chat_becomes_chat_records_without_dead_letters(
 ) -> None:
     token = simulator.issue_token()
     async with Running(settings_for(simulator, token)) as running:
-        await wait_for(subscribed(simulator, 3), "the subscriptions")
+        await eventually(subscribed(simulator, 3), "the subscriptions")
         simulator.call(lambda sim: sim.start_generated(CHANNELS, count=300, seed=11))
-        await wait_for(lambda: len(running.output.records) == 300, "300 generated messages")
+        await eventually(lambda: len(running.output.records) == 300, "300 generated messages")
         assert not running.output.dead_letters
         assert all(r.destination is Destination.CHAT for r in running.output.records)
         emotes = sum(
@@ -505,19 +406,19 @@ async def test_revocations_are_retried_when_the_reason_allows_and_reported_other
 ) -> None:
     token = simulator.issue_token()
     async with Running(settings_for(simulator, token)) as running:
-        await wait_for(subscribed(simulator, 3), "the subscriptions")
+        await eventually(subscribed(simulator, 3), "the subscriptions")
         simulator.call(lambda sim: sim.revoke("alpha", "channel.chat.clear", "beta_maintenance"))
-        await wait_for(lambda: running.client.stats.revocations == 1, "the first revocation")
-        await wait_for(subscribed(simulator, 3), "the retried subscription")
+        await eventually(lambda: running.client.stats.revocations == 1, "the first revocation")
+        await eventually(subscribed(simulator, 3), "the retried subscription")
 
         simulator.call(
             lambda sim: sim.revoke("bravo", "channel.chat.message", "authorization_revoked")
         )
-        await wait_for(lambda: len(running.output.problems) == 1, "the report")
+        await eventually(lambda: len(running.output.problems) == 1, "the report")
         problem = running.output.problems[0]
         assert (problem.channel, problem.reason) == ("bravo", "revoked-authorization_revoked")
         simulator.start_numbered(["alpha", "charlie"], count=30)
-        await wait_for(
+        await eventually(
             lambda: len(running.output.numbers()) == 60, "chat on the channels still read"
         )
 
@@ -529,7 +430,7 @@ async def test_unusable_frames_are_dead_lettered_byte_for_byte_and_chat_goes_on(
     broken = b'{"metadata": {"message_type": "notification"}, "payload": "\xc3\xa9t\xc3\xa9"}'
     async with Running(settings_for(simulator, token)) as running:
         output = running.output
-        await wait_for(subscribed(simulator, 3), "the subscriptions")
+        await eventually(subscribed(simulator, 3), "the subscriptions")
         simulator.call(lambda sim: sim.send_raw(b"not json at all"))
         simulator.call(lambda sim: sim.send_raw(broken))
         # A chat event without the chatter: a valid frame whose event cannot be a record.
@@ -539,8 +440,8 @@ async def test_unusable_frames_are_dead_lettered_byte_for_byte_and_chat_goes_on(
             )
         )
         simulator.start_numbered(CHANNELS, count=20)
-        await wait_for(lambda: exactly_once(output, 20), "chat around the broken frames")
-        await wait_for(lambda: len(output.dead_letters) == 3, "three dead letters")
+        await eventually(lambda: exactly_once(output, 20), "chat around the broken frames")
+        await eventually(lambda: len(output.dead_letters) == 3, "three dead letters")
         frames = [letter.frame for letter in output.dead_letters]
         assert frames[:2] == [b"not json at all", broken]
         assert output.dead_letters[2].reason == "missing-field"

@@ -20,11 +20,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.broker import free_port
+from tests.integration.eventsub_helpers import (
+    Running,
+    assert_exactly_once,
+    eventsub_env,
+    exactly_once,
+    settings_for,
+)
 from tests.integration.kafka_helpers import collect_records, delete_topics
-from tests.integration.service_process import ServiceProcess, clean_environment
-from tests.integration.test_eventsub_client import Running, exactly_once, settings_for, wait_for
-from tests.integration.test_eventsub_service import assert_exactly_once, eventsub_env
+from tests.integration.service_process import StartService, clean_environment
+from tests.support.ports import free_port
+from tests.support.waiting import eventually
 from twitch_ingestion.simulator.eventsub_server import (
     EventSubSimulator,
     EventSubSimulatorThread,
@@ -34,7 +40,6 @@ from twitch_ingestion.sources.eventsub.records import CHAT_SUBSCRIPTION_TYPES
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-StartService = Callable[[dict[str, str]], ServiceProcess]
 TYPES = len(CHAT_SUBSCRIPTION_TYPES)
 
 
@@ -79,25 +84,25 @@ async def test_channels_added_and_removed_at_run_time_are_subscribed_and_unsubsc
 
         client.add_channels(("alpha", "bravo"))
         client.add_channels(("charlie",))
-        await wait_for(each_subscribed_once(eventsub, ["alpha", "bravo", "charlie"]), "3")
-        await wait_for(lambda: client.subscribed_logins() == {"alpha", "bravo", "charlie"}, "j")
+        await eventually(each_subscribed_once(eventsub, ["alpha", "bravo", "charlie"]), "3")
+        await eventually(lambda: client.subscribed_logins() == {"alpha", "bravo", "charlie"}, "j")
         assert len(client.connections) == 1  # 60 channels fit on one connection
         eventsub.start_numbered(["alpha", "bravo", "charlie"], count=50)
-        await wait_for(lambda: exactly_once(output, 50), "chat on all three")
+        await eventually(lambda: exactly_once(output, 50), "chat on all three")
 
         client.remove_channels(("charlie",))
-        await wait_for(each_subscribed_once(eventsub, ["alpha", "bravo"]), "charlie gone")
+        await eventually(each_subscribed_once(eventsub, ["alpha", "bravo"]), "charlie gone")
         assert client.subscribed_logins() == {"alpha", "bravo"}
 
         client.add_channels(("charlie", "nosuchuser"))
         eventsub.call(lambda sim: sim.unknown_logins.add("nosuchuser"))
-        await wait_for(each_subscribed_once(eventsub, ["alpha", "bravo", "charlie"]), "back")
-        await wait_for(lambda: len(output.problems) == 1, "the unknown login reported")
+        await eventually(each_subscribed_once(eventsub, ["alpha", "bravo", "charlie"]), "back")
+        await eventually(lambda: len(output.problems) == 1, "the unknown login reported")
         assert output.problems[0].channel == "nosuchuser"
 
         client.remove_channels(("alpha", "bravo", "charlie", "nosuchuser"))
-        await wait_for(lambda: subscriptions_by_channel(eventsub) == {}, "everything removed")
-        await wait_for(lambda: client.connections == [], "the empty connection closed")
+        await eventually(lambda: subscriptions_by_channel(eventsub) == {}, "everything removed")
+        await eventually(lambda: client.connections == [], "the empty connection closed")
         assert not running.task.done()  # type: ignore[union-attr]
 
 
@@ -110,9 +115,9 @@ async def test_channels_beyond_one_connection_open_another(
     channels = [f"chan{index}" for index in range(70)]
     async with Running(settings) as running:
         running.client.add_channels(tuple(channels[:40]))
-        await wait_for(lambda: len(running.client.subscribed_logins()) == 40, "40 channels")
+        await eventually(lambda: len(running.client.subscribed_logins()) == 40, "40 channels")
         running.client.add_channels(tuple(channels[40:]))
-        await wait_for(each_subscribed_once(eventsub, channels), "70 channels")
+        await eventually(each_subscribed_once(eventsub, channels), "70 channels")
         assert sorted(len(c.channels) for c in running.client.connections) == [10, 60]
 
 

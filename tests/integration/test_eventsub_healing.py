@@ -19,25 +19,21 @@ from typing import Any
 
 import pytest
 
-from tests.integration.broker import free_port
-from tests.integration.eventsub_helpers import subscribed
-from tests.integration.kafka_helpers import collect_records
-from tests.integration.test_eventsub_client import (
+from tests.integration.eventsub_helpers import (
     CHANNELS,
     Collector,
     Running,
-    exactly_once,
-    settings_for,
-    wait_for,
-)
-from tests.integration.test_eventsub_service import (
-    StartService,
     assert_exactly_once,
     eventsub_env,
-    http_get,
-    metric,
-    wait_until,
+    exactly_once,
+    settings_for,
+    subscribed,
 )
+from tests.integration.kafka_helpers import collect_records
+from tests.integration.service_process import StartService
+from tests.support.health_endpoint import http_get, metric
+from tests.support.ports import free_port
+from tests.support.waiting import eventually, wait_until
 from twitch_ingestion.simulator.eventsub_server import EventSubSimulator, EventSubSimulatorThread
 from twitch_ingestion.sources.eventsub.client import EventSubClient, SourceFailure
 from twitch_ingestion.sources.eventsub.records import CHAT_SUBSCRIPTION_TYPES
@@ -67,13 +63,13 @@ async def test_bursts_of_5xx_and_timeouts_from_helix_are_retried_until_every_cha
     settings = settings_for(eventsub, token, http_timeout_s=0.5, subscribe_concurrency=5)
     async with Running(settings) as running:
         client, output = running.client, running.output
-        await wait_for(subscribed(eventsub, 3), "every subscription despite the faults")
-        await wait_for(lambda: client.subscribed_logins() == set(CHANNELS), "the client knows it")
+        await eventually(subscribed(eventsub, 3), "every subscription despite the faults")
+        await eventually(lambda: client.subscribed_logins() == set(CHANNELS), "the client knows it")
         assert eventsub.stats().helix_faults == 30
         assert client.stats.subscription_failures >= 30
         assert output.problems == []  # temporary: nothing reported as "not read"
         eventsub.start_numbered(CHANNELS, count=20)
-        await wait_for(lambda: exactly_once(output, 20), "chat")
+        await eventually(lambda: exactly_once(output, 20), "chat")
 
 
 async def test_get_users_failing_at_start_up_is_retried_instead_of_ending_the_source(
@@ -82,14 +78,14 @@ async def test_get_users_failing_at_start_up_is_retried_instead_of_ending_the_so
     eventsub.call(lambda sim: sim.fail_helix(503, endpoints=("users",), count=3))
     token = eventsub.issue_token()
     async with Running(settings_for(eventsub, token)) as running:
-        await wait_for(
+        await eventually(
             lambda: any(
                 status.failure is not None and "503" in status.failure.message
                 for status in running.client.channel_statuses().values()
             ),
             "the channels shown failing while Get Users fails",
         )
-        await wait_for(subscribed(eventsub, 3), "the subscriptions once Helix answers")
+        await eventually(subscribed(eventsub, 3), "the subscriptions once Helix answers")
         assert eventsub.stats().users_calls == 4
         assert running.output.problems == []
 
@@ -115,7 +111,7 @@ async def test_a_429_without_ratelimit_reset_waits_a_moment_and_goes_on(
     eventsub.call(lambda sim: sim.rate_limit_next(2, reset=False))
     token = eventsub.issue_token()
     async with Running(settings_for(eventsub, token)) as running:
-        await wait_for(subscribed(eventsub, 3), "the subscriptions")
+        await eventually(subscribed(eventsub, 3), "the subscriptions")
         assert running.client.stats.rate_limited == 2
         assert running.output.problems == []
 
@@ -125,16 +121,16 @@ async def test_a_subscription_that_vanishes_without_a_revocation_is_found_and_re
 ) -> None:
     token = eventsub.issue_token()
     async with Running(settings_for(eventsub, token, check_interval_s=0.5)) as running:
-        await wait_for(subscribed(eventsub, 3), "the subscriptions")
+        await eventually(subscribed(eventsub, 3), "the subscriptions")
         created = eventsub.stats().subscriptions_created
         assert eventsub.call(lambda sim: sim.vanish("bravo", "channel.chat.message")) == 1
-        await wait_for(
+        await eventually(
             lambda: eventsub.stats().subscriptions_created == created + 1, "the re-creation"
         )
-        await wait_for(subscribed(eventsub, 3), "all subscriptions again")
+        await eventually(subscribed(eventsub, 3), "all subscriptions again")
         assert eventsub.stats().lists >= 1
         eventsub.start_numbered(CHANNELS, count=20)
-        await wait_for(lambda: exactly_once(running.output, 20), "chat on all three")
+        await eventually(lambda: exactly_once(running.output, 20), "chat on all three")
 
 
 async def test_an_authorization_revoked_revocation_validates_at_once_and_a_dead_token_ends_it(
@@ -145,7 +141,7 @@ async def test_an_authorization_revoked_revocation_validates_at_once_and_a_dead_
     client = EventSubClient(settings_for(eventsub, token, refresh=False), output)
     task = asyncio.create_task(client.run())
     try:
-        await wait_for(subscribed(eventsub, 3), "the subscriptions")
+        await eventually(subscribed(eventsub, 3), "the subscriptions")
         validations = eventsub.stats().validate_calls
         # The user disconnected the app: the token dies and Twitch revokes.
         eventsub.call(lambda sim: sim.expire_token(token.access_token))
@@ -171,10 +167,10 @@ async def test_a_public_client_refreshes_its_token_without_a_secret(
         eventsub, token, client_secret="", public_client=True, refresh_margin_s=2.0
     )
     async with Running(settings) as running:
-        await wait_for(subscribed(eventsub, 3), "the subscriptions")
+        await eventually(subscribed(eventsub, 3), "the subscriptions")
         keeper = running.client.keeper
         assert keeper is not None
-        await wait_for(lambda: keeper.refreshes == 1, "a refresh without the secret")
+        await eventually(lambda: keeper.refreshes == 1, "a refresh without the secret")
         assert keeper.access_token != token.access_token
 
 
@@ -200,21 +196,21 @@ async def test_a_reader_that_stops_reading_misses_twitchs_ping_and_gets_4002(
     client = EventSubClient(settings_for(eventsub, token, keepalive_timeout_s=10), Full())
     task = asyncio.create_task(client.run())
     try:
-        await wait_for(subscribed(eventsub, 3), "the subscriptions")
-        await wait_for(lambda: eventsub.stats().pongs_received >= 2, "pongs while reading")
+        await eventually(subscribed(eventsub, 3), "the subscriptions")
+        await eventually(lambda: eventsub.stats().pongs_received >= 2, "pongs while reading")
         # The held records overflow: the next frame blocks the reader, nothing is answered.
         gate.clear()
         eventsub.start_numbered(CHANNELS, count=1)
-        await wait_for(lambda: eventsub.stats().closes_sent.get(4002) == 1, "Twitch's 4002")
+        await eventually(lambda: eventsub.stats().closes_sent.get(4002) == 1, "Twitch's 4002")
         gate.set()
-        await wait_for(lambda: client.stats.reconnects != [], "the reconnect")
+        await eventually(lambda: client.stats.reconnects != [], "the reconnect")
         # Twitch drops the connection after its close frame: a reader that resumes late
         # fails on the pong it owes before it reads the code, and just sees it closed.
         assert client.stats.reconnects[0] in (
             ("close-4002", ReconnectKind.IMMEDIATE),
             ("closed", ReconnectKind.BACKOFF),
         )
-        await wait_for(subscribed(eventsub, 3), "subscribed again")
+        await eventually(subscribed(eventsub, 3), "subscribed again")
     finally:
         client.stop()
         async with asyncio.timeout(10):
@@ -400,7 +396,7 @@ def test_helix_and_the_websocket_unreachable_for_30_s_never_exit_and_recover(
         lambda: sum(e["event"] == "eventsub reconnect" for e in service.log_events()) >= 3,
         "reconnect attempts",
     )
-    wait_until(subscribed(eventsub, 3), "subscribed again", within_s=UNREACHABLE_S + 60)
+    wait_until(subscribed(eventsub, 3), "subscribed again", timeout_s=UNREACHABLE_S + 60)
     back_after = time.monotonic() - started
     assert back_after >= UNREACHABLE_S
     assert service.process.poll() is None  # never exited, never exit 3

@@ -12,123 +12,40 @@ import collections
 import copy
 import json
 import signal
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
 import pytest
 
-from tests.integration.broker import free_port
-from tests.integration.eventsub_helpers import subscribed
-from tests.integration.kafka_helpers import ConsumedRecord, collect_records
-from tests.integration.service_process import ServiceProcess
-from tests.unit.test_eventsub_records import (
+from tests.integration.eventsub_helpers import (
+    CHANNELS,
+    assert_exactly_once,
+    eventsub_env,
+    subscribed,
+)
+from tests.integration.kafka_helpers import collect_records
+from tests.integration.service_process import StartService
+from tests.support.eventsub_equivalences import (
     CHAT_EQUIVALENCES,
     NOTICE_EQUIVALENCES,
     NOTICE_EVENTS,
 )
+from tests.support.health_endpoint import http_get, metric
+from tests.support.waiting import wait_until
 from twitch_ingestion.models import ChatMessage, decode_chat_event, decode_chat_message
 from twitch_ingestion.simulator.eventsub_server import (
     EventSubSimulator,
     EventSubSimulatorThread,
-    IssuedToken,
 )
-from twitch_ingestion.simulator.streams import NUMBERED_SENDER
 from twitch_ingestion.simulator.wire import room_id_for
 from twitch_ingestion.sources.irc.irc import parse_line
 from twitch_ingestion.sources.irc.routing import route_message
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-StartService = Callable[[dict[str, str]], ServiceProcess]
-CHANNELS = ["alpha", "bravo", "charlie"]
 WAIT_S = 60.0
 """Bound for every condition wait: generous for a loaded 2-core machine, never reached
 when things work."""
-
-
-def eventsub_env(
-    sim: EventSubSimulatorThread,
-    token: IssuedToken,
-    channels: list[str],
-    *,
-    refresh: bool = True,
-) -> dict[str, str]:
-    """Settings that point the service's EventSub source at the simulator."""
-    env = {
-        "TWITCH_SOURCE": "eventsub",
-        "TWITCH_CHANNEL": ",".join(channels),
-        "TWITCH_CLIENT_ID": sim.config.client_id,
-        "TWITCH_OAUTH_TOKEN": token.access_token,
-        **sim.urls,
-        "TWITCH_EVENTSUB_KEEPALIVE_S": "2",
-        "TWITCH_RECONNECT_BASE_S": "0.05",
-        "TWITCH_RECONNECT_MAX_S": "0.2",
-        "TWITCH_LOGIN_TIMEOUT_S": "5",
-        "TWITCH_CONNECT_TIMEOUT_S": "5",
-        "SHUTDOWN_TIMEOUT_S": "15",
-        "HEALTH_PORT": str(free_port()),
-        "HEALTH_HOST": "127.0.0.1",
-    }
-    if refresh:
-        env["TWITCH_CLIENT_SECRET"] = sim.config.client_secret
-        env["TWITCH_REFRESH_TOKEN"] = token.refresh_token
-    return env
-
-
-def wait_until(condition: Callable[[], bool], what: str, within_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def http_get(env: dict[str, str], path: str) -> tuple[int, str]:
-    url = f"http://127.0.0.1:{env['HEALTH_PORT']}{path}"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError:
-        return 0, ""
-
-
-def numbers(records: list[ConsumedRecord]) -> collections.Counter[tuple[str, int]]:
-    counts: collections.Counter[tuple[str, int]] = collections.Counter()
-    for item in records:
-        record = decode_chat_message(item.value)
-        assert record.ingested_via == "eventsub"
-        assert item.key == record.channel_id.encode()
-        if record.username == NUMBERED_SENDER:
-            _, channel, number = record.message.split(" ")
-            assert channel == record.channel_id
-            counts[channel, int(number)] += 1
-    return counts
-
-
-def assert_exactly_once(
-    records: list[ConsumedRecord], channels: list[str], per_channel: int
-) -> None:
-    counted = numbers(records)
-    expected = {(channel, n) for channel in channels for n in range(1, per_channel + 1)}
-    missing = expected - set(counted)
-    assert not missing, f"never reached Kafka: {sorted(missing)[:10]} ({len(missing)} in all)"
-    repeated = {key: count for key, count in counted.items() if count != 1}
-    assert not repeated, f"reached Kafka more than once: {sorted(repeated)[:10]}"
-    assert set(counted) == expected
-
-
-def metric(env: dict[str, str], name: str) -> float:
-    _, body = http_get(env, "/metrics")
-    for line in body.splitlines():
-        if line.startswith(f"{name} "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
 
 
 # ---------------------------------------------------------------------------------------

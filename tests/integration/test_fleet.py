@@ -19,7 +19,7 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,14 +27,13 @@ from typing import Any
 import pytest
 
 from tests.integration.kafka_helpers import ConsumedRecord, collect_records, delete_topics
-from tests.integration.service_process import ServiceProcess, clean_environment
+from tests.integration.service_process import ServiceProcess, StartService, clean_environment
 from twitch_ingestion.config import Settings, load_settings
 from twitch_ingestion.fleet.status import FleetStatus, describe_fleet
 from twitch_ingestion.simulator import SimulatorConfig, SimulatorStats, SimulatorThread
 
 pytestmark = pytest.mark.integration
 
-StartService = Callable[[dict[str, str]], ServiceProcess]
 
 # The broker's default group.min.session.timeout.ms: the fastest a crash can be noticed.
 SESSION_TIMEOUT_S = 6.0
@@ -154,6 +153,23 @@ def _unsettled(status: FleetStatus, running: set[str], wanted: set[str]) -> str 
     return None if assigned == wanted else "control topic lags"
 
 
+def sent_for(
+    simulator: SimulatorThread,
+    channels: list[str],
+    per_channel: int,
+    since: SimulatorStats | None = None,
+) -> None:
+    """Until the running numbered stream has sent `per_channel` more numbers on each of
+    `channels` than at `since`: a count of the stream, not a sleep."""
+    base = since.numbered_high_water if since is not None else {}
+
+    def sent(stats: SimulatorStats) -> bool:
+        high = stats.numbered_high_water
+        return all(high.get(c, 0) >= base.get(c, 0) + per_channel for c in channels)
+
+    simulator.wait_until(sent, timeout=30)
+
+
 def channel_holders(stats: SimulatorStats) -> dict[str, list[str]]:
     """Channel → nicks (instances) of the open connections that have it joined."""
     holders: dict[str, list[str]] = defaultdict(list)
@@ -266,14 +282,17 @@ def test_a_killed_instance_s_channels_are_taken_over_within_the_session_timeout(
     assert victims
 
     rate_per_channel = 5.0
+    # The session timeout, a rebalance, loading the table and the JOINs.
+    window_s = SESSION_TIMEOUT_S + 10.0
     stream = fleet.simulator.start_numbered(channels, rate=rate_per_channel * len(channels))
-    time.sleep(1.0)
+    sent_for(fleet.simulator, channels, int(rate_per_channel))  # a second of chat
     killed_at = time.monotonic()
     fleet.instances["fleet_c"].process.send_signal(signal.SIGKILL)
     fleet.instances["fleet_c"].wait_exit(10)
-    fleet.simulator.wait_for_joined(channels, timeout=SESSION_TIMEOUT_S + 30)
+    # Taken over within the window, or this fails.
+    fleet.simulator.wait_for_joined(channels, timeout=window_s)
     taken_over_s = time.monotonic() - killed_at
-    time.sleep(1.0)
+    sent_for(fleet.simulator, channels, int(rate_per_channel), since=fleet.simulator.stats())
     stream.stop()
     after = fleet.wait_settled(channels)
 
@@ -300,7 +319,6 @@ def test_a_killed_instance_s_channels_are_taken_over_within_the_session_timeout(
             # The survivors' own channels never stopped.
             assert present == list(range(1, high[channel] + 1)), channel
     missing = sum(high[c] - len(got[c]) for c in victims)
-    window_s = SESSION_TIMEOUT_S + 10.0  # session timeout + a rebalance + loading + JOINs
     report(
         "SIGKILL take-over",
         channels_moved=len(victims),
@@ -314,8 +332,9 @@ def test_a_killed_instance_s_channels_are_taken_over_within_the_session_timeout(
     # Only what Twitch sent while nobody had joined is missing (and at most what the
     # victim read but had not produced when it was killed).
     assert unsent <= missing <= unsent + slack
-    assert taken_over_s < window_s
-    assert 0 < worst_gap_s < window_s
+    # The longest stretch a victim's channel went unread, counted in messages: some, and
+    # fewer than the window's worth.
+    assert 0 < worst_missing < rate_per_channel * window_s
 
 
 # --- 3 -------------------------------------------------------------------------------------
@@ -425,9 +444,12 @@ def test_a_restart_after_a_crash_within_the_session_timeout_keeps_its_channels_w
     back_after_s = time.monotonic() - stopping
     after = fleet.wait_settled(channels)
 
-    assert back_after_s < session_timeout_s
+    # Back within the session timeout is what no rebalance shows; the time only explains.
+    assert [_rebalance_logs(service) for service in others] == rebalances, (
+        f"the others rebalanced: fleet_b was back after {back_after_s:.1f} s, "
+        f"session timeout {session_timeout_s} s"
+    )
     assert {c for c, nicks in channel_holders(after).items() if nicks == ["fleet_b"]} == kept
-    assert [_rebalance_logs(service) for service in others] == rebalances
     for channel in set(channels) - kept:
         assert delta(after.joins_by_channel, before.joins_by_channel, channel) == 0, channel
         assert delta(after.parts_by_channel, before.parts_by_channel, channel) == 0, channel

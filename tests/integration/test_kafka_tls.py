@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,12 +22,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from cryptography.hazmat.primitives import serialization
 
-from tests.integration.broker import LocalBroker, free_port
+from tests.integration.broker import LocalBroker
 from tests.integration.conftest import twitch_env
-from tests.integration.service_process import ServiceProcess
+from tests.integration.service_process import StartService
+from tests.support.ports import free_port
 from twitch_ingestion.simulator import SimulatorThread
-
-StartService = Callable[[dict[str, str]], ServiceProcess]
 
 CHANNELS = ["alpha", "beta"]
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.integration.conftest import twitch_env
 from tests.integration.kafka_helpers import delete_topics
 from tests.integration.service_process import ServiceProcess, clean_environment
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 from twitch_ingestion.config import load_settings
 from twitch_ingestion.fleet.control_topic import require_control_topics, write_channels
 from twitch_ingestion.metrics import EVENTSUB_COUNTERS, NAMESPACE
@@ -51,22 +52,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 MONITORING = REPO_ROOT / "monitoring"
 TALKING, SILENT = ["alpha", "beta"], "gamma"
 INSTANCE_ID = "top-test"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def get(url: str) -> tuple[int, str]:

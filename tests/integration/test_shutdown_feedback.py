@@ -8,7 +8,6 @@ explain a quick exit.
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -72,10 +71,10 @@ def test_a_second_signal_stops_at_once_and_the_records_stay_in_the_buffer(
         assert waiting["hint"].startswith(f"{again} again to stop now; the records stay")
 
         service.process.send_signal(sig)
-        asked = time.monotonic()
-        code = service.wait_exit(timeout_s=60)
+        # At once: the exit must come well inside SHUTDOWN_TIMEOUT_S, which the service
+        # would otherwise wait out (wait_exit fails the test past its bound).
+        code = service.wait_exit(timeout_s=SHUTDOWN_TIMEOUT_S / 10)
         assert code == ExitCode.FAILURE, service.logs()[-3000:]
-        assert time.monotonic() - asked < SHUTDOWN_TIMEOUT_S / 10
         stopped = service.wait_for_log("service stopped")
         assert stopped["undelivered"] >= COUNT
         assert service.wait_for_log("stopping now")["signal"] == sig.name

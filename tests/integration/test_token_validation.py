@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from tests.integration.conftest import twitch_env
 from tests.integration.kafka_helpers import collect_records
-from tests.integration.service_process import ServiceProcess
+from tests.integration.service_process import StartService
 from twitch_ingestion.simulator import SimulatorConfig, SimulatorThread
 from twitch_ingestion.simulator.eventsub_server import (
     EventSubSimulatorConfig,
@@ -23,7 +23,6 @@ from twitch_ingestion.simulator.eventsub_server import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-StartService = Callable[[dict[str, str]], ServiceProcess]
 USERNAME = "sim_bot"
 
 

@@ -15,21 +15,20 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
-import urllib.error
-import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trustme
 
 from tests.integration.conftest import twitch_env
 from tests.integration.kafka_helpers import ConsumedRecord, collect_records
-from tests.integration.service_process import ServiceProcess
+from tests.integration.service_process import ServiceProcess, StartService
+from tests.support.health_endpoint import http_get
+from tests.support.log_events import events
+from tests.support.ports import free_port
 from twitch_ingestion.simulator import (
     ChannelBehaviour,
     SimulatorConfig,
@@ -40,7 +39,6 @@ from twitch_ingestion.simulator import (
 
 pytestmark = pytest.mark.integration
 
-StartService = Callable[[dict[str, str]], ServiceProcess]
 
 # The timers that decide how soon a recovery starts, shrunk so that a failure and its
 # recovery take fractions of a second.
@@ -77,24 +75,9 @@ TOKEN_BODY = TOKEN.removeprefix("oauth:")
 # --- helpers --------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _health_env() -> tuple[int, dict[str, str]]:
-    port = _free_port()
+    port = free_port()
     return port, {"HEALTH_PORT": str(port), "HEALTH_HOST": "127.0.0.1"}
-
-
-def _http_get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:  # /readyz answers 503 while not ready
-        return exc.code, exc.read().decode()
 
 
 def _wait_http(
@@ -104,7 +87,7 @@ def _wait_http(
     last: tuple[int, str] = (0, "")
     while time.monotonic() < deadline:
         try:
-            last = _http_get(port, path)
+            last = http_get(port, path)
         except OSError:
             pass  # not listening yet
         else:
@@ -114,13 +97,9 @@ def _wait_http(
     raise AssertionError(f"GET {path} never satisfied the check; last answer: {last}")
 
 
-def _events(service: ServiceProcess, name: str) -> list[dict[str, Any]]:
-    return [e for e in service.log_events() if e.get("event") == name]
-
-
 def _wait_count(service: ServiceProcess, name: str, count: int, timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while len(_events(service, name)) < count:
+    while len(events(service, name)) < count:
         if time.monotonic() > deadline:
             raise AssertionError(f"fewer than {count} {name!r} logs:\n{service.logs()[-4000:]}")
         if service.process.poll() is not None:
@@ -201,7 +180,7 @@ def _undelivered_total(stats: SimulatorStats, channels: Iterable[str]) -> int:
 
 def _assert_clean_stop(service: ServiceProcess) -> None:
     assert service.stop() == 0, service.logs()[-4000:]
-    stopped = _events(service, "service stopped")
+    stopped = events(service, "service stopped")
     assert stopped, service.logs()[-4000:]
     assert stopped[0]["undelivered"] == 0
 
@@ -223,7 +202,7 @@ def test_refused_at_start_retries_with_backoff_then_delivers_everything(
     simulator.resume_accepting()
     simulator.wait_for_joined(channels, timeout=15)
 
-    retries = _events(service, "twitch connect failed")
+    retries = events(service, "twitch connect failed")
     assert [r["attempt"] for r in retries[:3]] == [1, 2, 3]
     assert all("could not connect" in r["error"] for r in retries)
     # Exponential: 0.1 s, 0.2 s, 0.4 s (±20% jitter), capped at TWITCH_RECONNECT_MAX_S.
@@ -264,7 +243,7 @@ def test_untrusted_tls_certificate_reads_nothing_says_why_and_backs_off(
     )
     _wait_count(service, "twitch connect failed", 3)
 
-    retries = _events(service, "twitch connect failed")
+    retries = events(service, "twitch connect failed")
     assert [r["attempt"] for r in retries[:3]] == [1, 2, 3]
     # Backs off like any connection failure: 0.1 s, then 0.2 s (±20% jitter).
     assert retries[1]["retry_in_s"] > retries[0]["retry_in_s"]
@@ -274,13 +253,13 @@ def test_untrusted_tls_certificate_reads_nothing_says_why_and_backs_off(
     assert "SSL_CERT_FILE" in error, "the message names what to fix"
     assert "\n" not in error
     assert "Traceback" not in service.logs()
-    _, metrics = _http_get(health_port, "/metrics")
+    _, metrics = http_get(health_port, "/metrics")
     failures = re.search(
         r'twitch_ingestion_irc_reconnects_total\{cause="connect_failed"\} ([0-9.]+)', metrics
     )
     assert failures is not None, metrics
     assert float(failures.group(1)) >= 3
-    status, _ = _http_get(health_port, "/readyz")
+    status, _ = http_get(health_port, "/readyz")
     assert status == 503
 
     # Nothing was read: the handshake failed before a single IRC line.
@@ -395,9 +374,9 @@ def test_stalled_connection_is_declared_dead_by_keepalive_and_replaced(
     # Both waits above saw 60 more each: chat provably flowed on both sides of the stall.
     assert all(len(numbers) >= 120 for numbers in expected.values())
 
-    _, metrics = _http_get(health_port, "/metrics")
+    _, metrics = http_get(health_port, "/metrics")
     assert 'twitch_ingestion_irc_reconnects_total{cause="keepalive_timeout"} 1.0' in metrics
-    status, ready = _http_get(health_port, "/readyz")
+    status, ready = http_get(health_port, "/readyz")
     assert status == 200, ready
     _assert_clean_stop(service)
 
@@ -434,14 +413,14 @@ def test_channels_whose_joins_stalled_are_joined_again_on_the_new_connection(
     simulator.go_silent()
     lost = service.wait_for_log("twitch connection lost", timeout_s=10)
     assert lost["cause"] == "keepalive_timeout"
-    stalled = _events(service, "twitch channel could not be joined")
+    stalled = events(service, "twitch channel could not be joined")
     assert sorted(e["channel"] for e in stalled) == ["delta", "gamma"], "no JOIN stalled"
     simulator.resume_sending()
 
     simulator.wait_for_joined(channels, timeout=15)
     _, ready = _wait_http(health_port, "/readyz", lambda status, _: status == 200)
     assert json.loads(ready)["failed_channels"] == {}
-    recovered = _events(service, "twitch channel joined after failing")
+    recovered = events(service, "twitch channel joined after failing")
     assert sorted(e["channel"] for e in recovered) == ["delta", "gamma"]
     simulator.start_numbered(channels, rate=0, count=200).wait(timeout=30)
     stats = simulator.stats()
@@ -497,7 +476,7 @@ def test_twitch_down_then_back_reconnects_and_loses_only_what_twitch_never_sent(
     simulator.pause_accepting()
     simulator.drop_connections()
     _wait_count(service, "twitch connect failed", 2)
-    status, outage = _http_get(health_port, "/readyz")
+    status, outage = http_get(health_port, "/readyz")
     assert status == 503
     assert json.loads(outage)["twitch"] == "not ready"
     _wait_count(service, "twitch connect failed", 3)  # the outage goes on
@@ -543,7 +522,7 @@ def test_unjoinable_channels_are_reported_once_and_the_others_flow_completely(
         simulator.start_numbered(channels, rate=1000, count=500).wait(timeout=30)
         simulator.wait_until(lambda s: s.joins_by_channel.get("ghost", 0) >= 3, timeout=15)
         stats = simulator.stats()
-        _, body_later = _http_get(health_port, "/readyz")
+        _, body_later = http_get(health_port, "/readyz")
 
     failed = json.loads(body)["failed_channels"]
     assert set(failed) == {"gone", "ghost"}
@@ -551,7 +530,7 @@ def test_unjoinable_channels_are_reported_once_and_the_others_flow_completely(
     assert "no JOIN echo" in failed["ghost"]
     assert set(json.loads(body_later)["failed_channels"]) == {"gone", "ghost"}
 
-    warnings = _events(service, "twitch channel could not be joined")
+    warnings = events(service, "twitch channel could not be joined")
     assert sorted(w["channel"] for w in warnings) == ["ghost", "gone"], "logged once each"
     by_channel = {w["channel"]: w["reason"] for w in warnings}
     assert "does not exist or has been suspended" in by_channel["gone"]
@@ -666,9 +645,9 @@ def test_max_reconnect_attempts_exhausted_exits_4_with_a_clear_message(
     )
     assert service.wait_exit(timeout_s=30) == 4, service.logs()
 
-    retries = _events(service, "twitch connect failed")
+    retries = events(service, "twitch connect failed")
     assert [r["attempt"] for r in retries] == [1, 2]
-    gave_up = _events(service, "twitch source gave up")
+    gave_up = events(service, "twitch source gave up")
     assert len(gave_up) == 1
     message = gave_up[0]["error"]
     assert "3 failed connection attempts in a row" in message
@@ -708,7 +687,7 @@ def test_the_token_never_appears_in_logs_errors_metrics_or_records(
         simulator.wait_for_joined(channels, timeout=15)
         simulator.start_numbered(channels, rate=0, count=300).wait(timeout=30)
         stats = simulator.stats()
-        scraped = [_http_get(health_port, path)[1] for path in ("/metrics", "/readyz")]
+        scraped = [http_get(health_port, path)[1] for path in ("/metrics", "/readyz")]
         _assert_clean_stop(service)
 
     assert stats.logins_by_nick == {USERNAME: 2}
@@ -722,7 +701,7 @@ def test_the_token_never_appears_in_logs_errors_metrics_or_records(
         check_config.close()
 
     logs = service.logs()
-    assert _events(service, "twitch connection lost")
+    assert events(service, "twitch connection lost")
     assert '"level": "debug"' in logs, "LOG_LEVEL=debug was not in effect"
     assert "twitch_ingestion_irc_reconnects_total" in scraped[0]
     places = {

@@ -14,12 +14,24 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import CapturingLogger
 
+from tests.support import buffers
+from tests.support.buffers import (
+    PROPERTY_SETTINGS,
+    T0,
+    TOPIC,
+    ack_some,
+    dropped,
+    record,
+    records,
+    sample,
+    segment_files,
+    warnings_named,
+)
 from twitch_ingestion.config import BufferFullPolicy, BufferMode, load_settings
-from twitch_ingestion.kafka import buffer as buffer_module
 from twitch_ingestion.kafka.buffer import (
     Buffer,
     BufferedRecord,
@@ -27,30 +39,12 @@ from twitch_ingestion.kafka.buffer import (
     DiskBuffer,
     DurableBufferError,
     MemoryBuffer,
-    Record,
     buffer_from_settings,
 )
 from twitch_ingestion.kafka.segment_log import KIND_RECORD, iter_frames
-from twitch_ingestion.metrics import REGISTRY
 
-TOPIC = "twitch-chat-messages"
-EVENTS = "twitch-chat-events"
-T0 = 1_700_000_000_000
-
-
-def record(i: int, size: int = 40) -> BufferedRecord:
-    body = f"message {i} ".encode()
-    return BufferedRecord(
-        EVENTS if i % 7 == 3 else TOPIC,
-        None if i % 5 == 4 else f"channel{i % 3}".encode(),
-        (body * (size // len(body) + 1))[:size],
-        [("kind", b"privmsg")] if i % 11 == 5 else None,
-        T0 + i,
-    )
-
-
-def records(start: int, stop: int, size: int = 40) -> list[Record]:
-    return [record(i, size) for i in range(start, stop)]
+# The fixture, shared by the buffer tests: a name here, so pytest finds it.
+captured_log = buffers.captured_log
 
 
 def opened(directory: Path, **options: object) -> DiskBuffer:
@@ -61,44 +55,6 @@ def opened(directory: Path, **options: object) -> DiskBuffer:
 
 def replay_all(buffer: Buffer) -> list[tuple[int, BufferedRecord]]:
     return list(buffer.replay())
-
-
-def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-def dropped(reason: str) -> float:
-    return sample("twitch_ingestion_buffer_records_dropped_total", reason=reason)
-
-
-def segment_files(directory: Path) -> list[Path]:
-    return sorted(directory.glob("*.log"))
-
-
-@pytest.fixture
-def captured_log(monkeypatch: pytest.MonkeyPatch) -> CapturingLogger:
-    capture = CapturingLogger()
-    monkeypatch.setattr(buffer_module, "log", capture)
-    return capture
-
-
-# Property tests open real buffers in temporary directories: slow, and they share one.
-PROPERTY_SETTINGS = settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-
-
-def warnings_named(capture: CapturingLogger, event: str) -> list[dict[str, object]]:
-    return [
-        call.kwargs
-        for call in capture.calls
-        if call.method_name == "warning" and call.args and call.args[0] == event
-    ]
-
-
-# --- round trip and order ----------------------------------------------------------
 
 
 def test_append_then_replay_returns_every_field_in_append_order(tmp_path: Path) -> None:
@@ -475,29 +431,6 @@ async def test_block_accepts_what_fits_and_wait_for_room_resolves_after_acks(
     buffer.close()
 
 
-async def test_append_all_waits_for_acks_and_keeps_every_record_in_order(tmp_path: Path) -> None:
-    buffer = opened(tmp_path, max_bytes=8192, segment_bytes=2048)
-    batch = records(0, 300, size=100)
-
-    async def kafka() -> None:  # acks whatever is appended, a little late
-        acked = 0
-        while acked < 300:
-            await asyncio.sleep(0.001)
-            while acked < buffer.next_seq:
-                buffer.ack(acked)
-                acked += 1
-
-    acker = asyncio.create_task(kafka())
-    chunks = await asyncio.wait_for(buffer.append_all(batch), 5)
-    await asyncio.wait_for(acker, 5)
-    assert len(chunks) > 1
-    assert sum(chunk.accepted for chunk in chunks) == 300
-    assert [chunk.first_seq for chunk in chunks] == [
-        sum(c.accepted for c in chunks[:i]) for i in range(len(chunks))
-    ]
-    buffer.close()
-
-
 def test_a_refused_batch_does_not_lose_the_definition_of_its_new_topic(tmp_path: Path) -> None:
     buffer = opened(
         tmp_path, max_bytes=4096, segment_bytes=1024, full_policy=BufferFullPolicy.DROP_NEWEST
@@ -621,15 +554,6 @@ def test_intact_frames_out_of_seq_order_are_ignored(tmp_path: Path) -> None:
     reopened = opened(tmp_path)
     assert [seq for seq, _r in replay_all(reopened)] == list(range(10))
     reopened.close()
-
-
-def ack_some(buffer: Buffer, data: st.DataObject, appended: list[int], acked: set[int]) -> None:
-    """Ack a drawn subset, in a drawn order, of the appended records not yet acked."""
-    candidates = sorted(set(appended) - acked)
-    to_ack = data.draw(st.lists(st.sampled_from(candidates), unique=True), label="acks")
-    for seq in to_ack:
-        buffer.ack(seq)
-    acked.update(to_ack)
 
 
 @PROPERTY_SETTINGS

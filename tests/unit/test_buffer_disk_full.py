@@ -18,8 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import CapturingLogger
 
-from tests.unit import test_buffer
-from tests.unit.test_buffer import (
+from tests.support import buffers
+from tests.support.buffers import (
+    PROPERTY_SETTINGS,
     ack_some,
     dropped,
     record,
@@ -38,9 +39,10 @@ from twitch_ingestion.kafka.buffer import (
 )
 from twitch_ingestion.kafka.segment_log import CORRUPT, TAIL, iter_frames
 
-SIZE = 100  # value bytes per record: ~150 bytes a frame
+# The fixture, shared by the buffer tests: a name here, so pytest finds it.
+captured_log = buffers.captured_log
 
-captured_log = test_buffer.captured_log  # the fixture, shared with the DiskBuffer tests
+SIZE = 100  # value bytes per record: ~150 bytes a frame
 
 
 class SmallDisk(SegmentFiles):
@@ -341,7 +343,7 @@ def test_a_spill_to_a_full_disk_keeps_records_in_memory_only_until_it_has_room(
 # --- the property ---------------------------------------------------------------------
 
 
-@settings(test_buffer.PROPERTY_SETTINGS, max_examples=40)
+@settings(PROPERTY_SETTINGS, max_examples=40)
 @given(data=st.data())
 def test_whatever_the_disk_does_unacked_and_replay_hold_every_unacked_record_in_order(
     tmp_path_factory: pytest.TempPathFactory, data: st.DataObject

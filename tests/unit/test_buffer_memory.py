@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
+from tests.support.buffers import dropped, memory_record, memory_records
 from twitch_ingestion.config import BufferFullPolicy
-from twitch_ingestion.kafka.buffer import BufferedRecord, MemoryBuffer, Record
-from twitch_ingestion.metrics import REGISTRY
+from twitch_ingestion.kafka.buffer import MemoryBuffer
 
 T0 = 1_700_000_000_000
-
-
-def record(i: int, size: int = 40) -> BufferedRecord:
-    return BufferedRecord(
-        "twitch-chat-messages",
-        None if i % 4 == 0 else b"channel%d" % (i % 3),
-        (b"message %d " % i * size)[:size],
-        [("kind", b"notice")] if i % 9 == 1 else None,
-        T0 + i,
-    )
-
-
-def records(start: int, stop: int, size: int = 40) -> list[Record]:
-    return [record(i, size) for i in range(start, stop)]
 
 
 def opened(directory: Path, **options: object) -> MemoryBuffer:
@@ -33,24 +18,17 @@ def opened(directory: Path, **options: object) -> MemoryBuffer:
     return buffer
 
 
-def dropped(reason: str) -> float:
-    return (
-        REGISTRY.get_sample_value(
-            "twitch_ingestion_buffer_records_dropped_total", {"reason": reason}
-        )
-        or 0.0
-    )
-
-
 def test_records_stay_until_acked_and_come_back_for_a_retry(tmp_path: Path) -> None:
     buffer = opened(tmp_path)
-    first, count = buffer.append_batch(records(0, 10))
+    first, count = buffer.append_batch(memory_records(0, 10))
     assert (first, count) == (0, 10)
     for seq in (9, 0, 4):
         buffer.ack(seq)
     buffer.ack(4)  # duplicate
     assert buffer.records == 7
-    assert list(buffer.unacked()) == [(i, record(i)) for i in range(10) if i not in (0, 4, 9)]
+    assert list(buffer.unacked()) == [
+        (i, memory_record(i)) for i in range(10) if i not in (0, 4, 9)
+    ]
     assert buffer.oldest_unacked_age_s(T0 + 1001) == 1.0
     buffer.close()
 
@@ -58,7 +36,7 @@ def test_records_stay_until_acked_and_come_back_for_a_retry(tmp_path: Path) -> N
 def test_nothing_touches_the_disk_unless_spilled(tmp_path: Path) -> None:
     directory = tmp_path / "spill"
     buffer = opened(directory)
-    buffer.append_batch(records(0, 10))
+    buffer.append_batch(memory_records(0, 10))
     buffer.maybe_sync(time.monotonic() + 10)
     buffer.close()
     assert not directory.exists()
@@ -66,20 +44,20 @@ def test_nothing_touches_the_disk_unless_spilled(tmp_path: Path) -> None:
 
 def test_a_crash_loses_what_was_only_in_memory(tmp_path: Path) -> None:
     buffer = opened(tmp_path)
-    buffer.append_batch(records(0, 10))
+    buffer.append_batch(memory_records(0, 10))
     del buffer  # a crash: nothing written anywhere
     assert list(opened(tmp_path).replay()) == []
 
 
 def test_spilled_records_survive_a_crash_and_are_replayed_first(tmp_path: Path) -> None:
     buffer = opened(tmp_path)
-    buffer.append_batch(records(0, 10))
+    buffer.append_batch(memory_records(0, 10))
     buffer.ack(2)
     assert buffer.spill() == 9
     assert buffer.spill() == 0  # nothing new
-    buffer.append_batch(records(10, 15))
+    buffer.append_batch(memory_records(10, 15))
     assert buffer.spill() == 5
-    buffer.append_batch(records(15, 20))  # not spilled: lost in the crash
+    buffer.append_batch(memory_records(15, 20))  # not spilled: lost in the crash
     for seq in (0, 1, 12):  # acks reach the spilled copy too
         buffer.ack(seq)
     assert buffer.spilled == 11
@@ -90,18 +68,18 @@ def test_spilled_records_survive_a_crash_and_are_replayed_first(tmp_path: Path) 
     restarted = opened(tmp_path)
     replayed = list(restarted.replay())
     expected = [i for i in range(15) if i not in (0, 1, 2, 12)]
-    assert [r for _seq, r in replayed] == [record(i) for i in expected]
+    assert [r for _seq, r in replayed] == [memory_record(i) for i in expected]
     assert restarted.replayed == len(expected)
     assert restarted.records == len(expected)
 
     # Replayed seqs and new seqs do not collide, and acks of both land.
-    first, _count = restarted.append_batch(records(100, 103))
+    first, _count = restarted.append_batch(memory_records(100, 103))
     assert first > max(seq for seq, _r in replayed)
     for seq, _r in replayed:
         restarted.ack(seq)
     restarted.ack(first)
     assert restarted.records == 2
-    assert [r for _s, r in restarted.unacked()] == [record(101), record(102)]
+    assert [r for _s, r in restarted.unacked()] == [memory_record(101), memory_record(102)]
     restarted.close()
 
     again = opened(tmp_path)
@@ -113,43 +91,23 @@ def test_a_crash_before_the_ack_checkpoint_repeats_spilled_records_never_loses_t
     tmp_path: Path,
 ) -> None:
     buffer = opened(tmp_path)
-    buffer.append_batch(records(0, 10))
+    buffer.append_batch(memory_records(0, 10))
     buffer.spill()
     for seq in range(0, 10, 2):
         buffer.ack(seq)
     assert buffer._disk is not None
     buffer._disk.abandon()
     restarted = opened(tmp_path)
-    assert [r for _s, r in restarted.replay()] == [record(i) for i in range(10)]
+    assert [r for _s, r in restarted.replay()] == [memory_record(i) for i in range(10)]
     restarted.close()
 
 
 def test_drop_newest_counts_what_does_not_fit_in_memory(tmp_path: Path) -> None:
     buffer = opened(tmp_path, max_bytes=4096, full_policy=BufferFullPolicy.DROP_NEWEST)
     before = dropped("buffer_full")
-    appended = buffer.append_batch(records(0, 100, size=100))
+    appended = buffer.append_batch(memory_records(0, 100, size=100))
     assert 0 < appended.accepted < 100
     assert dropped("buffer_full") == before + 100 - appended.accepted
     assert buffer.bytes <= 4096
     assert not buffer.has_room(300)
-    buffer.close()
-
-
-async def test_block_waits_for_acks_to_free_memory(tmp_path: Path) -> None:
-    buffer = opened(tmp_path, max_bytes=4096)
-
-    async def kafka() -> None:  # acks whatever has a seq, a little late
-        acked = 0
-        while acked < 100:
-            await asyncio.sleep(0.001)
-            while acked < buffer.next_seq:
-                buffer.ack(acked)
-                acked += 1
-
-    acker = asyncio.create_task(kafka())
-    chunks = await asyncio.wait_for(buffer.append_all(records(0, 100, size=100)), 5)
-    await asyncio.wait_for(acker, 5)
-    assert len(chunks) > 1
-    assert sum(c.accepted for c in chunks) == 100
-    assert buffer.records == 0
     buffer.close()

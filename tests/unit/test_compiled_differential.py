@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.corpus import RAW_LINES_PATH, SHARED_CORPUS_SKIP_REASON
-from tests.record_sinks import RecordingSink
-from tests.unit.test_fixture_lines import MALFORMED, TRICKY, malformed_bytes
+from tests.support.corpus import RAW_LINES_PATH, SHARED_CORPUS_SKIP_REASON
+from tests.support.irc_lines import MALFORMED, TRICKY, malformed_bytes, tagged
+from tests.support.record_sinks import RecordingSink
 from twitch_ingestion.records import Record, Topics
 from twitch_ingestion.records.builder import RecordBuilder
 from twitch_ingestion.simulator.chatgen import ChatGenerator
@@ -165,7 +165,6 @@ def _lines(text: str) -> bytes:
 def _irc_lines_quoted_in_unit_tests() -> list[str]:
     """The IRC lines the unit tests spell out: whole-line string constants, and every
     `tagged(...)` call of `test_privmsg.py` with constant arguments, rebuilt with it."""
-    from tests.unit.test_privmsg import tagged
 
     commands = (" PRIVMSG ", " USERNOTICE ", " CLEARCHAT ", " CLEARMSG ", " ROOMSTATE ")
     found: list[str] = []

@@ -380,7 +380,7 @@ def test_librdkafka_refusals_never_show_the_sasl_password(monkeypatch: pytest.Mo
 
 def test_env_example_reads_chat_anonymously(tmp_path: Path) -> None:
     # As a newcomer uses it: copied, with the channel filled in (it ships empty, so that
-    # an unedited copy reads nobody's channel: tests/unit/test_cli.py).
+    # an unedited copy reads nobody's channel: tests/component/test_cli.py).
     example = (REPO_ROOT / ".env.example").read_text(encoding="utf-8")
     assert "\nTWITCH_CHANNEL=\n" in example
     (tmp_path / ".env").write_text(

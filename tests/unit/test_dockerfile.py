@@ -11,7 +11,7 @@ import tomllib
 
 from packaging.requirements import Requirement
 
-from tests.corpus import REPO_DIR
+from tests.support.corpus import REPO_DIR
 
 DOCKERFILE = (REPO_DIR / "Dockerfile").read_text(encoding="utf-8")
 # Continuation lines joined: one instruction per entry.

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import pytest
 
-from tests.corpus import index_rows, iter_raw_lines
+from tests.support.corpus import index_rows, iter_raw_lines
 from twitch_ingestion.sources.common.fields import unwrap_action
 from twitch_ingestion.sources.irc.commands import ParseStats
 from twitch_ingestion.sources.irc.emotes import emote_codes, parse_emote_tag

@@ -1,5 +1,5 @@
 """EventSub settings: the issue-11 variables live in `config.Settings` (validated at load,
-every problem named, secrets hidden) and `EventSubConfig.from_settings` carries them."""
+every problem named, secrets hidden) and `component_configs.eventsub_config` carries them."""
 
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ run on every checkout (the shared real-capture corpus is an extra tier on top)."
 from __future__ import annotations
 
 import json
-import typing
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,37 +14,15 @@ import jsonschema  # type: ignore[import-untyped]
 import msgspec
 import pytest
 
-from tests import corpus
-from tests.corpus import REPO_DIR
-from twitch_ingestion.models import ChatEventRecord
+from tests.support import corpus
+from tests.support.corpus import REPO_DIR
+from tests.support.irc_lines import EVENT_TYPES, MALFORMED, TRICKY, malformed_bytes
 from twitch_ingestion.sources.irc.commands import ParseStats
 from twitch_ingestion.sources.irc.irc import parse_line
 from twitch_ingestion.sources.irc.routing import ContractViolation, route_message
 from twitch_ingestion.sources.irc.session import ChatLines, MalformedLine, TwitchSession
 
-FIXTURES = REPO_DIR / "tests" / "fixtures" / "twitch-irc"
 RECEIVED_AT = 1_700_000_000_500
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as lines:
-        return [json.loads(line) for line in lines if line.strip()]
-
-
-TRICKY = _jsonl(FIXTURES / "tricky-lines.jsonl")
-# `event_type` of every record struct published on the events topic.
-EVENT_TYPES = frozenset(
-    str(struct.__struct_config__.tag) for struct in typing.get_args(ChatEventRecord)
-)
-MALFORMED = _jsonl(FIXTURES / "malformed-lines.jsonl")
-
-
-def malformed_bytes(case: dict[str, Any]) -> bytes:
-    """A malformed fixture's exact bytes (`raw_hex` for lines that are not UTF-8)."""
-    if "raw_hex" in case:
-        return bytes.fromhex(case["raw_hex"])
-    raw: str = case["raw"]
-    return raw.encode()
 
 
 def _validator(topic: str) -> Any:

@@ -7,7 +7,7 @@ import sys
 import pytest
 from structlog.testing import capture_logs
 
-from tests.record_sinks import NullRecordSink
+from tests.support.record_sinks import NullRecordSink
 from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import ConfigError, load_settings
 from twitch_ingestion.metrics import REGISTRY

@@ -7,7 +7,7 @@ from collections import Counter
 import msgspec
 import pytest
 
-from tests.corpus import excluded_lines, index_rows, iter_raw_lines
+from tests.support.corpus import excluded_lines, index_rows, iter_raw_lines
 from twitch_ingestion.sources.irc.commands import ContractViolation, ParseStats
 from twitch_ingestion.sources.irc.irc import (
     IrcMessage,

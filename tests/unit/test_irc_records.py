@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from tests.record_sinks import RecordingSink
+from tests.support.record_sinks import RecordingSink
 from twitch_ingestion.metrics import REGISTRY
 from twitch_ingestion.records import Topics
 from twitch_ingestion.records.builder import RecordBuilder

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from tests.record_sinks import RecordingSink
+from tests.support.record_sinks import RecordingSink
 from twitch_ingestion.records import Topics
 from twitch_ingestion.records.builder import RecordBuilder
 from twitch_ingestion.sources.irc.compiled import (

@@ -7,36 +7,19 @@ from collections.abc import Mapping
 import msgspec
 import pytest
 
+from tests.support.irc_lines import BASE_TAGS, PREFIX, tagged
 from twitch_ingestion.models import ChatMessage, decode_chat_message, encode_record
 from twitch_ingestion.sources.irc.commands import DEFAULT_PARSE_STATS, ContractViolation, ParseStats
 from twitch_ingestion.sources.irc.commands.privmsg import parse_privmsg
 from twitch_ingestion.sources.irc.irc import IrcMessage, parse_line
 
 RECEIVED_AT = 1_700_000_000_123
-PREFIX = ":randers!randers@randers.tmi.twitch.tv"
-BASE_TAGS = (
-    "badge-info=subscriber/22;badges=moderator/1,subscriber/12;color=#19E6E6;"
-    "display-name=randers;emotes=;first-msg=0;flags=;id=d831d848-b7c7-4559-ae3a-2cb88f4dbfed;"
-    "mod=1;room-id=11148817;subscriber=1;tmi-sent-ts=1594555275886;turbo=0;user-id=40286300;"
-    "user-type=mod"
-)
 
 
 def privmsg(
     line: str, room_ids: Mapping[str, str] | None = None, stats: ParseStats | None = None
 ) -> ChatMessage:
     return parse_privmsg(parse_line(line), RECEIVED_AT, room_ids or {}, stats or ParseStats())
-
-
-def tagged(text: str, **tags: str) -> str:
-    """A PRIVMSG line with BASE_TAGS, some replaced or added (`_` in names → `-`).
-
-    A value of `<absent>` removes the tag.
-    """
-    merged = dict(item.split("=", 1) for item in BASE_TAGS.split(";"))
-    merged.update({key.replace("_", "-"): value for key, value in tags.items()})
-    raw_tags = ";".join(f"{key}={value}" for key, value in merged.items() if value != "<absent>")
-    return f"@{raw_tags} {PREFIX} PRIVMSG #pajlada :{text}"
 
 
 def test_seed_fields_of_a_plain_message() -> None:

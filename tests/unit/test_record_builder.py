@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.record_sinks import RecordingSink
+from tests.support.record_sinks import RecordingSink
 from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import load_settings
 from twitch_ingestion.kafka.delivery import DeadLetter, DeliveryState, Failure

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from tests.corpus import expected_fields, index_rows, iter_raw_lines
+from tests.support.corpus import expected_fields, index_rows, iter_raw_lines
 from twitch_ingestion.models import ChatEvent, ChatMessage, encode_record
 from twitch_ingestion.records import Destination
 from twitch_ingestion.records.events import SourceRecord

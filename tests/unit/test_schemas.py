@@ -10,7 +10,7 @@ import jsonschema  # type: ignore[import-untyped]  # the dev dependencies have n
 import msgspec
 import pytest
 
-from tests.corpus import REPO_DIR, iter_raw_lines
+from tests.support.corpus import REPO_DIR, iter_raw_lines
 from twitch_ingestion import schemas
 from twitch_ingestion.models import ChatEventRecord
 from twitch_ingestion.records import Destination

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.corpus import REPO_DIR, SHARED_CORPUS_SKIP_REASON
+from tests.support.corpus import CORPORA_WITH_FIXTURE_FILE, GENERATED_CHAT_FILE
 from twitch_ingestion.models import ChatEventRecord, ChatMessage
 from twitch_ingestion.simulator import wire
 from twitch_ingestion.simulator.chatgen import GLOBAL_EMOTES, ChatGenerator
@@ -23,7 +23,6 @@ from twitch_ingestion.simulator.replay import (
     BUNDLED_CORPUS_NAME,
     DEFAULT_REPLAY_COMMANDS,
     CorpusFileError,
-    default_corpus_path,
     load_corpus,
 )
 from twitch_ingestion.simulator.sample import sample_chat_lines
@@ -38,20 +37,7 @@ _EVENT_TYPE_TAGS = frozenset(
     str(struct.__struct_config__.tag) for struct in typing.get_args(ChatEventRecord)
 )
 
-SHARED_CORPUS = default_corpus_path()
-GENERATED_CHAT_FILE = REPO_DIR / "tests" / "fixtures" / "twitch-irc" / "generated-chat.txt"
-# Every replay test runs on the bundled sample chat, and on the shared real-capture
-# corpus wherever that is checked out beside the repository.
-CORPORA = [
-    pytest.param(None, id="bundled"),
-    pytest.param(GENERATED_CHAT_FILE, id="fixture-file"),
-    pytest.param(
-        SHARED_CORPUS,
-        id="shared",
-        marks=pytest.mark.skipif(not SHARED_CORPUS.exists(), reason=SHARED_CORPUS_SKIP_REASON),
-    ),
-]
-every_corpus = pytest.mark.parametrize("corpus_path", CORPORA)
+every_corpus = pytest.mark.parametrize("corpus_path", CORPORA_WITH_FIXTURE_FILE)
 
 
 def raw_corpus_lines(path: Path | None) -> list[str]:

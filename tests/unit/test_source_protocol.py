@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from structlog.testing import capture_logs
 
-from tests.record_sinks import RecordingSink
+from tests.support.record_sinks import RecordingSink
 from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import load_settings
 from twitch_ingestion.records.builder import RecordBuilder

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.irc_pool import RecordingChatSink, running, settings
+from tests.support.waiting import eventually
 from twitch_ingestion.metrics import REGISTRY
 from twitch_ingestion.sources.irc.connection import DisconnectCause
 from twitch_ingestion.sources.irc.pool import (
@@ -27,8 +29,6 @@ from twitch_ingestion.sources.irc.session import (
     MalformedLine,
     TwitchSession,
 )
-
-from .test_pool import RecordingSink, eventually, running, settings
 
 NICK = "poolbot"
 
@@ -131,8 +131,8 @@ class FakeConnection:
 
 def source_with(
     fake: FakeTwitch, channels: list[str], **overrides: Any
-) -> tuple[TwitchSource, RecordingSink]:
-    sink = RecordingSink()
+) -> tuple[TwitchSource, RecordingChatSink]:
+    sink = RecordingChatSink()
     config = settings(1, channels, **overrides)
     return TwitchSource(config, sink, connection_factory=fake.open), sink
 
@@ -260,7 +260,7 @@ async def test_channels_removed_while_their_join_is_in_flight_are_parted() -> No
 async def test_a_command_submitted_while_another_is_handled_waits_its_turn() -> None:
     wanted_when_asked: list[list[str]] = []
 
-    class PartingSink(RecordingSink):
+    class PartingSink(RecordingChatSink):
         """A sink that, asked to keep a bad line, asks the pool to part a channel."""
 
         def dead_letter(self, raw: bytes, reason: str, received_at_ms: int) -> None:
@@ -302,7 +302,7 @@ async def test_events_of_a_connection_the_slot_no_longer_uses_change_nothing() -
 
 
 async def test_a_sink_that_fails_on_a_dead_letter_ends_run_with_its_error() -> None:
-    class BrokenDeadLetters(RecordingSink):
+    class BrokenDeadLetters(RecordingChatSink):
         def dead_letter(self, raw: bytes, reason: str, received_at_ms: int) -> None:
             raise RuntimeError("dead-letter topic unwritable")
 

@@ -19,32 +19,18 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.corpus import REPO_DIR, SHARED_CORPUS_SKIP_REASON
+from tests.support.corpus import CORPORA_WITH_FIXTURE_FILE, REPO_DIR
 from twitch_ingestion.simulator import (
     DEFAULT_REPLAY_COMMANDS,
     ChannelBehaviour,
     SimulatorConfig,
     SimulatorThread,
     TwitchSimulator,
-    default_corpus_path,
     load_corpus,
 )
 from twitch_ingestion.simulator.cli import add_simulate_arguments, config_from_args
 from twitch_ingestion.sources.irc.irc import parse_line
 
-SHARED_CORPUS = default_corpus_path()
-GENERATED_CHAT_FILE = REPO_DIR / "tests" / "fixtures" / "twitch-irc" / "generated-chat.txt"
-# Replays run on the bundled sample chat, and on the shared real-capture corpus
-# wherever that is checked out beside the repository.
-CORPORA = [
-    pytest.param(None, id="bundled"),
-    pytest.param(GENERATED_CHAT_FILE, id="fixture-file"),
-    pytest.param(
-        SHARED_CORPUS,
-        id="shared",
-        marks=pytest.mark.skipif(not SHARED_CORPUS.exists(), reason=SHARED_CORPUS_SKIP_REASON),
-    ),
-]
 BOTH_CAPS = "twitch.tv/tags twitch.tv/commands"
 
 
@@ -330,7 +316,7 @@ async def test_unanswered_ping_closes_the_connection() -> None:
 # --------------------------------------------------------------------------- streams
 
 
-@pytest.mark.parametrize("corpus_path", CORPORA)
+@pytest.mark.parametrize("corpus_path", CORPORA_WITH_FIXTURE_FILE)
 async def test_replay_sends_exactly_the_corpus_chat_lines(
     sim: TwitchSimulator, client: IrcTestClient, corpus_path: Path | None
 ) -> None:

@@ -21,12 +21,18 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from twitch_ingestion.simulator import default_corpus_path
+
 __all__ = [
+    "CORPORA",
+    "CORPORA_WITH_FIXTURE_FILE",
     "CORPUS_DIR",
     "EXCLUDED_LINES_PATH",
     "EXPECTED_FIELDS_PATH",
+    "GENERATED_CHAT_FILE",
     "INDEX_PATH",
     "RAW_LINES_PATH",
+    "SHARED_CORPUS",
     "SHARED_CORPUS_SKIP_REASON",
     "IndexRow",
     "excluded_lines",
@@ -37,7 +43,7 @@ __all__ = [
     "shared_corpus_present",
 ]
 
-REPO_DIR = Path(__file__).resolve().parents[1]
+REPO_DIR = Path(__file__).resolve().parents[2]
 CORPUS_DIR = REPO_DIR.parent / "shared" / "twitch-corpus"
 RAW_LINES_PATH = CORPUS_DIR / "raw-lines.txt"
 INDEX_PATH = CORPUS_DIR / "raw-lines.index.tsv"
@@ -48,6 +54,23 @@ SHARED_CORPUS_SKIP_REASON = (
     f"shared real-capture corpus tier: {CORPUS_DIR} is not present (it is checked out "
     "as shared/twitch-corpus beside the repository)"
 )
+
+
+# What the simulator replays in the replay tests (`pytest.mark.parametrize` values).
+SHARED_CORPUS = default_corpus_path()
+GENERATED_CHAT_FILE = REPO_DIR / "tests" / "fixtures" / "twitch-irc" / "generated-chat.txt"
+_BUNDLED = pytest.param(None, id="bundled")
+_FIXTURE_FILE = pytest.param(GENERATED_CHAT_FILE, id="fixture-file")
+_SHARED = pytest.param(
+    SHARED_CORPUS,
+    id="shared",
+    marks=pytest.mark.skipif(not SHARED_CORPUS.exists(), reason=SHARED_CORPUS_SKIP_REASON),
+)
+# The simulator's bundled sample chat always; the shared real-capture corpus wherever it
+# is checked out beside the repository.
+CORPORA = [_BUNDLED, _SHARED]
+# The same and a file of the suite's own, so replaying *a file* is tested on every checkout.
+CORPORA_WITH_FIXTURE_FILE = [_BUNDLED, _FIXTURE_FILE, _SHARED]
 
 
 def shared_corpus_present() -> bool:

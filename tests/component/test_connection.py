@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
+from tests.support.waiting import eventually
 from twitch_ingestion.simulator import SimulatorConfig, TwitchSimulator
 from twitch_ingestion.sources.irc.connection import (
     DisconnectCause,
@@ -41,14 +42,6 @@ class Recorder:
 
     def on_event(self, conn: TwitchConnection, event: Event, at: int) -> None:
         self.events.append(event)
-
-
-async def eventually(predicate: Callable[[], bool], within_s: float = 5.0) -> None:
-    async with asyncio.timeout(within_s):
-        while True:
-            if predicate():
-                return
-            await asyncio.sleep(0.01)
 
 
 def connection(port: int, recorder: Recorder, **kwargs: object) -> TwitchConnection:

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from twitch_ingestion.config import Settings
+from tests.support.irc_pool import TOKEN, RecordingChatSink, running, settings
+from tests.support.waiting import eventually
 from twitch_ingestion.metrics import REGISTRY
 from twitch_ingestion.simulator import (
-    NUMBERED_SENDER,
     ChannelBehaviour,
     SimulatorConfig,
     TwitchSimulator,
@@ -22,81 +21,6 @@ from twitch_ingestion.simulator import (
 from twitch_ingestion.sources.irc.irc import IrcMessage
 from twitch_ingestion.sources.irc.pool import TwitchAuthenticationError, TwitchGaveUp, TwitchSource
 from twitch_ingestion.sources.irc.session import ConnectionStatus
-
-TOKEN = "oauth:pooltestsecrettoken0123456789ab"
-
-
-class RecordingSink:
-    def __init__(self) -> None:
-        self.messages: list[IrcMessage] = []
-        self.dead: list[tuple[bytes, str]] = []
-        self.room_ids: dict[str, str] = {}
-
-    async def deliver(
-        self, messages: Sequence[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
-    ) -> None:
-        self.messages.extend(messages)
-        self.room_ids = dict(room_ids)
-
-    def dead_letter(self, raw: bytes, reason: str, received_at_ms: int) -> None:
-        self.dead.append((raw, reason))
-
-    def numbers(self, channel: str) -> list[int]:
-        """Sequence numbers of the simulator's numbered stream received for `channel`."""
-        out = []
-        for message in self.messages:
-            if message.command == "PRIVMSG" and message.nick == NUMBERED_SENDER:
-                _, chan, n = (message.trailing or "").split()
-                if chan == channel:
-                    out.append(int(n))
-        return out
-
-
-def settings(port: int, channels: list[str], **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "twitch_channel": channels,
-        "twitch_username": "poolbot",
-        "twitch_oauth_token": TOKEN,
-        "twitch_irc_host": "127.0.0.1",
-        "twitch_irc_port": port,
-        "twitch_irc_tls": False,
-        "twitch_connect_timeout_s": 0.5,
-        "twitch_login_timeout_s": 0.5,
-        "twitch_reconnect_base_s": 0.02,
-        "twitch_reconnect_max_s": 0.1,
-        "twitch_ping_interval_s": 5.0,
-        "twitch_pong_timeout_s": 1.0,
-        "twitch_join_timeout_s": 0.3,
-        "twitch_join_retry_interval_s": 60.0,
-        "twitch_join_rate_limit": 200,
-        "twitch_join_rate_window_s": 0.5,
-        "twitch_channels_per_connection": 50,
-        "twitch_connection_open_interval_s": 0.0,
-        "twitch_reconnect_overlap_s": 1.0,
-    }
-    values.update(overrides)
-    # No .env file: a developer's local settings must not leak into a case.
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
-
-
-async def eventually(predicate: Callable[[], bool], within_s: float = 5.0) -> None:
-    """Poll `predicate` (state lives in several objects; no single event to await)."""
-    async with asyncio.timeout(within_s):
-        while True:
-            if predicate():
-                return
-            await asyncio.sleep(0.01)
-
-
-@contextlib.asynccontextmanager
-async def running(source: TwitchSource) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(source.run())
-    try:
-        yield task
-    finally:
-        await source.stop()
-        with contextlib.suppress(Exception):
-            await task
 
 
 def reconnects(cause: str) -> float:
@@ -114,7 +38,7 @@ def source_tasks() -> list[str]:
     return sorted(t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("twitch-"))
 
 
-def assert_exactly_once(sink: RecordingSink, channel: str, count: int) -> None:
+def assert_exactly_once(sink: RecordingChatSink, channel: str, count: int) -> None:
     numbers = sink.numbers(channel)
     assert sorted(numbers) == list(range(1, count + 1)), (
         f"{channel}: {len(numbers)} received, {len(set(numbers))} distinct, "
@@ -130,7 +54,7 @@ async def sim() -> AsyncIterator[TwitchSimulator]:
 
 
 async def test_reads_every_channel_and_reports_ready(sim: TwitchSimulator) -> None:
-    sink = RecordingSink()
+    sink = RecordingChatSink()
     source = TwitchSource(settings(sim.port, ["alpha", "beta"]), sink)
 
     async with running(source):
@@ -151,7 +75,7 @@ async def test_reads_every_channel_and_reports_ready(sim: TwitchSimulator) -> No
 async def test_joined_channels_are_those_twitch_confirmed_on_a_live_connection() -> None:
     config = SimulatorConfig(channel_behaviours={"quiet": ChannelBehaviour.NO_ECHO})
     async with TwitchSimulator(config) as sim:
-        source = TwitchSource(settings(sim.port, ["alpha", "beta", "quiet"]), RecordingSink())
+        source = TwitchSource(settings(sim.port, ["alpha", "beta", "quiet"]), RecordingChatSink())
         assert source.joined_channels() == frozenset()
 
         async with running(source):
@@ -177,7 +101,7 @@ async def test_connection_refused_then_server_appears_connects_with_backoff(
 ) -> None:
     sim.pause_accepting()
     failures_before = reconnects("connect_failed")
-    source = TwitchSource(settings(sim.port, ["alpha"]), RecordingSink())
+    source = TwitchSource(settings(sim.port, ["alpha"]), RecordingChatSink())
 
     async with running(source):
         await eventually(lambda: reconnects("connect_failed") >= failures_before + 3)
@@ -191,7 +115,7 @@ async def test_connection_refused_then_server_appears_connects_with_backoff(
 async def test_rejected_credentials_stop_the_source_without_retrying() -> None:
     config = SimulatorConfig(valid_tokens=frozenset({"oauth:somethingelse"}))
     async with TwitchSimulator(config) as sim:
-        source = TwitchSource(settings(sim.port, ["alpha"]), RecordingSink())
+        source = TwitchSource(settings(sim.port, ["alpha"]), RecordingChatSink())
         with capture_logs() as logs, pytest.raises(TwitchAuthenticationError) as caught:
             await asyncio.wait_for(source.run(), 2)
         assert sim.stats.login_failures_by_reason == {"Login authentication failed": 1}
@@ -205,7 +129,7 @@ async def test_rejected_credentials_stop_the_source_without_retrying() -> None:
 async def test_gives_up_after_max_reconnect_attempts(sim: TwitchSimulator) -> None:
     sim.pause_accepting()
     source = TwitchSource(
-        settings(sim.port, ["alpha"], twitch_max_reconnect_attempts=3), RecordingSink()
+        settings(sim.port, ["alpha"], twitch_max_reconnect_attempts=3), RecordingChatSink()
     )
 
     with pytest.raises(TwitchGaveUp, match="3 failed connection attempts"):
@@ -213,7 +137,7 @@ async def test_gives_up_after_max_reconnect_attempts(sim: TwitchSimulator) -> No
 
 
 async def test_a_silent_connection_is_replaced_and_rejoined(sim: TwitchSimulator) -> None:
-    sink = RecordingSink()
+    sink = RecordingChatSink()
     source = TwitchSource(
         settings(sim.port, ["alpha"], twitch_ping_interval_s=0.1, twitch_pong_timeout_s=0.1),
         sink,
@@ -225,17 +149,17 @@ async def test_a_silent_connection_is_replaced_and_rejoined(sim: TwitchSimulator
         [stalled] = sim.connection_ids()
         sim.go_silent(connection_id=stalled)
 
-        await eventually(lambda: reconnects("keepalive_timeout") > timeouts_before, 2)
-        await eventually(source.is_ready, 2)
+        await eventually(lambda: reconnects("keepalive_timeout") > timeouts_before, within_s=2)
+        await eventually(source.is_ready, within_s=2)
         assert stalled not in sim.connection_ids()
         await sim.start_numbered(["alpha"], count=50).wait(2)
-        await eventually(lambda: len(sink.numbers("alpha")) == 50, 2)
+        await eventually(lambda: len(sink.numbers("alpha")) == 50, within_s=2)
 
 
 async def test_a_dropped_connection_reconnects_and_rejoins_mid_stream(
     sim: TwitchSimulator,
 ) -> None:
-    sink = RecordingSink()
+    sink = RecordingChatSink()
     source = TwitchSource(settings(sim.port, ["alpha", "beta"]), sink)
 
     async with running(source):
@@ -261,7 +185,7 @@ async def test_server_reconnect_hands_over_without_losing_or_doubling(
     sim: TwitchSimulator,
 ) -> None:
     channels = [f"chan{i}" for i in range(5)]
-    sink = RecordingSink()
+    sink = RecordingChatSink()
     source = TwitchSource(settings(sim.port, channels), sink)
     duplicates_before = duplicates_dropped()
 
@@ -297,7 +221,7 @@ async def test_unjoinable_channels_are_reported_and_the_others_flow() -> None:
         }
     )
     async with TwitchSimulator(config) as sim:
-        sink = RecordingSink()
+        sink = RecordingChatSink()
         source = TwitchSource(settings(sim.port, ["alpha", "gone", "quiet"]), sink)
         with capture_logs() as logs:
             async with running(source):
@@ -317,12 +241,12 @@ async def test_failed_channels_are_retried_and_recover() -> None:
     config = SimulatorConfig(channel_behaviours={"late": ChannelBehaviour.SUSPENDED})
     async with TwitchSimulator(config) as sim:
         source = TwitchSource(
-            settings(sim.port, ["late"], twitch_join_retry_interval_s=0.2), RecordingSink()
+            settings(sim.port, ["late"], twitch_join_retry_interval_s=0.2), RecordingChatSink()
         )
         async with running(source):
             await eventually(lambda: "late" in source.failed_channels)
             sim.set_channel_behaviour("late", ChannelBehaviour.NORMAL)
-            await eventually(lambda: source.failed_channels == {} and source.is_ready(), 2)
+            await eventually(lambda: source.failed_channels == {} and source.is_ready(), within_s=2)
 
 
 async def test_a_thousand_channels_join_within_the_rate_limit() -> None:
@@ -339,13 +263,13 @@ async def test_a_thousand_channels_join_within_the_rate_limit() -> None:
                 twitch_join_timeout_s=5,
                 twitch_join_rate_window_s=1.0,
             ),
-            RecordingSink(),
+            RecordingChatSink(),
         )
         loop = asyncio.get_running_loop()
         start = loop.time()
 
         async with running(source):
-            await eventually(source.is_ready, 20)
+            await eventually(source.is_ready, within_s=20)
             elapsed = loop.time() - start
 
             assert sim.stats.join_limit_violations == 0
@@ -357,7 +281,7 @@ async def test_a_thousand_channels_join_within_the_rate_limit() -> None:
 
 
 async def test_channels_can_be_added_and_removed_at_runtime(sim: TwitchSimulator) -> None:
-    sink = RecordingSink()
+    sink = RecordingChatSink()
     source = TwitchSource(settings(sim.port, ["alpha"], twitch_channels_per_connection=2), sink)
 
     async with running(source):
@@ -375,7 +299,7 @@ async def test_channels_can_be_added_and_removed_at_runtime(sim: TwitchSimulator
 
 
 async def test_stop_ends_every_task_even_while_chat_flows(sim: TwitchSimulator) -> None:
-    class StopAwareSink(RecordingSink):
+    class StopAwareSink(RecordingChatSink):
         stopped = False
         after_stop = 0
 
@@ -427,7 +351,7 @@ async def test_malformed_lines_go_to_the_dead_letter_sink_and_chat_continues() -
 
     server = await asyncio.start_server(fake_twitch, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    sink = RecordingSink()
+    sink = RecordingChatSink()
     source = TwitchSource(settings(port, ["alpha"]), sink)
     try:
         with capture_logs() as logs:
@@ -449,7 +373,7 @@ async def test_the_token_never_reaches_logs(
     sim: TwitchSimulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    source = TwitchSource(settings(sim.port, ["alpha"]), RecordingSink())
+    source = TwitchSource(settings(sim.port, ["alpha"]), RecordingChatSink())
     with capture_logs() as logs:
         async with running(source):
             await eventually(source.is_ready)
@@ -468,7 +392,7 @@ async def test_a_close_with_joins_in_flight_is_counted_as_a_join_limit_reconnect
     async with TwitchSimulator(config) as sim:
         before = reconnects("join_limit")
         channels = [f"c{i}" for i in range(10)]
-        source = TwitchSource(settings(sim.port, channels), RecordingSink())
+        source = TwitchSource(settings(sim.port, channels), RecordingChatSink())
         with capture_logs() as logs:
             async with running(source):
                 await eventually(lambda: reconnects("join_limit") > before)
@@ -478,30 +402,30 @@ async def test_a_close_with_joins_in_flight_is_counted_as_a_join_limit_reconnect
 
 
 async def test_a_failed_hand_over_falls_back_to_reconnecting(sim: TwitchSimulator) -> None:
-    sink = RecordingSink()
+    sink = RecordingChatSink()
     source = TwitchSource(settings(sim.port, ["alpha"]), sink)
 
     async with running(source):
         await eventually(source.is_ready)
         sim.pause_accepting()
         sim.send_reconnect(close_after_s=0.1)
-        await eventually(lambda: not source.is_ready(), 2)
+        await eventually(lambda: not source.is_ready(), within_s=2)
         await sim.resume_accepting()
 
-        await eventually(source.is_ready, 3)
+        await eventually(source.is_ready, within_s=3)
         await sim.start_numbered(["alpha"], count=10).wait(2)
-        await eventually(lambda: len(sink.numbers("alpha")) == 10, 2)
+        await eventually(lambda: len(sink.numbers("alpha")) == 10, within_s=2)
 
 
 def test_channel_names_that_would_corrupt_a_join_line_are_refused() -> None:
-    source = TwitchSource(settings(6667, ["alpha"]), RecordingSink())
+    source = TwitchSource(settings(6667, ["alpha"]), RecordingChatSink())
     with pytest.raises(ValueError, match="not Twitch channel logins"):
         source.add_channels(["ok", "two,channels"])
     assert source.channels == ["alpha"]
 
 
 async def test_stop_abandons_a_sink_blocked_past_the_grace_period(sim: TwitchSimulator) -> None:
-    class StuckSink(RecordingSink):
+    class StuckSink(RecordingChatSink):
         async def deliver(
             self, messages: Sequence[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
         ) -> None:
