@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import CapturingLogger
 
+from tests.loop_watchdog import loop_watchdog
 from twitch_ingestion.config import BufferFullPolicy, BufferMode, load_settings
 from twitch_ingestion.kafka import buffer as buffer_module
 from twitch_ingestion.kafka.buffer import (
@@ -495,6 +496,35 @@ async def test_append_all_waits_for_acks_and_keeps_every_record_in_order(tmp_pat
     assert [chunk.first_seq for chunk in chunks] == [
         sum(c.accepted for c in chunks[:i]) for i in range(len(chunks))
     ]
+    buffer.close()
+
+
+async def test_append_all_awaits_when_the_room_left_fits_the_record_but_not_a_new_segment(
+    tmp_path: Path,
+) -> None:
+    """The cap counts a possible new segment's header and topic definitions (`extra`):
+    `wait_for_room` must count them too, or `append_all` spins without ever awaiting."""
+    for filler in range(10, 60):  # fill to the cap; keep the first that leaves >= 35 bytes
+        buffer = opened(tmp_path / str(filler), max_bytes=4096)
+        while buffer.append_batch([(TOPIC, None, b"x" * filler, None, T0)]).accepted:
+            pass
+        room = 4096 - buffer.bytes
+        if room >= 35:
+            break
+        buffer.close()
+    # A record whose frame (35 bytes + value) fits the room left, but not with a segment
+    # header (16) and the topic's definition (33).
+    fits_alone = (TOPIC, None, b"y" * (room - 35), None, T0)
+    assert not buffer.append_batch([fits_alone]).accepted
+    async with loop_watchdog():
+        appending = asyncio.create_task(buffer.append_all([fits_alone]))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert not appending.done()  # it awaits room: nothing was acked
+        for seq in range(buffer.next_seq):
+            buffer.ack(seq)
+        chunks = await asyncio.wait_for(appending, 5)
+    assert [chunk.accepted for chunk in chunks] == [1]
     buffer.close()
 
 

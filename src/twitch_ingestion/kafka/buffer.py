@@ -380,6 +380,10 @@ class _CappedBuffer:
     def _holds_nothing(self) -> bool:
         raise NotImplementedError
 
+    def _append_extra(self) -> int:
+        """Bytes an append may add besides its records' (a DiskBuffer's new segment)."""
+        return 0
+
     def _reclaim(self) -> None:
         """Free what can be freed now; called before fitting records and waiting."""
 
@@ -403,8 +407,16 @@ class _CappedBuffer:
     # --- capacity -------------------------------------------------------------------
 
     def has_room(self, nbytes: int) -> bool:
-        """Whether an append of `nbytes` (as this buffer counts them) would be accepted now."""
-        return self._capped_bytes() + nbytes <= self._max_bytes or self._holds_nothing()
+        """Whether an append of `nbytes` (as this buffer counts them) would be accepted now.
+
+        Counts what `append_batch` counts besides the records (`_append_extra`): were it
+        to say yes to an append that `append_batch` then refuses, `append_all` would
+        loop without ever awaiting, and starve the acks that would make room.
+        """
+        return (
+            self._capped_bytes() + nbytes + self._append_extra() <= self._max_bytes
+            or self._holds_nothing()
+        )
 
     def _fit(self, sizes: Sequence[int], extra: int = 0) -> int:
         """How many leading records of these sizes fit under the cap (the slow path, only
@@ -859,8 +871,7 @@ class DiskBuffer(_CappedBuffer):
             return self._append_held(records, first_seq)
         parts, size, new_topics = self._encoder.encode(records, first_seq)
         accepted = total
-        # What else this write may add: a new segment's header and topic definitions.
-        extra = SEGMENT_HEADER_BYTES + len(self._encoder.all_topic_frames)
+        extra = self._append_extra()
         if self._bytes + size + extra > self._max_bytes:
             accepted = self._fit([len(frame) + 4 for frame in parts[::2]], extra)
             if accepted < total:
@@ -1002,6 +1013,13 @@ class DiskBuffer(_CappedBuffer):
         self._active = None
         if active.drained():
             self._delete_segment(active)
+
+    def _append_extra(self) -> int:
+        """What a write may add besides its records: a new segment's header and topic
+        definitions (none while records are held in memory: those count their frames)."""
+        if self._in_memory.by_seq:
+            return 0
+        return SEGMENT_HEADER_BYTES + len(self._encoder.all_topic_frames)
 
     def _reclaim(self) -> None:
         """Delete drained segments; a drained active one too (on demand only: rotating
