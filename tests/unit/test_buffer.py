@@ -21,6 +21,7 @@ from structlog.testing import CapturingLogger
 from tests.loop_watchdog import loop_watchdog
 from twitch_ingestion.config import BufferFullPolicy, BufferMode, load_settings
 from twitch_ingestion.kafka import buffer as buffer_module
+from twitch_ingestion.kafka import segment_log
 from twitch_ingestion.kafka.buffer import (
     Buffer,
     BufferedRecord,
@@ -31,7 +32,7 @@ from twitch_ingestion.kafka.buffer import (
     Record,
     buffer_from_settings,
 )
-from twitch_ingestion.kafka.segment_log import KIND_RECORD, iter_frames
+from twitch_ingestion.kafka.segment_log import CORRUPT, KIND_RECORD, iter_frames
 from twitch_ingestion.metrics import REGISTRY
 
 TOPIC = "twitch-chat-messages"
@@ -340,6 +341,50 @@ def test_a_flipped_byte_in_the_middle_is_skipped_counted_and_later_records_repla
             reopened.ack(seq)
     reopened.maybe_sync()
     assert segment not in segment_files(tmp_path)
+    reopened.close()
+
+
+def test_damage_in_the_middle_is_counted_at_the_first_start_only(
+    tmp_path: Path, captured_log: CapturingLogger
+) -> None:
+    buffer = opened(tmp_path)
+    buffer.append_batch(records(0, 20))
+    buffer.close()
+    [segment] = segment_files(tmp_path)
+    data = bytearray(segment.read_bytes())
+    frames = [(o, e) for kind, o, e in iter_frames(bytes(data)) if kind == KIND_RECORD]
+    data[frames[7][0] + 30] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    before = dropped("corrupt_frame")
+
+    for _start in range(3):  # nothing acked: every start replays the same records
+        reopened = opened(tmp_path)
+        assert replay_all(reopened) == [(i, record(i)) for i in range(20) if i != 7]
+        reopened.close()
+    assert dropped("corrupt_frame") == before + 1
+    assert len(warnings_named(captured_log, "buffer segment damaged")) == 1
+    kinds = [kind for kind, _o, _e in iter_frames(segment.read_bytes())]
+    assert CORRUPT not in kinds  # repaired: the damaged bytes are gone, the gap stays
+
+
+def test_a_batch_refused_as_too_large_registers_none_of_its_topics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(segment_log, "MAX_BODY_BYTES", 4096)
+    buffer = opened(tmp_path)
+    buffer.append_batch([(TOPIC, None, b"first", None, T0)])
+    refused = [(EVENTS, None, b"new topic", None, T0), (TOPIC, None, b"x" * 5000, None, T0)]
+    with pytest.raises(ValueError, match="over the buffer's limit"):
+        buffer.append_batch(refused)
+    assert buffer.next_seq == 1
+    buffer.append_batch([(EVENTS, None, b"next", None, T0)])  # same segment, same topic
+    buffer.close()
+
+    reopened = opened(tmp_path)
+    assert [(r.topic, r.value) for _s, r in replay_all(reopened)] == [
+        (TOPIC, b"first"),
+        (EVENTS, b"next"),
+    ]
     reopened.close()
 
 

@@ -98,6 +98,7 @@ from twitch_ingestion.kafka.segment_log import (
     encode_segment_header,
     iter_frames,
     parse_segment_header,
+    record_frame_sizes,
     record_seq_and_time,
     segment_name,
 )
@@ -280,8 +281,8 @@ class _HeldRecords:
         self.by_seq: dict[int, Record] = {}
         self.bytes = 0
 
-    @staticmethod
-    def sizes(records: Sequence[Record]) -> list[int]:
+    def sizes(self, records: Sequence[Record]) -> list[int]:
+        """What each record counts against the cap; ValueError for one never storable."""
         overhead = _MEMORY_RECORD_OVERHEAD
         return [len(record[2]) + overhead for record in records]
 
@@ -292,7 +293,7 @@ class _HeldRecords:
     def pop(self, seq: int) -> Record | None:
         record = self.by_seq.pop(seq, None)
         if record is not None:
-            self.bytes -= len(record[2]) + _MEMORY_RECORD_OVERHEAD
+            self.bytes -= self.sizes((record,))[0]
         return record
 
     def items(self) -> Iterator[tuple[int, BufferedRecord]]:
@@ -304,6 +305,18 @@ class _HeldRecords:
         for record in self.by_seq.values():
             return max(0.0, (now_ms - record[4]) / 1000)
         return 0.0
+
+
+class _HeldFrames(_HeldRecords):
+    """A `DiskBuffer`'s records held while the disk is full, counted as the frames they
+    will be once written back (key, headers and framing included), so that the cap
+    bounds the segment files after the write-back; a record too large for a frame is
+    refused when appended, as on disk, not when written back."""
+
+    __slots__ = ()
+
+    def sizes(self, records: Sequence[Record]) -> list[int]:
+        return record_frame_sizes(records)
 
 
 class BufferOptions(TypedDict, total=False):
@@ -447,11 +460,12 @@ class _CappedBuffer:
 
     def _hold_in_memory(self, records: Sequence[Record], first_seq: int) -> int:
         """Keep what fits of `records` in memory with seqs from `first_seq`; how many."""
-        sizes = _HeldRecords.sizes(records)
+        sizes = self._in_memory.sizes(records)
         size = sum(sizes)
         accepted = len(records)
-        if self._capped_bytes() + size > self._max_bytes:
-            accepted = self._fit(sizes)
+        extra = self._append_extra()
+        if self._capped_bytes() + size + extra > self._max_bytes:
+            accepted = self._fit(sizes, extra)
             records = records[:accepted]
             size = sum(sizes[:accepted])
         self._in_memory.add(first_seq, records, size)
@@ -606,6 +620,7 @@ class DiskBuffer(_CappedBuffer):
             _MIN_SEGMENT_BYTES, min(self._segment_bytes, self._max_bytes // _SEGMENTS_PER_CAP)
         )
         self._hold_when_full = hold_when_full
+        self._in_memory = _HeldFrames()
         self._encoder = FrameEncoder(self._framer)
         self._segments: list[_Segment] = []
         self._first_seqs: list[int] = []
@@ -667,7 +682,9 @@ class DiskBuffer(_CappedBuffer):
             return
         if self._in_memory.by_seq:
             self._disk_retry_at = 0.0
-            self._retry_disk(time.monotonic())
+            # Past the cap if need be (by the headers and topic definitions of the
+            # segments it takes): a few bytes over is better than records lost.
+            self._retry_disk(time.monotonic(), within_cap=False)
             lost = len(self._in_memory.by_seq)
             if lost:
                 log.error(
@@ -762,7 +779,10 @@ class DiskBuffer(_CappedBuffer):
         last = first_seq - 1
         gaps: list[tuple[int, int]] = []
         damage: tuple[int, int] | None = None
+        damaged = False
         tail: tuple[int, int] | None = None
+        # The intact frames in place: what the segment is rewritten to after damage.
+        kept: list[tuple[int, int]] = []
         for kind, offset, end in iter_frames(data):
             if kind == KIND_RECORD:
                 seq, created_at_ms = record_seq_and_time(data, offset)
@@ -775,11 +795,14 @@ class DiskBuffer(_CappedBuffer):
                 if damage is not None:
                     self._report_damage(path, damage, seq - last - 1)
                     damage = None
+                    damaged = True
                 segment.add_age_sample(seq, created_at_ms)
                 last = seq
+                kept.append((offset, end))
             elif kind == KIND_TOPIC:
                 topic_id, name = decode_topic(data, offset, end)
                 segment.topics[topic_id] = name
+                kept.append((offset, end))
             elif kind == CORRUPT:
                 damage = (offset, end) if damage is None else (damage[0], end)
             elif kind == TAIL:
@@ -787,17 +810,22 @@ class DiskBuffer(_CappedBuffer):
         if damage is not None:
             # Damage followed only by topic frames: no record is known to be missing.
             self._report_damage(path, damage, 0)
+            damaged = True
+        size = len(data)
         if tail is not None:
             lost = max(1, data.count(FRAME_MAGIC_BYTES, tail[0], tail[1]))
             if following is not None and following > last + 1:
                 lost = following - last - 1
-            self._cut_tail(path, tail, lost)
+            self._cut_tail(path, tail, lost, cut=not damaged)
+            size = tail[0]
         segment.count = last - first_seq + 1
         seq_bound = max(last + 1, first_seq)
         if segment.count <= 0:
             self._remove_files(segment)
             return None, seq_bound
-        segment.size = tail[0] if tail is not None else len(data)
+        if damaged:
+            size = self._rewrite_without_damage(path, data, kept, size)
+        segment.size = size
         acked = bytearray(segment.count)
         for start, stop in gaps:
             acked[start - first_seq : stop - first_seq] = b"\x01" * (stop - start)
@@ -839,7 +867,7 @@ class DiskBuffer(_CappedBuffer):
             BUFFER_DROPPED.labels(reason="corrupt_frame").inc(lost)
 
     @staticmethod
-    def _cut_tail(path: Path, tail: tuple[int, int], lost: int) -> None:
+    def _cut_tail(path: Path, tail: tuple[int, int], lost: int, *, cut: bool = True) -> None:
         log.warning(
             "buffer segment tail cut",
             segment=path.name,
@@ -849,7 +877,44 @@ class DiskBuffer(_CappedBuffer):
         )
         BUFFER_DROPPED.labels(reason="corrupt_tail").inc(lost)
         # Cut it so the next start does not report the same damage again.
-        os.truncate(path, tail[0])
+        if cut:
+            os.truncate(path, tail[0])
+
+    def _rewrite_without_damage(
+        self, path: Path, data: bytes, kept: list[tuple[int, int]], size: int
+    ) -> int:
+        """Rewrite a segment damaged in the middle to its header and intact frames, so
+        that the next start does not count the same damage again (a cut tail is not
+        counted again either); the new size. The records lost in the damage stay a gap
+        in the seqs, acked from the start. A disk with no room for the copy leaves the
+        segment as it is: the damage is then reported again at the next start."""
+        repaired = data[:SEGMENT_HEADER_BYTES] + b"".join(data[start:end] for start, end in kept)
+        temporary = path.with_suffix(".tmp")
+        try:
+            self._files.write_file(temporary, repaired)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            if exc.errno not in _DISK_FULL_ERRNOS:
+                raise
+            log.warning(
+                "buffer segment not repaired",
+                segment=path.name,
+                error=exc.strerror,
+                effect="its damage is reported again at the next start",
+                action="free space in BUFFER_DIR",
+            )
+            if size < len(data):
+                os.truncate(path, size)
+            return size
+        # The copy replaces records that were on disk: it must be on disk before them.
+        fd = os.open(temporary, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+        self._dir_dirty = True
+        return len(repaired)
 
     # --- appending ------------------------------------------------------------------
 
@@ -1016,9 +1081,7 @@ class DiskBuffer(_CappedBuffer):
 
     def _append_extra(self) -> int:
         """What a write may add besides its records: a new segment's header and topic
-        definitions (none while records are held in memory: those count their frames)."""
-        if self._in_memory.by_seq:
-            return 0
+        definitions. Held records reserve it too, for the segment they go back to."""
         return SEGMENT_HEADER_BYTES + len(self._encoder.all_topic_frames)
 
     def _reclaim(self) -> None:
@@ -1068,7 +1131,7 @@ class DiskBuffer(_CappedBuffer):
             records_written_back=written_back,
         )
 
-    def _retry_disk(self, now: float) -> None:
+    def _retry_disk(self, now: float, *, within_cap: bool = True) -> None:
         """Write the held records back to disk if it has room (tried every
         `_DISK_RETRY_S`, and at once when acks free a segment)."""
         active = self._active
@@ -1078,20 +1141,48 @@ class DiskBuffer(_CappedBuffer):
             return
         written_back = 0
         try:
-            written_back = self._write_back_held()
+            written_back = self._write_back_held(within_cap=within_cap)
         except _DiskFullError as full:
             self._disk_refused(full.error, now)
             return
-        self._disk_has_room_again(written_back)
+        if self._disk_full:
+            self._disk_has_room_again(written_back)
         if self._fsync_ms == 0:
             self.sync()
 
-    def _write_back_held(self) -> int:
+    def _write_extra(self, size: int, new_topics: bytes) -> int:
+        """What `_write_frames` adds to a write of `size` bytes of records: a new
+        segment's header and every topic definition, the periodic definitions, or
+        those of its new topics."""
+        active = self._active
+        if active is None or (
+            active.size > SEGMENT_HEADER_BYTES and active.size + size > self._segment_bytes
+        ):
+            return SEGMENT_HEADER_BYTES + len(self._encoder.all_topic_frames)
+        if self._batches_since_topics + 1 >= TOPIC_DEFS_EVERY_BATCHES:
+            return len(self._encoder.all_topic_frames)
+        return len(new_topics)
+
+    def _write_back_fits(self, extra: int, written: int) -> bool:
+        """Whether writing held records back, adding `extra` bytes of headers and topic
+        definitions, keeps the files under the cap. The held records already count as
+        the frames they become; like an append to an empty buffer, the first write goes
+        ahead when no record on disk is waiting for Kafka, so nothing stays held for ever."""
+        if self._capped_bytes() + extra <= self._max_bytes:
+            return True
+        return not written and self.records == len(self._in_memory.by_seq)
+
+    def _write_back_held(self, *, within_cap: bool = True) -> int:
         """Write the held records to a new segment, oldest first, as long as the disk
-        takes them; how many. Raises `_DiskFullError` once it does not (what was written
-        by then stays written and is no longer held)."""
+        takes them and, `within_cap`, the cap does; how many. Raises `_DiskFullError`
+        once the disk does not (what was written by then stays written and is no
+        longer held)."""
         held = self._in_memory
         seqs = list(held.by_seq)
+        if within_cap and not self._write_back_fits(
+            SEGMENT_HEADER_BYTES + len(self._encoder.all_topic_frames), 0
+        ):
+            return 0
         # A new segment: one that `unacked()` had already read must not grow behind it.
         self._rotate(seqs[0])
         written = 0
@@ -1107,6 +1198,18 @@ class DiskBuffer(_CappedBuffer):
                 stop += 1
             run = [held.by_seq[seq] for seq in seqs[start:stop]]
             parts, size, new_topics = self._encoder.encode(run, first_seq)
+            extra = self._write_extra(size, new_topics)
+            if within_cap and self._capped_bytes() + extra > self._max_bytes:
+                if not self._write_back_fits(extra, written):
+                    if new_topics:  # defined in the encoder, not yet in the segment
+                        self._batches_since_topics = TOPIC_DEFS_EVERY_BATCHES
+                    break
+                # Nothing on disk waits for Kafka: one record goes, as an empty buffer
+                # takes one; the rest wait for its ack.
+                stop = start + 1
+                run = run[:1]
+                del parts[2:]
+                size = len(parts[0]) + len(parts[1])
             self._write_frames(first_seq, len(run), parts, size, new_topics, run[0][4])
             for seq in seqs[start:stop]:
                 held.pop(seq)
@@ -1253,14 +1356,18 @@ class DiskBuffer(_CappedBuffer):
         those held in memory because the disk was full."""
         last = -1
         segments = list(self._segments)
+        read: set[_Segment] = set()
         while segments:
+            read.update(segments)
             for seq, record in self._read(segments, count_replayed=False):
-                last = seq
-                yield seq, record
-            # Held records written back to disk while this ran are in newer segments;
-            # they come before what is still held.
-            newest = segments[-1].first_seq
-            segments = [segment for segment in self._segments if segment.first_seq > newest]
+                if seq > last:
+                    last = seq
+                    yield seq, record
+            # Held records written back to disk while this ran are in segments it has not
+            # read; they come before what is still held. Such a segment may start at the
+            # same seq as one it read (an empty one, deleted by the write-back): it is
+            # told apart by identity, not by its first seq.
+            segments = [segment for segment in self._segments if segment not in read]
         for seq, record in self._in_memory.items():
             if seq > last:
                 yield seq, record
@@ -1453,7 +1560,11 @@ class MemoryBuffer(_CappedBuffer):
         """
         self._check_open()
         records = self._in_memory.by_seq
-        seqs = [seq for seq in range(self._unspilled_from, self._next_seq) if seq in records]
+        seqs = [
+            seq
+            for seq in range(self._unspilled_from, self._next_seq)
+            if seq in records and _fits_a_frame(records[seq])
+        ]
         if not seqs:
             self._unspilled_from = self._next_seq
             return 0
@@ -1504,6 +1615,15 @@ class MemoryBuffer(_CappedBuffer):
         self._closed = True
         self.update_metrics()
 
+    def abandon(self) -> None:
+        """Drop everything without fsync or checkpoint: what a crash leaves.
+
+        For crash tests; the service uses `close()`.
+        """
+        if self._disk is not None:
+            self._disk.abandon()
+        self._closed = True
+
     def _capped_bytes(self) -> int:
         return self._in_memory.bytes
 
@@ -1538,6 +1658,16 @@ class MemoryBuffer(_CappedBuffer):
     def bytes(self) -> int:
         """Bytes held in memory plus the spill directory's segment files."""
         return self._in_memory.bytes + (self._disk.bytes if self._disk is not None else 0)
+
+
+def _fits_a_frame(record: Record) -> bool:
+    """Whether a record can be written to disk at all (Kafka would refuse one that
+    cannot): a `MemoryBuffer` keeps such a record in memory only, never spills it."""
+    try:
+        record_frame_sizes((record,))
+    except ValueError:
+        return False
+    return True
 
 
 def buffer_from_settings(settings: Settings) -> DiskBuffer | MemoryBuffer:
