@@ -6,7 +6,10 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from twitch_ingestion.config import BufferFullPolicy
+from twitch_ingestion.kafka import segment_log
 from twitch_ingestion.kafka.buffer import BufferedRecord, MemoryBuffer, Record
 from twitch_ingestion.metrics import REGISTRY
 
@@ -153,3 +156,21 @@ async def test_block_waits_for_acks_to_free_memory(tmp_path: Path) -> None:
     assert sum(c.accepted for c in chunks) == 100
     assert buffer.records == 0
     buffer.close()
+
+
+def test_a_record_too_large_for_a_frame_stays_in_memory_and_the_rest_is_spilled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(segment_log, "MAX_BODY_BYTES", 4096)
+    buffer = opened(tmp_path)
+    big = ("twitch-chat-messages", None, b"x" * 5000, None, T0)
+    assert buffer.append_batch([record(0), big, record(2)]).accepted == 3
+    assert buffer.spill() == 2  # no ValueError, on this tick or the next
+    assert buffer.spill() == 0
+    buffer.maybe_sync(time.monotonic() + 5)
+    assert [seq for seq, _r in buffer.unacked()] == [0, 1, 2]  # still sent from memory
+    buffer.abandon()
+
+    reopened = opened(tmp_path)
+    assert [r for _s, r in reopened.replay()] == [record(0), record(2)]
+    reopened.close()
