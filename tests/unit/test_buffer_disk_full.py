@@ -336,6 +336,27 @@ def test_held_records_count_as_their_frames_so_the_cap_bounds_the_files_written_
     buffer.close()
 
 
+def test_held_records_of_a_new_topic_reserve_its_definition_under_the_cap(
+    tmp_path: Path,
+) -> None:
+    cap = 4096
+    disk = DiskWithRoom()
+    disk.full_after_next_create = 16  # the first segment's header fits, its record not
+    buffer = DiskBuffer(tmp_path, files=disk, max_bytes=cap)
+    buffer.open()
+    assert buffer.append_batch([(test_buffer.TOPIC, None, b"", None, T0)]).accepted == 1
+    assert buffer.held_in_memory == 1
+    disk.room = None
+    while buffer.append_batch([(test_buffer.EVENTS, None, b"", None, T0)]).accepted:
+        pass  # held behind the first, up to the cap; their topic is new
+    buffer.maybe_sync(later())
+    files = sum(path.stat().st_size for path in segment_files(tmp_path))
+    assert buffer.bytes <= cap
+    assert files <= cap
+    buffer.close()
+    assert sum(path.stat().st_size for path in segment_files(tmp_path)) <= cap + 16 + 64
+
+
 @pytest.mark.parametrize("room_at_close", [True, False])
 def test_close_writes_held_records_back_or_counts_them_as_lost(
     tmp_path: Path, captured_log: CapturingLogger, room_at_close: bool

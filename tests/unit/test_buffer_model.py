@@ -403,6 +403,13 @@ class DiskBufferModel(BufferModel):
         self.disk.room = room
         self.disk.refuse_create = no_inodes
 
+    @rule(room=st.sampled_from([16, 60]))
+    def disk_fills_at_the_next_rotation(self, room: int) -> None:
+        """The disk fills just as a segment is created: with 16 bytes its header fits
+        and its records do not (the active segment is then empty)."""
+        self.disk.room = None
+        self.disk.full_after_next_create = room
+
     @rule()
     def start_a_rewind(self) -> None:
         assert self.buffer is not None

@@ -986,6 +986,9 @@ class DiskBuffer(_CappedBuffer):
         return Appended(first_seq, accepted)
 
     def _append_held(self, records: Sequence[Record], first_seq: int) -> Appended:
+        # Their topics' definitions go at the start of the segment they are written back
+        # to: known now, they count in `_append_extra` like those of encoded records.
+        self._encoder.define_topics([record[0] for record in records])
         accepted = self._hold_in_memory(records, first_seq)
         if accepted:
             BUFFER_HELD_IN_MEMORY.inc(accepted)
@@ -1188,11 +1191,11 @@ class DiskBuffer(_CappedBuffer):
     def _write_back_fits(self, extra: int, written: int) -> bool:
         """Whether writing held records back, adding `extra` bytes of headers and topic
         definitions, keeps the files under the cap. The held records already count as
-        the frames they become; like an append to an empty buffer, the first write goes
-        ahead when no record on disk is waiting for Kafka, so nothing stays held for ever."""
+        the frames they become, and reserved a segment's header and topic definitions;
+        the one record an empty buffer took past the cap goes back whatever its size."""
         if self._capped_bytes() + extra <= self._max_bytes:
             return True
-        return not written and self.records == len(self._in_memory.by_seq)
+        return not written and self.records == 1 == len(self._in_memory.by_seq)
 
     def _write_back_held(self, *, within_cap: bool = True) -> int:
         """Write the held records to a new segment, oldest first, as long as the disk
@@ -1221,17 +1224,10 @@ class DiskBuffer(_CappedBuffer):
             run = [held.by_seq[seq] for seq in seqs[start:stop]]
             parts, size, new_topics = self._encoder.encode(run, first_seq)
             extra = self._write_extra(size, new_topics)
-            if within_cap and self._capped_bytes() + extra > self._max_bytes:
-                if not self._write_back_fits(extra, written):
-                    if new_topics:  # defined in the encoder, not yet in the segment
-                        self._batches_since_topics = TOPIC_DEFS_EVERY_BATCHES
-                    break
-                # Nothing on disk waits for Kafka: one record goes, as an empty buffer
-                # takes one; the rest wait for its ack.
-                stop = start + 1
-                run = run[:1]
-                del parts[2:]
-                size = len(parts[0]) + len(parts[1])
+            if within_cap and not self._write_back_fits(extra, written):
+                if new_topics:  # defined in the encoder, not yet in the segment
+                    self._batches_since_topics = TOPIC_DEFS_EVERY_BATCHES
+                break
             self._write_frames(first_seq, len(run), parts, size, new_topics, run[0][4])
             for seq in seqs[start:stop]:
                 held.pop(seq)

@@ -201,6 +201,18 @@ class FrameEncoder:
         """A topic frame per known topic: what a new segment starts with."""
         return self._all_topics
 
+    def define_topics(self, topics: Iterator[str] | Sequence[str]) -> None:
+        """Give these topics ids now, as `encode` would (records that are not encoded yet
+        but will be: the next segment starts with their definitions too)."""
+        known = len(self._topic_ids)
+        try:
+            for topic in topics:
+                if topic not in self._topic_ids:
+                    self._new_topic(topic, [])
+        except BaseException:
+            self._forget_topics_from(known)
+            raise
+
     def _new_topic(self, topic: str, new_frames: list[bytes]) -> int:
         topic_id = len(self._topic_ids)
         if topic_id > 0xFFFF:
