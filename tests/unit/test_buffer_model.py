@@ -430,7 +430,7 @@ class DiskBufferModel(BufferModel):
         # close() writes held records back when the disk has room, past the cap if it
         # must (by the headers and topic definitions of their segments); the rest are lost.
         if self.disk.room is None:
-            self.over_cap_allowed = bool(lost)
+            self.over_cap_allowed = self.over_cap_allowed or bool(lost)
             lost = set()
         self.rewind = None
         unrepaired = self.unrepaired
