@@ -31,7 +31,7 @@ EFFECTIVE_BROKERS := $(or $(KAFKA_BROKERS),$(shell sed -n 's/^KAFKA_BROKERS=//p'
 LOCAL_BROKER := $(filter localhost:9092 127.0.0.1:9092,$(strip $(EFFECTIVE_BROKERS)))
 
 .PHONY: help install broker broker-stop run demo simulate simulate-eventsub tail test test-unit \
-        test-component test-native lint format type-check build dev bench clean image-test promtool \
+        test-component test-buffer-model test-native lint format type-check build dev bench clean image-test promtool \
         test-monitoring tmux
 
 help: ## list the targets
@@ -155,6 +155,17 @@ test-unit: install ## only the unit tests: no sockets, no sleeps, no broker
 
 test-component: install ## only the component tests: real sockets (simulator, health server, TCP) and the clock, no broker
 	$(BIN)/python -m pytest -q tests/component $(PYTEST_ARGS)
+
+# The buffers against their model (tests/unit/test_buffer_model.py), on both framers, with
+# a budget: `make test` runs it with a small one and a fixed seed.
+BUFFER_MODEL_EXAMPLES ?= 2000
+BUFFER_MODEL_STEPS ?= 80
+BUFFER_MODEL_SEED ?= 20261207
+
+test-buffer-model: install ## long model-based run of the buffers (BUFFER_MODEL_EXAMPLES, _STEPS, _SEED)
+	BUFFER_MODEL_EXAMPLES=$(BUFFER_MODEL_EXAMPLES) BUFFER_MODEL_STEPS=$(BUFFER_MODEL_STEPS) \
+		BUFFER_MODEL_SEED=$(BUFFER_MODEL_SEED) \
+		$(BIN)/python -m pytest -q -p no:cacheprovider -o timeout=0 tests/unit/test_buffer_model.py
 
 test-native: ## the compiled hot path's Rust checks: cargo fmt --check, clippy -D warnings, cargo test
 	@CARGO='$(CARGO)' scripts/check-native

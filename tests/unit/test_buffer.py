@@ -20,6 +20,7 @@ from structlog.testing import CapturingLogger
 
 from tests.support import buffers
 from tests.support.buffers import (
+    EVENTS,
     PROPERTY_SETTINGS,
     T0,
     TOPIC,
@@ -31,7 +32,9 @@ from tests.support.buffers import (
     segment_files,
     warnings_named,
 )
+from tests.support.loop_watchdog import loop_watchdog
 from twitch_ingestion.config import BufferFullPolicy, BufferMode, load_settings
+from twitch_ingestion.kafka import segment_log
 from twitch_ingestion.kafka.buffer import (
     Buffer,
     BufferedRecord,
@@ -41,7 +44,7 @@ from twitch_ingestion.kafka.buffer import (
     MemoryBuffer,
     buffer_from_settings,
 )
-from twitch_ingestion.kafka.segment_log import KIND_RECORD, iter_frames
+from twitch_ingestion.kafka.segment_log import CORRUPT, KIND_RECORD, iter_frames
 
 # The fixture, shared by the buffer tests: a name here, so pytest finds it.
 captured_log = buffers.captured_log
@@ -673,3 +676,76 @@ def test_buffer_from_settings_follows_buffer_mode(tmp_path: Path) -> None:
         checked.open()
         checked.append_batch(records(0, 2))
         checked.close()
+
+
+def test_damage_in_the_middle_is_counted_at_the_first_start_only(
+    tmp_path: Path, captured_log: CapturingLogger
+) -> None:
+    buffer = opened(tmp_path)
+    buffer.append_batch(records(0, 20))
+    buffer.close()
+    [segment] = segment_files(tmp_path)
+    data = bytearray(segment.read_bytes())
+    frames = [(o, e) for kind, o, e in iter_frames(bytes(data)) if kind == KIND_RECORD]
+    data[frames[7][0] + 30] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    before = dropped("corrupt_frame")
+
+    for _start in range(3):  # nothing acked: every start replays the same records
+        reopened = opened(tmp_path)
+        assert replay_all(reopened) == [(i, record(i)) for i in range(20) if i != 7]
+        reopened.close()
+    assert dropped("corrupt_frame") == before + 1
+    assert len(warnings_named(captured_log, "buffer segment damaged")) == 1
+    kinds = [kind for kind, _o, _e in iter_frames(segment.read_bytes())]
+    assert CORRUPT not in kinds  # repaired: the damaged bytes are gone, the gap stays
+
+
+def test_a_batch_refused_as_too_large_registers_none_of_its_topics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(segment_log, "MAX_BODY_BYTES", 4096)
+    buffer = opened(tmp_path)
+    buffer.append_batch([(TOPIC, None, b"first", None, T0)])
+    refused = [(EVENTS, None, b"new topic", None, T0), (TOPIC, None, b"x" * 5000, None, T0)]
+    with pytest.raises(ValueError, match="over the buffer's limit"):
+        buffer.append_batch(refused)
+    assert buffer.next_seq == 1
+    buffer.append_batch([(EVENTS, None, b"next", None, T0)])  # same segment, same topic
+    buffer.close()
+
+    reopened = opened(tmp_path)
+    assert [(r.topic, r.value) for _s, r in replay_all(reopened)] == [
+        (TOPIC, b"first"),
+        (EVENTS, b"next"),
+    ]
+    reopened.close()
+
+
+async def test_append_all_awaits_when_the_room_left_fits_the_record_but_not_a_new_segment(
+    tmp_path: Path,
+) -> None:
+    """The cap counts a possible new segment's header and topic definitions (`extra`):
+    `wait_for_room` must count them too, or `append_all` spins without ever awaiting."""
+    for filler in range(10, 60):  # fill to the cap; keep the first that leaves >= 35 bytes
+        buffer = opened(tmp_path / str(filler), max_bytes=4096)
+        while buffer.append_batch([(TOPIC, None, b"x" * filler, None, T0)]).accepted:
+            pass
+        room = 4096 - buffer.bytes
+        if room >= 35:
+            break
+        buffer.close()
+    # A record whose frame (35 bytes + value) fits the room left, but not with a segment
+    # header (16) and the topic's definition (33).
+    fits_alone = (TOPIC, None, b"y" * (room - 35), None, T0)
+    assert not buffer.append_batch([fits_alone]).accepted
+    async with loop_watchdog():
+        appending = asyncio.create_task(buffer.append_all([fits_alone]))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert not appending.done()  # it awaits room: nothing was acked
+        for seq in range(buffer.next_seq):
+            buffer.ack(seq)
+        chunks = await asyncio.wait_for(appending, 5)
+    assert [chunk.accepted for chunk in chunks] == [1]
+    buffer.close()

@@ -19,8 +19,12 @@ from hypothesis import strategies as st
 from structlog.testing import CapturingLogger
 
 from tests.support import buffers
+from tests.support.buffer_disks import DiskWithRoom
 from tests.support.buffers import (
+    EVENTS,
     PROPERTY_SETTINGS,
+    T0,
+    TOPIC,
     ack_some,
     dropped,
     record,
@@ -30,6 +34,7 @@ from tests.support.buffers import (
     warnings_named,
 )
 from twitch_ingestion.config import BufferFullPolicy
+from twitch_ingestion.kafka import segment_log
 from twitch_ingestion.kafka.buffer import (
     BufferDirectoryError,
     BufferLockedError,
@@ -37,7 +42,7 @@ from twitch_ingestion.kafka.buffer import (
     MemoryBuffer,
     SegmentFiles,
 )
-from twitch_ingestion.kafka.segment_log import CORRUPT, TAIL, iter_frames
+from twitch_ingestion.kafka.segment_log import CORRUPT, TAIL, iter_frames, segment_name
 
 # The fixture, shared by the buffer tests: a name here, so pytest finds it.
 captured_log = buffers.captured_log
@@ -435,3 +440,93 @@ def test_a_locked_buffer_dir_is_a_buffer_dir_error_and_leaves_the_lock_alone(
     assert_one_line_naming_buffer_dir(refused.value, tmp_path, "its own BUFFER_DIR")
     holder.append_batch(records(0, 1))  # still the holder's
     holder.close()
+
+
+def test_a_rewind_reads_held_records_written_back_to_a_segment_with_the_same_first_seq(
+    tmp_path: Path,
+) -> None:
+    disk = DiskWithRoom()
+    buffer = DiskBuffer(tmp_path, files=disk, max_bytes=1 << 20, segment_bytes=1024)
+    buffer.open()
+    assert buffer.append_batch(records(0, 1, 900)).accepted == 1  # the first segment, full
+    disk.room = 16  # the next segment's header fits, its records do not
+    assert tuple(buffer.append_batch(records(1, 3, SIZE))) == (1, 2)
+    assert buffer.held_in_memory == 2
+    assert [path.name for path in segment_files(tmp_path)][-1] == segment_name(1)  # empty
+
+    rewind = buffer.unacked()
+    assert next(rewind)[0] == 0
+    disk.room = None
+    buffer.maybe_sync(later())  # the empty segment goes; a new one starts at seq 1 again
+    assert buffer.held_in_memory == 0
+    assert [seq for seq, _record in rewind] == [1, 2]
+    buffer.close()
+
+
+def test_a_record_too_large_for_a_frame_is_refused_while_the_disk_is_full_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(segment_log, "MAX_BODY_BYTES", 4096)
+    disk = DiskWithRoom(room=0)
+    buffer = DiskBuffer(tmp_path, files=disk)
+    buffer.open()
+    assert buffer.append_batch(records(0, 5, SIZE)).accepted == 5
+    assert buffer.held_in_memory == 5
+    with pytest.raises(ValueError, match="over the buffer's limit"):
+        buffer.append_batch([record(5, 5000)])
+    assert buffer.append_batch(records(5, 10, SIZE)).first_seq == 5
+
+    disk.room = None
+    buffer.maybe_sync(later())  # writing them back raises nothing
+    assert buffer.held_in_memory == 0
+    buffer.close()
+    reopened = opened(tmp_path, SmallDisk(tmp_path, capacity=1 << 20))
+    assert [r for _s, r in reopened.replay()] == [record(i, SIZE) for i in range(10)]
+    reopened.close()
+
+
+def test_held_records_count_as_their_frames_so_the_cap_bounds_the_files_written_back(
+    tmp_path: Path,
+) -> None:
+    cap = 65536
+    disk = DiskWithRoom(room=0)
+    buffer = DiskBuffer(tmp_path, files=disk, max_bytes=cap)
+    buffer.open()
+    topics = ["chat", "events", "other"]
+    held = 0
+    while True:  # records with 2 KB keys and a header, held until one is refused
+        big_key = (topics[held % 3], b"k" * 2048, b"v" * 50, [("kind", b"x")], T0)
+        if not buffer.append_batch([big_key]).accepted:
+            break
+        held += 1
+    assert buffer.held_in_memory == held
+    assert buffer.bytes <= cap
+
+    disk.room = None
+    buffer.maybe_sync(later())
+    assert buffer.held_in_memory == 0
+    files = sum(path.stat().st_size for path in segment_files(tmp_path))
+    assert files == buffer.bytes
+    assert files <= cap
+    buffer.close()
+
+
+def test_held_records_of_a_new_topic_reserve_its_definition_under_the_cap(
+    tmp_path: Path,
+) -> None:
+    cap = 4096
+    disk = DiskWithRoom()
+    disk.full_after_next_create = 16  # the first segment's header fits, its record not
+    buffer = DiskBuffer(tmp_path, files=disk, max_bytes=cap)
+    buffer.open()
+    assert buffer.append_batch([(TOPIC, None, b"", None, T0)]).accepted == 1
+    assert buffer.held_in_memory == 1
+    disk.room = None
+    while buffer.append_batch([(EVENTS, None, b"", None, T0)]).accepted:
+        pass  # held behind the first, up to the cap; their topic is new
+    buffer.maybe_sync(later())
+    files = sum(path.stat().st_size for path in segment_files(tmp_path))
+    assert buffer.bytes <= cap
+    assert files <= cap
+    buffer.close()
+    assert sum(path.stat().st_size for path in segment_files(tmp_path)) <= cap + 16 + 64

@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support.buffers import dropped, memory_record, memory_records
 from twitch_ingestion.config import BufferFullPolicy
+from twitch_ingestion.kafka import segment_log
 from twitch_ingestion.kafka.buffer import MemoryBuffer
 
 T0 = 1_700_000_000_000
@@ -111,3 +114,21 @@ def test_drop_newest_counts_what_does_not_fit_in_memory(tmp_path: Path) -> None:
     assert buffer.bytes <= 4096
     assert not buffer.has_room(300)
     buffer.close()
+
+
+def test_a_record_too_large_for_a_frame_stays_in_memory_and_the_rest_is_spilled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(segment_log, "MAX_BODY_BYTES", 4096)
+    buffer = opened(tmp_path)
+    big = ("twitch-chat-messages", None, b"x" * 5000, None, T0)
+    assert buffer.append_batch([memory_record(0), big, memory_record(2)]).accepted == 3
+    assert buffer.spill() == 2  # no ValueError, on this tick or the next
+    assert buffer.spill() == 0
+    buffer.maybe_sync(time.monotonic() + 5)
+    assert [seq for seq, _r in buffer.unacked()] == [0, 1, 2]  # still sent from memory
+    buffer.abandon()
+
+    reopened = opened(tmp_path)
+    assert [r for _s, r in reopened.replay()] == [memory_record(0), memory_record(2)]
+    reopened.close()

@@ -12,11 +12,16 @@ producer and stays until Kafka acknowledges it. The service's loop is::
 and at startup, before reading Twitch, it produces everything `replay()` yields.
 
 `DiskBuffer` (BUFFER_MODE=disk) is a segment log like Vector's disk buffer or Filebeat's
-disk queue; the format is described in `segment_log`. Its guarantees:
+disk queue; the format is described in `segment_log`. Its guarantees, each an invariant
+of the model-based test (`tests/unit/test_buffer_model.py`, which drives this class
+through random appends, acks, rewinds, crashes and full disks and checks them after
+every step):
 
-* **Process crash** (kill -9, OOM, exception): nothing appended is lost. `append_batch`
-  returns only after one `os.write` of the whole batch, and the kernel's page cache
-  outlives the process.
+* **Process crash** (kill -9, OOM, exception), before or after fsync: every record
+  `append_batch` accepted and wrote is replayed by the next `replay()`, in append order.
+  `append_batch` returns only after one `os.write` of the whole batch, and the kernel's
+  page cache outlives the process. Only records held in memory because the disk was full
+  (below) are lost.
 * **Power loss / kernel crash**: records appended in the last `BUFFER_FSYNC_MS` before the
   loss may be lost; older ones are on disk. This is group commit: `maybe_sync()` fsyncs the
   active segment at most every `fsync_ms`, so 50,000 records/s cost ~20 fsyncs/s, not
@@ -26,35 +31,52 @@ disk queue; the format is described in `segment_log`. Its guarantees:
   (event loop) thread and takes as long as the disk needs to flush `fsync_ms` of data.
 * **Duplicates, never loss**: acks are checkpointed (one `.acks` file per segment, a map of
   every acked record) at most every `checkpoint_interval_ms` and on `close()`. After a
-  crash, records acked since the last checkpoint are replayed again; Kafka consumers must
-  tolerate duplicates anyway (the record's own id deduplicates). A sealed segment whose
-  records are all acked is deleted by the next `append_batch` or `maybe_sync` (the active
-  one when it is rotated out, or on `close()`), and a deleted segment is never replayed.
+  crash, records acked since the last checkpoint are replayed again; after a clean
+  `close()` none is. Kafka consumers must tolerate duplicates anyway (the record's own id
+  deduplicates). A sealed segment whose records are all acked is deleted by the next
+  `append_batch` or `maybe_sync` (the active one when it is rotated out, or on
+  `close()`), and a deleted segment is never replayed: once everything is acked, at most
+  the active segment is left, and nothing after `close()`.
+* **Rewind**: `unacked()` yields, in append order and each once, every record that was
+  unacked when it began and is still unacked when it gets there, wherever the record
+  is meanwhile (on disk, held in memory, or written back from memory to a new segment
+  while it runs); never one acked before it began. Records appended while it runs may be
+  yielded too, after the older ones.
 * **Damage**: every frame carries its length and a CRC32. On `open()` a damaged or torn
   tail is cut off (logged, counted in
   `twitch_ingestion_buffer_records_dropped_total{reason="corrupt_tail"}`);
   damage in the middle of a segment is skipped by resynchronising on the next intact
-  frame (counted as `reason="corrupt_frame"`, the lost records known from the seq gap).
-  The buffer never refuses to start because of damage.
+  frame (counted as `reason="corrupt_frame"`, the lost records known from the seq gap),
+  and the segment is rewritten without the damaged bytes, so either is counted once, not
+  again at the next start (unless the disk had no room for the rewrite). Only the
+  records in the damaged bytes are lost. The buffer never refuses to start because of
+  damage, and `open()`/`replay()` never raise on it.
 * **Disk full** (ENOSPC, EDQUOT): a write the disk refuses is taken back whole (no torn
   frame), and that batch and the ones after it are held in memory, with their seqs, and
-  counted against `BUFFER_MAX_BYTES` like the disk (the full policy applies); they count
-  in `twitch_ingestion_buffer_records_held_in_memory_total` and
+  counted against `BUFFER_MAX_BYTES` exactly as the frames they will become (the full
+  policy applies; a record too large for a frame is refused at append, as on disk);
+  they count in `twitch_ingestion_buffer_records_held_in_memory_total` and
   `twitch_ingestion_buffer_disk_full` is 1, with one warning per
   episode. Every `_DISK_RETRY_S` on the `maybe_sync` tick, and at once when acks free a
-  segment, they are written back to disk, oldest first, and appends go to disk again.
+  segment, they are written back to disk, oldest first, as far as the disk and the cap
+  take them, and appends go to disk again once none is held.
   Held records are acked, produced again by `unacked()` (after everything on disk, so
   append order holds) and bound by the cap like the rest, but a crash loses them, as it
-  would a `MemoryBuffer`'s; `close()` counts those it still cannot write as
-  `reason="disk_full"` drops.
+  would a `MemoryBuffer`'s; `close()` writes back every one the disk takes (past the cap
+  if it must, by the new segments' headers and topic definitions) and counts those it
+  still cannot write as `reason="disk_full"` drops.
 * **Order**: `replay()` and `unacked()` yield in append order, which is per-channel order.
   The caller must produce in that order; the idempotent producer keeps it per partition.
-* **Capacity**: `BUFFER_MAX_BYTES` bounds the bytes of all segment files (plus records held
-  in memory). Space comes back a segment at a time, so a segment is at most a quarter of
-  the cap. Policy `drop_newest` drops the records of a batch that do not fit
+* **Capacity**: `BUFFER_MAX_BYTES` bounds the bytes of all segment files plus the frames of
+  records held in memory (`bytes`); acked records count until their segment is deleted.
+  Every append counts, besides its frames, what it may add: a new segment's header and
+  the topic definitions. Space comes back a segment at a time, so a segment is at most a
+  quarter of the cap. Policy `drop_newest` drops the records of a batch that do not fit
   (`reason="buffer_full"`); policy `block` accepts what fits and the caller awaits
-  `wait_for_room()` (or uses `append_all()`). An empty buffer always takes one record,
-  so an oversized record cannot wedge `block`.
+  `wait_for_room()` (or uses `append_all()`), which counts exactly what `append_batch`
+  counts, so `append_all` always either appends or awaits an ack. An empty buffer always
+  takes one record, so an oversized record cannot wedge `block` (that one record may take
+  the files past the cap).
 
 `MemoryBuffer` (BUFFER_MODE=memory) keeps records in memory until acked and guarantees
 nothing across a crash, except for records the caller told it to `spill()` to disk.
@@ -98,6 +120,7 @@ from twitch_ingestion.kafka.segment_log import (
     encode_segment_header,
     iter_frames,
     parse_segment_header,
+    record_frame_sizes,
     record_seq_and_time,
     segment_name,
 )
@@ -280,8 +303,8 @@ class _HeldRecords:
         self.by_seq: dict[int, Record] = {}
         self.bytes = 0
 
-    @staticmethod
-    def sizes(records: Sequence[Record]) -> list[int]:
+    def sizes(self, records: Sequence[Record]) -> list[int]:
+        """What each record counts against the cap; ValueError for one never storable."""
         overhead = _MEMORY_RECORD_OVERHEAD
         return [len(record[2]) + overhead for record in records]
 
@@ -292,7 +315,7 @@ class _HeldRecords:
     def pop(self, seq: int) -> Record | None:
         record = self.by_seq.pop(seq, None)
         if record is not None:
-            self.bytes -= len(record[2]) + _MEMORY_RECORD_OVERHEAD
+            self.bytes -= self.sizes((record,))[0]
         return record
 
     def items(self) -> Iterator[tuple[int, BufferedRecord]]:
@@ -304,6 +327,18 @@ class _HeldRecords:
         for record in self.by_seq.values():
             return max(0.0, (now_ms - record[4]) / 1000)
         return 0.0
+
+
+class _HeldFrames(_HeldRecords):
+    """A `DiskBuffer`'s records held while the disk is full, counted as the frames they
+    will be once written back (key, headers and framing included), so that the cap
+    bounds the segment files after the write-back; a record too large for a frame is
+    refused when appended, as on disk, not when written back."""
+
+    __slots__ = ()
+
+    def sizes(self, records: Sequence[Record]) -> list[int]:
+        return record_frame_sizes(records)
 
 
 class BufferOptions(TypedDict, total=False):
@@ -380,6 +415,10 @@ class _CappedBuffer:
     def _holds_nothing(self) -> bool:
         raise NotImplementedError
 
+    def _append_extra(self) -> int:
+        """Bytes an append may add besides its records' (a DiskBuffer's new segment)."""
+        return 0
+
     def _reclaim(self) -> None:
         """Free what can be freed now; called before fitting records and waiting."""
 
@@ -403,8 +442,16 @@ class _CappedBuffer:
     # --- capacity -------------------------------------------------------------------
 
     def has_room(self, nbytes: int) -> bool:
-        """Whether an append of `nbytes` (as this buffer counts them) would be accepted now."""
-        return self._capped_bytes() + nbytes <= self._max_bytes or self._holds_nothing()
+        """Whether an append of `nbytes` (as this buffer counts them) would be accepted now.
+
+        Counts what `append_batch` counts besides the records (`_append_extra`): were it
+        to say yes to an append that `append_batch` then refuses, `append_all` would
+        loop without ever awaiting, and starve the acks that would make room.
+        """
+        return (
+            self._capped_bytes() + nbytes + self._append_extra() <= self._max_bytes
+            or self._holds_nothing()
+        )
 
     def _fit(self, sizes: Sequence[int], extra: int = 0) -> int:
         """How many leading records of these sizes fit under the cap (the slow path, only
@@ -435,11 +482,12 @@ class _CappedBuffer:
 
     def _hold_in_memory(self, records: Sequence[Record], first_seq: int) -> int:
         """Keep what fits of `records` in memory with seqs from `first_seq`; how many."""
-        sizes = _HeldRecords.sizes(records)
+        sizes = self._in_memory.sizes(records)
         size = sum(sizes)
         accepted = len(records)
-        if self._capped_bytes() + size > self._max_bytes:
-            accepted = self._fit(sizes)
+        extra = self._append_extra()
+        if self._capped_bytes() + size + extra > self._max_bytes:
+            accepted = self._fit(sizes, extra)
             records = records[:accepted]
             size = sum(sizes[:accepted])
         self._in_memory.add(first_seq, records, size)
@@ -594,6 +642,7 @@ class DiskBuffer(_CappedBuffer):
             _MIN_SEGMENT_BYTES, min(self._segment_bytes, self._max_bytes // _SEGMENTS_PER_CAP)
         )
         self._hold_when_full = hold_when_full
+        self._in_memory = _HeldFrames()
         self._encoder = FrameEncoder(self._framer)
         self._segments: list[_Segment] = []
         self._first_seqs: list[int] = []
@@ -655,7 +704,9 @@ class DiskBuffer(_CappedBuffer):
             return
         if self._in_memory.by_seq:
             self._disk_retry_at = 0.0
-            self._retry_disk(time.monotonic())
+            # Past the cap if need be (by the headers and topic definitions of the
+            # segments it takes): a few bytes over is better than records lost.
+            self._retry_disk(time.monotonic(), within_cap=False)
             lost = len(self._in_memory.by_seq)
             if lost:
                 log.error(
@@ -750,7 +801,10 @@ class DiskBuffer(_CappedBuffer):
         last = first_seq - 1
         gaps: list[tuple[int, int]] = []
         damage: tuple[int, int] | None = None
+        damaged = False
         tail: tuple[int, int] | None = None
+        # The intact frames in place: what the segment is rewritten to after damage.
+        kept: list[tuple[int, int]] = []
         for kind, offset, end in iter_frames(data):
             if kind == KIND_RECORD:
                 seq, created_at_ms = record_seq_and_time(data, offset)
@@ -763,11 +817,14 @@ class DiskBuffer(_CappedBuffer):
                 if damage is not None:
                     self._report_damage(path, damage, seq - last - 1)
                     damage = None
+                    damaged = True
                 segment.add_age_sample(seq, created_at_ms)
                 last = seq
+                kept.append((offset, end))
             elif kind == KIND_TOPIC:
                 topic_id, name = decode_topic(data, offset, end)
                 segment.topics[topic_id] = name
+                kept.append((offset, end))
             elif kind == CORRUPT:
                 damage = (offset, end) if damage is None else (damage[0], end)
             elif kind == TAIL:
@@ -775,17 +832,22 @@ class DiskBuffer(_CappedBuffer):
         if damage is not None:
             # Damage followed only by topic frames: no record is known to be missing.
             self._report_damage(path, damage, 0)
+            damaged = True
+        size = len(data)
         if tail is not None:
             lost = max(1, data.count(FRAME_MAGIC_BYTES, tail[0], tail[1]))
             if following is not None and following > last + 1:
                 lost = following - last - 1
-            self._cut_tail(path, tail, lost)
+            self._cut_tail(path, tail, lost, cut=not damaged)
+            size = tail[0]
         segment.count = last - first_seq + 1
         seq_bound = max(last + 1, first_seq)
         if segment.count <= 0:
             self._remove_files(segment)
             return None, seq_bound
-        segment.size = tail[0] if tail is not None else len(data)
+        if damaged:
+            size = self._rewrite_without_damage(path, data, kept, size)
+        segment.size = size
         acked = bytearray(segment.count)
         for start, stop in gaps:
             acked[start - first_seq : stop - first_seq] = b"\x01" * (stop - start)
@@ -827,7 +889,7 @@ class DiskBuffer(_CappedBuffer):
             BUFFER_DROPPED.labels(reason="corrupt_frame").inc(lost)
 
     @staticmethod
-    def _cut_tail(path: Path, tail: tuple[int, int], lost: int) -> None:
+    def _cut_tail(path: Path, tail: tuple[int, int], lost: int, *, cut: bool = True) -> None:
         log.warning(
             "buffer segment tail cut",
             segment=path.name,
@@ -837,7 +899,44 @@ class DiskBuffer(_CappedBuffer):
         )
         BUFFER_DROPPED.labels(reason="corrupt_tail").inc(lost)
         # Cut it so the next start does not report the same damage again.
-        os.truncate(path, tail[0])
+        if cut:
+            os.truncate(path, tail[0])
+
+    def _rewrite_without_damage(
+        self, path: Path, data: bytes, kept: list[tuple[int, int]], size: int
+    ) -> int:
+        """Rewrite a segment damaged in the middle to its header and intact frames, so
+        that the next start does not count the same damage again (a cut tail is not
+        counted again either); the new size. The records lost in the damage stay a gap
+        in the seqs, acked from the start. A disk with no room for the copy leaves the
+        segment as it is: the damage is then reported again at the next start."""
+        repaired = data[:SEGMENT_HEADER_BYTES] + b"".join(data[start:end] for start, end in kept)
+        temporary = path.with_suffix(".tmp")
+        try:
+            self._files.write_file(temporary, repaired)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            if exc.errno not in _DISK_FULL_ERRNOS:
+                raise
+            log.warning(
+                "buffer segment not repaired",
+                segment=path.name,
+                error=exc.strerror,
+                effect="its damage is reported again at the next start",
+                action="free space in BUFFER_DIR",
+            )
+            if size < len(data):
+                os.truncate(path, size)
+            return size
+        # The copy replaces records that were on disk: it must be on disk before them.
+        fd = os.open(temporary, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+        self._dir_dirty = True
+        return len(repaired)
 
     # --- appending ------------------------------------------------------------------
 
@@ -859,8 +958,7 @@ class DiskBuffer(_CappedBuffer):
             return self._append_held(records, first_seq)
         parts, size, new_topics = self._encoder.encode(records, first_seq)
         accepted = total
-        # What else this write may add: a new segment's header and topic definitions.
-        extra = SEGMENT_HEADER_BYTES + len(self._encoder.all_topic_frames)
+        extra = self._append_extra()
         if self._bytes + size + extra > self._max_bytes:
             accepted = self._fit([len(frame) + 4 for frame in parts[::2]], extra)
             if accepted < total:
@@ -888,6 +986,9 @@ class DiskBuffer(_CappedBuffer):
         return Appended(first_seq, accepted)
 
     def _append_held(self, records: Sequence[Record], first_seq: int) -> Appended:
+        # Their topics' definitions go at the start of the segment they are written back
+        # to: known now, they count in `_append_extra` like those of encoded records.
+        self._encoder.define_topics([record[0] for record in records])
         accepted = self._hold_in_memory(records, first_seq)
         if accepted:
             BUFFER_HELD_IN_MEMORY.inc(accepted)
@@ -1003,6 +1104,11 @@ class DiskBuffer(_CappedBuffer):
         if active.drained():
             self._delete_segment(active)
 
+    def _append_extra(self) -> int:
+        """What a write may add besides its records: a new segment's header and topic
+        definitions. Held records reserve it too, for the segment they go back to."""
+        return SEGMENT_HEADER_BYTES + len(self._encoder.all_topic_frames)
+
     def _reclaim(self) -> None:
         """Delete drained segments; a drained active one too (on demand only: rotating
         whenever the producer catches up would churn files)."""
@@ -1050,7 +1156,7 @@ class DiskBuffer(_CappedBuffer):
             records_written_back=written_back,
         )
 
-    def _retry_disk(self, now: float) -> None:
+    def _retry_disk(self, now: float, *, within_cap: bool = True) -> None:
         """Write the held records back to disk if it has room (tried every
         `_DISK_RETRY_S`, and at once when acks free a segment)."""
         active = self._active
@@ -1060,20 +1166,48 @@ class DiskBuffer(_CappedBuffer):
             return
         written_back = 0
         try:
-            written_back = self._write_back_held()
+            written_back = self._write_back_held(within_cap=within_cap)
         except _DiskFullError as full:
             self._disk_refused(full.error, now)
             return
-        self._disk_has_room_again(written_back)
+        if self._disk_full:
+            self._disk_has_room_again(written_back)
         if self._fsync_ms == 0:
             self.sync()
 
-    def _write_back_held(self) -> int:
+    def _write_extra(self, size: int, new_topics: bytes) -> int:
+        """What `_write_frames` adds to a write of `size` bytes of records: a new
+        segment's header and every topic definition, the periodic definitions, or
+        those of its new topics."""
+        active = self._active
+        if active is None or (
+            active.size > SEGMENT_HEADER_BYTES and active.size + size > self._segment_bytes
+        ):
+            return SEGMENT_HEADER_BYTES + len(self._encoder.all_topic_frames)
+        if self._batches_since_topics + 1 >= TOPIC_DEFS_EVERY_BATCHES:
+            return len(self._encoder.all_topic_frames)
+        return len(new_topics)
+
+    def _write_back_fits(self, extra: int, written: int) -> bool:
+        """Whether writing held records back, adding `extra` bytes of headers and topic
+        definitions, keeps the files under the cap. The held records already count as
+        the frames they become, and reserved a segment's header and topic definitions;
+        the one record an empty buffer took past the cap goes back whatever its size."""
+        if self._capped_bytes() + extra <= self._max_bytes:
+            return True
+        return not written and self.records == 1 == len(self._in_memory.by_seq)
+
+    def _write_back_held(self, *, within_cap: bool = True) -> int:
         """Write the held records to a new segment, oldest first, as long as the disk
-        takes them; how many. Raises `_DiskFullError` once it does not (what was written
-        by then stays written and is no longer held)."""
+        takes them and, `within_cap`, the cap does; how many. Raises `_DiskFullError`
+        once the disk does not (what was written by then stays written and is no
+        longer held)."""
         held = self._in_memory
         seqs = list(held.by_seq)
+        if within_cap and not self._write_back_fits(
+            SEGMENT_HEADER_BYTES + len(self._encoder.all_topic_frames), 0
+        ):
+            return 0
         # A new segment: one that `unacked()` had already read must not grow behind it.
         self._rotate(seqs[0])
         written = 0
@@ -1089,6 +1223,11 @@ class DiskBuffer(_CappedBuffer):
                 stop += 1
             run = [held.by_seq[seq] for seq in seqs[start:stop]]
             parts, size, new_topics = self._encoder.encode(run, first_seq)
+            extra = self._write_extra(size, new_topics)
+            if within_cap and not self._write_back_fits(extra, written):
+                if new_topics:  # defined in the encoder, not yet in the segment
+                    self._batches_since_topics = TOPIC_DEFS_EVERY_BATCHES
+                break
             self._write_frames(first_seq, len(run), parts, size, new_topics, run[0][4])
             for seq in seqs[start:stop]:
                 held.pop(seq)
@@ -1235,14 +1374,18 @@ class DiskBuffer(_CappedBuffer):
         those held in memory because the disk was full."""
         last = -1
         segments = list(self._segments)
+        read: set[_Segment] = set()
         while segments:
+            read.update(segments)
             for seq, record in self._read(segments, count_replayed=False):
-                last = seq
-                yield seq, record
-            # Held records written back to disk while this ran are in newer segments;
-            # they come before what is still held.
-            newest = segments[-1].first_seq
-            segments = [segment for segment in self._segments if segment.first_seq > newest]
+                if seq > last:
+                    last = seq
+                    yield seq, record
+            # Held records written back to disk while this ran are in segments it has not
+            # read; they come before what is still held. Such a segment may start at the
+            # same seq as one it read (an empty one, deleted by the write-back): it is
+            # told apart by identity, not by its first seq.
+            segments = [segment for segment in self._segments if segment not in read]
         for seq, record in self._in_memory.items():
             if seq > last:
                 yield seq, record
@@ -1435,7 +1578,11 @@ class MemoryBuffer(_CappedBuffer):
         """
         self._check_open()
         records = self._in_memory.by_seq
-        seqs = [seq for seq in range(self._unspilled_from, self._next_seq) if seq in records]
+        seqs = [
+            seq
+            for seq in range(self._unspilled_from, self._next_seq)
+            if seq in records and _fits_a_frame(records[seq])
+        ]
         if not seqs:
             self._unspilled_from = self._next_seq
             return 0
@@ -1486,6 +1633,15 @@ class MemoryBuffer(_CappedBuffer):
         self._closed = True
         self.update_metrics()
 
+    def abandon(self) -> None:
+        """Drop everything without fsync or checkpoint: what a crash leaves.
+
+        For crash tests; the service uses `close()`.
+        """
+        if self._disk is not None:
+            self._disk.abandon()
+        self._closed = True
+
     def _capped_bytes(self) -> int:
         return self._in_memory.bytes
 
@@ -1520,6 +1676,16 @@ class MemoryBuffer(_CappedBuffer):
     def bytes(self) -> int:
         """Bytes held in memory plus the spill directory's segment files."""
         return self._in_memory.bytes + (self._disk.bytes if self._disk is not None else 0)
+
+
+def _fits_a_frame(record: Record) -> bool:
+    """Whether a record can be written to disk at all (Kafka would refuse one that
+    cannot): a `MemoryBuffer` keeps such a record in memory only, never spills it."""
+    try:
+        record_frame_sizes((record,))
+    except ValueError:
+        return False
+    return True
 
 
 def buffer_from_settings(settings: Settings) -> DiskBuffer | MemoryBuffer:

@@ -81,6 +81,7 @@ __all__ = [
     "encode_topic",
     "iter_frames",
     "parse_segment_header",
+    "record_frame_sizes",
     "record_seq_and_time",
     "segment_name",
 ]
@@ -200,6 +201,18 @@ class FrameEncoder:
         """A topic frame per known topic: what a new segment starts with."""
         return self._all_topics
 
+    def define_topics(self, topics: Iterator[str] | Sequence[str]) -> None:
+        """Give these topics ids now, as `encode` would (records that are not encoded yet
+        but will be: the next segment starts with their definitions too)."""
+        known = len(self._topic_ids)
+        try:
+            for topic in topics:
+                if topic not in self._topic_ids:
+                    self._new_topic(topic, [])
+        except BaseException:
+            self._forget_topics_from(known)
+            raise
+
     def _new_topic(self, topic: str, new_frames: list[bytes]) -> int:
         topic_id = len(self._topic_ids)
         if topic_id > 0xFFFF:
@@ -223,6 +236,29 @@ class FrameEncoder:
         records is a prefix of parts; `size` is their total length; the topic frames for
         topics first seen here must be written before the records.
         """
+        known = len(self._topic_ids)
+        try:
+            return self._encode(records, first_seq)
+        except BaseException:
+            # A refused batch registers nothing: a topic it defined would otherwise be
+            # taken as defined, and its next record written without a definition.
+            self._forget_topics_from(known)
+            raise
+
+    def _forget_topics_from(self, topic_id: int) -> None:
+        for name in [name for name, known in self._topic_ids.items() if known >= topic_id]:
+            del self._topic_ids[name]
+        for known in [known for known in self._topic_names if known >= topic_id]:
+            del self._topic_names[known]
+        self._all_topics = b"".join(
+            encode_topic(known, name) for known, name in self._topic_names.items()
+        )
+
+    def _encode(
+        self,
+        records: Sequence[tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None, int]],
+        first_seq: int,
+    ) -> tuple[list[bytes], int, bytes]:
         framer = self._framer
         if framer is not None:
             # The compiled framer takes a batch of known topics, bytes keys and no
@@ -282,6 +318,28 @@ class FrameEncoder:
         if size > MAX_BODY_BYTES:
             _check_frame_sizes(parts)
         return parts, size, b"".join(new_frames)
+
+
+def record_frame_sizes(
+    records: Sequence[tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None, int]],
+) -> list[int]:
+    """The bytes each record's frame takes on disk, exactly what `FrameEncoder.encode`
+    writes for it, without encoding it; raises ValueError as `encode` does for a record
+    over `MAX_BODY_BYTES`."""
+    sizes = []
+    fixed = _RECORD_FIELDS.size
+    for _topic, key, value, headers, _created_at_ms in records:
+        body = fixed + len(value) + (0 if key is None else len(key))
+        if headers:
+            for name, header_value in headers:
+                body += _HEADER_HEAD.size + len(name.encode()) + len(header_value)
+        if body > MAX_BODY_BYTES:
+            raise ValueError(
+                f"a record of {_FRAME_HEAD.size + body} bytes is over the buffer's limit of "
+                f"{MAX_BODY_BYTES} bytes (Kafka would refuse it too)"
+            )
+        sizes.append(_FRAME_HEAD.size + body + _CRC.size)
+    return sizes
 
 
 def _check_frame_sizes(parts: list[bytes]) -> None:
