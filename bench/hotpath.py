@@ -198,9 +198,9 @@ def _settings(directory: Path, mode: BufferMode, brokers: str, topics: BenchTopi
 
 def _open_buffer(settings: Settings) -> Buffer:
     buffer: Buffer = (
-        MemoryBuffer.from_settings(settings)
+        MemoryBuffer.from_config(configs.buffer_config(settings))
         if settings.buffer_mode is BufferMode.MEMORY
-        else DiskBuffer.from_settings(settings)
+        else DiskBuffer.from_config(configs.buffer_config(settings))
     )
     buffer.open()
     return buffer

@@ -4,8 +4,7 @@
 and its check. Components do not see it: each takes its own frozen config, so that its
 signature says what it depends on and a test builds one without an environment. This
 module is the only mapping between the two; the service, the commands and the benchmarks
-call it. (The buffer, the IRC pool and the fleet still take `Settings`: the next ones to move
-here.)
+call it. (The IRC pool and the fleet still take `Settings`: the next ones to move here.)
 """
 
 from __future__ import annotations
@@ -13,13 +12,16 @@ from __future__ import annotations
 from pydantic import SecretStr
 
 from twitch_ingestion.config import ClientType, Settings
+from twitch_ingestion.kafka.buffer import BufferConfig
 from twitch_ingestion.kafka.producer_config import KafkaConnection, ProducerTuning
 from twitch_ingestion.kafka.sink import KafkaSinkConfig
+from twitch_ingestion.native import compiled_record_framer
 from twitch_ingestion.records.topics import Topics
 from twitch_ingestion.sources.eventsub.client import EventSubConfig
 from twitch_ingestion.sources.token_guard import TokenGuardConfig
 
 __all__ = [
+    "buffer_config",
     "eventsub_config",
     "kafka_connection",
     "kafka_sink_config",
@@ -27,6 +29,19 @@ __all__ = [
     "token_guard_config",
     "topics",
 ]
+
+
+def buffer_config(settings: Settings) -> BufferConfig:
+    """The buffer's BUFFER_* settings and the record framer HOT_PATH chose."""
+    return BufferConfig(
+        mode=settings.buffer_mode,
+        directory=settings.buffer_dir,
+        max_bytes=settings.buffer_max_bytes,
+        segment_bytes=settings.buffer_segment_bytes,
+        fsync_ms=settings.buffer_fsync_ms,
+        full_policy=settings.buffer_full_policy,
+        framer=compiled_record_framer(settings.hot_path),
+    )
 
 
 def kafka_connection(settings: Settings) -> KafkaConnection:

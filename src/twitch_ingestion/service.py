@@ -32,7 +32,7 @@ from twitch_ingestion.channel_flow import ChannelFlow, ChannelFlowSink
 from twitch_ingestion.config import ChannelSource, Settings, SourceKind
 from twitch_ingestion.fleet.assignment import FleetError, FleetMember
 from twitch_ingestion.health import HealthServer, HealthServerError
-from twitch_ingestion.kafka.buffer import DurableBufferError, buffer_from_settings
+from twitch_ingestion.kafka.buffer import DurableBufferError, buffer_from_config
 from twitch_ingestion.kafka.producer import KafkaProducer
 from twitch_ingestion.kafka.producer_config import admin_config
 from twitch_ingestion.kafka.sink import KafkaSink
@@ -127,7 +127,7 @@ class IngestionService:
         self.producer = KafkaProducer(
             configs.kafka_connection(settings), configs.producer_tuning(settings)
         )
-        self.buffer = buffer_from_settings(settings)
+        self.buffer = buffer_from_config(configs.buffer_config(settings))
         self.sink = KafkaSink(configs.kafka_sink_config(settings), self.producer, self.buffer)
         self.records = RecordBuilder(configs.topics(settings))
         # Per-channel metrics count each chunk a source hands to the sink: one call site.

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.service_process import ServiceProcess
+from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import Settings
-from twitch_ingestion.kafka.buffer import buffer_from_settings
+from twitch_ingestion.kafka.buffer import buffer_from_config
 from twitch_ingestion.service import ExitCode
 from twitch_ingestion.simulator import SimulatorThread
 
@@ -27,7 +28,7 @@ SHUTDOWN_TIMEOUT_S = 600
 
 def buffered_records(buffer_dir: Path) -> int:
     settings = Settings(_env_file=None, twitch_channel=[CHANNEL], buffer_dir=buffer_dir)  # type: ignore[call-arg]
-    buffer = buffer_from_settings(settings)
+    buffer = buffer_from_config(configs.buffer_config(settings))
     buffer.open()
     try:
         return buffer.records

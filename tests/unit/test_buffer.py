@@ -33,6 +33,7 @@ from tests.support.buffers import (
     warnings_named,
 )
 from tests.support.loop_watchdog import loop_watchdog
+from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import BufferFullPolicy, BufferMode, load_settings
 from twitch_ingestion.kafka import segment_log
 from twitch_ingestion.kafka.buffer import (
@@ -42,7 +43,7 @@ from twitch_ingestion.kafka.buffer import (
     DiskBuffer,
     DurableBufferError,
     MemoryBuffer,
-    buffer_from_settings,
+    buffer_from_config,
 )
 from twitch_ingestion.kafka.segment_log import CORRUPT, KIND_RECORD, iter_frames
 
@@ -666,12 +667,15 @@ def test_stats_and_metrics_follow_appends_acks_and_replay(tmp_path: Path) -> Non
     reopened.close()
 
 
-def test_buffer_from_settings_follows_buffer_mode(tmp_path: Path) -> None:
+def test_buffer_from_config_follows_buffer_mode(tmp_path: Path) -> None:
     disk = load_settings(twitch_channel="a", buffer_dir=tmp_path, buffer_segment_bytes=4096)
     memory = load_settings(twitch_channel="a", buffer_dir=tmp_path, buffer_mode=BufferMode.MEMORY)
-    assert isinstance(buffer_from_settings(disk), DiskBuffer)
-    assert isinstance(buffer_from_settings(memory), MemoryBuffer)
-    for buffer in (buffer_from_settings(disk), buffer_from_settings(memory)):
+    assert isinstance(buffer_from_config(configs.buffer_config(disk)), DiskBuffer)
+    assert isinstance(buffer_from_config(configs.buffer_config(memory)), MemoryBuffer)
+    for buffer in (
+        buffer_from_config(configs.buffer_config(disk)),
+        buffer_from_config(configs.buffer_config(memory)),
+    ):
         checked: Buffer = buffer  # both satisfy the protocol (mypy checks this line)
         checked.open()
         checked.append_batch(records(0, 2))

@@ -38,6 +38,7 @@ RULES = [
             "kafka.producer_config",
             "kafka.producer",
             "kafka.sink",
+            "kafka.buffer",
             "channel_flow",
         )
     ),

@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 
 from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import BufferMode, Settings
-from twitch_ingestion.kafka.buffer import DiskBuffer, MemoryBuffer, buffer_from_settings
+from twitch_ingestion.kafka.buffer import DiskBuffer, MemoryBuffer, buffer_from_config
 from twitch_ingestion.kafka.delivery import REDELIVERY_DELAY_S, REFUSED_RETRY_DELAY_S
 from twitch_ingestion.kafka.producer import DeliveryCallback, SeqDeliveryCallback
 from twitch_ingestion.kafka.sink import KafkaSink
@@ -211,7 +211,7 @@ def make_harness(tmp_path: Path) -> Any:
 
     def make(capacity: int = 1_000_000, **overrides: Any) -> Harness:
         settings = make_settings(tmp_path, **overrides)
-        buffer = buffer_from_settings(settings)
+        buffer = buffer_from_config(configs.buffer_config(settings))
         buffer.open()
         producer = FakeProducer(capacity)
         clock = FakeClock()
@@ -437,12 +437,12 @@ async def test_a_held_sink_produces_nothing_until_released_then_everything_in_or
 ) -> None:
     # An earlier run left records 0 and 1 unacknowledged in the buffer.
     settings = make_settings(tmp_path)
-    earlier = buffer_from_settings(settings)
+    earlier = buffer_from_config(configs.buffer_config(settings))
     earlier.open()
     earlier.append_batch([record(0), record(1)])
     earlier.close()
 
-    buffer = buffer_from_settings(settings)
+    buffer = buffer_from_config(configs.buffer_config(settings))
     buffer.open()
     producer = FakeProducer()
     clock = FakeClock()
@@ -477,7 +477,7 @@ async def test_shutdown_with_records_outstanding_keeps_them_for_the_next_start(
     tmp_path: Path,
 ) -> None:
     settings = make_settings(tmp_path)
-    buffer = buffer_from_settings(settings)
+    buffer = buffer_from_config(configs.buffer_config(settings))
     buffer.open()
     producer = FakeProducer()
     sink = KafkaSink(configs.kafka_sink_config(settings), producer, buffer, clock=FakeClock())
@@ -486,7 +486,7 @@ async def test_shutdown_with_records_outstanding_keeps_them_for_the_next_start(
     assert sink.pending == 3
     sink.close()
 
-    reopened = buffer_from_settings(settings)
+    reopened = buffer_from_config(configs.buffer_config(settings))
     reopened.open()
     producer = FakeProducer()
     sink = KafkaSink(configs.kafka_sink_config(settings), producer, reopened, clock=FakeClock())

@@ -96,12 +96,13 @@ import time
 from array import array
 from bisect import bisect_right
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, NamedTuple, Protocol, Self, TypedDict, Unpack
 
 import structlog
 
-from twitch_ingestion.config import BufferFullPolicy, BufferMode, Settings
+from twitch_ingestion.config import BufferFullPolicy, BufferMode
 from twitch_ingestion.kafka.segment_log import (
     ACKS_SUFFIX,
     CORRUPT,
@@ -135,12 +136,13 @@ from twitch_ingestion.metrics import (
 )
 
 # Re-exported: the record type is the sources' and the sink's (`records.py`).
-from twitch_ingestion.native import RecordFramer, compiled_record_framer
+from twitch_ingestion.native import RecordFramer
 from twitch_ingestion.records import Headers, Record
 
 __all__ = [
     "Appended",
     "Buffer",
+    "BufferConfig",
     "BufferDirectoryError",
     "BufferLockedError",
     "BufferOptions",
@@ -151,10 +153,24 @@ __all__ = [
     "MemoryBuffer",
     "Record",
     "SegmentFiles",
-    "buffer_from_settings",
+    "buffer_from_config",
 ]
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BufferConfig:
+    """BUFFER_MODE, BUFFER_DIR, BUFFER_MAX_BYTES, BUFFER_SEGMENT_BYTES, BUFFER_FSYNC_MS,
+    BUFFER_FULL_POLICY, and the record framer HOT_PATH chose (None: Python's)."""
+
+    mode: BufferMode
+    directory: Path
+    max_bytes: int
+    segment_bytes: int
+    fsync_ms: int
+    full_policy: BufferFullPolicy
+    framer: RecordFramer | None
 
 
 # A segment is at most this fraction of BUFFER_MAX_BYTES, so that acked space comes back
@@ -392,15 +408,15 @@ class _CappedBuffer:
         self._closed = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
-        """Built from the BUFFER_* settings (both buffers take the same options)."""
+    def from_config(cls, config: BufferConfig) -> Self:
+        """Built from its config (both buffers take the same options)."""
         return cls(
-            settings.buffer_dir,
-            max_bytes=settings.buffer_max_bytes,
-            segment_bytes=settings.buffer_segment_bytes,
-            fsync_ms=settings.buffer_fsync_ms,
-            full_policy=settings.buffer_full_policy,
-            framer=compiled_record_framer(settings.hot_path),
+            config.directory,
+            max_bytes=config.max_bytes,
+            segment_bytes=config.segment_bytes,
+            fsync_ms=config.fsync_ms,
+            full_policy=config.full_policy,
+            framer=config.framer,
         )
 
     # --- what a subclass provides -----------------------------------------------------
@@ -1688,8 +1704,8 @@ def _fits_a_frame(record: Record) -> bool:
     return True
 
 
-def buffer_from_settings(settings: Settings) -> DiskBuffer | MemoryBuffer:
+def buffer_from_config(config: BufferConfig) -> DiskBuffer | MemoryBuffer:
     """The buffer BUFFER_MODE asks for, not yet opened."""
-    if settings.buffer_mode is BufferMode.MEMORY:
-        return MemoryBuffer.from_settings(settings)
-    return DiskBuffer.from_settings(settings)
+    if config.mode is BufferMode.MEMORY:
+        return MemoryBuffer.from_config(config)
+    return DiskBuffer.from_config(config)
