@@ -7,10 +7,11 @@ imports are resolved, so a rule cannot be dodged by where the import sits.
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
+
+from tests.support.imports import imports_of
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / "src" / "twitch_ingestion"
 PACKAGE = "twitch_ingestion"
@@ -60,26 +61,7 @@ def _imports(path: Path) -> set[str]:
     """Every module `path` imports, as absolute dotted names."""
     module = _module_name(path)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    return _imports_of(path.read_text(encoding="utf-8"), package)
-
-
-def _imports_of(source: str, package: str) -> set[str]:
-    """Every module `source` (a module of `package`) imports, as absolute dotted names."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                target = ".".join([*base, node.module] if node.module else base)
-            else:
-                target = node.module or ""
-            found.add(target)
-            # `from pkg import module` imports the module too.
-            found.update(f"{target}.{alias.name}" for alias in node.names)
-    return found
+    return imports_of(path.read_text(encoding="utf-8"), package)
 
 
 def _modules_under(prefix: str) -> list[Path]:
@@ -119,6 +101,6 @@ def test_the_reader_sees_relative_and_type_checking_imports() -> None:
         "def f() -> None:\n"
         "    import twitch_ingestion.sources.irc.irc\n"
     )
-    found = _imports_of(source, "twitch_ingestion.sources.eventsub")
+    found = imports_of(source, "twitch_ingestion.sources.eventsub")
     assert "twitch_ingestion.sources.irc.routing" in found
     assert "twitch_ingestion.sources.irc.irc" in found

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.imports import imports_of
+
 TESTS_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -27,30 +29,11 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _imports_of(source: str, package: str) -> set[str]:
-    """Every module `source` (a module of `package`) imports, as absolute dotted names."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                target = ".".join([*base, node.module] if node.module else base)
-            else:
-                target = node.module or ""
-            found.add(target)
-            # `from tests.unit import test_buffer` imports the module too.
-            found.update(f"{target}.{alias.name}" for alias in node.names)
-    return found
-
-
 def _test_modules_imported(source: str, package: str) -> set[str]:
     """The `test_*` modules of the suite that `source` imports."""
     return {
         name
-        for name in _imports_of(source, package)
+        for name in imports_of(source, package)
         if name.startswith("tests.") and name.rpartition(".")[2].startswith("test_")
     }
 
