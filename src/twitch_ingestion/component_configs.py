@@ -17,7 +17,7 @@ from twitch_ingestion.kafka.producer_config import KafkaConnection, ProducerTuni
 from twitch_ingestion.kafka.sink import KafkaSinkConfig
 from twitch_ingestion.native import compiled_record_framer
 from twitch_ingestion.records.topics import Topics
-from twitch_ingestion.sources.eventsub.client import EventSubConfig
+from twitch_ingestion.sources.eventsub.config import EventSubConfig
 from twitch_ingestion.sources.token_guard import TokenGuardConfig
 
 __all__ = [
