@@ -12,6 +12,7 @@ from __future__ import annotations
 from pydantic import SecretStr
 
 from twitch_ingestion.config import ClientType, Settings
+from twitch_ingestion.health import HealthConfig
 from twitch_ingestion.kafka.buffer import BufferConfig
 from twitch_ingestion.kafka.producer_config import KafkaConnection, ProducerTuning
 from twitch_ingestion.kafka.sink import KafkaSinkConfig
@@ -23,6 +24,7 @@ from twitch_ingestion.sources.token_guard import TokenGuardConfig
 __all__ = [
     "buffer_config",
     "eventsub_config",
+    "health_config",
     "kafka_connection",
     "kafka_sink_config",
     "producer_tuning",
@@ -131,6 +133,11 @@ def eventsub_config(
         auth_url=settings.twitch_auth_url,
         **values,  # type: ignore[arg-type]
     )
+
+
+def health_config(settings: Settings) -> HealthConfig:
+    """Where the health server listens (HEALTH_HOST, HEALTH_PORT; 0: no server)."""
+    return HealthConfig.from_port_setting(settings.health_host, settings.health_port)
 
 
 def token_guard_config(settings: Settings) -> TokenGuardConfig | None:

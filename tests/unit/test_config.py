@@ -9,6 +9,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import ConfigError, ConfigProblem, LogFormat, Settings, load_settings
+from twitch_ingestion.health import HealthConfig
 from twitch_ingestion.kafka.producer_config import librdkafka_problems
 
 TOKEN = "oauth:abcdefghijklmnopqrstuvwxyz0123"
@@ -491,3 +492,23 @@ def test_a_relative_buffer_dir_is_made_absolute_where_the_settings_are_loaded(
     monkeypatch.chdir(tmp_path)
     settings = Settings(_env_file=None, twitch_channel=["forsen"], buffer_dir=Path("data/buffer"))  # type: ignore[call-arg]
     assert settings.buffer_dir == tmp_path / "data" / "buffer"
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "expected"),
+    [
+        (None, None, HealthConfig(host="0.0.0.0", port=8080)),
+        ("127.0.0.1", "9100", HealthConfig(host="127.0.0.1", port=9100)),
+        ("127.0.0.1", "0", HealthConfig(host="127.0.0.1", port=None)),
+    ],
+)
+def test_health_config_is_health_host_and_port_with_zero_meaning_no_server(
+    monkeypatch: pytest.MonkeyPatch, host: str | None, port: str | None, expected: HealthConfig
+) -> None:
+    monkeypatch.setenv("TWITCH_CHANNEL", "somechannel")
+    if host is not None:
+        monkeypatch.setenv("HEALTH_HOST", host)
+    if port is not None:
+        monkeypatch.setenv("HEALTH_PORT", port)
+    config = configs.health_config(load_settings())
+    assert config == expected

@@ -41,6 +41,7 @@ RULES = [
             "kafka.sink",
             "kafka.buffer",
             "channel_flow",
+            "health",
         )
     ),
     *(
