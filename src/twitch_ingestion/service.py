@@ -115,7 +115,9 @@ def source_from_settings(
             full_policy=settings.buffer_full_policy,
         )
     token = configs.token_guard_config(settings)
-    return IrcSource(settings, records, sink, channels=channels, token=token)
+    return IrcSource(
+        configs.irc_source_config(settings), records, sink, channels=channels, token=token
+    )
 
 
 class IngestionService:

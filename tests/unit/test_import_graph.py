@@ -35,6 +35,7 @@ RULES = [
             "records",
             "sources.eventsub",
             "sources.common",
+            "sources.irc",
             "sources.token_guard",
             "kafka.producer_config",
             "kafka.producer",
