@@ -1,12 +1,15 @@
 """`python -m bench [--only parse,throughput,…] [flags]`: run benchmarks, print one table.
 
 Each benchmark writes `bench/results/<name>.json`; a benchmark that fails is reported
-and the others still run (the exit status is then 1). `--help` lists every flag.
+and the others still run (the exit status is then 1). The benchmarks that need Kafka
+(`NEEDS_BROKER`) are not started without one: one line on stderr says what to start,
+exit status 1. `--help` lists every flag.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -14,7 +17,7 @@ import traceback
 from types import ModuleType
 
 from bench import buffer, hotpath, latency, parse, scale, throughput
-from bench.harness import DEFAULT_BROKERS
+from bench.harness import DEFAULT_BROKERS, broker_problem
 from bench.machine import busy_cores, load_average, machine_info, wait_for_quiet
 from bench.report import Figure, render_table, write_result
 from twitch_ingestion.sources.irc.compiled import extension_available
@@ -75,7 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
         default="compiled,python" if extension_available() else "python",
         help="HOT_PATH values to compare (hotpath, throughput), interleaved A/B in one sitting",
     )
-    parser.add_argument("--brokers", default=DEFAULT_BROKERS, help="Kafka bootstrap servers")
+    parser.add_argument(
+        "--brokers",
+        default=os.environ.get("KAFKA_BROKERS") or DEFAULT_BROKERS,
+        help="Kafka bootstrap servers (KAFKA_BROKERS if set, else the local `make broker`)",
+    )
+    parser.add_argument(
+        "--broker-timeout-s",
+        type=float,
+        default=10.0,
+        help="how long the broker has to answer before the benchmarks that need it give up",
+    )
     parser.add_argument(
         "--quiet-timeout-s",
         type=float,
@@ -95,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if any(getattr(BENCHMARKS[name], "NEEDS_BROKER", False) for name in args.only):
+        problem = broker_problem(args.brokers, args.broker_timeout_s)
+        if problem is not None:
+            print(f"python -m bench: {problem}", file=sys.stderr)
+            return 1
     command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     machine = machine_info()
     print(

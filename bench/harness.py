@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from tests.integration.service_process import ServiceProcess
 
@@ -34,6 +34,7 @@ __all__ = [
     "BenchTopics",
     "RunningService",
     "TopicCounter",
+    "broker_problem",
     "local_broker_stats",
     "running_service",
 ]
@@ -80,6 +81,24 @@ class BenchTopics:
             "KAFKA_TOPIC_CHAT_EVENTS": self.events,
             "KAFKA_TOPIC_DLQ": self.dlq,
         }
+
+
+def broker_problem(brokers: str, timeout_s: float) -> str | None:
+    """None when a Kafka broker at `brokers` answers within `timeout_s`, else one line
+    saying what is missing and what to start (rather than a timeout's traceback later,
+    from the first topic a benchmark creates)."""
+    # log_level 0: librdkafka would print each refused connection to stderr itself.
+    admin = AdminClient({"bootstrap.servers": brokers, "log_level": 0})
+    try:
+        admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        error = exc.args[0]
+        reason = error.str() if isinstance(error, KafkaError) else str(exc)
+        return (
+            f"no Kafka broker answers at {brokers} within {timeout_s:g} s ({reason}): start one"
+            " with `make broker`, or point --brokers (or KAFKA_BROKERS) at yours"
+        )
+    return None
 
 
 def create_topics(brokers: str, topics: BenchTopics, chat_config: Mapping[str, str]) -> None:

@@ -62,9 +62,11 @@ from twitch_ingestion.sources.irc.records import IrcRecordEncoder
 from twitch_ingestion.sources.irc.routing import ContractViolation, route_message
 from twitch_ingestion.sources.irc.session import ChatLines, TwitchSession
 
-__all__ = ["NAME", "NullRecordSink", "add_arguments", "best_ns_per_item", "run"]
+__all__ = ["NAME", "NEEDS_BROKER", "NullRecordSink", "add_arguments", "best_ns_per_item", "run"]
 
 NAME = "hotpath"
+NEEDS_BROKER = True
+"""Runs against Kafka: `python -m bench` checks a broker answers before starting it."""
 
 _READ_BYTES = 256 * 1024  # TWITCH_READ_BUFFER_BYTES' default: one read at saturation
 

@@ -40,9 +40,11 @@ from bench.machine import load_average
 from bench.report import Result, at_most
 from twitch_ingestion.simulator import SimulatorConfig, SimulatorThread, default_corpus_path
 
-__all__ = ["NAME", "add_arguments", "percentile", "run"]
+__all__ = ["NAME", "NEEDS_BROKER", "add_arguments", "percentile", "run"]
 
 NAME = "latency"
+NEEDS_BROKER = True
+"""Runs against Kafka: `python -m bench` checks a broker answers before starting it."""
 
 TARGET_P99_MS_AT_5K = 50.0
 _PARTITIONS = 6

@@ -23,9 +23,11 @@ from bench.machine import load_average
 from bench.report import Result, at_most, exactly
 from twitch_ingestion.simulator import SimulatorConfig, SimulatorThread, default_corpus_path
 
-__all__ = ["NAME", "add_arguments", "run"]
+__all__ = ["NAME", "NEEDS_BROKER", "add_arguments", "run"]
 
 NAME = "scale"
+NEEDS_BROKER = True
+"""Runs against Kafka: `python -m bench` checks a broker answers before starting it."""
 
 TARGET_RSS_MIB = 150.0
 _VERIFIED_BOT_JOINS_PER_10_S = 2000

@@ -34,9 +34,11 @@ from bench.process_stats import ProcessStats
 from bench.report import Result, at_least, at_most, exactly
 from twitch_ingestion.simulator import SimulatorConfig, SimulatorThread, default_corpus_path
 
-__all__ = ["NAME", "add_arguments", "run"]
+__all__ = ["NAME", "NEEDS_BROKER", "add_arguments", "run"]
 
 NAME = "throughput"
+NEEDS_BROKER = True
+"""Runs against Kafka: `python -m bench` checks a broker answers before starting it."""
 
 TARGET_MESSAGES_PER_S = 50_000
 TARGET_CPU_US_PER_MESSAGE = 14.0  # issue 12: a third of the seed stack's

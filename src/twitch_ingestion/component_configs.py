@@ -4,7 +4,7 @@
 and its check. Components do not see it: each takes its own frozen config, so that its
 signature says what it depends on and a test builds one without an environment. This
 module is the only mapping between the two; the service, the commands and the benchmarks
-call it. (The IRC pool and the fleet still take `Settings`: the next ones to move here.)
+call it. (The fleet still takes `Settings`: the next one to move here.)
 """
 
 from __future__ import annotations
@@ -12,17 +12,21 @@ from __future__ import annotations
 from pydantic import SecretStr
 
 from twitch_ingestion.config import ClientType, Settings
+from twitch_ingestion.health import HealthConfig
 from twitch_ingestion.kafka.buffer import BufferConfig
 from twitch_ingestion.kafka.producer_config import KafkaConnection, ProducerTuning
 from twitch_ingestion.kafka.sink import KafkaSinkConfig
 from twitch_ingestion.native import compiled_record_framer
 from twitch_ingestion.records.topics import Topics
-from twitch_ingestion.sources.eventsub.client import EventSubConfig
+from twitch_ingestion.sources.eventsub.config import EventSubConfig
+from twitch_ingestion.sources.irc.config import IrcSourceConfig
 from twitch_ingestion.sources.token_guard import TokenGuardConfig
 
 __all__ = [
     "buffer_config",
     "eventsub_config",
+    "health_config",
+    "irc_source_config",
     "kafka_connection",
     "kafka_sink_config",
     "producer_tuning",
@@ -130,6 +134,41 @@ def eventsub_config(
         api_url=settings.twitch_api_url,
         auth_url=settings.twitch_auth_url,
         **values,  # type: ignore[arg-type]
+    )
+
+
+def health_config(settings: Settings) -> HealthConfig:
+    """Where the health server listens (HEALTH_HOST, HEALTH_PORT; 0: no server)."""
+    return HealthConfig.from_port_setting(settings.health_host, settings.health_port)
+
+
+def irc_source_config(settings: Settings) -> IrcSourceConfig:
+    """The IRC source's TWITCH_* settings and HOT_PATH (the login resolved once: an
+    anonymous one is a random `justinfan` guest)."""
+    return IrcSourceConfig(
+        twitch_login=settings.twitch_login,
+        twitch_oauth_token=settings.twitch_oauth_token,
+        twitch_channel=tuple(settings.twitch_channel),
+        hot_path=settings.hot_path,
+        twitch_irc_host=settings.twitch_irc_host,
+        twitch_irc_port=settings.twitch_irc_port,
+        twitch_irc_tls=settings.twitch_irc_tls,
+        twitch_connect_timeout_s=settings.twitch_connect_timeout_s,
+        twitch_login_timeout_s=settings.twitch_login_timeout_s,
+        twitch_reconnect_base_s=settings.twitch_reconnect_base_s,
+        twitch_reconnect_max_s=settings.twitch_reconnect_max_s,
+        twitch_reconnect_reset_after_s=settings.twitch_reconnect_reset_after_s,
+        twitch_max_reconnect_attempts=settings.twitch_max_reconnect_attempts,
+        twitch_ping_interval_s=settings.twitch_ping_interval_s,
+        twitch_pong_timeout_s=settings.twitch_pong_timeout_s,
+        twitch_join_timeout_s=settings.twitch_join_timeout_s,
+        twitch_join_retry_interval_s=settings.twitch_join_retry_interval_s,
+        twitch_join_rate_limit=settings.twitch_join_rate_limit,
+        twitch_join_rate_window_s=settings.twitch_join_rate_window_s,
+        twitch_channels_per_connection=settings.twitch_channels_per_connection,
+        twitch_connection_open_interval_s=settings.twitch_connection_open_interval_s,
+        twitch_reconnect_overlap_s=settings.twitch_reconnect_overlap_s,
+        twitch_read_buffer_bytes=settings.twitch_read_buffer_bytes,
     )
 
 

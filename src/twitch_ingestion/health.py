@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
@@ -30,7 +31,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from twitch_ingestion.metrics import render_metrics
 
-__all__ = ["HealthServer", "HealthServerError", "Readiness"]
+__all__ = ["HealthConfig", "HealthServer", "HealthServerError", "Readiness"]
 
 log = structlog.get_logger(__name__)
 
@@ -74,6 +75,21 @@ class _ClientMistakesWithoutTraceback(logging.Filter):
 _http_log.addFilter(_ClientMistakesWithoutTraceback())
 
 
+@dataclass(frozen=True)
+class HealthConfig:
+    """Where the health server listens (`component_configs.health_config`)."""
+
+    host: str
+    """HEALTH_HOST: the address to bind (0.0.0.0: every interface)."""
+    port: int | None
+    """The port to bind; None: no health server; 0: an ephemeral port (tests)."""
+
+    @classmethod
+    def from_port_setting(cls, host: str, health_port: int) -> HealthConfig:
+        """From HEALTH_HOST and HEALTH_PORT, where HEALTH_PORT=0 means "no health server"."""
+        return cls(host, health_port or None)
+
+
 class HealthServerError(Exception):
     """The health server cannot listen; the message names the setting and the fix."""
 
@@ -83,7 +99,7 @@ class HealthServer:
 
     `port=None` turns the server off (`start()` does nothing); `port=0` binds an
     ephemeral port, readable from `.port` after `start()` (tests use that). The service
-    maps `HEALTH_PORT=0` to None — see `from_port_setting`.
+    builds it `from_config`, where `HEALTH_PORT=0` became None (`HealthConfig`).
     """
 
     def __init__(
@@ -104,9 +120,13 @@ class HealthServer:
         self.port: int | None = None
 
     @classmethod
+    def from_config(cls, config: HealthConfig, readiness: Readiness) -> HealthServer:
+        return cls(config.host, config.port, readiness)
+
+    @classmethod
     def from_port_setting(cls, host: str, health_port: int, readiness: Readiness) -> HealthServer:
         """Build from the `HEALTH_PORT` setting, where 0 means "no health server"."""
-        return cls(host, health_port or None, readiness)
+        return cls.from_config(HealthConfig.from_port_setting(host, health_port), readiness)
 
     @property
     def enabled(self) -> bool:

@@ -115,7 +115,9 @@ def source_from_settings(
             full_policy=settings.buffer_full_policy,
         )
     token = configs.token_guard_config(settings)
-    return IrcSource(settings, records, sink, channels=channels, token=token)
+    return IrcSource(
+        configs.irc_source_config(settings), records, sink, channels=channels, token=token
+    )
 
 
 class IngestionService:
@@ -219,9 +221,7 @@ class IngestionService:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
-        health = HealthServer.from_port_setting(
-            settings.health_host, settings.health_port, self.readiness
-        )
+        health = HealthServer.from_config(configs.health_config(settings), self.readiness)
         failed = await self._start(health)
         if failed is not None:
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -17,9 +17,11 @@ from twitch_ingestion.simulator.eventsub_server import (
     IssuedToken,
 )
 from twitch_ingestion.simulator.streams import NUMBERED_SENDER
-from twitch_ingestion.sources.eventsub.client import EventSubClient, EventSubConfig, SourceFailure
+from twitch_ingestion.sources.eventsub.client import EventSubClient
+from twitch_ingestion.sources.eventsub.config import EventSubConfig
 from twitch_ingestion.sources.eventsub.helix import ChannelProblem
 from twitch_ingestion.sources.eventsub.messages import DeadLetter
+from twitch_ingestion.sources.eventsub.output import SourceFailure
 from twitch_ingestion.sources.eventsub.records import CHAT_SUBSCRIPTION_TYPES, EventSubRecord
 
 __all__ = [

@@ -32,10 +32,8 @@ from twitch_ingestion.simulator.eventsub_server import (
     EventSubSimulator,
     EventSubSimulatorThread,
 )
-from twitch_ingestion.sources.eventsub.client import (
-    EventSubClient,
-    SourceFailure,
-)
+from twitch_ingestion.sources.eventsub.client import EventSubClient
+from twitch_ingestion.sources.eventsub.output import SourceFailure
 from twitch_ingestion.sources.eventsub.records import CHAT_SUBSCRIPTION_TYPES
 from twitch_ingestion.sources.eventsub.session import CLOSE_CODES, ReconnectKind
 

@@ -35,7 +35,8 @@ from tests.support.health_endpoint import http_get, metric
 from tests.support.ports import free_port
 from tests.support.waiting import eventually, wait_until
 from twitch_ingestion.simulator.eventsub_server import EventSubSimulator, EventSubSimulatorThread
-from twitch_ingestion.sources.eventsub.client import EventSubClient, SourceFailure
+from twitch_ingestion.sources.eventsub.client import EventSubClient
+from twitch_ingestion.sources.eventsub.output import SourceFailure
 from twitch_ingestion.sources.eventsub.records import CHAT_SUBSCRIPTION_TYPES
 from twitch_ingestion.sources.eventsub.service_source import EventSubFailed
 from twitch_ingestion.sources.eventsub.session import ReconnectKind

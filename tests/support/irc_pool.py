@@ -7,8 +7,10 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import Settings
 from twitch_ingestion.simulator import NUMBERED_SENDER
+from twitch_ingestion.sources.irc.config import IrcSourceConfig
 from twitch_ingestion.sources.irc.irc import IrcMessage
 from twitch_ingestion.sources.irc.pool import TwitchSource
 
@@ -43,8 +45,8 @@ class RecordingChatSink:
         return out
 
 
-def settings(port: int, channels: list[str], **overrides: Any) -> Settings:
-    """Settings for a pool against the simulator on `port`: short timeouts, fast retries."""
+def settings(port: int, channels: list[str], **overrides: Any) -> IrcSourceConfig:
+    """The config of a pool against the simulator on `port`: short timeouts, fast retries."""
     values: dict[str, Any] = {
         "twitch_channel": channels,
         "twitch_username": "poolbot",
@@ -68,7 +70,7 @@ def settings(port: int, channels: list[str], **overrides: Any) -> Settings:
     }
     values.update(overrides)
     # No .env file: a developer's local settings must not leak into a case.
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return configs.irc_source_config(Settings(_env_file=None, **values))  # type: ignore[call-arg]
 
 
 @contextlib.asynccontextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import ConfigError, ConfigProblem, LogFormat, Settings, load_settings
+from twitch_ingestion.health import HealthConfig
 from twitch_ingestion.kafka.producer_config import librdkafka_problems
 
 TOKEN = "oauth:abcdefghijklmnopqrstuvwxyz0123"
@@ -491,3 +493,63 @@ def test_a_relative_buffer_dir_is_made_absolute_where_the_settings_are_loaded(
     monkeypatch.chdir(tmp_path)
     settings = Settings(_env_file=None, twitch_channel=["forsen"], buffer_dir=Path("data/buffer"))  # type: ignore[call-arg]
     assert settings.buffer_dir == tmp_path / "data" / "buffer"
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "expected"),
+    [
+        (None, None, HealthConfig(host="0.0.0.0", port=8080)),
+        ("127.0.0.1", "9100", HealthConfig(host="127.0.0.1", port=9100)),
+        ("127.0.0.1", "0", HealthConfig(host="127.0.0.1", port=None)),
+    ],
+)
+def test_health_config_is_health_host_and_port_with_zero_meaning_no_server(
+    monkeypatch: pytest.MonkeyPatch, host: str | None, port: str | None, expected: HealthConfig
+) -> None:
+    monkeypatch.setenv("TWITCH_CHANNEL", "somechannel")
+    if host is not None:
+        monkeypatch.setenv("HEALTH_HOST", host)
+    if port is not None:
+        monkeypatch.setenv("HEALTH_PORT", port)
+    config = configs.health_config(load_settings())
+    assert config == expected
+
+
+def test_irc_source_config_fields_are_the_settings_of_that_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each field of IrcSourceConfig is the setting of the same name, values off the
+    defaults so that a field wired to the wrong setting shows."""
+    for name, value in {
+        "TWITCH_CHANNEL": "alpha,beta",
+        "TWITCH_USERNAME": "Bot",
+        "TWITCH_OAUTH_TOKEN": TOKEN,
+        "TWITCH_IRC_HOST": "irc.example.org",
+        "TWITCH_IRC_PORT": "6667",
+        "TWITCH_IRC_TLS": "false",
+        "TWITCH_CONNECT_TIMEOUT_S": "1.5",
+        "TWITCH_LOGIN_TIMEOUT_S": "2.5",
+        "TWITCH_RECONNECT_BASE_S": "0.5",
+        "TWITCH_RECONNECT_MAX_S": "7",
+        "TWITCH_RECONNECT_RESET_AFTER_S": "11",
+        "TWITCH_MAX_RECONNECT_ATTEMPTS": "4",
+        "TWITCH_PING_INTERVAL_S": "13",
+        "TWITCH_PONG_TIMEOUT_S": "3",
+        "TWITCH_JOIN_TIMEOUT_S": "9",
+        "TWITCH_JOIN_RETRY_INTERVAL_S": "120",
+        "TWITCH_JOIN_RATE_LIMIT": "33",
+        "TWITCH_JOIN_RATE_WINDOW_S": "12",
+        "TWITCH_CHANNELS_PER_CONNECTION": "21",
+        "TWITCH_CONNECTION_OPEN_INTERVAL_S": "0.25",
+        "TWITCH_RECONNECT_OVERLAP_S": "6",
+        "TWITCH_READ_BUFFER_BYTES": "65536",
+        "HOT_PATH": "python",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    config = configs.irc_source_config(settings)
+    for field in dataclasses.fields(config):
+        expected = getattr(settings, field.name)
+        actual = getattr(config, field.name)
+        assert actual == (tuple(expected) if isinstance(expected, list) else expected), field.name
+    assert (config.twitch_login, config.is_anonymous) == ("bot", False)

@@ -17,9 +17,9 @@ from twitch_ingestion.records import (
     Topics,
 )
 from twitch_ingestion.records.builder import RecordBuilder
-from twitch_ingestion.sources.eventsub.client import SourceFailure
 from twitch_ingestion.sources.eventsub.helix import ChannelProblem
 from twitch_ingestion.sources.eventsub.messages import DeadLetter
+from twitch_ingestion.sources.eventsub.output import SourceFailure
 from twitch_ingestion.sources.eventsub.records import EventSubRecord
 from twitch_ingestion.sources.eventsub.service_source import (
     EventSubFailed,

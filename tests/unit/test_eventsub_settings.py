@@ -9,7 +9,7 @@ import pytest
 
 from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import ClientType, ConfigError, Settings, SourceKind, load_settings
-from twitch_ingestion.sources.eventsub.client import (
+from twitch_ingestion.sources.eventsub.config import (
     DEFAULT_API_URL,
     DEFAULT_AUTH_URL,
     DEFAULT_EVENTSUB_URL,

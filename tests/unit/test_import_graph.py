@@ -35,12 +35,14 @@ RULES = [
             "records",
             "sources.eventsub",
             "sources.common",
+            "sources.irc",
             "sources.token_guard",
             "kafka.producer_config",
             "kafka.producer",
             "kafka.sink",
             "kafka.buffer",
             "channel_flow",
+            "health",
         )
     ),
     *(

@@ -14,8 +14,8 @@ from twitch_ingestion.config import load_settings
 from twitch_ingestion.records.builder import RecordBuilder
 from twitch_ingestion.service import ExitCode, _exit_code_for, source_from_settings
 from twitch_ingestion.sources.common.source import SourceStopped
-from twitch_ingestion.sources.eventsub.client import SourceFailure
 from twitch_ingestion.sources.eventsub.messages import DeadLetter
+from twitch_ingestion.sources.eventsub.output import SourceFailure
 from twitch_ingestion.sources.eventsub.service_source import EventSubFailed, EventSubSource
 from twitch_ingestion.sources.eventsub.tokens import TokenError
 from twitch_ingestion.sources.irc.pool import TwitchAuthenticationError

@@ -18,6 +18,9 @@ manner of h11/wsproto, so each protocol edge case is a unit test without a socke
 The asyncio shell that owns sockets and clocks sits beside them, thin:
 
 - `auth`: `TokenKeeper`, the validate/refresh loop around `tokens`.
-- `client`: `EventSubConfig` and `EventSubClient` (aiohttp WebSocket and HTTP), which
-  carries out what `session` and `helix` decide and hands records to an output.
+- `client`: `EventSubClient` (aiohttp WebSocket and HTTP): which channels are read on
+  which connection, what is reported about them; carries out what `session`, `reconciler`
+  and `helix` decide and hands records to an output (`output`), configured by `config`.
+- `connection`: one WebSocket connection — its driver, socket readers, Helix calls.
+- `helix_calls`: Helix calls with the token, inside the rate limit.
 """

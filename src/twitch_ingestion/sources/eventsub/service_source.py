@@ -58,13 +58,11 @@ from twitch_ingestion.records import Record, RecordSink
 from twitch_ingestion.records.builder import RecordBuilder
 from twitch_ingestion.records.events import SourceDeadLetter
 from twitch_ingestion.sources.common.source import SideTask, SourceStopped
-from twitch_ingestion.sources.eventsub.client import (
-    EventSubClient,
-    EventSubConfig,
-    SourceFailure,
-)
+from twitch_ingestion.sources.eventsub.client import EventSubClient
+from twitch_ingestion.sources.eventsub.config import EventSubConfig
 from twitch_ingestion.sources.eventsub.helix import ChannelProblem
 from twitch_ingestion.sources.eventsub.messages import DeadLetter
+from twitch_ingestion.sources.eventsub.output import SourceFailure
 from twitch_ingestion.sources.eventsub.reconciler import ChannelState
 from twitch_ingestion.sources.eventsub.records import EventSubRecord
 from twitch_ingestion.sources.eventsub.session import SessionState

@@ -65,7 +65,7 @@ REFRESH_RETRY_S = 30.0
 _TOKEN_VARIABLE = "TWITCH_OAUTH_TOKEN"
 
 
-# What the I/O shells (`client.py`, `token_guard.py`) report for a request that got no
+# What the I/O shells (`auth.py`, `token_guard.py`) report for a request that got no
 # response at all (refused, DNS, timeout): a synthetic 5xx, so it counts as transient.
 NETWORK_ERROR_STATUS = 599
 

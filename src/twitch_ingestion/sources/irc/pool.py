@@ -35,9 +35,9 @@ import structlog
 from pydantic import SecretStr
 
 from twitch_ingestion.channels import normalise_logins
-from twitch_ingestion.config import Settings
 from twitch_ingestion.sources.common.backoff import ExponentialBackoff
 from twitch_ingestion.sources.irc.compiled import compiled_line_reader
+from twitch_ingestion.sources.irc.config import IrcSourceConfig
 from twitch_ingestion.sources.irc.connection import (
     TwitchAuthenticationError,
     TwitchConnection,
@@ -88,7 +88,7 @@ class TwitchSource:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: IrcSourceConfig,
         sink: ChatSink,
         *,
         channels: Iterable[str] | None = None,

@@ -14,7 +14,6 @@ from typing import Any
 
 import structlog
 
-from twitch_ingestion.config import Settings
 from twitch_ingestion.fleet.fence import ChannelFence
 from twitch_ingestion.metrics import REGISTRY
 from twitch_ingestion.records import RecordSink
@@ -22,6 +21,7 @@ from twitch_ingestion.records.builder import RecordBuilder
 from twitch_ingestion.sources.common.source import SideTask
 from twitch_ingestion.sources.irc.channel_gate import ChannelGate
 from twitch_ingestion.sources.irc.chunk_route import ChatSink
+from twitch_ingestion.sources.irc.config import IrcSourceConfig
 from twitch_ingestion.sources.irc.pool import TwitchSource
 from twitch_ingestion.sources.irc.records import IrcRecordEncoder
 from twitch_ingestion.sources.irc.routing import DEFAULT_PARSE_STATS
@@ -42,7 +42,7 @@ class IrcSource:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: IrcSourceConfig,
         records: RecordBuilder,
         sink: RecordSink,
         *,
