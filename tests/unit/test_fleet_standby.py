@@ -3,11 +3,15 @@ lines a take-over produces. Identities, reports and a fake clock in; no broker."
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from collections.abc import Mapping, Sequence
 
+from twitch_ingestion.fleet.fence import FinalMark
 from twitch_ingestion.fleet.standby import (
     Liveness,
     ProgressMark,
+    StandbyConfig,
     StandbyWindow,
     TakeOver,
     TakeOverOutcome,
@@ -17,6 +21,8 @@ from twitch_ingestion.fleet.standby import (
     standby_for,
     takeover_start,
 )
+from twitch_ingestion.sources.irc.channel_gate import ChannelGate
+from twitch_ingestion.sources.irc.irc import IrcMessage, parse_line
 
 CHANNELS = [f"ch_{i:03d}" for i in range(300)]
 
@@ -236,3 +242,114 @@ def test_a_take_over_after_an_overflow_reports_the_gap() -> None:
     items, decision = window.take({"id1"}, last_produced_ms=100)
     assert items == ["line4", "line5"]
     assert decision == TakeOver(0, TakeOverOutcome.GAP, gap_from_ms=100, gap_to_ms=400)
+
+
+# --- the IRC gate standing by ----------------------------------------------------------------
+
+
+class Collected:
+    """The encoder behind the gate: what reached it, in order."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    async def deliver(
+        self, messages: Sequence[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
+    ) -> None:
+        self.lines.extend(m.params[-1] for m in messages)
+
+    def dead_letter(self, raw: bytes, reason: str, received_at_ms: int) -> None:
+        raise AssertionError("no dead letters here")
+
+
+def line(channel: str, number: int) -> IrcMessage:
+    return parse_line(
+        f"@id={channel}-{number};tmi-sent-ts={number} :u!u@u.tmi.twitch.tv "
+        f"PRIVMSG #{channel} :{channel}{number}"
+    )
+
+
+async def read(gate: ChannelGate, *lines: IrcMessage, at_ms: int = 0) -> None:
+    await gate.deliver(list(lines), at_ms, {})
+    for _ in range(3):
+        await asyncio.sleep(0)  # let a flush run
+
+
+CONFIG = StandbyConfig(replicas=2, window_s=60.0, window_bytes=1_000_000)
+
+
+async def test_a_standby_produces_nothing_of_its_channels() -> None:
+    sink = Collected()
+    gate = ChannelGate(sink)
+    gate.stand_by(["a"], CONFIG)
+    await read(gate, line("a", 1), line("b", 1), line("a", 2))
+    assert sink.lines == ["b1"]
+    assert gate.standing_by() == ["a"]
+    assert gate.window_identities("a") == {"a-1", "a-2"}
+    assert gate.window_bytes() > 0
+
+
+async def test_a_take_over_produces_what_follows_kafkas_copy_then_the_channel() -> None:
+    sink = Collected()
+    gate = ChannelGate(sink)
+    gate.stand_by(["a"], CONFIG)
+    await read(gate, line("a", 1), line("a", 2), line("a", 3), at_ms=1_000)
+    gate.freeze(["a"])
+    assert gate.tail_start_ms("a", "a-2") == 1_000
+    decision = gate.take_over("a", {"a-1", "a-2"}, last_produced_ms=1_000, track=True)
+    assert decision is not None
+    assert decision.outcome is TakeOverOutcome.AFTER_TAIL
+    await read(gate, line("a", 4))
+    assert sink.lines == ["a3", "a4"]
+    # Tracked: the group's new owner gets a final mark on the last line handed on.
+    assert gate.stop(["a"]) == {"a": "a-4"}
+
+
+async def test_a_take_over_of_a_channel_not_stood_by_does_nothing() -> None:
+    gate = ChannelGate(Collected())
+    assert gate.take_over("a", set(), last_produced_ms=0, track=False) is None
+    assert gate.tail_start_ms("a", None) is None
+
+
+async def test_a_standby_made_owner_is_fenced_like_any_new_owner() -> None:
+    sink = Collected()
+    gate = ChannelGate(sink)
+    gate.stand_by(["a"], CONFIG)
+    await read(gate, line("a", 1))
+    gate.hold(["a"], read_elsewhere={"a"})
+    assert gate.standing_by() == []
+    await read(gate, line("a", 2), line("a", 3))
+    gate.release(
+        "a", FinalMark(channel="a", from_instance="o", to_instance="", identity="a-2", at_ms=0)
+    )
+    await read(gate)
+    assert sink.lines == ["a3"]
+
+
+async def test_no_longer_standby_drops_the_window() -> None:
+    sink = Collected()
+    gate = ChannelGate(sink)
+    gate.stand_by(["a"], CONFIG)
+    await read(gate, line("a", 1))
+    gate.stop_standing_by(["a"])
+    await read(gate, line("a", 2))
+    assert gate.standing_by() == []
+    assert sink.lines == ["a2"]
+
+
+async def test_progress_names_the_last_line_of_each_channel_produced_since_the_last_one() -> None:
+    gate = ChannelGate(Collected())
+    gate.enable_progress()
+    await read(gate, line("a", 1), line("b", 1), line("a", 2))
+    await read(gate, line("b", 2))
+    assert gate.progress() == {"a": "a-2", "b": "b-2"}
+    assert gate.progress() == {}
+    gate.stand_by(["c"], CONFIG)
+    await read(gate, line("c", 1), line("a", 3))
+    assert gate.progress() == {"a": "a-3"}
+
+
+async def test_without_replicas_the_gate_remembers_nothing_for_progress() -> None:
+    gate = ChannelGate(Collected())
+    await read(gate, line("a", 1))
+    assert gate.progress() == {}
