@@ -210,3 +210,61 @@ def _health_port(fleet: ZeroGapFleet, name: str) -> str:
         if entry.get("event") == "health server listening":
             return str(entry["port"])
     raise AssertionError(f"{name}: no health server")
+
+
+def test_a_rolling_restart_with_standbys_hands_off_without_take_overs(
+    standby_fleet: FleetFactory,
+) -> None:
+    # Issue test 3 with replicas 2: a SIGTERM hands off (fleet/fence.py); no standby may
+    # mistake it for a crash.
+    fleet = standby_fleet(KAFKA_CHANNELS_REPLICAS="2")
+    stream = fleet.simulator.start_numbered(CHANNELS, rate=RATE_PER_CHANNEL * len(CHANNELS))
+    _sent_more(fleet.simulator, 5)
+    for name in NAMES:
+        code, _ = fleet.sigterm(name)
+        assert code == 0
+        fleet.start(name, HEALTH_PORT=str(free_port()))
+        fleet.wait_settled(timeout_s=90)
+    _sent_more(fleet.simulator, 5)
+    stream.stop()
+    stats = fleet.simulator.stats()
+    result = tally(stats, fleet.records(stats))
+    _report("rolling restart of 3, replicas 2", result)
+    _assert_exactly_once(result)
+    assert _events(fleet, "fleet producer dead") == []
+    inexact = [
+        entry
+        for service in fleet.started
+        for entry in service.log_events()
+        if str(entry.get("event")).startswith("fleet hand-over may have")
+    ]
+    assert inexact == []
+
+
+@pytest.mark.parametrize("replicas", ["1", "2"])
+def test_the_cost_of_a_standby(standby_fleet: FleetFactory, replicas: str) -> None:
+    """The same stream with and without standbys: each instance's CPU and memory
+    (printed), and every line once either way."""
+    fleet = standby_fleet(KAFKA_CHANNELS_REPLICAS=replicas)
+    before = {name: _cost(fleet.instances[name]) for name in NAMES}
+    stream = fleet.simulator.start_numbered(CHANNELS, rate=RATE_PER_CHANNEL * len(CHANNELS))
+    _sent_more(fleet.simulator, 100)
+    stream.stop()
+    after = {name: _cost(fleet.instances[name]) for name in NAMES}
+    stats = fleet.simulator.stats()
+    result = tally(stats, fleet.records(stats))
+    cpu = {n: round(after[n]["cpu_s"] - before[n]["cpu_s"], 2) for n in NAMES}
+    rss = {n: after[n]["rss_mib"] for n in NAMES}
+    window = {
+        n: metric(int(_health_port(fleet, n)), "twitch_ingestion_fleet_standby_window_bytes")
+        for n in NAMES
+    }
+    _report(
+        f"steady 100 lines/channel, replicas {replicas}",
+        result,
+        cpu_s=cpu,
+        rss_mib=rss,
+        window_bytes=window,
+    )
+    assert all(held > 0 for held in window.values()) == (replicas == "2")
+    _assert_exactly_once(result)
