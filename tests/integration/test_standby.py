@@ -267,4 +267,5 @@ def test_the_cost_of_a_standby(standby_fleet: FleetFactory, replicas: str) -> No
         window_bytes=window,
     )
     assert all(held > 0 for held in window.values()) == (replicas == "2")
+    assert _events(fleet, "fleet producer dead") == []  # no false alarm under load
     _assert_exactly_once(result)
