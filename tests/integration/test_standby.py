@@ -269,3 +269,36 @@ def test_the_cost_of_a_standby(standby_fleet: FleetFactory, replicas: str) -> No
     assert all(held > 0 for held in window.values()) == (replicas == "2")
     assert _events(fleet, "fleet producer dead") == []  # no false alarm under load
     _assert_exactly_once(result)
+
+
+def _wait_event(fleet: ZeroGapFleet, event: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not _events(fleet, event):
+        assert time.monotonic() < deadline, f"no {event!r} within {timeout_s} s"
+        time.sleep(0.1)
+
+
+def test_a_producer_paused_past_the_threshold_is_a_false_alarm_without_loss(
+    standby_fleet: FleetFactory,
+) -> None:
+    # SIGSTOP for longer than the 3 s threshold, shorter than the session timeout: its
+    # standbys take over, then give the channels back when its progress resumes.
+    fleet = standby_fleet(KAFKA_CHANNELS_REPLICAS="2")
+    victim = fleet.instances["fleet_c"]
+    stream = fleet.simulator.start_numbered(CHANNELS, rate=RATE_PER_CHANNEL * len(CHANNELS))
+    _sent_more(fleet.simulator, 5)
+    victim.process.send_signal(signal.SIGSTOP)
+    try:
+        _wait_event(fleet, "fleet take-over complete")
+    finally:
+        victim.process.send_signal(signal.SIGCONT)
+    _wait_event(fleet, "fleet take-over given back")
+    fleet.wait_settled(timeout_s=90)
+    _sent_more(fleet.simulator, 5)
+    stream.stop()
+    stats = fleet.simulator.stats()
+    result = tally(stats, fleet.records(stats))
+    _report("SIGSTOP one of 3 past the threshold, replicas 2", result)
+    assert result.lost_by_channel == {}
+    assert result.unheard == 0
+    assert _events(fleet, "fleet producer back")

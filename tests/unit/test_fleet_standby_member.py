@@ -287,3 +287,61 @@ async def test_a_clean_stop_is_not_taken_over() -> None:
     assert fleet._standby is not None
     assert fleet._standby.taking_over == frozenset()
     assert source.sink.lines == []
+
+
+async def test_a_producer_back_from_the_dead_gets_its_channels_back() -> None:
+    fleet, source, publisher = standby_member()
+    keeper = fleet._standby
+    assert keeper is not None
+    keeper._read_tail = lambda wanted, from_ms, timeout_s: {
+        "a": ChannelTail(produced={"a-1"}, last_ms=0)
+    }
+    now = asyncio.get_running_loop().time()
+    fleet.handle_event(owner_report("owner", ["a"]))
+    fleet.handle_event(alive("owner"))
+    fleet.tick(now)
+    await source.gate.deliver([chat("a", 1), chat("a", 2)], int(time.time() * 1000), {})
+    fleet.tick(now + DEAD_AFTER_S + 0.1)
+    await settle_take_overs(fleet)
+    assert source.sink.lines == ["2"]
+
+    fleet.handle_event(alive("owner"))  # a false alarm: it was only slow
+
+    [mark] = publisher.marks()
+    assert (mark.channel, mark.to_instance, mark.identity) == ("a", "owner", "a-2")
+    assert fleet.report().releasing == ()
+    fleet.tick(now + 0.5)  # heard again just now: standing by for it again
+    await source.gate.deliver([chat("a", 3)], int(time.time() * 1000), {})
+    assert source.sink.lines == ["2"]
+    assert fleet.report().standby == ("a",)
+
+
+async def test_a_channel_the_group_moved_meanwhile_is_not_given_back() -> None:
+    fleet, _, publisher = standby_member()
+    keeper = fleet._standby
+    assert keeper is not None
+    keeper._read_tail = lambda wanted, from_ms, timeout_s: {}
+    now = asyncio.get_running_loop().time()
+    fleet.handle_event(owner_report("owner", ["a"]))
+    fleet.handle_event(alive("owner"))
+    fleet.tick(now)
+    fleet.tick(now + DEAD_AFTER_S + 0.1)
+    await settle_take_overs(fleet)
+    fleet.handle_event(
+        ReportReceived(
+            InstanceReport(
+                instance_id="new",
+                host="h",
+                pid=3,
+                login="new",
+                started_at_ms=0,
+                updated_at_ms=0,
+                channels=("a",),
+                ready=False,
+                not_joined=("a",),
+            )
+        )
+    )
+    fleet.handle_event(alive("owner"))
+    assert publisher.marks() == []
+    assert fleet.report().releasing == ("a",)

@@ -532,6 +532,7 @@ class FleetMember:
             publish=self._publish_instances_record,
             busy=self._busy,
             taken_over=self._taken_over,
+            give_back=self._give_back,
         )
 
     def _publish_instances_record(self, key: bytes, value: bytes | None) -> None:
@@ -556,6 +557,21 @@ class FleetMember:
         now = asyncio.get_running_loop().time()
         self._handover.release({-1: channels}, now)
         self._publish_report(now, force=True)
+
+    def _give_back(self, channels: list[str], instance_id: str) -> None:
+        """A false alarm: the producer of channels taken over is alive and still owns
+        them. Stop producing them (a final mark nobody waits for) and part them."""
+        mine = [c for c in channels if c in self._handover]
+        if not mine:
+            return
+        self._handover.keep(mine)
+        gone = self._not_owned(mine)
+        self._stop_producing(gone, to_instance=instance_id)
+        self._source.remove_channels(gone)
+        if self._standby is not None:
+            self._standby.changed()
+        log.info("fleet take-over given back", channels=len(gone), to=instance_id)
+        self._publish_report(asyncio.get_running_loop().time(), force=True)
 
     @property
     def standby_channels(self) -> list[str]:

@@ -79,10 +79,12 @@ class StandbyKeeper:
         publish: Callable[[bytes, bytes | None], None],
         busy: Callable[[], set[str]],
         taken_over: Callable[[list[str]], None],
+        give_back: Callable[[list[str], str], None],
     ) -> None:
         """`publish(key, value)` writes to the instances topic; `busy()` is what this
         instance produces or hands over (never stood by for); `taken_over(channels)`
-        hands channels now produced here to whoever the group names their owner."""
+        hands channels now produced here to whoever the group names their owner;
+        `give_back(channels, instance)` ends a take-over whose producer came back."""
         self._me = instance_id
         self._config = config
         self._fence = fence
@@ -91,6 +93,9 @@ class StandbyKeeper:
         self._publish = publish
         self._busy = busy
         self._taken_over = taken_over
+        self._give_back = give_back
+        # Channel → the instance it was taken over from, while it is handed on.
+        self._taken_from: dict[str, str] = {}
         self._liveness = Liveness(config.dead_after_s)
         self._owned_by: dict[str, frozenset[str]] = {}
         self._progress: dict[str, str] = {}
@@ -144,13 +149,34 @@ class StandbyKeeper:
             self._dirty = True
         if self._liveness.heard(instance_id, now):
             self._dirty = True
+            back = self._returnable(instance_id)
             log.warning(
                 "fleet producer back",
                 instance=instance_id,
-                reason="progress resumed after it was declared dead: channels taken over "
-                "from it may have been produced twice until its report ends the take-over",
+                given_back=len(back),
+                reason="progress resumed after it was declared dead: what was read of "
+                "the channels taken over from it meanwhile may be in Kafka twice",
             )
+            if back:
+                self._give_back(back, instance_id)
         self._progress.update(mark.identities)
+
+    def _returnable(self, instance_id: str) -> list[str]:
+        """Channels taken over from `instance_id` that no other instance reports as its
+        own (else the group moved them: their hand-over to the new owner goes on)."""
+        back: list[str] = []
+        for channel, taken_from in list(self._taken_from.items()):
+            if taken_from != instance_id:
+                continue
+            del self._taken_from[channel]
+            moved = any(
+                channel in owned
+                for instance, owned in self._owned_by.items()
+                if instance != instance_id
+            )
+            if not moved:
+                back.append(channel)
+        return back
 
     # --- periodic -------------------------------------------------------------------------------
 
@@ -267,6 +293,11 @@ class StandbyKeeper:
         self._taking_over.difference_update(channels)
         if handed:
             self._taken_over(handed)
+            self._taken_from.update(dict.fromkeys(handed, dead))
+            if dead in self._liveness.live():  # came back while the tail was read
+                back = self._returnable(dead)
+                if back:
+                    self._give_back(back, dead)
         self._dirty = True
         log.info(
             "fleet take-over complete",
