@@ -12,6 +12,7 @@ from __future__ import annotations
 from pydantic import SecretStr
 
 from twitch_ingestion.config import ClientType, Settings
+from twitch_ingestion.fleet.standby import StandbyConfig
 from twitch_ingestion.health import HealthConfig
 from twitch_ingestion.kafka.buffer import BufferConfig
 from twitch_ingestion.kafka.producer_config import KafkaConnection, ProducerTuning
@@ -30,6 +31,7 @@ __all__ = [
     "kafka_connection",
     "kafka_sink_config",
     "producer_tuning",
+    "standby_config",
     "token_guard_config",
     "topics",
 ]
@@ -187,4 +189,13 @@ def token_guard_config(settings: Settings) -> TokenGuardConfig | None:
         validate_interval_s=settings.twitch_token_validate_interval_s,
         refresh_margin_s=settings.twitch_token_refresh_margin_s,
         http_timeout_s=settings.twitch_connect_timeout_s,
+    )
+
+
+def standby_config(settings: Settings) -> StandbyConfig:
+    """KAFKA_CHANNELS_REPLICAS and the standby's window (fleet/standby.py)."""
+    return StandbyConfig(
+        replicas=settings.kafka_channels_replicas,
+        window_s=settings.kafka_channels_standby_window_s,
+        window_bytes=settings.kafka_channels_standby_window_bytes,
     )

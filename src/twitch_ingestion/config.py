@@ -315,6 +315,14 @@ class Settings(BaseSettings):
     )
     # A released channel is read until its new owner reports it joined, at most this long.
     kafka_channels_handover_timeout_s: float = Field(default=600.0, ge=0)
+    # Readers per channel: 1 = its owner alone; 2 = plus one hot standby that takes over
+    # a crashed owner's channels (fleet/standby.py). More would need more than rendezvous
+    # of one standby; refused rather than silently read as 2.
+    kafka_channels_replicas: int = Field(default=1, ge=1, le=2)
+    # What a standby keeps of each channel: the last this many seconds, at most this many
+    # bytes per channel; a take-over later than that has a gap (counted and logged).
+    kafka_channels_standby_window_s: float = Field(default=60.0, gt=0, le=3600)
+    kafka_channels_standby_window_bytes: int = Field(default=1_048_576, ge=1024, le=_INT32_MAX)
 
     # --- Durable buffer -----------------------------------------------------------
     buffer_mode: BufferMode = BufferMode.DISK

@@ -499,6 +499,14 @@ FLEET_HANDOFFS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+FLEET_TAKEOVERS = Counter(
+    "twitch_ingestion_fleet_takeovers",
+    "Channels this instance took over as their standby when their producer died "
+    "(KAFKA_CHANNELS_REPLICAS=2), by how Kafka's copy settled where to start (fleet/"
+    "standby.py): gap means the standby's window had dropped lines never produced",
+    ["outcome"],
+    registry=REGISTRY,
+)
 FLEET = ScrapeTimeCollector(
     {
         "twitch_ingestion_fleet_partitions_assigned": (
@@ -510,6 +518,18 @@ FLEET = ScrapeTimeCollector(
         ),
         "twitch_ingestion_fleet_channels_releasing": (
             "Channels moved to another instance and still read here until it has joined them",
+            "gauge",
+            (),
+        ),
+        "twitch_ingestion_fleet_standby_channels": (
+            "Channels this instance stands by for (KAFKA_CHANNELS_REPLICAS=2): read into a "
+            "window, produced only if their producer dies",
+            "gauge",
+            (),
+        ),
+        "twitch_ingestion_fleet_standby_window_bytes": (
+            "Bytes the standby windows hold, every channel (bounded per channel by "
+            "KAFKA_CHANNELS_STANDBY_WINDOW_BYTES)",
             "gauge",
             (),
         ),

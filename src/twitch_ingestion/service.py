@@ -184,6 +184,8 @@ class IngestionService:
             "twitch_ingestion_fleet_partitions_assigned": len(fleet.partitions),
             "twitch_ingestion_fleet_channels_releasing": len(fleet.releasing),
             "twitch_ingestion_fleet_settled": float(fleet.settled),
+            "twitch_ingestion_fleet_standby_channels": len(fleet.standby_channels),
+            "twitch_ingestion_fleet_standby_window_bytes": fleet.standby_window_bytes,
         }
 
     def _ready_parts(self) -> dict[str, bool]:

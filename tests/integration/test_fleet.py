@@ -14,22 +14,17 @@ from __future__ import annotations
 import itertools
 import json
 import signal
-import subprocess
-import sys
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.kafka_helpers import ConsumedRecord, collect_records, delete_topics
-from tests.integration.service_process import ServiceProcess, StartService, clean_environment
-from twitch_ingestion.config import Settings, load_settings
-from twitch_ingestion.fleet.status import FleetStatus, describe_fleet
+from tests.integration.kafka_helpers import ConsumedRecord, collect_records
+from tests.integration.service_process import ServiceProcess, StartService
+from tests.support.fleet import Fleet, channel_holders, fleet_on_fresh_topics
 from twitch_ingestion.simulator import SimulatorConfig, SimulatorStats, SimulatorThread
 
 pytestmark = pytest.mark.integration
@@ -42,21 +37,11 @@ PARTITIONS = 64
 # faster here so that joining 100 channels takes a second, not a minute).
 JOIN_LIMIT, JOIN_WINDOW_S = 100, 1.0
 
-FAST_FLEET = {
-    "CHANNEL_SOURCE": "kafka",
+FLEET_ENV = {
     "KAFKA_CHANNELS_PARTITIONS": str(PARTITIONS),
-    "KAFKA_CHANNELS_SESSION_TIMEOUT_MS": str(int(SESSION_TIMEOUT_S * 1000)),
-    "TWITCH_CONNECT_TIMEOUT_S": "1",
-    "TWITCH_LOGIN_TIMEOUT_S": "2",
-    "TWITCH_RECONNECT_BASE_S": "0.1",
-    "TWITCH_RECONNECT_MAX_S": "0.5",
-    "TWITCH_JOIN_TIMEOUT_S": "3",
     "TWITCH_JOIN_RATE_LIMIT": str(JOIN_LIMIT),
     "TWITCH_JOIN_RATE_WINDOW_S": str(JOIN_WINDOW_S),
-    "TWITCH_CONNECTION_OPEN_INTERVAL_S": "0.05",
     "SHUTDOWN_TIMEOUT_S": "10",
-    "KAFKA_LINGER_MS": "5",
-    "STATS_LOG_INTERVAL_S": "60",
 }
 
 
@@ -65,92 +50,6 @@ def simulator() -> Iterator[SimulatorThread]:
     config = SimulatorConfig(seed=7, join_limit=JOIN_LIMIT, join_window_s=JOIN_WINDOW_S)
     with SimulatorThread(config) as running:
         yield running
-
-
-@dataclass
-class Fleet:
-    """A control topic, a group, the instances started on it, and ways to look at them."""
-
-    brokers: str
-    simulator: SimulatorThread
-    start_service: StartService
-    workdir: Path
-    env: dict[str, str]
-    instances: dict[str, ServiceProcess] = field(default_factory=dict)
-
-    @property
-    def chat_topic(self) -> str:
-        return self.env["KAFKA_TOPIC_CHAT_MESSAGES"]
-
-    def settings(self) -> Settings:
-        return load_settings(require_channels=False, **{k.lower(): v for k, v in self.env.items()})
-
-    def start(self, name: str) -> ServiceProcess:
-        service = self.start_service(
-            {
-                **self.env,
-                "INSTANCE_ID": name,
-                "TWITCH_USERNAME": name,
-                "TWITCH_OAUTH_TOKEN": "oauth:fleettoken",
-                "BUFFER_DIR": str(self.workdir / f"buffer-{name}"),
-            }
-        )
-        self.instances[name] = service
-        return service
-
-    def cli(self, *args: str) -> None:
-        """Run `twitch-ingestion <args>` as a user would, until it exits."""
-        result = subprocess.run(
-            [sys.executable, "-m", "twitch_ingestion", *args],
-            cwd=self.workdir,
-            env=clean_environment(self.env),
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr.decode()
-
-    def status(self) -> FleetStatus:
-        return describe_fleet(self.settings(), timeout_s=10)
-
-    def wait_settled(self, channels: Iterable[str], timeout_s: float = 60.0) -> SimulatorStats:
-        """Until the group is stable, every running instance reports itself ready with
-        exactly its assigned channels and nothing left to hand over, and the simulator
-        sees each wanted channel joined by exactly one connection."""
-        wanted = set(channels)
-        running = {n for n, s in self.instances.items() if s.process.poll() is None}
-        deadline = time.monotonic() + timeout_s
-        why: str | None = "not checked"
-        while time.monotonic() < deadline:
-            why = _unsettled(self.status(), running, wanted)
-            if why is None:
-                stats = self.simulator.stats()
-                holders = channel_holders(stats)
-                doubled = {c: h for c, h in holders.items() if len(h) > 1}
-                if set(holders) == wanted and not doubled:
-                    return stats
-                why = f"simulator: missing {sorted(wanted - set(holders))[:5]}, doubled {doubled}"
-            time.sleep(0.3)
-        logs = "\n".join(f"--- {n}\n{s.logs()[-3000:]}" for n, s in self.instances.items())
-        raise AssertionError(f"fleet not settled within {timeout_s} s: {why}\n{logs}")
-
-
-def _unsettled(status: FleetStatus, running: set[str], wanted: set[str]) -> str | None:
-    members = {v.instance_id: v for v in status.instances if v.in_group}
-    if status.group_state != "STABLE" or set(members) != running:
-        return f"group {status.group_state} with {sorted(members)}"
-    if sum(len(v.partitions) for v in members.values()) != PARTITIONS:
-        return "not every partition assigned"
-    for view in members.values():
-        report = view.report
-        if report is None:
-            return f"{view.instance_id}: no report"
-        if list(report.partitions) != view.partitions or report.releasing or not report.ready:
-            return f"{view.instance_id}: report {report.partitions} ready={report.ready}"
-        if set(report.channels) != set(view.assigned_channels):
-            return f"{view.instance_id}: reads {len(report.channels)} of its channels"
-    assigned = {c for v in members.values() for c in v.assigned_channels}
-    return None if assigned == wanted else "control topic lags"
 
 
 def sent_for(
@@ -168,15 +67,6 @@ def sent_for(
         return all(high.get(c, 0) >= base.get(c, 0) + per_channel for c in channels)
 
     simulator.wait_until(sent, timeout=30)
-
-
-def channel_holders(stats: SimulatorStats) -> dict[str, list[str]]:
-    """Channel → nicks (instances) of the open connections that have it joined."""
-    holders: dict[str, list[str]] = defaultdict(list)
-    for conn in stats.connections.values():
-        for channel in conn.channels:
-            holders[channel].append(conn.nick or "?")
-    return dict(holders)
 
 
 def delta(after: dict[str, int], before: dict[str, int], channel: str) -> int:
@@ -206,26 +96,10 @@ def fleet(
     start_service: StartService,
     tmp_path: Path,
 ) -> Iterator[Fleet]:
-    suffix = uuid.uuid4().hex[:10]
-    control = {
-        "KAFKA_TOPIC_CHANNELS": f"test-channels-{suffix}",
-        "KAFKA_TOPIC_INSTANCES": f"test-instances-{suffix}",
-        "KAFKA_CHANNELS_GROUP": f"test-fleet-{suffix}",
-    }
-    env = {
-        **FAST_FLEET,
-        **topics,
-        **control,
-        "KAFKA_BROKERS": kafka_brokers,
-        "KAFKA_TOPIC_PARTITIONS": "3",
-        "TWITCH_IRC_HOST": simulator.host,
-        "TWITCH_IRC_PORT": str(simulator.port),
-        "TWITCH_IRC_TLS": "false",
-    }
-    yield Fleet(kafka_brokers, simulator, start_service, tmp_path, env)
-    delete_topics(
-        kafka_brokers, [control["KAFKA_TOPIC_CHANNELS"], control["KAFKA_TOPIC_INSTANCES"]]
-    )
+    with fleet_on_fresh_topics(
+        kafka_brokers, topics, simulator, start_service, tmp_path, FLEET_ENV
+    ) as running:
+        yield running
 
 
 def started(fleet: Fleet, names: Iterable[str]) -> None:

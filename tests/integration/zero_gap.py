@@ -16,48 +16,30 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
-import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.integration.kafka_helpers import ConsumedRecord, collect_records, delete_topics
-from tests.integration.service_process import ServiceProcess, clean_environment
-from twitch_ingestion.config import Settings, load_settings
-from twitch_ingestion.fleet.status import FleetStatus, describe_fleet
+from tests.integration.kafka_helpers import ConsumedRecord, collect_records
+from tests.integration.service_process import StartService
+from tests.support.fleet import Fleet, channel_holders, fleet_on_fresh_topics
 from twitch_ingestion.simulator import SimulatorStats, SimulatorThread
 
 __all__ = ["Tally", "ZeroGapFleet", "channel_holders", "tally", "zero_gap_fleet"]
 
-StartService = Callable[[dict[str, str]], ServiceProcess]
-
-# The broker's group.min.session.timeout.ms: the fastest a crash can be noticed.
-SESSION_TIMEOUT_S = 6.0
 PARTITIONS = 16
 JOIN_LIMIT, JOIN_WINDOW_S = 100, 1.0
 SHUTDOWN_TIMEOUT_S = 15.0
 
-FAST_FLEET = {
-    "CHANNEL_SOURCE": "kafka",
+ZERO_GAP_ENV = {
     "KAFKA_CHANNELS_PARTITIONS": str(PARTITIONS),
-    "KAFKA_CHANNELS_SESSION_TIMEOUT_MS": str(int(SESSION_TIMEOUT_S * 1000)),
     "KAFKA_CHANNELS_HANDOVER_TIMEOUT_S": "20",
-    "TWITCH_CONNECT_TIMEOUT_S": "1",
-    "TWITCH_LOGIN_TIMEOUT_S": "2",
-    "TWITCH_RECONNECT_BASE_S": "0.1",
-    "TWITCH_RECONNECT_MAX_S": "0.5",
-    "TWITCH_JOIN_TIMEOUT_S": "3",
     "TWITCH_JOIN_RATE_LIMIT": str(JOIN_LIMIT),
     "TWITCH_JOIN_RATE_WINDOW_S": str(JOIN_WINDOW_S),
-    "TWITCH_CONNECTION_OPEN_INTERVAL_S": "0.05",
     "SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_TIMEOUT_S),
-    "KAFKA_LINGER_MS": "5",
-    "STATS_LOG_INTERVAL_S": "60",
 }
 
 
@@ -131,61 +113,15 @@ def tally(stats: SimulatorStats, records: Iterable[ConsumedRecord]) -> Tally:
 # --- the fleet ------------------------------------------------------------------------
 
 
-def channel_holders(stats: SimulatorStats) -> dict[str, list[str]]:
-    """Channel → nicks (instances) of the open connections that have it joined."""
-    holders: dict[str, list[str]] = defaultdict(list)
-    for conn in stats.connections.values():
-        for channel in conn.channels:
-            holders[channel].append(conn.nick or "?")
-    return dict(holders)
-
-
 @dataclass
-class ZeroGapFleet:
-    """A control topic, a group, its instances, and a numbered stream on its channels."""
+class ZeroGapFleet(Fleet):
+    """A `Fleet` with a numbered stream on its channels, counted against Kafka."""
 
-    brokers: str
-    simulator: SimulatorThread
-    start_service: StartService
-    workdir: Path
-    env: dict[str, str]
     channels: list[str] = field(default_factory=list)
-    instances: dict[str, ServiceProcess] = field(default_factory=dict)
-    started: list[ServiceProcess] = field(default_factory=list)
-    """Every process started, restarted ones included."""
-
-    @property
-    def chat_topic(self) -> str:
-        return self.env["KAFKA_TOPIC_CHAT_MESSAGES"]
-
-    def settings(self) -> Settings:
-        return load_settings(require_channels=False, **{k.lower(): v for k, v in self.env.items()})
 
     def add_channels(self, channels: list[str]) -> None:
         self.channels = channels
-        result = subprocess.run(
-            [sys.executable, "-m", "twitch_ingestion", "channels", "add", *channels],
-            cwd=self.workdir,
-            env=clean_environment(self.env),
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr.decode()
-
-    def start(self, name: str) -> ServiceProcess:
-        service = self.start_service(
-            {
-                **self.env,
-                "INSTANCE_ID": name,
-                "TWITCH_USERNAME": name,
-                "TWITCH_OAUTH_TOKEN": "oauth:fleettoken",
-                "BUFFER_DIR": str(self.workdir / f"buffer-{name}"),
-            }
-        )
-        self.instances[name] = service
-        self.started.append(service)
-        return service
+        self.cli("channels", "add", *channels)
 
     def sigterm(self, name: str) -> tuple[int, float]:
         """SIGTERM `name` and wait for it: its exit code and how long it took (s)."""
@@ -194,32 +130,10 @@ class ZeroGapFleet:
         code = service.stop(signal.SIGTERM, timeout_s=SHUTDOWN_TIMEOUT_S + 30)
         return code, time.monotonic() - started
 
-    def running(self) -> set[str]:
-        return {n for n, s in self.instances.items() if s.process.poll() is None}
-
-    def status(self) -> FleetStatus:
-        return describe_fleet(self.settings(), timeout_s=10)
-
-    def wait_settled(self, timeout_s: float = 60.0) -> SimulatorStats:
-        """Until the group is stable, every running instance reports itself ready with
-        exactly its assigned channels and nothing left to hand over, and the simulator
-        sees each channel joined by exactly one connection."""
-        wanted = set(self.channels)
-        running = self.running()
-        deadline = time.monotonic() + timeout_s
-        why: str | None = "not checked"
-        while time.monotonic() < deadline:
-            why = _unsettled(self.status(), running, wanted)
-            if why is None:
-                stats = self.simulator.stats()
-                holders = channel_holders(stats)
-                doubled = {c: h for c, h in holders.items() if len(h) > 1}
-                if set(holders) == wanted and not doubled:
-                    return stats
-                why = f"simulator: missing {sorted(wanted - set(holders))[:5]}, doubled {doubled}"
-            time.sleep(0.3)
-        logs = "\n".join(f"--- {n}\n{s.logs()[-3000:]}" for n, s in self.instances.items())
-        raise AssertionError(f"fleet not settled within {timeout_s} s: {why}\n{logs}")
+    def wait_settled(
+        self, channels: Iterable[str] | None = None, timeout_s: float = 60.0
+    ) -> SimulatorStats:
+        return super().wait_settled(self.channels if channels is None else channels, timeout_s)
 
     def records(self, stats: SimulatorStats, timeout_s: float = 20.0) -> list[ConsumedRecord]:
         """The chat topic once it holds every line some instance heard (or `timeout_s`)."""
@@ -230,24 +144,6 @@ class ZeroGapFleet:
         )
 
 
-def _unsettled(status: FleetStatus, running: set[str], wanted: set[str]) -> str | None:
-    members = {v.instance_id: v for v in status.instances if v.in_group}
-    if status.group_state != "STABLE" or set(members) != running:
-        return f"group {status.group_state} with {sorted(members)}"
-    if sum(len(v.partitions) for v in members.values()) != PARTITIONS:
-        return "not every partition assigned"
-    for view in members.values():
-        report = view.report
-        if report is None:
-            return f"{view.instance_id}: no report"
-        if list(report.partitions) != view.partitions or report.releasing or not report.ready:
-            return f"{view.instance_id}: report {report.partitions} ready={report.ready}"
-        if set(report.channels) != set(view.assigned_channels):
-            return f"{view.instance_id}: reads {len(report.channels)} of its channels"
-    assigned = {c for v in members.values() for c in v.assigned_channels}
-    return None if assigned == wanted else "control topic lags"
-
-
 @contextmanager
 def zero_gap_fleet(
     brokers: str,
@@ -255,25 +151,12 @@ def zero_gap_fleet(
     simulator: SimulatorThread,
     start_service: StartService,
     workdir: Path,
+    **env: str,
 ) -> Iterator[ZeroGapFleet]:
-    """A fleet on fresh control topics (deleted afterwards)."""
-    suffix = uuid.uuid4().hex[:10]
-    control = {
-        "KAFKA_TOPIC_CHANNELS": f"test-channels-{suffix}",
-        "KAFKA_TOPIC_INSTANCES": f"test-instances-{suffix}",
-        "KAFKA_CHANNELS_GROUP": f"test-zero-gap-{suffix}",
-    }
-    env = {
-        **FAST_FLEET,
-        **topics,
-        **control,
-        "KAFKA_BROKERS": brokers,
-        "KAFKA_TOPIC_PARTITIONS": "3",
-        "TWITCH_IRC_HOST": simulator.host,
-        "TWITCH_IRC_PORT": str(simulator.port),
-        "TWITCH_IRC_TLS": "false",
-    }
-    try:
-        yield ZeroGapFleet(brokers, simulator, start_service, workdir, env)
-    finally:
-        delete_topics(brokers, [control["KAFKA_TOPIC_CHANNELS"], control["KAFKA_TOPIC_INSTANCES"]])
+    """A fleet on fresh control topics (deleted afterwards); `env` adds settings."""
+    with fleet_on_fresh_topics(
+        brokers, topics, simulator, start_service, workdir, {**ZERO_GAP_ENV, **env}
+    ) as fleet:
+        yield ZeroGapFleet(
+            fleet.brokers, fleet.simulator, fleet.start_service, fleet.workdir, fleet.env
+        )

@@ -8,16 +8,19 @@ from typing import overload
 
 import pytest
 
+from twitch_ingestion.models import encode_record
 from twitch_ingestion.records.identity import (
     IDENTITY_RULES,
     eventsub_identity,
     irc_identity,
     last_identities,
+    record_identity,
 )
 from twitch_ingestion.sources.eventsub.messages import Notification, decode_frame
 from twitch_ingestion.sources.eventsub.records import EventSubRecord, notification_record
 from twitch_ingestion.sources.irc.compiled import compiled_line_reader, extension_available
 from twitch_ingestion.sources.irc.irc import IrcMessage, parse_line
+from twitch_ingestion.sources.irc.routing import route_message
 from twitch_ingestion.sources.irc.session import ChatLines, TwitchSession
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -187,3 +190,21 @@ def test_an_eventsub_deletion_is_named_by_the_message_it_deletes() -> None:
 def test_the_rules_are_in_the_published_contract() -> None:
     contract = (REPO / "docs" / "contract.md").read_text(encoding="utf-8")
     assert f"## Record identity\n\n{IDENTITY_RULES}" in contract
+
+
+@pytest.mark.parametrize("raw", [PRIVMSG, USERNOTICE, CLEARCHAT, CLEARMSG])
+def test_a_record_read_back_from_kafka_has_the_identity_of_its_line(raw: str) -> None:
+    # What a standby compares: its held lines with the tail of the topics (issue 18).
+    line = parse_line(raw)
+    routed = route_message(line, 1700000000999, {})
+    assert routed is not None
+    value = encode_record(routed.record)
+    assert record_identity(routed.key.encode(), value) == irc_identity(line)
+
+
+def test_records_without_a_markable_identity_have_none() -> None:
+    routed = route_message(parse_line(ROOMSTATE), 1, {})
+    assert routed is not None
+    assert record_identity(b"chan", encode_record(routed.record)) is None
+    assert record_identity(b"chan", b"not json") is None
+    assert record_identity(b"chan", None) is None

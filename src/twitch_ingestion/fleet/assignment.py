@@ -67,7 +67,15 @@ from twitch_ingestion.fleet.fence import (
     encode_mark,
 )
 from twitch_ingestion.fleet.handover import HandoverTracker
+from twitch_ingestion.fleet.standby import (
+    PROGRESS_KEY_PREFIX,
+    ProgressMark,
+    StandbyFence,
+    decode_progress,
+)
+from twitch_ingestion.fleet.standby_keeper import StandbyKeeper
 from twitch_ingestion.fleet.status import InstanceReport, decode_report, encode_report
+from twitch_ingestion.fleet.tail_read import ChannelTail, read_tail
 from twitch_ingestion.kafka.producer_config import admin_config
 from twitch_ingestion.kafka.topics import NO_AUTO_CREATE
 from twitch_ingestion.log_throttle import ThrottledLogger
@@ -179,6 +187,14 @@ class MarkReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class ProgressReceived:
+    """An instance's progress record (replicas 2); mark None: deleted, it stopped."""
+
+    instance_id: str
+    mark: ProgressMark | None
+
+
+@dataclass(frozen=True, slots=True)
 class ReaderFailed:
     error: BaseException
 
@@ -191,6 +207,7 @@ FleetEvent = (
     | ReportReceived
     | ReportDeleted
     | MarkReceived
+    | ProgressReceived
     | ReaderFailed
 )
 
@@ -416,6 +433,11 @@ class ControlTopicReader:
             return
         value = message.value()
         key = (message.key() or b"").decode(errors="replace")
+        if key.startswith(PROGRESS_KEY_PREFIX):
+            progress = decode_progress(value) if value is not None else None
+            if value is None or progress is not None:
+                self._post(ProgressReceived(key[len(PROGRESS_KEY_PREFIX) :], progress))
+            return
         if key.startswith(MARK_KEY_PREFIX):
             mark = decode_mark(value) if value is not None else None
             if mark is not None:
@@ -477,6 +499,87 @@ class FleetMember:
         self._loaded_channels = 0
         self._loaded_partitions = 0
         self._assigned_once = False
+        self._standby = self._standby_keeper(settings, source)
+
+    def _standby_keeper(self, settings: Settings, source: ChannelReader) -> StandbyKeeper | None:
+        """With KAFKA_CHANNELS_REPLICAS=2 and a source that can stand by (IRC's gate)."""
+        config = configs.standby_config(settings)
+        # Not part of `ChannelReader`: a source that cannot stand by need not say so.
+        fence: StandbyFence | None = getattr(source, "standby_fence", None)
+        if not config.enabled or fence is None:
+            return None
+        topics = configs.topics(settings)
+        consumer_config = {
+            **admin_config(configs.kafka_connection(settings)),
+            **NO_AUTO_CREATE,
+            "client.id": f"{settings.instance_id}-tail",
+            "logger": logging.getLogger("librdkafka"),
+        }
+
+        def tail(
+            wanted: Mapping[str, set[str]], from_ms: int, timeout_s: float
+        ) -> dict[str, ChannelTail]:
+            return read_tail(
+                consumer_config, (topics.chat, topics.events), wanted, from_ms, timeout_s
+            )
+
+        return StandbyKeeper(
+            settings.instance_id,
+            config,
+            fence,
+            source,
+            read_tail=tail,
+            publish=self._publish_instances_record,
+            busy=self._busy,
+            taken_over=self._taken_over,
+            give_back=self._give_back,
+        )
+
+    def _publish_instances_record(self, key: bytes, value: bytes | None) -> None:
+        publisher = self._publisher
+        if publisher is None:
+            return
+        # BufferError: Kafka unreachable for a while; the next tick says it again.
+        with contextlib.suppress(BufferError):
+            publisher.produce(self._settings.kafka_topic_instances, value, key)
+        publisher.poll(0)
+
+    def _busy(self) -> set[str]:
+        """Channels produced or handed over here: never stood by for."""
+        busy = set(self._handover.channels)
+        for channels in self._owned.values():
+            busy.update(channels)
+        return busy
+
+    def _taken_over(self, channels: list[str]) -> None:
+        """A standby's take-over: produced here now, handed to the group's new owner
+        like a moved channel (read until it reports it joined, then a final mark)."""
+        now = asyncio.get_running_loop().time()
+        self._handover.release({-1: channels}, now)
+        self._publish_report(now, force=True)
+
+    def _give_back(self, channels: list[str], instance_id: str) -> None:
+        """A false alarm: the producer of channels taken over is alive and still owns
+        them. Stop producing them (a final mark nobody waits for) and part them."""
+        mine = [c for c in channels if c in self._handover]
+        if not mine:
+            return
+        self._handover.keep(mine)
+        gone = self._not_owned(mine)
+        self._stop_producing(gone, to_instance=instance_id)
+        self._source.remove_channels(gone)
+        if self._standby is not None:
+            self._standby.changed()
+        log.info("fleet take-over given back", channels=len(gone), to=instance_id)
+        self._publish_report(asyncio.get_running_loop().time(), force=True)
+
+    @property
+    def standby_channels(self) -> list[str]:
+        return self._standby.standby if self._standby is not None else []
+
+    @property
+    def standby_window_bytes(self) -> int:
+        return self._standby.window_bytes() if self._standby is not None else 0
 
     @property
     def partitions(self) -> list[int]:
@@ -605,6 +708,8 @@ class FleetMember:
         """Leave the work where it is: close the consumer (a static member does not leave
         the group, so a quick restart keeps its partitions) and delete our report."""
         self._stopping = True
+        if self._standby is not None:
+            self._standby.stopped()
         if self._wakeup is not None:
             self._wakeup.set()
         reader, self._reader = self._reader, None
@@ -636,13 +741,20 @@ class FleetMember:
                 self._stop_producing(gone, to_instance="")
                 source.remove_channels(gone)
             fence = self._fence
+            standby = self._standby
+            if standby is not None:
+                # Taken over from a dead producer: ours now, whatever partition it was in.
+                self._handover.keep(event.channels)
+                standby.changed()
+            taking_over = standby.taking_over if standby is not None else frozenset()
             if fence is not None and event.channels:
                 # Still read and produced here (given away, taken back before the hand-over
-                # ended): go on. The rest is new here: held until the old owner's mark.
+                # ended): go on. The rest is new here: held until the old owner's mark —
+                # except what a take-over under way here is about to produce.
                 kept = [c for c in event.channels if c in releasing]
                 fence.produce(kept)
                 fence.hold(
-                    [c for c in event.channels if c not in releasing],
+                    [c for c in event.channels if c not in releasing and c not in taking_over],
                     read_elsewhere=self._read_elsewhere(event.channels),
                 )
             if event.channels:
@@ -670,6 +782,8 @@ class FleetMember:
             )
         elif isinstance(event, ReportReceived):
             report = event.report
+            if self._standby is not None:
+                self._standby.on_report(report)
             if report.instance_id != self._settings.instance_id:
                 handing = frozenset(report.releasing)
                 self._releasing_elsewhere[report.instance_id] = handing
@@ -679,6 +793,8 @@ class FleetMember:
             if taken:
                 self._stop_producing(taken, to_instance=report.instance_id)
                 source.remove_channels(taken)
+                if self._standby is not None:
+                    self._standby.changed()
                 log.info(
                     "fleet hand-over complete",
                     channels=len(taken),
@@ -697,6 +813,13 @@ class FleetMember:
             self._on_revoked(event)
         elif isinstance(event, ReportDeleted):
             self._releasing_elsewhere.pop(event.instance_id, None)
+            if self._standby is not None:
+                self._standby.on_report_deleted(event.instance_id)
+        elif isinstance(event, ProgressReceived):
+            if self._standby is not None:
+                self._standby.on_progress(
+                    event.instance_id, event.mark, asyncio.get_running_loop().time()
+                )
         elif isinstance(event, MarkReceived):
             self._on_mark(event.mark)
         else:
@@ -706,6 +829,8 @@ class FleetMember:
         self._check_left()
 
     def _on_revoked(self, event: PartitionsRevoked) -> None:
+        if self._standby is not None:
+            self._standby.changed()
         self._partitions.difference_update(event.partitions)
         for partition in event.partitions:
             self._owned.pop(partition, None)
@@ -826,10 +951,16 @@ class FleetMember:
         if self._fence is not None:
             for channel, release in self._fence.expire(now).items():
                 self._released(channel, release.outcome, "")
+        standby = self._standby
+        if standby is not None:
+            standby.tick(now)
+            if standby.report_wanted:
+                standby.report_wanted = False
+                self._publish_report(now, force=True)
         self._publish_report(now)
         self._check_left()
 
-    def _publish_report(self, now: float) -> None:
+    def _publish_report(self, now: float, *, force: bool = False) -> None:
         publisher = self._publisher
         if publisher is None:
             return
@@ -842,8 +973,13 @@ class FleetMember:
             report.joined,
             report.failed,
             report.not_joined,
+            report.standby,
         )
-        if fingerprint == self._last_published and now - self._last_published_at < _HEARTBEAT_S:
+        if (
+            not force
+            and fingerprint == self._last_published
+            and now - self._last_published_at < _HEARTBEAT_S
+        ):
             publisher.poll(0)
             return
         try:
@@ -863,7 +999,14 @@ class FleetMember:
         """This instance's report, as of now."""
         source = self._source
         joined = source.status().get("channels_joined", 0)
-        channels = tuple(source.channels)
+        standby = self._standby.standby if self._standby is not None else []
+        if standby:
+            # Read but not produced here: a standby's channels must not look like its
+            # own to the hand-over of their owner (`handover.py`).
+            stood_by = set(standby)
+            channels = tuple(c for c in source.channels if c not in stood_by)
+        else:
+            channels = tuple(source.channels)
         joined_set = source.joined_channels()
         return InstanceReport(
             instance_id=self._settings.instance_id,
@@ -879,6 +1022,7 @@ class FleetMember:
             joined=joined if isinstance(joined, int) else 0,
             failed=len(source.failed_channels),
             not_joined=tuple(c for c in channels if c not in joined_set),
+            standby=tuple(standby),
         )
 
     def _publisher_config(self) -> dict[str, Any]:

@@ -75,6 +75,11 @@ class HandoverTracker:
                     gone.append(channel)
         return gone
 
+    def keep(self, channels: Iterable[str]) -> None:
+        """These channels are ours again, whatever partition they were released from."""
+        for channel in channels:
+            self._released.pop(channel, None)
+
     def on_report(self, report: InstanceReport) -> list[str]:
         """Another instance reported: released channels it now reads, joined, to part."""
         self._reports_seen += 1

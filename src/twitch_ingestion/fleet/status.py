@@ -65,6 +65,9 @@ class InstanceReport(msgspec.Struct, frozen=True, kw_only=True):
     channel (`handover.py`). Sent as the complement of the joined set so that a settled
     instance's report stays as small as its channel list. None in the report of an
     instance older than per-channel hand-over, which said only `ready`."""
+    standby: tuple[str, ...] = ()
+    """Channels read as a hot standby (KAFKA_CHANNELS_REPLICAS=2): held in a window,
+    produced only if their owner dies; not in `channels`."""
 
 
 _ENCODER = msgspec.json.Encoder()

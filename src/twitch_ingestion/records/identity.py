@@ -17,7 +17,9 @@ indexed) pays for a handful of lines per mark, not for every line.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
+
+import msgspec
 
 from twitch_ingestion.models import ChatEventRecord, ChatMessage, MessageDeleted
 
@@ -28,6 +30,7 @@ __all__ = [
     "eventsub_identity",
     "irc_identity",
     "last_identities",
+    "record_identity",
 ]
 
 IDENTITY_RULES: Final = """\
@@ -143,3 +146,41 @@ def eventsub_identity(record: ChatMessage | ChatEventRecord) -> str:
     if type(record) is MessageDeleted:
         return f"channel.chat.message_delete/{record.channel_id}/{record.deleted_message_id}"
     return record.message_id
+
+
+# Event records made from CLEARCHAT and CLEARMSG lines, by `event_type`: their identity is
+# derived from the line's tags, which the record keeps in `tags`.
+_CLEAR_EVENTS: Final = {
+    "ban": "CLEARCHAT",
+    "timeout": "CLEARCHAT",
+    "chat_cleared": "CLEARCHAT",
+    "message_deleted": "CLEARMSG",
+}
+_RECORD_DECODER = msgspec.json.Decoder(dict[str, Any])
+
+
+def record_identity(key: bytes | None, value: bytes | None) -> str | None:
+    """The identity of a record read back from the chat or events topic, as
+    `irc_identity` computed it from the line the record was made of: what a standby
+    compares with what it held to find where Kafka's copy of a channel ends (issue 18).
+    None for what carries no identity a mark could be on (ROOMSTATE and raw copies)."""
+    if value is None:
+        return None
+    try:
+        record = _RECORD_DECODER.decode(value)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    event_type = record.get("event_type")
+    tags = record.get("tags")
+    tags = tags if isinstance(tags, dict) else {}
+    if event_type is None:
+        message_id = record.get("message_id")
+        return message_id if isinstance(message_id, str) and message_id else None
+    twitch_id = tags.get("id")
+    if isinstance(twitch_id, str) and twitch_id:
+        return twitch_id
+    command = _CLEAR_EVENTS.get(str(event_type))
+    if command is None or key is None:
+        return None
+    target = tags.get(_TARGET_TAGS[command], "")
+    return f"{command}/{key.decode(errors='replace')}/{tags.get('tmi-sent-ts', '')}/{target}"

@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 
 from twitch_ingestion.fleet.fence import ChannelFence
+from twitch_ingestion.fleet.standby import StandbyFence
 from twitch_ingestion.metrics import REGISTRY
 from twitch_ingestion.records import RecordSink
 from twitch_ingestion.records.builder import RecordBuilder
@@ -132,4 +133,9 @@ class IrcSource:
 
     @property
     def fence(self) -> ChannelFence | None:
+        return self.gate
+
+    @property
+    def standby_fence(self) -> StandbyFence | None:
+        """The gate also stands by for channels (KAFKA_CHANNELS_REPLICAS=2)."""
         return self.gate
