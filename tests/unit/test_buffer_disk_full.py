@@ -33,16 +33,13 @@ from tests.support.buffers import (
     segment_files,
     warnings_named,
 )
-from twitch_ingestion.config import BufferFullPolicy
-from twitch_ingestion.kafka import segment_log
-from twitch_ingestion.kafka.buffer import (
-    BufferDirectoryError,
-    BufferLockedError,
-    DiskBuffer,
-    MemoryBuffer,
-    SegmentFiles,
-)
-from twitch_ingestion.kafka.segment_log import CORRUPT, TAIL, iter_frames, segment_name
+from twitch_ingestion.buffer import segment_log
+from twitch_ingestion.buffer.config import BufferFullPolicy
+from twitch_ingestion.buffer.disk import DiskBuffer
+from twitch_ingestion.buffer.errors import BufferDirectoryError, BufferLockedError
+from twitch_ingestion.buffer.files import SegmentFiles
+from twitch_ingestion.buffer.memory import MemoryBuffer
+from twitch_ingestion.buffer.segment_log import CORRUPT, TAIL, iter_frames, segment_name
 
 # The fixture, shared by the buffer tests: a name here, so pytest finds it.
 captured_log = buffers.captured_log

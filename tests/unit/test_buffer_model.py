@@ -54,17 +54,15 @@ from hypothesis.stateful import (
 
 from tests.support.buffer_disks import DiskWithRoom
 from tests.support.loop_watchdog import loop_watchdog
-from twitch_ingestion.config import BufferFullPolicy
-from twitch_ingestion.kafka import segment_log
-from twitch_ingestion.kafka.buffer import (
-    BufferedRecord,
-    DiskBuffer,
-    MemoryBuffer,
-    Record,
-)
-from twitch_ingestion.kafka.segment_log import KIND_RECORD, iter_frames, record_seq_and_time
+from twitch_ingestion.buffer import segment_log
+from twitch_ingestion.buffer.config import BufferFullPolicy
+from twitch_ingestion.buffer.disk import DiskBuffer
+from twitch_ingestion.buffer.memory import MemoryBuffer
+from twitch_ingestion.buffer.protocol import BufferedRecord
+from twitch_ingestion.buffer.segment_log import KIND_RECORD, iter_frames, record_seq_and_time
 from twitch_ingestion.metrics import REGISTRY
 from twitch_ingestion.native import RecordFramer, compiled_record_framer
+from twitch_ingestion.records import Record
 
 EXAMPLES = int(os.environ.get("BUFFER_MODEL_EXAMPLES", "60"))
 STEPS = int(os.environ.get("BUFFER_MODEL_STEPS", "50"))
