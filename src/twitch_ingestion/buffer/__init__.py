@@ -96,6 +96,7 @@ The package, by concern (no module imports `kafka/`, `sources/`, `fleet/`, `conf
 * `held`, `capped`: records held in memory; the base both buffers share (seqs, the cap
   and its full policy, waiting for room, gauges).
 * `recovery`: what `DiskBuffer.open()` finds (validation, damage, checkpoints).
+* `reading`: a segment's unacked records read back (`replay()`, `unacked()`).
 * `disk_full`: the pure disk-full state machine (time passed in, no I/O): when the disk
   counts as full, when to try it again, what is reported, how much goes back under the cap.
 * `disk`: `DiskBuffer`, the I/O shell around all of the above.
