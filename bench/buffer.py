@@ -23,14 +23,12 @@ from pathlib import Path
 
 from bench.hotpath import best_ns_per_item
 from bench.report import Result
-from twitch_ingestion.kafka.buffer import (
-    Buffer,
-    BufferOptions,
-    DiskBuffer,
-    MemoryBuffer,
-    Record,
-    SegmentFiles,
-)
+from twitch_ingestion.buffer.config import BufferOptions
+from twitch_ingestion.buffer.disk import DiskBuffer
+from twitch_ingestion.buffer.files import SegmentFiles
+from twitch_ingestion.buffer.memory import MemoryBuffer
+from twitch_ingestion.buffer.protocol import Buffer
+from twitch_ingestion.records import Record
 
 __all__ = ["NAME", "add_arguments", "run"]
 

@@ -45,9 +45,11 @@ from confluent_kafka import Producer
 from bench.harness import BenchTopics, create_topics, delete_topics
 from bench.report import Result
 from twitch_ingestion import component_configs as configs
+from twitch_ingestion.buffer.disk import DiskBuffer
+from twitch_ingestion.buffer.memory import MemoryBuffer
+from twitch_ingestion.buffer.protocol import Buffer
 from twitch_ingestion.channel_flow import ChannelFlow, ChannelFlowSink
 from twitch_ingestion.config import BufferMode, Settings
-from twitch_ingestion.kafka.buffer import Buffer, DiskBuffer, MemoryBuffer
 from twitch_ingestion.kafka.producer import DeliveryCallback, SeqDeliveryCallback
 from twitch_ingestion.kafka.producer_config import producer_config
 from twitch_ingestion.kafka.sink import KafkaSink

@@ -1,4 +1,4 @@
-//! The disk buffer's record frame (`kafka/segment_log.py`, `FrameEncoder.encode`), written
+//! The disk buffer's record frame (`buffer/segment_log.py`, `FrameEncoder.encode`), written
 //! into a buffer the caller provides (the PyO3 layer: the `bytes` object itself).
 //!
 //! Frame: magic u16 | body_len u32 | kind u8 (1) | seq u64 | created_at_ms i64 |

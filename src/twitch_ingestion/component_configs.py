@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
+from twitch_ingestion.buffer.config import BufferConfig
 from twitch_ingestion.config import ClientType, Settings
 from twitch_ingestion.fleet.standby import StandbyConfig
 from twitch_ingestion.health import HealthConfig
-from twitch_ingestion.kafka.buffer import BufferConfig
 from twitch_ingestion.kafka.producer_config import KafkaConnection, ProducerTuning
 from twitch_ingestion.kafka.sink import KafkaSinkConfig
 from twitch_ingestion.native import compiled_record_framer

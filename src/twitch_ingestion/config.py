@@ -35,6 +35,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# The buffer's own enums, BUFFER_MODE and BUFFER_FULL_POLICY: Settings' fields, and
+# re-exported (the buffer package defines them, so that it needs nothing from here).
+from twitch_ingestion.buffer.config import BufferFullPolicy, BufferMode
 from twitch_ingestion.channels import LOGIN_RULE, InvalidLogin, normalise_login
 from twitch_ingestion.native import HotPath
 
@@ -140,16 +143,6 @@ _SUGGESTION_CUTOFF = 0.6
 # they run even when a field failed); a Settings built directly runs them in its model
 # validator.
 _CROSS_CHECKS_DEFERRED: ContextVar[bool] = ContextVar("cross_checks_deferred", default=False)
-
-
-class BufferMode(StrEnum):
-    DISK = "disk"
-    MEMORY = "memory"
-
-
-class BufferFullPolicy(StrEnum):
-    BLOCK = "block"
-    DROP_NEWEST = "drop_newest"
 
 
 class ClientType(StrEnum):

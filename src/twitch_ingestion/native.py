@@ -5,7 +5,7 @@ replace one pure-Python step that stays the reference and the fallback:
 
 * the IRC source's read and chat encoding (`sources/irc/compiled.py`);
 * the disk buffer's record framing (`compiled_record_framer`, used by
-  `kafka/segment_log.FrameEncoder`).
+  `buffer/segment_log.FrameEncoder`).
 
 `HOT_PATH` picks: `auto` (compiled when the extension imports, else Python), `compiled`
 (refuse to start without it), `python` (never use it: the reference, or a way out if

@@ -28,11 +28,12 @@ import structlog
 from confluent_kafka.admin import AdminClient
 
 from twitch_ingestion import component_configs as configs
+from twitch_ingestion.buffer.errors import DurableBufferError
+from twitch_ingestion.buffer.modes import buffer_from_config
 from twitch_ingestion.channel_flow import ChannelFlow, ChannelFlowSink
 from twitch_ingestion.config import ChannelSource, Settings, SourceKind
 from twitch_ingestion.fleet.assignment import FleetError, FleetMember
 from twitch_ingestion.health import HealthServer, HealthServerError
-from twitch_ingestion.kafka.buffer import DurableBufferError, buffer_from_config
 from twitch_ingestion.kafka.producer import KafkaProducer
 from twitch_ingestion.kafka.producer_config import admin_config
 from twitch_ingestion.kafka.sink import KafkaSink

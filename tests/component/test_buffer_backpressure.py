@@ -11,7 +11,8 @@ import asyncio
 from pathlib import Path
 
 from tests.support.buffers import memory_records, records
-from twitch_ingestion.kafka.buffer import DiskBuffer, MemoryBuffer
+from twitch_ingestion.buffer.disk import DiskBuffer
+from twitch_ingestion.buffer.memory import MemoryBuffer
 
 
 async def test_append_all_waits_for_acks_and_keeps_every_record_in_order(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ from tests.support.health_endpoint import http_get, metric
 from tests.support.log_events import events
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
-from twitch_ingestion.kafka.segment_log import (
+from twitch_ingestion.buffer.segment_log import (
     KIND_RECORD,
     SEGMENT_SUFFIX,
     decode_record,

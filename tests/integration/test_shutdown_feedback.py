@@ -14,8 +14,8 @@ import pytest
 
 from tests.integration.service_process import ServiceProcess
 from twitch_ingestion import component_configs as configs
+from twitch_ingestion.buffer.modes import buffer_from_config
 from twitch_ingestion.config import Settings
-from twitch_ingestion.kafka.buffer import buffer_from_config
 from twitch_ingestion.service import ExitCode
 from twitch_ingestion.simulator import SimulatorThread
 

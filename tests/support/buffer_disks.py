@@ -6,7 +6,7 @@ import errno
 import os
 from pathlib import Path
 
-from twitch_ingestion.kafka.buffer import SegmentFiles
+from twitch_ingestion.buffer.files import SegmentFiles
 
 __all__ = ["DiskWithRoom"]
 

@@ -9,9 +9,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from structlog.testing import CapturingLogger
 
-from twitch_ingestion.kafka import buffer as buffer_module
-from twitch_ingestion.kafka.buffer import Buffer, BufferedRecord, Record
+from twitch_ingestion.buffer import disk, reading, recovery
+from twitch_ingestion.buffer.protocol import Buffer, BufferedRecord
 from twitch_ingestion.metrics import REGISTRY
+from twitch_ingestion.records import Record
 
 TOPIC = "twitch-chat-messages"
 EVENTS = "twitch-chat-events"
@@ -47,8 +48,10 @@ def segment_files(directory: Path) -> list[Path]:
 
 @pytest.fixture
 def captured_log(monkeypatch: pytest.MonkeyPatch) -> CapturingLogger:
+    """Every buffer log line: the disk buffer's, recovery's at open, reading back's."""
     capture = CapturingLogger()
-    monkeypatch.setattr(buffer_module, "log", capture)
+    for module in (disk, reading, recovery):
+        monkeypatch.setattr(module, "log", capture)
     return capture
 
 

@@ -34,18 +34,14 @@ from tests.support.buffers import (
 )
 from tests.support.loop_watchdog import loop_watchdog
 from twitch_ingestion import component_configs as configs
+from twitch_ingestion.buffer import segment_log
+from twitch_ingestion.buffer.disk import DiskBuffer
+from twitch_ingestion.buffer.errors import BufferLockedError, DurableBufferError
+from twitch_ingestion.buffer.memory import MemoryBuffer
+from twitch_ingestion.buffer.modes import buffer_from_config
+from twitch_ingestion.buffer.protocol import Buffer, BufferedRecord
+from twitch_ingestion.buffer.segment_log import CORRUPT, KIND_RECORD, iter_frames
 from twitch_ingestion.config import BufferFullPolicy, BufferMode, load_settings
-from twitch_ingestion.kafka import segment_log
-from twitch_ingestion.kafka.buffer import (
-    Buffer,
-    BufferedRecord,
-    BufferLockedError,
-    DiskBuffer,
-    DurableBufferError,
-    MemoryBuffer,
-    buffer_from_config,
-)
-from twitch_ingestion.kafka.segment_log import CORRUPT, KIND_RECORD, iter_frames
 
 # The fixture, shared by the buffer tests: a name here, so pytest finds it.
 captured_log = buffers.captured_log
@@ -506,7 +502,7 @@ def test_a_crash_without_close_loses_nothing_that_was_appended(tmp_path: Path) -
         f"""
         import os, sys
         from pathlib import Path
-        from twitch_ingestion.kafka.buffer import DiskBuffer
+        from twitch_ingestion.buffer.disk import DiskBuffer
         buffer = DiskBuffer(Path({str(tmp_path)!r}), segment_bytes=4096, fsync_ms=10_000)
         buffer.open()
         for start in range(0, 300, 30):

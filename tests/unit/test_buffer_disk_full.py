@@ -33,16 +33,14 @@ from tests.support.buffers import (
     segment_files,
     warnings_named,
 )
-from twitch_ingestion.config import BufferFullPolicy
-from twitch_ingestion.kafka import segment_log
-from twitch_ingestion.kafka.buffer import (
-    BufferDirectoryError,
-    BufferLockedError,
-    DiskBuffer,
-    MemoryBuffer,
-    SegmentFiles,
-)
-from twitch_ingestion.kafka.segment_log import CORRUPT, TAIL, iter_frames, segment_name
+from twitch_ingestion.buffer import segment_log
+from twitch_ingestion.buffer.config import BufferFullPolicy
+from twitch_ingestion.buffer.disk import DiskBuffer
+from twitch_ingestion.buffer.disk_full import DISK_RETRY_S
+from twitch_ingestion.buffer.errors import BufferDirectoryError, BufferLockedError
+from twitch_ingestion.buffer.files import SegmentFiles
+from twitch_ingestion.buffer.memory import MemoryBuffer
+from twitch_ingestion.buffer.segment_log import CORRUPT, TAIL, iter_frames, segment_name
 
 # The fixture, shared by the buffer tests: a name here, so pytest finds it.
 captured_log = buffers.captured_log
@@ -209,6 +207,39 @@ def test_acks_that_free_the_full_segment_send_held_records_back_at_once(tmp_path
     assert not buffer.disk_full
     assert not full_segment.exists()
     assert seqs_of(buffer) == list(range(on_disk, stop))
+    buffer.close()
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 5000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_retry_interval_runs_on_the_clock_the_buffer_was_given(tmp_path: Path) -> None:
+    """The buffer reads no clock of its own: with a fake one, the held records go back
+    exactly when it passes the retry interval, on ticks that pass no time."""
+    clock = FakeClock()
+    disk = SmallDisk(tmp_path, capacity=4096)
+    buffer = opened(tmp_path, disk, clock=clock)
+    stop = fill_until_full(buffer)  # refused at 5000.0
+    held = buffer.held_in_memory
+    disk.capacity = 1 << 20
+
+    clock.now += DISK_RETRY_S - 0.001
+    buffer.maybe_sync()
+    assert buffer.held_in_memory == held
+    assert buffer.disk_full
+
+    clock.now += 0.001
+    buffer.maybe_sync()
+    assert buffer.held_in_memory == 0
+    assert not buffer.disk_full
+    assert seqs_of(buffer) == list(range(stop))
     buffer.close()
 
 

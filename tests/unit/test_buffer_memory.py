@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.buffers import dropped, memory_record, memory_records
-from twitch_ingestion.config import BufferFullPolicy
-from twitch_ingestion.kafka import segment_log
-from twitch_ingestion.kafka.buffer import MemoryBuffer
+from twitch_ingestion.buffer import segment_log
+from twitch_ingestion.buffer.config import BufferFullPolicy
+from twitch_ingestion.buffer.memory import MemoryBuffer
 
 T0 = 1_700_000_000_000
 

@@ -54,17 +54,15 @@ from hypothesis.stateful import (
 
 from tests.support.buffer_disks import DiskWithRoom
 from tests.support.loop_watchdog import loop_watchdog
-from twitch_ingestion.config import BufferFullPolicy
-from twitch_ingestion.kafka import segment_log
-from twitch_ingestion.kafka.buffer import (
-    BufferedRecord,
-    DiskBuffer,
-    MemoryBuffer,
-    Record,
-)
-from twitch_ingestion.kafka.segment_log import KIND_RECORD, iter_frames, record_seq_and_time
+from twitch_ingestion.buffer import segment_log
+from twitch_ingestion.buffer.config import BufferFullPolicy
+from twitch_ingestion.buffer.disk import DiskBuffer
+from twitch_ingestion.buffer.memory import MemoryBuffer
+from twitch_ingestion.buffer.protocol import BufferedRecord
+from twitch_ingestion.buffer.segment_log import KIND_RECORD, iter_frames, record_seq_and_time
 from twitch_ingestion.metrics import REGISTRY
 from twitch_ingestion.native import RecordFramer, compiled_record_framer
+from twitch_ingestion.records import Record
 
 EXAMPLES = int(os.environ.get("BUFFER_MODEL_EXAMPLES", "60"))
 STEPS = int(os.environ.get("BUFFER_MODEL_STEPS", "50"))
@@ -114,9 +112,15 @@ _batches = st.lists(_record_shapes, min_size=0, max_size=12)
 
 class BufferModel(RuleBasedStateMachine):
     """What both machines share: records with unique values, the model's dict and acks,
-    the clock, the event loop with its watchdog, and the checks of a rewind."""
+    the clock, the event loop with its watchdog, the checks of a rewind, and the rules
+    that drive both buffers alike (appends, `append_all`, acks, ticks, disk space,
+    rewinds). A subclass opens its buffer, says what it owes after a restart and how
+    its bytes are counted."""
 
     framer_choice: ClassVar[str] = "python"
+    # Whether a record over the frame limit is refused at append (DiskBuffer) or kept,
+    # in memory only (MemoryBuffer).
+    refuses_oversized: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -125,6 +129,7 @@ class BufferModel(RuleBasedStateMachine):
         self.framer: RecordFramer | None = (
             compiled_record_framer("compiled") if self.framer_choice == "compiled" else None
         )
+        self.buffer: DiskBuffer | MemoryBuffer | None = None
         self.loop = asyncio.new_event_loop()
         self.counter = 0
         self.clock_offset = 0.0
@@ -145,7 +150,37 @@ class BufferModel(RuleBasedStateMachine):
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def abandon(self) -> None:
+        if self.buffer is not None:
+            self.buffer.abandon()
+            self.buffer = None
+
+    # --- what a subclass says -----------------------------------------------------------
+
+    def took(self, first_seq: int, batch: list[Record], accepted: int) -> None:
+        """The buffer took `batch[:accepted]` under seqs from `first_seq`."""
+        for offset, record in enumerate(batch[:accepted]):
+            seq = first_seq + offset
+            assert seq not in self.unacked
+            self.unacked[seq] = record
+            self.handed_out(seq, record)
+
+    def handed_out(self, seq: int, record: Record) -> None:
+        """Remember a record the buffer took, for what it may yield later."""
         raise NotImplementedError
+
+    def handed_out_record(self, seq: int) -> Record | None:
+        """The record handed out under `seq` (this run, or replayed at its start)."""
+        raise NotImplementedError
+
+    def holds_nothing(self) -> bool:
+        """Whether the buffer counts as empty (it then takes any one record)."""
+        raise NotImplementedError
+
+    def ack_one(self, seq: int) -> None:
+        """Kafka acked `seq`: the buffer and the model."""
+        assert self.buffer is not None
+        self.buffer.ack(seq)
+        self.ack_model(seq)
 
     # --- helpers --------------------------------------------------------------------
 
@@ -198,7 +233,9 @@ class BufferModel(RuleBasedStateMachine):
         assert tuple(record) == tuple(expected)
 
     def rewind_expected(self, seq: int) -> Record | None:
-        raise NotImplementedError
+        if seq in self.rewind_start or seq in self.rewind_acked or seq in self.unacked:
+            return self.handed_out_record(seq)
+        return None
 
     def end_rewind(self) -> None:
         missed = {
@@ -218,9 +255,101 @@ class BufferModel(RuleBasedStateMachine):
                 return
             self.check_rewound(*item)
 
+    # --- rules both buffers follow --------------------------------------------------
+
+    @rule(shapes=_batches)
+    def append(self, shapes: list[Any]) -> None:
+        assert self.buffer is not None
+        batch = self.make(shapes)
+        next_seq = self.buffer.next_seq
+        if self.refuses_oversized and self.oversized(batch):
+            with pytest.raises(ValueError, match="over the buffer's limit"):
+                self.buffer.append_batch(batch)
+            assert self.buffer.next_seq == next_seq
+            return
+        appended = self.buffer.append_batch(batch)
+        assert appended.first_seq == next_seq
+        assert 0 <= appended.accepted <= len(batch)
+        if batch and self.holds_nothing():
+            assert appended.accepted >= 1, "an empty buffer always takes one record"
+        self.took(appended.first_seq, batch, appended.accepted)
+
+    @precondition(lambda self: self.options.get("full_policy") is BufferFullPolicy.BLOCK)
+    @rule(shapes=_batches, ack_every=st.integers(1, 4))
+    def append_all_blocking(self, shapes: list[Any], ack_every: int) -> None:
+        """`append_all` with a Kafka that acks everything handed to it, a little late,
+        and the maintenance tick running: it must finish, never spin."""
+        buffer = self.buffer
+        assert buffer is not None
+        batch = [record for record in self.make(shapes) if frame_size(record) - 10 <= MAX_BODY]
+
+        async def scenario() -> None:
+            done = False
+
+            async def on_chunk(chunk: Any, appended: Any) -> None:
+                self.took(appended.first_seq, list(chunk), appended.accepted)
+
+            async def kafka() -> None:
+                while not done:
+                    for seq in sorted(self.unacked)[:ack_every]:
+                        self.ack_one(seq)
+                    buffer.maybe_sync(self.now())
+                    await asyncio.sleep(0)
+
+            acker = asyncio.create_task(kafka())
+            try:
+                await asyncio.wait_for(buffer.append_all(batch, on_chunk), 10)
+            finally:
+                done = True
+                await acker
+
+        if batch:
+            self.run(scenario())
+
+    @precondition(lambda self: bool(self.unacked))
+    @rule(data=st.data())
+    def ack(self, data: st.DataObject) -> None:
+        assert self.buffer is not None
+        seqs = sorted(self.unacked)
+        chosen: list[int] = data.draw(
+            st.one_of(
+                st.just(seqs[: len(seqs) // 2 + 1]),  # oldest first
+                st.lists(st.sampled_from(seqs), max_size=8, unique=True),  # any order
+                st.just(seqs),
+            )
+        )
+        for seq in chosen:
+            self.ack_one(seq)
+        duplicate: bool = data.draw(st.booleans())
+        if chosen and duplicate:
+            self.buffer.ack(chosen[0])  # a duplicate ack changes nothing
+
+    @rule(advance=st.sampled_from([0.0, 0.06, 1.5]))
+    def tick(self, advance: float) -> None:
+        assert self.buffer is not None
+        self.clock_offset += advance
+        self.buffer.maybe_sync(self.now())
+
+    @rule(room=st.sampled_from([None, None, 0, 16, 40, 300, 1500]), no_inodes=st.booleans())
+    def disk_space(self, room: int | None, no_inodes: bool) -> None:
+        self.disk.room = room
+        self.disk.refuse_create = no_inodes
+
+    @rule()
+    def start_a_rewind(self) -> None:
+        assert self.buffer is not None
+        self.start_rewind(self.buffer.unacked())
+
+    @precondition(lambda self: self.rewind is not None)
+    @rule(count=st.integers(1, 30))
+    def continue_the_rewind(self, count: int) -> None:
+        self.step_rewind(count)
+
 
 class DiskBufferModel(BufferModel):
     """DiskBuffer: the records the model holds are exactly what it must replay."""
+
+    refuses_oversized = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -277,15 +406,14 @@ class DiskBufferModel(BufferModel):
         self.may_replay = dict(replayed)
         assert buffer.records == len(self.unacked)
 
-    def abandon(self) -> None:
-        if self.buffer is not None:
-            self.buffer.abandon()
-            self.buffer = None
+    def handed_out(self, seq: int, record: Record) -> None:
+        self.may_replay[seq] = record
 
-    def rewind_expected(self, seq: int) -> Record | None:
-        if seq in self.rewind_start or seq in self.rewind_acked or seq in self.unacked:
-            return self.may_replay.get(seq)
-        return None
+    def handed_out_record(self, seq: int) -> Record | None:
+        return self.may_replay.get(seq)
+
+    def holds_nothing(self) -> bool:
+        return not self.unacked
 
     def held_seqs(self) -> list[int]:
         """The records held in memory: always the newest unacked ones."""
@@ -293,31 +421,7 @@ class DiskBufferModel(BufferModel):
         held = self.buffer.held_in_memory
         return sorted(self.unacked)[len(self.unacked) - held :] if held else []
 
-    # --- rules ----------------------------------------------------------------------
-
-    def took(self, first_seq: int, batch: list[Record], accepted: int) -> None:
-        for offset, record in enumerate(batch[:accepted]):
-            seq = first_seq + offset
-            assert seq not in self.unacked
-            self.unacked[seq] = record
-            self.may_replay[seq] = record
-
-    @rule(shapes=_batches)
-    def append(self, shapes: list[Any]) -> None:
-        assert self.buffer is not None
-        batch = self.make(shapes)
-        next_seq = self.buffer.next_seq
-        if self.oversized(batch):
-            with pytest.raises(ValueError, match="over the buffer's limit"):
-                self.buffer.append_batch(batch)
-            assert self.buffer.next_seq == next_seq
-            return
-        appended = self.buffer.append_batch(batch)
-        assert appended.first_seq == next_seq
-        assert 0 <= appended.accepted <= len(batch)
-        if batch and not self.unacked:
-            assert appended.accepted >= 1, "an empty buffer always takes one record"
-        self.took(appended.first_seq, batch, appended.accepted)
+    # --- rules of the disk buffer alone -----------------------------------------------
 
     @rule(shapes=_batches)
     def append_more(self, shapes: list[Any]) -> None:
@@ -333,75 +437,11 @@ class DiskBufferModel(BufferModel):
             if len(self.unacked) == before:
                 return
 
-    @precondition(lambda self: self.options.get("full_policy") is BufferFullPolicy.BLOCK)
-    @rule(shapes=_batches, ack_every=st.integers(1, 4))
-    def append_all_blocking(self, shapes: list[Any], ack_every: int) -> None:
-        """`append_all` with a Kafka that acks everything handed to it, a little late,
-        and the maintenance tick running: it must finish, never spin."""
-        buffer = self.buffer
-        assert buffer is not None
-        batch = [record for record in self.make(shapes) if frame_size(record) - 10 <= MAX_BODY]
-
-        async def scenario() -> None:
-            done = False
-
-            async def on_chunk(chunk: Any, appended: Any) -> None:
-                self.took(appended.first_seq, list(chunk), appended.accepted)
-
-            async def kafka() -> None:
-                while not done:
-                    for seq in sorted(self.unacked)[:ack_every]:
-                        buffer.ack(seq)
-                        self.ack_model(seq)
-                    buffer.maybe_sync(self.now())
-                    await asyncio.sleep(0)
-
-            acker = asyncio.create_task(kafka())
-            try:
-                await asyncio.wait_for(buffer.append_all(batch, on_chunk), 10)
-            finally:
-                done = True
-                await acker
-
-        if not batch:
-            return
-        self.run(scenario())
-
-    @precondition(lambda self: bool(self.unacked))
-    @rule(data=st.data())
-    def ack(self, data: st.DataObject) -> None:
-        assert self.buffer is not None
-        seqs = sorted(self.unacked)
-        chosen: list[int] = data.draw(
-            st.one_of(
-                st.just(seqs[: len(seqs) // 2 + 1]),  # oldest first
-                st.lists(st.sampled_from(seqs), max_size=8, unique=True),  # any order
-                st.just(seqs),
-            )
-        )
-        for seq in chosen:
-            self.buffer.ack(seq)
-            self.ack_model(seq)
-        duplicate: bool = data.draw(st.booleans())
-        if chosen and duplicate:
-            self.buffer.ack(chosen[0])  # a duplicate ack changes nothing
-
-    @rule(advance=st.sampled_from([0.0, 0.06, 1.5]))
-    def tick(self, advance: float) -> None:
-        assert self.buffer is not None
-        self.clock_offset += advance
-        self.buffer.maybe_sync(self.now())
-
     @rule()
     def sync_and_checkpoint(self) -> None:
         assert self.buffer is not None
         self.buffer.sync()
         self.buffer.checkpoint()
-
-    @rule(room=st.sampled_from([None, None, 0, 16, 40, 300, 1500]), no_inodes=st.booleans())
-    def disk_space(self, room: int | None, no_inodes: bool) -> None:
-        self.disk.room = room
-        self.disk.refuse_create = no_inodes
 
     @rule(room=st.sampled_from([16, 60]))
     def disk_fills_at_the_next_rotation(self, room: int) -> None:
@@ -409,16 +449,6 @@ class DiskBufferModel(BufferModel):
         and its records do not (the active segment is then empty)."""
         self.disk.room = None
         self.disk.full_after_next_create = room
-
-    @rule()
-    def start_a_rewind(self) -> None:
-        assert self.buffer is not None
-        self.start_rewind(self.buffer.unacked())
-
-    @precondition(lambda self: self.rewind is not None)
-    @rule(count=st.integers(1, 30))
-    def continue_the_rewind(self, count: int) -> None:
-        self.step_rewind(count)
 
     @rule(space_returns=st.booleans())
     def restart_cleanly(self, space_returns: bool) -> None:
@@ -558,86 +588,25 @@ class MemoryBufferModel(BufferModel):
         self.unspilled_from = buffer.next_seq
         assert buffer.records == len(self.unacked)
 
-    def abandon(self) -> None:
-        if self.buffer is not None:
-            self.buffer.abandon()
-            self.buffer = None
+    def handed_out(self, seq: int, record: Record) -> None:
+        self.seen[seq] = record
 
-    def rewind_expected(self, seq: int) -> Record | None:
-        if seq in self.rewind_start or seq in self.rewind_acked or seq in self.unacked:
-            return self.seen.get(seq)
-        return None
+    def handed_out_record(self, seq: int) -> Record | None:
+        return self.seen.get(seq)
 
-    def took(self, first_seq: int, batch: list[Record], accepted: int) -> None:
-        for offset, record in enumerate(batch[:accepted]):
-            self.unacked[first_seq + offset] = record
-            self.seen[first_seq + offset] = record
-
-    @rule(shapes=_batches)
-    def append(self, shapes: list[Any]) -> None:
-        assert self.buffer is not None
-        batch = self.make(shapes)  # a record over the frame limit is never spilled
-        next_seq = self.buffer.next_seq
-        appended = self.buffer.append_batch(batch)
-        assert appended.first_seq == next_seq
-        if batch and not self.in_memory():
-            assert appended.accepted >= 1
-        self.took(appended.first_seq, batch, appended.accepted)
-
-    @precondition(lambda self: self.options.get("full_policy") is BufferFullPolicy.BLOCK)
-    @rule(shapes=_batches, ack_every=st.integers(1, 4))
-    def append_all_blocking(self, shapes: list[Any], ack_every: int) -> None:
-        buffer = self.buffer
-        assert buffer is not None
-        batch = [record for record in self.make(shapes) if frame_size(record) - 10 <= MAX_BODY]
-
-        async def scenario() -> None:
-            done = False
-
-            async def on_chunk(chunk: Any, appended: Any) -> None:
-                self.took(appended.first_seq, list(chunk), appended.accepted)
-
-            async def kafka() -> None:
-                while not done:
-                    for seq in sorted(self.unacked)[:ack_every]:
-                        self.ack_one(seq)
-                    buffer.maybe_sync(self.now())
-                    await asyncio.sleep(0)
-
-            acker = asyncio.create_task(kafka())
-            try:
-                await asyncio.wait_for(buffer.append_all(batch, on_chunk), 10)
-            finally:
-                done = True
-                await acker
-
-        if batch:
-            self.run(scenario())
+    def holds_nothing(self) -> bool:
+        return not self.in_memory()
 
     def ack_one(self, seq: int) -> None:
-        assert self.buffer is not None
-        self.buffer.ack(seq)
         record = self.unacked.get(seq)
         if record is not None:
             self.spilled.pop(record[2], None)
-        self.ack_model(seq)
+        super().ack_one(seq)
 
     def in_memory(self) -> list[int]:
         return sorted(seq for seq in self.unacked if seq not in self.from_before)
 
-    @precondition(lambda self: bool(self.unacked))
-    @rule(data=st.data())
-    def ack(self, data: st.DataObject) -> None:
-        seqs = sorted(self.unacked)
-        chosen = data.draw(
-            st.one_of(
-                st.just(seqs[: len(seqs) // 2 + 1]),
-                st.lists(st.sampled_from(seqs), max_size=8, unique=True),
-                st.just(seqs),
-            )
-        )
-        for seq in chosen:
-            self.ack_one(seq)
+    # --- rules of the memory buffer alone ---------------------------------------------
 
     @rule()
     def spill(self) -> None:
@@ -663,26 +632,6 @@ class MemoryBufferModel(BufferModel):
         assert self.buffer.spilled == sum(
             1 for seq in self.in_memory() if self.unacked[seq][2] in self.spilled
         )
-
-    @rule(advance=st.sampled_from([0.0, 0.06, 1.5]))
-    def tick(self, advance: float) -> None:
-        assert self.buffer is not None
-        self.clock_offset += advance
-        self.buffer.maybe_sync(self.now())
-
-    @rule(room=st.sampled_from([None, None, 0, 16, 40, 300, 1500]))
-    def disk_space(self, room: int | None) -> None:
-        self.disk.room = room
-
-    @rule()
-    def start_a_rewind(self) -> None:
-        assert self.buffer is not None
-        self.start_rewind(self.buffer.unacked())
-
-    @precondition(lambda self: self.rewind is not None)
-    @rule(count=st.integers(1, 30))
-    def continue_the_rewind(self, count: int) -> None:
-        self.step_rewind(count)
 
     @rule(clean=st.booleans())
     def restart(self, clean: bool) -> None:

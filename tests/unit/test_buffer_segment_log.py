@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from twitch_ingestion.kafka.segment_log import (
+from twitch_ingestion.buffer.segment_log import (
     CORRUPT,
     KIND_RECORD,
     KIND_TOPIC,

@@ -1,6 +1,6 @@
 """The compiled record framer against `FrameEncoder`'s Python: byte-identical frames.
 
-The disk buffer frames every record it writes (`kafka/segment_log.py`); with the
+The disk buffer frames every record it writes (`buffer/segment_log.py`); with the
 extension (`HOT_PATH`), batches of the common shape — known topics, bytes keys, no
 headers — are framed in Rust. Both encoders get the same batches in the same order
 (topic ids are state) and must return the same parts, size and topic frames, or raise
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twitch_ingestion.kafka.segment_log import (
+from twitch_ingestion.buffer.segment_log import (
     MAX_BODY_BYTES,
     FrameEncoder,
     decode_record,

@@ -27,6 +27,11 @@ RULES = [
         "the records stage sits below the sources and the sink",
     ),
     ("kafka", ("sources", "fleet", "service"), "the sink knows no source"),
+    (
+        "buffer",
+        ("kafka", "sources", "fleet", "config", "component_configs", "service", "health", "cli"),
+        "the buffer is a component below the sink: it takes its own BufferConfig",
+    ),
     # Settings → each component's config happens in component_configs alone; components
     # take their own config, so their signatures say what they depend on.
     *(
@@ -40,14 +45,14 @@ RULES = [
             "kafka.producer_config",
             "kafka.producer",
             "kafka.sink",
-            "kafka.buffer",
+            "buffer",
             "channel_flow",
             "health",
         )
     ),
     *(
         (layer, ("component_configs",), "components do not reach back into the wiring")
-        for layer in ("kafka", "sources", "records")
+        for layer in ("kafka", "sources", "records", "buffer")
     ),
 ]
 

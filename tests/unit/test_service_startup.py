@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from twitch_ingestion.buffer.errors import BufferLockedError, DurableBufferError
 from twitch_ingestion.config import load_settings
-from twitch_ingestion.kafka.buffer import BufferLockedError, DurableBufferError
 from twitch_ingestion.service import ExitCode, _buffer_problem, _exit_code_for
 from twitch_ingestion.sources.irc.pool import TwitchGaveUp
 

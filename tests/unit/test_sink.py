@@ -20,8 +20,10 @@ from confluent_kafka import KafkaError, Message
 from structlog.testing import capture_logs
 
 from twitch_ingestion import component_configs as configs
+from twitch_ingestion.buffer.disk import DiskBuffer
+from twitch_ingestion.buffer.memory import MemoryBuffer
+from twitch_ingestion.buffer.modes import buffer_from_config
 from twitch_ingestion.config import BufferMode, Settings
-from twitch_ingestion.kafka.buffer import DiskBuffer, MemoryBuffer, buffer_from_config
 from twitch_ingestion.kafka.delivery import REDELIVERY_DELAY_S, REFUSED_RETRY_DELAY_S
 from twitch_ingestion.kafka.producer import DeliveryCallback, SeqDeliveryCallback
 from twitch_ingestion.kafka.sink import KafkaSink

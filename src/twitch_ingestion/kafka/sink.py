@@ -25,7 +25,7 @@ from typing import Protocol
 import structlog
 from confluent_kafka import KafkaError, Message
 
-from twitch_ingestion.kafka.buffer import Appended, Buffer
+from twitch_ingestion.buffer.protocol import Appended, Buffer
 from twitch_ingestion.kafka.delivery import (
     Action,
     DeadLetter,

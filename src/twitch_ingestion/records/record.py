@@ -6,7 +6,7 @@ hands them to a `RecordSink`; the sink (`kafka/sink.py`) buffers and produces re
 and never asks where they came from.
 
 A record is a plain tuple, not a class: the hot path builds one per chat line, and a
-tuple is the cheapest object CPython makes (`BufferedRecord` in `kafka/buffer.py` is the
+tuple is the cheapest object CPython makes (`BufferedRecord` in `buffer/protocol.py` is the
 same shape with names, for the cold paths). Its identity (`identity.py`) does not travel
 in it: see `docs/architecture.md`, "Record identity".
 """

@@ -2,9 +2,9 @@
 
 A buffer directory holds *segment files* named after the sequence number of their first
 record (`00000000000000001234.log`) and, beside each, an optional *ack checkpoint*
-(`00000000000000001234.acks`). Nothing here opens a file: `DiskBuffer` reads and writes,
-this module only frames, validates and decodes, so every corruption case is a unit test
-with bytes in and frames out.
+(`00000000000000001234.acks`). Nothing here opens a file: `DiskBuffer` (`disk.py`) and
+`recovery.py` read and write, this module only frames, validates and decodes, so every
+corruption case is a unit test with bytes in and frames out.
 
 Segment file::
 
