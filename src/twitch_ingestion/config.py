@@ -4,6 +4,12 @@ Every tunable lives here with its default, type and unit, and the README table l
 them all. Secrets are `SecretStr`, so `repr()`/logging of a `Settings` never shows them,
 and validation errors are re-rendered without the offending input (pydantic would
 otherwise echo a bad token back into the terminal).
+
+Why one module of some 1,000 lines: it is the one place for every environment variable
+(its default, type, unit and check), the rules across variables, and how the environment
+and `.env` are read and refused, so adding or auditing a setting touches one file, read
+beside the README table. The pieces are not separable: `Settings` runs the cross-field
+rules, which read `Settings`. What each component gets is `component_configs.py`'s work.
 """
 
 from __future__ import annotations

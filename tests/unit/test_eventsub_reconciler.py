@@ -15,7 +15,8 @@ from twitch_ingestion.sources.eventsub.helix import (
     interpret_subscription,
 )
 from twitch_ingestion.sources.eventsub.http_messages import HttpResponse
-from twitch_ingestion.sources.eventsub.reconciler import (
+from twitch_ingestion.sources.eventsub.reconciler import SubscriptionReconciler
+from twitch_ingestion.sources.eventsub.reconciler_outputs import (
     ChannelChanged,
     ChannelState,
     Create,
@@ -27,7 +28,6 @@ from twitch_ingestion.sources.eventsub.reconciler import (
     RoundSettled,
     SubscribeLate,
     SubscriptionFailed,
-    SubscriptionReconciler,
     classify,
 )
 

@@ -13,7 +13,7 @@ import pytest
 
 from twitch_ingestion.models import ChatMessage
 from twitch_ingestion.simulator.chatgen import ChatGenerator
-from twitch_ingestion.simulator.eventsub_server import privmsg_event
+from twitch_ingestion.simulator.eventsub_wire import privmsg_event
 from twitch_ingestion.simulator.wire import room_id_for
 from twitch_ingestion.sources.eventsub.messages import Notification, decode_frame
 from twitch_ingestion.sources.eventsub.records import EventSubRecord, notification_record

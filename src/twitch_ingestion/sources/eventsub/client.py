@@ -67,7 +67,7 @@ from twitch_ingestion.sources.eventsub.output import (
     EventSubOutput,
     SourceFailure,
 )
-from twitch_ingestion.sources.eventsub.reconciler import (
+from twitch_ingestion.sources.eventsub.reconciler_outputs import (
     ChannelChanged,
     ChannelState,
     ChannelStatus,

@@ -44,7 +44,8 @@ from twitch_ingestion.sources.eventsub.output import (
     EventSubOutput,
     SourceFailure,
 )
-from twitch_ingestion.sources.eventsub.reconciler import (
+from twitch_ingestion.sources.eventsub.reconciler import SubscriptionReconciler
+from twitch_ingestion.sources.eventsub.reconciler_outputs import (
     ChannelChanged,
     ChannelState,
     ChannelStatus,
@@ -56,7 +57,6 @@ from twitch_ingestion.sources.eventsub.reconciler import (
     RoundSettled,
     SubscribeLate,
     SubscriptionFailed,
-    SubscriptionReconciler,
 )
 from twitch_ingestion.sources.eventsub.records import CHAT_SUBSCRIPTION_TYPES, notification_record
 from twitch_ingestion.sources.eventsub.session import (

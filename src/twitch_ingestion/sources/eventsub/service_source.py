@@ -63,7 +63,7 @@ from twitch_ingestion.sources.eventsub.config import EventSubConfig
 from twitch_ingestion.sources.eventsub.helix import ChannelProblem
 from twitch_ingestion.sources.eventsub.messages import DeadLetter
 from twitch_ingestion.sources.eventsub.output import SourceFailure
-from twitch_ingestion.sources.eventsub.reconciler import ChannelState
+from twitch_ingestion.sources.eventsub.reconciler_outputs import ChannelState
 from twitch_ingestion.sources.eventsub.records import EventSubRecord
 from twitch_ingestion.sources.eventsub.session import SessionState
 
