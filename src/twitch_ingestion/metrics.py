@@ -507,6 +507,21 @@ FLEET_TAKEOVERS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+# At 0 from the start, so the alerts' increase() sees an instance's first inexact
+# hand-off or take-over (fleet/fence.py's ReleaseOutcome, fleet/standby.py's
+# TakeOverOutcome: a unit test keeps the lists equal).
+_initialise(
+    FLEET_HANDOFFS,
+    (
+        "after_mark",
+        "nothing_produced",
+        "mark_before_window",
+        "possible_gap",
+        "no_mark",
+        "no_other_reader",
+    ),
+)
+_initialise(FLEET_TAKEOVERS, ("after_tail", "before_window", "gap"))
 FLEET = ScrapeTimeCollector(
     {
         "twitch_ingestion_fleet_partitions_assigned": (

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from twitch_ingestion.fleet.fence import ReleaseOutcome
+from twitch_ingestion.fleet.standby import TakeOverOutcome
 from twitch_ingestion.metrics import (
     CHANNEL_FLOW,
     EVENTSUB_COUNTERS,
@@ -56,6 +58,9 @@ def test_every_series_read_at_scrape_time_is_in_the_namespace() -> None:
         ("twitch_ingestion_kafka_delivery_errors_total", {"error": "_MSG_TIMED_OUT"}),
         ("twitch_ingestion_buffer_records_dropped_total", {"reason": "buffer_full"}),
         ("twitch_ingestion_irc_malformed_lines_total", {"reason": "invalid-utf8"}),
+        ("twitch_ingestion_fleet_handoffs_total", {"outcome": "possible_gap"}),
+        ("twitch_ingestion_fleet_handoffs_total", {"outcome": "no_mark"}),
+        ("twitch_ingestion_fleet_takeovers_total", {"outcome": "gap"}),
     ],
 )
 def test_labelled_series_that_alerts_read_exist_before_their_first_count(
@@ -71,3 +76,20 @@ def test_the_sampled_latency_histogram_says_so_in_its_help() -> None:
         if f.name == "twitch_ingestion_kafka_delivery_latency_seconds"
     ]
     assert "one acknowledged record in 8 is observed" in family.documentation
+
+
+@pytest.mark.parametrize(
+    ("family", "outcomes"),
+    [
+        ("twitch_ingestion_fleet_handoffs", [o.value for o in ReleaseOutcome]),
+        ("twitch_ingestion_fleet_takeovers", [o.value for o in TakeOverOutcome]),
+    ],
+)
+def test_the_fleet_outcome_series_are_every_outcome_the_fleet_decides(
+    family: str, outcomes: list[str]
+) -> None:
+    [metric] = [
+        f for f in text_string_to_metric_families(render_metrics().decode()) if f.name == family
+    ]
+    exported = {s.labels["outcome"] for s in metric.samples if s.name.endswith("_total")}
+    assert exported == set(outcomes)
