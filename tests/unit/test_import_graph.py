@@ -43,6 +43,7 @@ RULES = [
             "kafka.buffer",
             "channel_flow",
             "health",
+            "fleet",
         )
     ),
     *(
