@@ -1,8 +1,9 @@
 """Who reads what: each instance's own report, and the fleet view `status` prints.
 
 Every instance publishes an `InstanceReport` (key = INSTANCE_ID) to the compacted
-instances topic when what it reads changes, and every `_HEARTBEAT_S` otherwise; a clean
-stop deletes it (tombstone). The reports serve two readers:
+instances topic when what it reads changes, and every 30 s otherwise
+(`report_publisher.py`); a clean stop deletes it (tombstone). The reports serve two
+readers:
 
 * the other instances: one that gave a partition away keeps reading its channels until
   the new owner's report says it has joined them (see `handover.py`);
