@@ -48,12 +48,12 @@ _TAIL_METADATA_TIMEOUT_S = 10.0
 
 def _librdkafka_problems(settings: Settings) -> list[ConfigProblem]:
     """librdkafka's verdict on every client configuration the commands build."""
-    from twitch_ingestion.fleet.assignment import group_consumer_config
+    from twitch_ingestion.fleet.control_reader import group_consumer_config
 
     return librdkafka_problems(
         configs.kafka_connection(settings),
         configs.producer_tuning(settings),
-        [group_consumer_config(settings)],
+        [group_consumer_config(configs.fleet_config(settings))],
     )
 
 
@@ -143,14 +143,16 @@ def _cmd_channels(args: argparse.Namespace) -> int:
     from twitch_ingestion.fleet.commands import run_channels
 
     settings = _settings_or_exit(require_channels=False)
-    return run_channels(args, settings)
+    return run_channels(
+        args, configs.control_topics_config(settings), configs.producer_tuning(settings)
+    )
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from twitch_ingestion.fleet.commands import run_status
 
     settings = _settings_or_exit(require_channels=False)
-    return run_status(args, settings)
+    return run_status(args, configs.control_topics_config(settings))
 
 
 def _cmd_top(args: argparse.Namespace) -> int:

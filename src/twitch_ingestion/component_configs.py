@@ -4,7 +4,7 @@
 and its check. Components do not see it: each takes its own frozen config, so that its
 signature says what it depends on and a test builds one without an environment. This
 module is the only mapping between the two; the service, the commands and the benchmarks
-call it. (The fleet still takes `Settings`: the next one to move here.)
+call it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pydantic import SecretStr
 
 from twitch_ingestion.buffer.config import BufferConfig
 from twitch_ingestion.config import ClientType, Settings
+from twitch_ingestion.fleet.config import ControlTopicsConfig, FleetConfig
 from twitch_ingestion.fleet.standby import StandbyConfig
 from twitch_ingestion.health import HealthConfig
 from twitch_ingestion.kafka.producer_config import KafkaConnection, ProducerTuning
@@ -25,7 +26,9 @@ from twitch_ingestion.sources.token_guard import TokenGuardConfig
 
 __all__ = [
     "buffer_config",
+    "control_topics_config",
     "eventsub_config",
+    "fleet_config",
     "health_config",
     "irc_source_config",
     "kafka_connection",
@@ -198,4 +201,33 @@ def standby_config(settings: Settings) -> StandbyConfig:
         replicas=settings.kafka_channels_replicas,
         window_s=settings.kafka_channels_standby_window_s,
         window_bytes=settings.kafka_channels_standby_window_bytes,
+    )
+
+
+def control_topics_config(settings: Settings) -> ControlTopicsConfig:
+    """The fleet's topics and group, for the commands and every member
+    (KAFKA_TOPIC_CHANNELS, KAFKA_TOPIC_INSTANCES, KAFKA_CHANNELS_GROUP …)."""
+    return ControlTopicsConfig(
+        connection=kafka_connection(settings),
+        channels_topic=settings.kafka_topic_channels,
+        instances_topic=settings.kafka_topic_instances,
+        group=settings.kafka_channels_group,
+        channels_partitions=settings.kafka_channels_partitions,
+        replication_factor=settings.kafka_topic_replication_factor,
+        create_topics=settings.kafka_create_topics,
+    )
+
+
+def fleet_config(settings: Settings) -> FleetConfig:
+    """A fleet member's config (CHANNEL_SOURCE=kafka); the login its report names is
+    resolved once (an anonymous one is a random `justinfan` guest)."""
+    data_topics = topics(settings)
+    return FleetConfig(
+        control=control_topics_config(settings),
+        instance_id=settings.instance_id,
+        login=settings.twitch_login,
+        session_timeout_ms=settings.kafka_channels_session_timeout_ms,
+        handover_timeout_s=settings.kafka_channels_handover_timeout_s,
+        standby=standby_config(settings),
+        tail_topics=(data_topics.chat, data_topics.events),
     )

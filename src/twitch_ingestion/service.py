@@ -32,7 +32,8 @@ from twitch_ingestion.buffer.errors import DurableBufferError
 from twitch_ingestion.buffer.modes import buffer_from_config
 from twitch_ingestion.channel_flow import ChannelFlow, ChannelFlowSink
 from twitch_ingestion.config import ChannelSource, Settings, SourceKind
-from twitch_ingestion.fleet.assignment import FleetError, FleetMember
+from twitch_ingestion.fleet.assignment import FleetMember
+from twitch_ingestion.fleet.events import FleetError
 from twitch_ingestion.health import HealthServer, HealthServerError
 from twitch_ingestion.kafka.producer import KafkaProducer
 from twitch_ingestion.kafka.producer_config import admin_config
@@ -140,7 +141,7 @@ class IngestionService:
         records_sink = ChannelFlowSink(self.sink, self.channel_flow)
         in_fleet = settings.channel_source is ChannelSource.KAFKA
         self.source = source_from_settings(settings, self.records, records_sink, in_fleet=in_fleet)
-        self.fleet = FleetMember(settings, self.source) if in_fleet else None
+        self.fleet = FleetMember(configs.fleet_config(settings), self.source) if in_fleet else None
         self._topic_check = TopicCheck(False, frozenset(), {"*": "not checked yet"})
         self._stop_requested = asyncio.Event()
         # A second SIGINT/SIGTERM during shutdown: stop without waiting for Kafka.

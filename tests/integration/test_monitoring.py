@@ -37,6 +37,7 @@ from tests.integration.kafka_helpers import delete_topics
 from tests.integration.service_process import ServiceProcess, clean_environment
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
+from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import load_settings
 from twitch_ingestion.fleet.control_topic import require_control_topics, write_channels
 from twitch_ingestion.metrics import EVENTSUB_COUNTERS, NAMESPACE
@@ -120,8 +121,9 @@ def instance(
         ) as eventsub,
     ):
         settings = load_settings(require_channels=False, **{k.lower(): v for k, v in kafka.items()})
-        require_control_topics(settings)
-        write_channels(settings, [*TALKING, SILENT], enabled=True)
+        control = configs.control_topics_config(settings)
+        require_control_topics(control)
+        write_channels(control, configs.producer_tuning(settings), [*TALKING, SILENT], enabled=True)
         token = eventsub.issue_token(scopes=("chat:read",)).access_token
         env = {
             **twitch_env(simulator, []),

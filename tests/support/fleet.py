@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tests.integration.kafka_helpers import delete_topics
 from tests.integration.service_process import ServiceProcess, StartService, clean_environment
+from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import Settings, load_settings
 from twitch_ingestion.fleet.status import FleetStatus, describe_fleet
 from twitch_ingestion.simulator import SimulatorStats, SimulatorThread
@@ -114,7 +115,7 @@ class Fleet:
         return {n for n, s in self.instances.items() if s.process.poll() is None}
 
     def status(self) -> FleetStatus:
-        return describe_fleet(self.settings(), timeout_s=10)
+        return describe_fleet(configs.control_topics_config(self.settings()), timeout_s=10)
 
     def wait_settled(self, channels: Iterable[str], timeout_s: float = 60.0) -> SimulatorStats:
         """Until the group is stable, every running instance reports itself ready with

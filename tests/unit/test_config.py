@@ -10,6 +10,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import ConfigError, ConfigProblem, LogFormat, Settings, load_settings
+from twitch_ingestion.fleet.config import ControlTopicsConfig, FleetConfig
 from twitch_ingestion.health import HealthConfig
 from twitch_ingestion.kafka.producer_config import librdkafka_problems
 
@@ -461,14 +462,14 @@ def test_no_client_lets_the_broker_auto_create_a_topic() -> None:
     # librdkafka's producer (and admin client) default to allow.auto.create.topics=true:
     # a record produced before the topic exists would create it with the broker's
     # partition count, not KAFKA_TOPIC_PARTITIONS.
-    from twitch_ingestion.fleet.assignment import group_consumer_config
+    from twitch_ingestion.fleet.control_reader import group_consumer_config
     from twitch_ingestion.kafka.producer_config import admin_config, producer_config
 
     settings = Settings(_env_file=None, twitch_channel=["forsen"])  # type: ignore[call-arg]
     for conf in (
         producer_config(configs.kafka_connection(settings), configs.producer_tuning(settings)),
         admin_config(configs.kafka_connection(settings)),
-        group_consumer_config(settings),
+        group_consumer_config(configs.fleet_config(settings)),
     ):
         assert conf["allow.auto.create.topics"] is False
     assert (
@@ -557,3 +558,49 @@ def test_irc_source_config_fields_are_the_settings_of_that_name(
         actual = getattr(config, field.name)
         assert actual == (tuple(expected) if isinstance(expected, list) else expected), field.name
     assert (config.twitch_login, config.is_anonymous) == ("bot", False)
+
+
+def test_fleet_config_is_the_fleet_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every field of the fleet's configs from its setting, each value off its default
+    so that a field wired to the wrong setting shows."""
+    for name, value in {
+        "CHANNEL_SOURCE": "kafka",
+        "TWITCH_USERNAME": "Bot",
+        "TWITCH_OAUTH_TOKEN": TOKEN,
+        "KAFKA_BROKERS": "kafka-1:9093",
+        "KAFKA_TOPIC_CHANNELS": "control",
+        "KAFKA_TOPIC_INSTANCES": "reports",
+        "KAFKA_CHANNELS_GROUP": "readers",
+        "KAFKA_CHANNELS_PARTITIONS": "12",
+        "KAFKA_TOPIC_REPLICATION_FACTOR": "3",
+        "KAFKA_CREATE_TOPICS": "false",
+        "INSTANCE_ID": "reader-7",
+        "KAFKA_CHANNELS_SESSION_TIMEOUT_MS": "9000",
+        "KAFKA_CHANNELS_HANDOVER_TIMEOUT_S": "42",
+        "KAFKA_CHANNELS_REPLICAS": "2",
+        "KAFKA_TOPIC_CHAT_MESSAGES": "chat",
+        "KAFKA_TOPIC_CHAT_EVENTS": "events",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    control = ControlTopicsConfig(
+        connection=configs.kafka_connection(settings),
+        channels_topic="control",
+        instances_topic="reports",
+        group="readers",
+        channels_partitions=12,
+        replication_factor=3,
+        create_topics=False,
+    )
+    assert control.connection.brokers == "kafka-1:9093"
+    assert configs.control_topics_config(settings) == control
+    assert configs.fleet_config(settings) == FleetConfig(
+        control=control,
+        instance_id="reader-7",
+        login="bot",
+        session_timeout_ms=9000,
+        handover_timeout_s=42.0,
+        standby=configs.standby_config(settings),
+        tail_topics=("chat", "events"),
+    )
+    assert configs.standby_config(settings).replicas == 2

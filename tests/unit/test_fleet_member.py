@@ -11,16 +11,18 @@ from typing import Any
 import msgspec
 import pytest
 
+from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import ChannelSource, ConfigError, Settings, load_settings
-from twitch_ingestion.fleet.assignment import (
+from twitch_ingestion.fleet.assignment import FleetMember
+from twitch_ingestion.fleet.config import FleetConfig
+from twitch_ingestion.fleet.control_reader import group_consumer_config
+from twitch_ingestion.fleet.events import (
     ChannelsChanged,
-    FleetMember,
     MarkReceived,
     PartitionLoaded,
     PartitionsAssigned,
     PartitionsRevoked,
     ReportReceived,
-    group_consumer_config,
 )
 from twitch_ingestion.fleet.fence import ChannelFence, FinalMark, decode_mark
 from twitch_ingestion.fleet.status import (
@@ -94,6 +96,10 @@ def settings(**overrides: Any) -> Settings:
     return load_settings(**{**base, **overrides})
 
 
+def config(**overrides: Any) -> FleetConfig:
+    return configs.fleet_config(settings(**overrides))
+
+
 def other(
     channels: list[str], *, ready: bool = True, not_joined: list[str] | None = None
 ) -> ReportReceived:
@@ -115,7 +121,7 @@ def other(
 
 def member(**overrides: Any) -> tuple[FleetMember, FakeSource]:
     source = FakeSource()
-    return FleetMember(settings(**overrides), source, group_is_empty=lambda: False), source
+    return FleetMember(config(**overrides), source, group_is_empty=lambda: False), source
 
 
 async def test_a_loaded_partition_s_channels_are_joined() -> None:
@@ -236,7 +242,7 @@ async def test_a_hand_off_stops_waiting_once_nobody_is_left_in_the_group(
 ) -> None:
     monkeypatch.setattr("twitch_ingestion.fleet.assignment._GROUP_CHECK_S", 0.01)
     source = FakeSource()
-    fleet = FleetMember(settings(), source, group_is_empty=lambda: True)
+    fleet = FleetMember(config(), source, group_is_empty=lambda: True)
     fleet._reader = FakeReader()  # type: ignore[assignment]
     fleet.handle_event(PartitionsAssigned((1,)))
     fleet.handle_event(PartitionLoaded(1, ("a",)))
@@ -299,6 +305,13 @@ async def test_the_report_says_what_this_instance_reads_and_releases() -> None:
     assert report.ready is False
     assert report.not_joined == ("a",)
     assert decode_report(encode_report(report)) == report
+
+
+async def test_an_anonymous_instance_names_one_guest_login_in_every_report() -> None:
+    fleet, _ = member(twitch_username=None, twitch_oauth_token=None)
+    logins = {fleet.report().login for _ in range(5)}
+    assert len(logins) == 1
+    assert next(iter(logins)).startswith("justinfan")
 
 
 async def test_a_change_in_what_is_joined_is_published_at_the_next_tick() -> None:
@@ -453,7 +466,7 @@ def test_instance_id_must_be_a_valid_kafka_id(bad: str) -> None:
 
 
 def test_group_consumer_is_cooperative_static_and_commits_nothing() -> None:
-    conf = group_consumer_config(settings(kafka_channels_session_timeout_ms=6000))
+    conf = group_consumer_config(config(kafka_channels_session_timeout_ms=6000))
     assert conf["partition.assignment.strategy"] == "cooperative-sticky"
     assert conf["group.instance.id"] == conf["client.id"] == "me"
     assert conf["enable.auto.commit"] is False
@@ -533,7 +546,7 @@ def releasing(instance: str, channels: list[str]) -> ReportReceived:
 
 async def test_the_old_owner_publishes_the_final_mark_of_each_channel_taken() -> None:
     source = FencedSource()
-    fleet = FleetMember(settings(), source, group_is_empty=lambda: False)
+    fleet = FleetMember(config(), source, group_is_empty=lambda: False)
     publisher = FakePublisher()
     fleet._publisher = publisher  # type: ignore[assignment]
     fleet.handle_event(PartitionsAssigned((1,)))
@@ -559,7 +572,7 @@ async def test_the_old_owner_publishes_the_final_mark_of_each_channel_taken() ->
 
 async def test_the_new_owner_holds_a_channel_being_handed_over_until_its_mark() -> None:
     source = FencedSource()
-    fleet = FleetMember(settings(), source, group_is_empty=lambda: False)
+    fleet = FleetMember(config(), source, group_is_empty=lambda: False)
     fleet.handle_event(releasing("old", ["a"]))
     fleet.handle_event(PartitionsAssigned((1,)))
     fleet.handle_event(PartitionLoaded(1, ("a",)))

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import Settings, load_settings
-from twitch_ingestion.fleet.assignment import (
-    FleetMember,
+from twitch_ingestion.fleet.assignment import FleetMember
+from twitch_ingestion.fleet.events import (
     PartitionLoaded,
     PartitionsAssigned,
     ProgressReceived,
@@ -142,13 +143,15 @@ def chat(channel: str, number: int) -> IrcMessage:
 def standby_member(**overrides: Any) -> tuple[FleetMember, Source, Publisher]:
     source = Source()
     fleet = FleetMember(
-        load_settings(
-            channel_source="kafka",
-            instance_id="me",
-            twitch_username="fleetbot",
-            twitch_oauth_token="oauth:abc123",
-            kafka_channels_replicas=2,
-            **overrides,
+        configs.fleet_config(
+            load_settings(
+                channel_source="kafka",
+                instance_id="me",
+                twitch_username="fleetbot",
+                twitch_oauth_token="oauth:abc123",
+                kafka_channels_replicas=2,
+                **overrides,
+            )
         ),
         source,
         group_is_empty=lambda: False,
@@ -169,11 +172,13 @@ async def settle_take_overs(fleet: FleetMember) -> None:
 async def test_replicas_1_has_no_standby_and_publishes_no_progress() -> None:
     source = Source()
     fleet = FleetMember(
-        load_settings(
-            channel_source="kafka",
-            instance_id="me",
-            twitch_username="fleetbot",
-            twitch_oauth_token="oauth:abc123",
+        configs.fleet_config(
+            load_settings(
+                channel_source="kafka",
+                instance_id="me",
+                twitch_username="fleetbot",
+                twitch_oauth_token="oauth:abc123",
+            )
         ),
         source,
         group_is_empty=lambda: False,

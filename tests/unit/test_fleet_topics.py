@@ -10,6 +10,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import load_settings
 from twitch_ingestion.fleet.control_topic import control_topic_specs
 from twitch_ingestion.kafka.topics import TopicSpec, ensure_topics
@@ -103,7 +104,7 @@ def fleet_specs(partitions: int = 8) -> list[TopicSpec]:
         kafka_topic_instances="reports",
         kafka_channels_partitions=partitions,
     )
-    return control_topic_specs(settings)
+    return control_topic_specs(configs.control_topics_config(settings))
 
 
 def test_missing_fleet_topics_are_created_compacted_and_never_asked_for_by_name() -> None:

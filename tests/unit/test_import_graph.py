@@ -48,6 +48,7 @@ RULES = [
             "buffer",
             "channel_flow",
             "health",
+            "fleet",
         )
     ),
     *(

@@ -7,20 +7,17 @@ restart within the session timeout gets the same partitions back, with no rebala
 Nothing is committed: a newly assigned partition is read from its beginning, which for
 a compacted topic is the current table. Its channels are then joined; records that
 arrive later are applied as they come, so adding or removing a channel takes effect
-within a fetch (≤ `_FETCH_WAIT_MS`) plus a JOIN.
+within a fetch (≤ `control_reader._FETCH_WAIT_MS`) plus a JOIN.
 
 Two halves:
 
-* `ControlTopicReader`, on its own thread, owns the librdkafka consumers. Their calls
-  block (`consume`, the rebalance callbacks that must call `incremental_assign` before
-  returning, `close`, metadata requests) and a thread keeps all of that off the event
-  loop, which carries the chat firehose; polling with timeout 0 from the loop would
-  still block it in `close` and on metadata, and would delay rebalance callbacks
-  whenever the loop is busy. The thread only turns Kafka into small events, posted to
-  the loop with `call_soon_threadsafe`, in order.
-* `FleetMember`, on the loop, applies them to the `TwitchSource` (`add_channels`,
+* `ControlTopicReader` (`control_reader.py`), on its own thread, owns the librdkafka
+  consumers and turns Kafka into small events (`events.py`), posted to the loop in order.
+* `FleetMember`, here, on the loop, applies them to the `TwitchSource` (`add_channels`,
   `remove_channels`), keeps given-away channels until their new owner has them
-  (`handover.py`) and publishes this instance's report (`status.py`).
+  (`handover.py`), fences each hand-over with final marks (`fence.py`), stands by for
+  other producers with KAFKA_CHANNELS_REPLICAS=2 (`standby_keeper.py`) and publishes
+  this instance's report (`report_publisher.py`).
 """
 
 from __future__ import annotations
@@ -28,437 +25,67 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    OFFSET_END,
-    Consumer,
-    KafkaError,
-    Message,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from twitch_ingestion import component_configs as configs
-from twitch_ingestion.config import Settings
-from twitch_ingestion.fleet.control_topic import (
-    ChannelTable,
-    InvalidRecord,
-    decode_record,
-    ensure_control_topics,
+from twitch_ingestion.fleet.config import FleetConfig
+from twitch_ingestion.fleet.control_reader import ControlTopicReader
+from twitch_ingestion.fleet.events import (
+    ChannelReader,
+    ChannelsChanged,
+    FleetError,
+    FleetEvent,
+    MarkReceived,
+    PartitionLoaded,
+    PartitionsAssigned,
+    PartitionsRevoked,
+    ProgressReceived,
+    ReportDeleted,
+    ReportReceived,
 )
 from twitch_ingestion.fleet.fence import (
     MARK_KEY_PREFIX,
     MARK_WAIT_S,
-    ChannelFence,
     FinalMark,
     ReleaseOutcome,
-    decode_mark,
     encode_mark,
 )
 from twitch_ingestion.fleet.handover import HandoverTracker
-from twitch_ingestion.fleet.standby import (
-    PROGRESS_KEY_PREFIX,
-    ProgressMark,
-    StandbyFence,
-    decode_progress,
+from twitch_ingestion.fleet.report_publisher import (
+    ReportPublisher,
+    instance_report,
+    publisher_config,
 )
+from twitch_ingestion.fleet.standby import StandbyFence
 from twitch_ingestion.fleet.standby_keeper import StandbyKeeper
-from twitch_ingestion.fleet.status import InstanceReport, decode_report, encode_report
+from twitch_ingestion.fleet.status import InstanceReport
 from twitch_ingestion.fleet.tail_read import ChannelTail, read_tail
 from twitch_ingestion.kafka.producer_config import admin_config
 from twitch_ingestion.kafka.topics import NO_AUTO_CREATE
-from twitch_ingestion.log_throttle import ThrottledLogger
 from twitch_ingestion.metrics import FLEET_HANDOFFS
 
-__all__ = ["ChannelReader", "ControlTopicReader", "FleetError", "FleetMember"]
+__all__ = ["FleetMember"]
 
 log = structlog.get_logger(__name__)
 
-# How long the broker may hold a fetch when there is nothing new: the latency of a
-# channel added or removed through the control topic (librdkafka's default is 500 ms).
-_FETCH_WAIT_MS = 200
-# The reader thread's blocking wait per round; also how soon it notices a stop request.
-_POLL_TIMEOUT_S = 0.1
-_CONSUME_BATCH = 1000
-# Heartbeats this many times per session timeout: a dead peer is one session timeout
-# away, but a rebalance is noticed on the next heartbeat, so they should be frequent.
-_HEARTBEATS_PER_SESSION = 10
-_MAX_HEARTBEAT_INTERVAL_MS = 3000
 # How often the loop side checks whether its report changed or a hand-over timed out.
 _TICK_S = 0.5
-# A report is re-sent this often even when nothing changed, so `status` can tell a live
-# instance from the leftover report of a crashed one.
-_HEARTBEAT_S = 30.0
-# Waiting for missing topics (KAFKA_CREATE_TOPICS=false, broker down) before retrying.
-_TOPIC_RETRY_S = 5.0
 # Time allowed at shutdown to delete this instance's report.
 _REPORT_FLUSH_S = 5.0
 # While handing off at shutdown: how often to ask whether any member is left to take over.
 _GROUP_CHECK_S = 1.0
 
 
-class FleetError(Exception):
-    """The fleet membership cannot go on (e.g. another live instance has our INSTANCE_ID)."""
-
-
-class ChannelReader(Protocol):
-    """What `FleetMember` needs of the Twitch source (`TwitchSource` is one)."""
-
-    @property
-    def channels(self) -> list[str]: ...
-
-    @property
-    def failed_channels(self) -> dict[str, str]: ...
-
-    def joined_channels(self) -> frozenset[str]: ...
-
-    def add_channels(self, channels: Iterable[str]) -> None: ...
-
-    def remove_channels(self, channels: Iterable[str]) -> None: ...
-
-    def is_ready(self) -> bool: ...
-
-    def status(self) -> dict[str, object]: ...
-
-    @property
-    def fence(self) -> ChannelFence | None:
-        """Per-channel hold/track/drop for fenced hand-offs (`fence.py`); None: the
-        source cannot, and a moved channel is produced twice for the overlap."""
-
-
-# --- events: reader thread → event loop -------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionsAssigned:
-    partitions: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionLoaded:
-    """Read to its end for the first time since assigned: its channels, to join."""
-
-    partition: int
-    channels: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelsChanged:
-    partition: int
-    added: tuple[str, ...]
-    removed: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionsRevoked:
-    partitions: tuple[int, ...]
-    channels: Mapping[int, tuple[str, ...]]
-    """Channels of the revoked partitions that were loaded (and so are joined)."""
-    lost: bool
-    """The session expired: another instance may already hold them."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReportReceived:
-    report: InstanceReport
-
-
-@dataclass(frozen=True, slots=True)
-class ReportDeleted:
-    """An instance stopped cleanly (its report's tombstone)."""
-
-    instance_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class MarkReceived:
-    mark: FinalMark
-
-
-@dataclass(frozen=True, slots=True)
-class ProgressReceived:
-    """An instance's progress record (replicas 2); mark None: deleted, it stopped."""
-
-    instance_id: str
-    mark: ProgressMark | None
-
-
-@dataclass(frozen=True, slots=True)
-class ReaderFailed:
-    error: BaseException
-
-
-FleetEvent = (
-    PartitionsAssigned
-    | PartitionLoaded
-    | ChannelsChanged
-    | PartitionsRevoked
-    | ReportReceived
-    | ReportDeleted
-    | MarkReceived
-    | ProgressReceived
-    | ReaderFailed
-)
-
-
-# --- the reader thread ------------------------------------------------------------------
-
-
-def group_consumer_config(settings: Settings) -> dict[str, Any]:
-    """The control topic's group consumer: cooperative-sticky, static, nothing committed."""
-    session_ms = settings.kafka_channels_session_timeout_ms
-    conf = admin_config(configs.kafka_connection(settings))
-    conf.update(
-        {
-            # INSTANCE_ID as client.id too, so the group's description names the instance.
-            "client.id": settings.instance_id,
-            "group.id": settings.kafka_channels_group,
-            "group.instance.id": settings.instance_id,
-            "partition.assignment.strategy": "cooperative-sticky",
-            "session.timeout.ms": session_ms,
-            "heartbeat.interval.ms": max(
-                100, min(_MAX_HEARTBEAT_INTERVAL_MS, session_ms // _HEARTBEATS_PER_SESSION)
-            ),
-            # No offsets: every assignment reads its partitions from the beginning.
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            # The end of a partition is where its initial table is complete.
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": _FETCH_WAIT_MS,
-            **NO_AUTO_CREATE,
-        }
-    )
-    return conf
-
-
-def reports_consumer_config(settings: Settings) -> dict[str, Any]:
-    conf = admin_config(configs.kafka_connection(settings))
-    conf.update(
-        {
-            "client.id": f"{settings.instance_id}-reports",
-            # Required by the client, unused: the partition is assigned, not subscribed.
-            "group.id": f"twitch-ingestion-reports-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": False,
-            "fetch.wait.max.ms": _FETCH_WAIT_MS,
-            **NO_AUTO_CREATE,
-        }
-    )
-    return conf
-
-
-class ControlTopicReader:
-    """Follows the control topic's assigned partitions and the instance reports on a
-    thread of its own; everything it learns is handed to `post`, in order."""
-
-    def __init__(self, settings: Settings, post: Callable[[FleetEvent], None]) -> None:
-        self._settings = settings
-        self._post = post
-        self._table = ChannelTable()
-        self._stop = threading.Event()
-        self._leave = threading.Event()
-        self._closing = False
-        self._fatal: KafkaError | None = None
-        self._throttled = ThrottledLogger(log, interval_s=30.0)
-        self._thread = threading.Thread(target=self._run, name="fleet-reader", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def request_stop(self) -> None:
-        self._stop.set()
-
-    def request_leave(self) -> None:
-        """Leave the consumer group now (its partitions move at once, each revoked with
-        a `PartitionsRevoked`), but go on reading the instance reports until stopped."""
-        self._leave.set()
-
-    def join(self, timeout_s: float | None = None) -> None:
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
-
-    # --- the thread ----------------------------------------------------------------------
-
-    def _run(self) -> None:
-        try:
-            self._follow()
-        except BaseException as exc:
-            self._post(ReaderFailed(exc))
-
-    def _follow(self) -> None:
-        if not self._wait_for_topics():
-            return
-        conf = group_consumer_config(self._settings)
-        conf["error_cb"] = self._on_error
-        conf["logger"] = logging.getLogger("librdkafka")
-        group = Consumer(conf)
-        reports = Consumer(reports_consumer_config(self._settings))
-        try:
-            group.subscribe(
-                [self._settings.kafka_topic_channels],
-                on_assign=self._on_assign,
-                on_revoke=self._on_revoke,
-                on_lost=self._on_lost,
-            )
-            self._assign_reports(reports)
-            subscribed = True
-            while not self._stop.is_set():
-                if subscribed and self._leave.is_set():
-                    # A static member's close() does not leave the group (KIP-345: its
-                    # partitions wait a session timeout for it); unsubscribe does, with
-                    # the revoke callback run by the next consume.
-                    subscribed = False
-                    group.unsubscribe()
-                for message in group.consume(_CONSUME_BATCH, _POLL_TIMEOUT_S):
-                    self._on_control_message(message)
-                for message in reports.consume(_CONSUME_BATCH, 0):
-                    self._on_report_message(message)
-                if self._fatal is not None:
-                    raise FleetError(
-                        f"the control topic's consumer failed: {self._fatal.str()} "
-                        f"({self._fatal.name()}); if it says fenced, another running "
-                        f"instance has INSTANCE_ID={self._settings.instance_id!r}"
-                    )
-        finally:
-            # A static member leaves no group on close: its partitions wait for it for
-            # a session timeout, which is what lets a restart keep its channels.
-            self._closing = True
-            with contextlib.suppress(Exception):
-                group.close()
-            with contextlib.suppress(Exception):
-                reports.close()
-
-    def _wait_for_topics(self) -> bool:
-        while not self._stop.is_set():
-            check = ensure_control_topics(self._settings)
-            if check.misconfigured:
-                # Reading a wrongly configured control topic would look like working.
-                raise FleetError(
-                    "; ".join(check.problems[topic] for topic in sorted(check.misconfigured))
-                )
-            if check.ok:
-                for topic, warning in check.warnings.items():
-                    log.warning("fleet topic warning", topic=topic, warning=warning)
-                return True
-            for topic, problem in check.problems.items():
-                self._throttled.error("fleet topic problem", topic, problem=problem)
-            self._stop.wait(_TOPIC_RETRY_S)
-        return False
-
-    def _assign_reports(self, reports: Consumer) -> None:
-        topic = self._settings.kafka_topic_instances
-        metadata = reports.list_topics(topic, timeout=10)
-        described = metadata.topics.get(topic)
-        partitions = sorted(described.partitions) if described is not None else [0]
-        # Only reports sent from now on matter to a hand-over, so no history is read.
-        reports.assign([TopicPartition(topic, p, OFFSET_END) for p in partitions])
-
-    # --- rebalance callbacks (run inside group.consume, on this thread) ------------------
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        numbers = tuple(sorted(tp.partition for tp in partitions))
-        self._table.assign(numbers)
-        topic = self._settings.kafka_topic_channels
-        # From the beginning whatever may have been committed: the table is the topic.
-        consumer.incremental_assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in numbers])
-        self._post(PartitionsAssigned(numbers))
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._revoke(consumer, partitions, lost=False)
-
-    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._revoke(consumer, partitions, lost=True)
-
-    def _revoke(self, consumer: Consumer, partitions: list[TopicPartition], *, lost: bool) -> None:
-        numbers = tuple(sorted(tp.partition for tp in partitions))
-        released = self._table.revoke(numbers)
-        consumer.incremental_unassign(partitions)
-        if not self._closing:  # at shutdown the service closes every connection anyway
-            self._post(PartitionsRevoked(numbers, released, lost))
-
-    def _on_error(self, error: KafkaError) -> None:
-        if error.fatal():
-            self._fatal = error
-            return
-        self._throttled.warning(
-            "fleet consumer error", error.name(), error=error.str(), retrying=True
-        )
-
-    # --- records -------------------------------------------------------------------------
-
-    def _on_control_message(self, message: Message) -> None:
-        partition = message.partition()
-        error = message.error()
-        if error is not None:
-            if error.code() == KafkaError._PARTITION_EOF and partition is not None:
-                channels = self._table.caught_up(partition)
-                if channels is not None:
-                    self._post(PartitionLoaded(partition, channels))
-            elif error.fatal():
-                self._fatal = error
-            else:
-                self._throttled.warning(
-                    "fleet consumer error", error.name(), error=error.str(), retrying=True
-                )
-            return
-        if partition is None:
-            return
-        record = decode_record(message.key(), message.value())
-        if isinstance(record, InvalidRecord):
-            self._throttled.warning(
-                "control topic record ignored",
-                record.reason,
-                record_key=record.key,
-                reason=record.reason,
-            )
-            return
-        change = self._table.apply(partition, record)
-        if change:
-            self._post(ChannelsChanged(partition, change.added, change.removed))
-
-    def _on_report_message(self, message: Message) -> None:
-        if message.error() is not None:
-            return
-        value = message.value()
-        key = (message.key() or b"").decode(errors="replace")
-        if key.startswith(PROGRESS_KEY_PREFIX):
-            progress = decode_progress(value) if value is not None else None
-            if value is None or progress is not None:
-                self._post(ProgressReceived(key[len(PROGRESS_KEY_PREFIX) :], progress))
-            return
-        if key.startswith(MARK_KEY_PREFIX):
-            mark = decode_mark(value) if value is not None else None
-            if mark is not None:
-                self._post(MarkReceived(mark))
-            return
-        if value is None:
-            self._post(ReportDeleted(key))
-            return
-        report = decode_report(value)
-        if report is not None:
-            self._post(ReportReceived(report))
-
-
-# --- the loop side ----------------------------------------------------------------------
-
-
 class FleetMember:
     """Turns the reader's events into `add_channels` / `remove_channels` calls.
 
     ```
-    member = FleetMember(settings, source)
+    member = FleetMember(config, source)        # component_configs.fleet_config
     task = asyncio.create_task(member.run())   # raises FleetError if membership fails
     ...
     await member.stop()                         # before the source stops
@@ -467,18 +94,18 @@ class FleetMember:
 
     def __init__(
         self,
-        settings: Settings,
+        config: FleetConfig,
         source: ChannelReader,
         *,
         group_is_empty: Callable[[], bool] | None = None,
     ) -> None:
         """`group_is_empty` (blocking, run on a thread) tells a hand-off at shutdown that
         nobody is left to take the channels; by default it asks Kafka."""
-        self._settings = settings
+        self._config = config
         self._source = source
         self._admin: AdminClient | None = None
         self._group_is_empty = group_is_empty or self._ask_group_is_empty
-        self._handover = HandoverTracker(settings.instance_id)
+        self._handover = HandoverTracker(config.instance_id)
         self._fence = source.fence
         # Other instances → the channels their latest report says they are handing over
         # (`releasing`): one of those, joined here, is held until its final mark. A
@@ -494,38 +121,34 @@ class FleetMember:
         self._stopping = False
         self._leaving: asyncio.Event | None = None
         self._started_at_ms = int(time.time() * 1000)
-        self._last_published: tuple[object, ...] | None = None
-        self._last_published_at = 0.0
+        self._reports = ReportPublisher(config.control.instances_topic)
         self._loaded_channels = 0
         self._loaded_partitions = 0
         self._assigned_once = False
-        self._standby = self._standby_keeper(settings, source)
+        self._standby = self._standby_keeper(config, source)
 
-    def _standby_keeper(self, settings: Settings, source: ChannelReader) -> StandbyKeeper | None:
+    def _standby_keeper(self, config: FleetConfig, source: ChannelReader) -> StandbyKeeper | None:
         """With KAFKA_CHANNELS_REPLICAS=2 and a source that can stand by (IRC's gate)."""
-        config = configs.standby_config(settings)
         # Not part of `ChannelReader`: a source that cannot stand by need not say so.
         fence: StandbyFence | None = getattr(source, "standby_fence", None)
-        if not config.enabled or fence is None:
+        if not config.standby.enabled or fence is None:
             return None
-        topics = configs.topics(settings)
+        tail_topics = config.tail_topics
         consumer_config = {
-            **admin_config(configs.kafka_connection(settings)),
+            **admin_config(config.control.connection),
             **NO_AUTO_CREATE,
-            "client.id": f"{settings.instance_id}-tail",
+            "client.id": f"{config.instance_id}-tail",
             "logger": logging.getLogger("librdkafka"),
         }
 
         def tail(
             wanted: Mapping[str, set[str]], from_ms: int, timeout_s: float
         ) -> dict[str, ChannelTail]:
-            return read_tail(
-                consumer_config, (topics.chat, topics.events), wanted, from_ms, timeout_s
-            )
+            return read_tail(consumer_config, tail_topics, wanted, from_ms, timeout_s)
 
         return StandbyKeeper(
-            settings.instance_id,
-            config,
+            config.instance_id,
+            config.standby,
             fence,
             source,
             read_tail=tail,
@@ -541,7 +164,7 @@ class FleetMember:
             return
         # BufferError: Kafka unreachable for a while; the next tick says it again.
         with contextlib.suppress(BufferError):
-            publisher.produce(self._settings.kafka_topic_instances, value, key)
+            publisher.produce(self._config.control.instances_topic, value, key)
         publisher.poll(0)
 
     def _busy(self) -> set[str]:
@@ -600,21 +223,21 @@ class FleetMember:
         """Follow the assignment until `stop()`; raises `FleetError` if it cannot."""
         loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
-        settings = self._settings
+        config = self._config
         log.info(
             "fleet member starting",
-            instance_id=settings.instance_id,
-            group=settings.kafka_channels_group,
-            topic=settings.kafka_topic_channels,
-            session_timeout_ms=settings.kafka_channels_session_timeout_ms,
+            instance_id=config.instance_id,
+            group=config.control.group,
+            topic=config.control.channels_topic,
+            session_timeout_ms=config.session_timeout_ms,
         )
-        self._publisher = Producer(self._publisher_config())
+        self._publisher = Producer(publisher_config(config))
 
         def post(event: FleetEvent) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is already closed
                 loop.call_soon_threadsafe(self.handle_event, event)
 
-        self._reader = ControlTopicReader(settings, post)
+        self._reader = ControlTopicReader(config, post)
         self._reader.start()
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
@@ -643,7 +266,7 @@ class FleetMember:
         leaving = self._leaving = asyncio.Event()
         log.info(
             "fleet hand-off starting",
-            instance_id=self._settings.instance_id,
+            instance_id=self._config.instance_id,
             channels=len(self._source.channels),
             timeout_s=timeout_s,
         )
@@ -684,12 +307,12 @@ class FleetMember:
         if admin is None:
             admin = self._admin = AdminClient(
                 {
-                    **admin_config(configs.kafka_connection(self._settings)),
+                    **admin_config(self._config.control.connection),
                     **NO_AUTO_CREATE,
                     "logger": logging.getLogger("librdkafka"),
                 }
             )
-        group = self._settings.kafka_channels_group
+        group = self._config.control.group
         try:
             future = admin.describe_consumer_groups([group], request_timeout=5)[group]
             # The stubs say dict; confluent-kafka returns one ConsumerGroupDescription.
@@ -721,10 +344,10 @@ class FleetMember:
         publisher, self._publisher = self._publisher, None
         if publisher is not None:
             publisher.produce(
-                self._settings.kafka_topic_instances, None, self._settings.instance_id.encode()
+                self._config.control.instances_topic, None, self._config.instance_id.encode()
             )
             await asyncio.to_thread(publisher.flush, _REPORT_FLUSH_S)
-        log.info("fleet member stopped", instance_id=self._settings.instance_id)
+        log.info("fleet member stopped", instance_id=self._config.instance_id)
 
     # --- events --------------------------------------------------------------------------
 
@@ -784,7 +407,7 @@ class FleetMember:
             report = event.report
             if self._standby is not None:
                 self._standby.on_report(report)
-            if report.instance_id != self._settings.instance_id:
+            if report.instance_id != self._config.instance_id:
                 handing = frozenset(report.releasing)
                 self._releasing_elsewhere[report.instance_id] = handing
                 if self._fence is not None and handing:
@@ -842,7 +465,7 @@ class FleetMember:
             channels=released,
             lost=event.lost,
         )
-        if self._settings.kafka_channels_handover_timeout_s <= 0:
+        if self._config.handover_timeout_s <= 0:
             gone = self._not_owned([c for cs in event.channels.values() for c in cs])
             self._stop_producing(gone, to_instance="")
             self._source.remove_channels(gone)
@@ -873,14 +496,14 @@ class FleetMember:
         for channel, identity in marks.items():
             mark = FinalMark(
                 channel=channel,
-                from_instance=self._settings.instance_id,
+                from_instance=self._config.instance_id,
                 to_instance=to_instance,
                 identity=identity,
                 at_ms=now_ms,
             )
             try:
                 publisher.produce(
-                    self._settings.kafka_topic_instances,
+                    self._config.control.instances_topic,
                     encode_mark(mark),
                     f"{MARK_KEY_PREFIX}{channel}".encode(),
                 )
@@ -889,7 +512,7 @@ class FleetMember:
         publisher.poll(0)
 
     def _on_mark(self, mark: FinalMark) -> None:
-        me = self._settings.instance_id
+        me = self._config.instance_id
         fence = self._fence
         if fence is None or mark.from_instance == me or mark.to_instance not in ("", me):
             return
@@ -935,9 +558,7 @@ class FleetMember:
                 reading=len(self._source.channels),
             )
             self._loaded_partitions = self._loaded_channels = 0
-        late = self._not_owned(
-            self._handover.expired(now, self._settings.kafka_channels_handover_timeout_s)
-        )
+        late = self._not_owned(self._handover.expired(now, self._config.handover_timeout_s))
         if late:
             self._stop_producing(late, to_instance="")
             self._source.remove_channels(late)
@@ -945,7 +566,7 @@ class FleetMember:
                 "fleet hand-over timed out",
                 channels=len(late),
                 sample=late[:20],
-                timeout_s=self._settings.kafka_channels_handover_timeout_s,
+                timeout_s=self._config.handover_timeout_s,
                 action="parting channels no instance reported joined",
             )
         if self._fence is not None:
@@ -964,78 +585,15 @@ class FleetMember:
         publisher = self._publisher
         if publisher is None:
             return
-        report = self.report()
-        fingerprint = (
-            report.partitions,
-            report.channels,
-            report.releasing,
-            report.ready,
-            report.joined,
-            report.failed,
-            report.not_joined,
-            report.standby,
-        )
-        if (
-            not force
-            and fingerprint == self._last_published
-            and now - self._last_published_at < _HEARTBEAT_S
-        ):
-            publisher.poll(0)
-            return
-        try:
-            publisher.produce(
-                self._settings.kafka_topic_instances,
-                encode_report(report),
-                report.instance_id.encode(),
-            )
-        except BufferError:  # Kafka unreachable for a while: the next tick tries again
-            publisher.poll(0)
-            return
-        publisher.poll(0)
-        self._last_published = fingerprint
-        self._last_published_at = now
+        self._reports.publish(publisher, self.report(), now, force=force)
 
     def report(self) -> InstanceReport:
         """This instance's report, as of now."""
-        source = self._source
-        joined = source.status().get("channels_joined", 0)
-        standby = self._standby.standby if self._standby is not None else []
-        if standby:
-            # Read but not produced here: a standby's channels must not look like its
-            # own to the hand-over of their owner (`handover.py`).
-            stood_by = set(standby)
-            channels = tuple(c for c in source.channels if c not in stood_by)
-        else:
-            channels = tuple(source.channels)
-        joined_set = source.joined_channels()
-        return InstanceReport(
-            instance_id=self._settings.instance_id,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            login=self._settings.twitch_login,
+        return instance_report(
+            self._config,
+            self._source,
             started_at_ms=self._started_at_ms,
-            updated_at_ms=int(time.time() * 1000),
-            partitions=tuple(sorted(self._partitions)),
-            channels=channels,
-            releasing=tuple(self._handover.channels),
-            ready=source.is_ready(),
-            joined=joined if isinstance(joined, int) else 0,
-            failed=len(source.failed_channels),
-            not_joined=tuple(c for c in channels if c not in joined_set),
-            standby=tuple(standby),
+            partitions=self._partitions,
+            releasing=self._handover.channels,
+            standby=self._standby.standby if self._standby is not None else [],
         )
-
-    def _publisher_config(self) -> dict[str, Any]:
-        conf = admin_config(configs.kafka_connection(self._settings))
-        conf.update(
-            {
-                "client.id": f"{self._settings.instance_id}-reports",
-                # Channel logins compress well: a report of 10,000 channels is ~40 KB.
-                "compression.type": "lz4",
-                "linger.ms": 20,
-                "acks": "all",
-                "logger": logging.getLogger("librdkafka"),
-                **NO_AUTO_CREATE,
-            }
-        )
-        return conf

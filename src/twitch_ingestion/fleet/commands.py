@@ -1,4 +1,8 @@
-"""`twitch-ingestion channels add|remove|list` and `twitch-ingestion status`."""
+"""`twitch-ingestion channels add|remove|list` and `twitch-ingestion status`.
+
+They take the fleet's `ControlTopicsConfig` (and `channels` the producer's tuning, to
+write as the service does); `cli.py` derives both from the settings.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 
 from twitch_ingestion.channels import normalise_logins
-from twitch_ingestion.config import Settings
+from twitch_ingestion.fleet.config import ControlTopicsConfig
 from twitch_ingestion.fleet.control_topic import (
     ControlTopicError,
     read_channel_table,
@@ -19,6 +23,7 @@ from twitch_ingestion.fleet.control_topic import (
     write_channels,
 )
 from twitch_ingestion.fleet.status import describe_fleet, render_status
+from twitch_ingestion.kafka.producer_config import ProducerTuning
 
 __all__ = [
     "add_channels_arguments",
@@ -69,15 +74,16 @@ def parse_channel_args(values: list[str], file: Path | None) -> list[str]:
     return normalise_logins(raw)
 
 
-def _topics_ready(command: str, settings: Settings) -> bool:
+def _topics_ready(command: str, control: ControlTopicsConfig) -> bool:
     """Create the fleet's topics as documented, or say in one line why they cannot be
     used. Every command checks first: even reading would otherwise leave a broker with
     auto-create on holding a 1-partition control topic that retention empties."""
     try:
-        warnings = require_control_topics(settings)
+        warnings = require_control_topics(control)
     except ControlTopicError as exc:
         print(
-            f"twitch-ingestion {command}: Kafka at {settings.kafka_brokers}: {exc}", file=sys.stderr
+            f"twitch-ingestion {command}: Kafka at {control.connection.brokers}: {exc}",
+            file=sys.stderr,
         )
         return False
     for warning in warnings.values():
@@ -85,7 +91,9 @@ def _topics_ready(command: str, settings: Settings) -> bool:
     return True
 
 
-def run_channels(args: argparse.Namespace, settings: Settings) -> int:
+def run_channels(
+    args: argparse.Namespace, control: ControlTopicsConfig, tuning: ProducerTuning
+) -> int:
     action: str = args.channels_action
     channels: list[str] = []
     if action != "list":  # arguments first: a typo needs no broker to be reported
@@ -97,11 +105,11 @@ def run_channels(args: argparse.Namespace, settings: Settings) -> int:
         if not channels:
             print(f"twitch-ingestion channels {action}: no channels given", file=sys.stderr)
             return _USAGE
-    if not _topics_ready(f"channels {action}", settings):
+    if not _topics_ready(f"channels {action}", control):
         return 1
     try:
         if action == "list":
-            table = read_channel_table(settings)
+            table = read_channel_table(control)
             if args.json:
                 print(json.dumps(dict(sorted(table.items())), indent=2))
             else:
@@ -110,17 +118,17 @@ def run_channels(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         adding = action == "add"
         # Only what changes is written, so that the count says what happened.
-        table = read_channel_table(settings)
+        table = read_channel_table(control)
         changing = [c for c in channels if (c in table) != adding]
         unchanged = [c for c in channels if (c in table) == adding]
-        count = write_channels(settings, changing, enabled=adding) if changing else 0
+        count = write_channels(control, tuning, changing, enabled=adding) if changing else 0
     except (KafkaException, RuntimeError, TimeoutError) as exc:
         print(
-            f"twitch-ingestion channels {action}: Kafka at {settings.kafka_brokers}: {exc}",
+            f"twitch-ingestion channels {action}: Kafka at {control.connection.brokers}: {exc}",
             file=sys.stderr,
         )
         return 1
-    print(_change_summary(count, unchanged, adding, settings.kafka_topic_channels), file=sys.stderr)
+    print(_change_summary(count, unchanged, adding, control.channels_topic), file=sys.stderr)
     return 0
 
 
@@ -138,13 +146,14 @@ def _channels(count: int) -> str:
     return "channel" if count == 1 else "channels"
 
 
-def run_status(args: argparse.Namespace, settings: Settings) -> int:
-    if not _topics_ready("status", settings):
+def run_status(args: argparse.Namespace, control: ControlTopicsConfig) -> int:
+    if not _topics_ready("status", control):
         return 1
     try:
-        status = describe_fleet(settings)
+        status = describe_fleet(control)
     except (KafkaException, TimeoutError) as exc:
-        print(f"twitch-ingestion status: Kafka at {settings.kafka_brokers}: {exc}", file=sys.stderr)
+        brokers = control.connection.brokers
+        print(f"twitch-ingestion status: Kafka at {brokers}: {exc}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(status.to_dict(), indent=2))

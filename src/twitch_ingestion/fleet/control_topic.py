@@ -36,10 +36,14 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from twitch_ingestion import component_configs as configs
 from twitch_ingestion.channels import InvalidLogin, normalise_login
-from twitch_ingestion.config import Settings
-from twitch_ingestion.kafka.producer_config import admin_config, producer_config
+from twitch_ingestion.fleet.config import ControlTopicsConfig
+from twitch_ingestion.kafka.producer_config import (
+    KafkaConnection,
+    ProducerTuning,
+    admin_config,
+    producer_config,
+)
 from twitch_ingestion.kafka.topics import NO_AUTO_CREATE, TopicCheck, TopicSpec, ensure_topics
 
 __all__ = [
@@ -207,13 +211,13 @@ def _set_wanted(table: dict[str, None], record: ChannelRecord) -> None:
 # --- the topics -----------------------------------------------------------------------------
 
 
-def control_topic_specs(settings: Settings) -> list[TopicSpec]:
+def control_topic_specs(control: ControlTopicsConfig) -> list[TopicSpec]:
     """The control topic and the instances' report topic, both compacted."""
-    replication = settings.kafka_topic_replication_factor
+    replication = control.replication_factor
     return [
         TopicSpec(
-            settings.kafka_topic_channels,
-            settings.kafka_channels_partitions,
+            control.channels_topic,
+            control.channels_partitions,
             replication,
             _COMPACTED,
             required_config=_MUST_BE_COMPACTED,
@@ -227,7 +231,7 @@ def control_topic_specs(settings: Settings) -> list[TopicSpec]:
         # Reports are re-sent every 30 s; hourly segments let compaction drop the old ones
         # (the default, 7 days, would keep a week of them in the active segment).
         TopicSpec(
-            settings.kafka_topic_instances,
+            control.instances_topic,
             1,
             replication,
             (*_COMPACTED, ("segment.ms", str(3600 * 1000))),
@@ -236,29 +240,36 @@ def control_topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-def ensure_control_topics(settings: Settings, admin: AdminClient | None = None) -> TopicCheck:
+def ensure_control_topics(
+    control: ControlTopicsConfig, admin: AdminClient | None = None
+) -> TopicCheck:
     """Create the fleet's topics if missing (KAFKA_CREATE_TOPICS), check them if not."""
     admin = admin or AdminClient(
         {
-            **admin_config(configs.kafka_connection(settings)),
+            **admin_config(control.connection),
             **NO_AUTO_CREATE,
             "logger": logging.getLogger("librdkafka"),
         }
     )
-    return ensure_topics(admin, control_topic_specs(settings), create=settings.kafka_create_topics)
+    return ensure_topics(admin, control_topic_specs(control), create=control.create_topics)
 
 
-def require_control_topics(settings: Settings) -> dict[str, str]:
+def require_control_topics(control: ControlTopicsConfig) -> dict[str, str]:
     """`ensure_control_topics` for the CLI: its warnings, or `ControlTopicError` with
     every problem in one line."""
-    check = ensure_control_topics(settings)
+    check = ensure_control_topics(control)
     if not check.ok:
         raise ControlTopicError("; ".join(check.problems.values()))
     return check.warnings
 
 
 def write_channels(
-    settings: Settings, channels: Iterable[str], *, enabled: bool, timeout_s: float = 30.0
+    control: ControlTopicsConfig,
+    tuning: ProducerTuning,
+    channels: Iterable[str],
+    *,
+    enabled: bool,
+    timeout_s: float = 30.0,
 ) -> int:
     """Add (`enabled`) or remove (tombstone) channels; returns how many were written.
 
@@ -270,9 +281,7 @@ def write_channels(
     """
     producer = Producer(
         {
-            **producer_config(
-                configs.kafka_connection(settings), configs.producer_tuning(settings)
-            ),
+            **producer_config(control.connection, tuning),
             **NO_AUTO_CREATE,
         }
     )
@@ -285,9 +294,7 @@ def write_channels(
 
     count = 0
     for channel in channels:
-        producer.produce(
-            settings.kafka_topic_channels, value, channel.encode(), on_delivery=delivered
-        )
+        producer.produce(control.channels_topic, value, channel.encode(), on_delivery=delivered)
         producer.poll(0)
         count += 1
     remaining = producer.flush(timeout_s)
@@ -298,12 +305,14 @@ def write_channels(
     return count
 
 
-def read_topic(settings: Settings, topic: str, *, timeout_s: float = 30.0) -> Iterator[Message]:
+def read_topic(
+    connection: KafkaConnection, topic: str, *, timeout_s: float = 30.0
+) -> Iterator[Message]:
     """Every record of `topic` up to its current end, partition by partition in order.
 
     A throwaway consumer with manual assignment: it joins no group and commits nothing.
     """
-    conf = admin_config(configs.kafka_connection(settings))
+    conf = admin_config(connection)
     conf.update(
         {
             "group.id": f"twitch-ingestion-read-{uuid.uuid4()}",
@@ -377,10 +386,11 @@ def _watermarks(consumer: Consumer, partition: TopicPartition, deadline: float) 
         return low, high
 
 
-def read_channel_table(settings: Settings, *, timeout_s: float = 30.0) -> dict[str, int]:
+def read_channel_table(control: ControlTopicsConfig, *, timeout_s: float = 30.0) -> dict[str, int]:
     """The control topic's wanted channels now → the partition each lives in."""
     table: dict[str, int] = {}
-    for message in read_topic(settings, settings.kafka_topic_channels, timeout_s=timeout_s):
+    topic = control.channels_topic
+    for message in read_topic(control.connection, topic, timeout_s=timeout_s):
         record = decode_record(message.key(), message.value())
         if isinstance(record, InvalidRecord):
             continue

@@ -1,8 +1,9 @@
 """Who reads what: each instance's own report, and the fleet view `status` prints.
 
 Every instance publishes an `InstanceReport` (key = INSTANCE_ID) to the compacted
-instances topic when what it reads changes, and every `_HEARTBEAT_S` otherwise; a clean
-stop deletes it (tombstone). The reports serve two readers:
+instances topic when what it reads changes, and every 30 s otherwise
+(`report_publisher.py`); a clean stop deletes it (tombstone). The reports serve two
+readers:
 
 * the other instances: one that gave a partition away keeps reading its channels until
   the new owner's report says it has joined them (see `handover.py`);
@@ -23,8 +24,7 @@ import msgspec
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
-from twitch_ingestion import component_configs as configs
-from twitch_ingestion.config import Settings
+from twitch_ingestion.fleet.config import ControlTopicsConfig
 from twitch_ingestion.fleet.control_topic import read_channel_table, read_topic
 from twitch_ingestion.kafka.producer_config import admin_config
 from twitch_ingestion.kafka.topics import NO_AUTO_CREATE
@@ -178,10 +178,13 @@ def fleet_view(
     )
 
 
-def read_reports(settings: Settings, *, timeout_s: float = 30.0) -> dict[str, InstanceReport]:
+def read_reports(
+    control: ControlTopicsConfig, *, timeout_s: float = 30.0
+) -> dict[str, InstanceReport]:
     """The newest report of every instance that has not deleted its own."""
     reports: dict[str, InstanceReport] = {}
-    for message in read_topic(settings, settings.kafka_topic_instances, timeout_s=timeout_s):
+    topic = control.instances_topic
+    for message in read_topic(control.connection, topic, timeout_s=timeout_s):
         key = (message.key() or b"").decode(errors="replace")
         value = message.value()
         report = decode_report(value) if value is not None else None
@@ -192,18 +195,18 @@ def read_reports(settings: Settings, *, timeout_s: float = 30.0) -> dict[str, In
     return reports
 
 
-def describe_fleet(settings: Settings, *, timeout_s: float = 30.0) -> FleetStatus:
+def describe_fleet(control: ControlTopicsConfig, *, timeout_s: float = 30.0) -> FleetStatus:
     """The consumer group's assignment, the channel table and the instances' reports."""
     # librdkafka's own lines go through logging (stderr, structured), not raw to stderr.
     admin = AdminClient(
         {
-            **admin_config(configs.kafka_connection(settings)),
+            **admin_config(control.connection),
             **NO_AUTO_CREATE,
             "logger": logging.getLogger("librdkafka"),
         }
     )
-    topic = settings.kafka_topic_channels
-    group = settings.kafka_channels_group
+    topic = control.channels_topic
+    group = control.group
     future = admin.describe_consumer_groups([group], request_timeout=timeout_s)[group]
     members: list[tuple[str, str, list[int]]] = []
     try:
@@ -232,8 +235,8 @@ def describe_fleet(settings: Settings, *, timeout_s: float = 30.0) -> FleetStatu
         topic=topic,
         partition_count=partition_count,
         members=members,
-        table=read_channel_table(settings, timeout_s=timeout_s),
-        reports=read_reports(settings, timeout_s=timeout_s),
+        table=read_channel_table(control, timeout_s=timeout_s),
+        reports=read_reports(control, timeout_s=timeout_s),
         now_ms=int(time.time() * 1000),
     )
 

@@ -171,13 +171,15 @@ class _Top:
     async def _follow_fleet(self) -> None:
         from confluent_kafka import KafkaException
 
+        from twitch_ingestion import component_configs as configs
         from twitch_ingestion.fleet.status import describe_fleet
 
+        control = configs.control_topics_config(self._settings)
         port = self._options.metrics_port
         while True:
             try:
                 status = await asyncio.to_thread(
-                    describe_fleet, self._settings, timeout_s=_FLEET_TIMEOUT_S
+                    describe_fleet, control, timeout_s=_FLEET_TIMEOUT_S
                 )
             except KafkaException as exc:
                 error = exc.args[0] if exc.args else exc
