@@ -326,15 +326,41 @@ async def test_a_standby_made_owner_is_fenced_like_any_new_owner() -> None:
     assert sink.lines == ["a3"]
 
 
-async def test_no_longer_standby_drops_the_window() -> None:
+async def test_no_longer_standby_drops_the_window_and_what_is_read_until_parted() -> None:
+    # The owner produces the channel: a line the standby reads between the decision and
+    # its PART taking effect must not reach Kafka a second time (issue 18's rolling
+    # restart with replicas 2 repeated one line this way).
     sink = Collected()
     gate = ChannelGate(sink)
     gate.stand_by(["a"], CONFIG)
     await read(gate, line("a", 1))
     gate.stop_standing_by(["a"])
-    await read(gate, line("a", 2))
+    await read(gate, line("a", 2), line("b", 1))
     assert gate.standing_by() == []
-    assert sink.lines == ["a2"]
+    assert sink.lines == ["b1"]
+
+
+async def test_a_channel_no_longer_stood_by_is_produced_once_it_is_ours() -> None:
+    sink = Collected()
+    gate = ChannelGate(sink)
+    gate.stand_by(["a", "b"], CONFIG)
+    gate.stop_standing_by(["a", "b"])
+    gate.produce(["a"])  # given to us with nobody else reading it
+    gate.hold(["b"], read_elsewhere=set())
+    await read(gate, line("a", 1), line("b", 1))
+    gate.expire(float("inf"))
+    await read(gate)
+    assert sorted(sink.lines) == ["a1", "b1"]
+
+
+async def test_a_standby_channel_removed_from_the_fleet_is_not_produced_by_the_standby() -> None:
+    sink = Collected()
+    gate = ChannelGate(sink)
+    gate.stand_by(["a"], CONFIG)
+    gate.forget(["a"])
+    await read(gate, line("a", 1))
+    assert gate.standing_by() == []
+    assert sink.lines == []
 
 
 async def test_progress_names_the_last_line_of_each_channel_produced_since_the_last_one() -> None:

@@ -347,7 +347,8 @@ class StandbyFence(Protocol):
     def standing_by(self) -> list[str]: ...
 
     def stop_standing_by(self, channels: Iterable[str]) -> None:
-        """No longer standby: drop their windows (and their mode)."""
+        """No longer standby: drop their windows, and drop what is read of them until
+        they are parted (their owner produces it)."""
 
     def freeze(self, channels: Iterable[str]) -> None:
         """A take-over starts: stop dropping these windows' lines by age."""

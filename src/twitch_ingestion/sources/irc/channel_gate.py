@@ -224,7 +224,8 @@ class ChannelGate:
                 del self._modes[channel]
                 self._marks.pop(channel, None)
             elif mode is _Mode.STANDBY:
-                del self._modes[channel]
+                # Its owner produces it until parted; the standby drops it until parted.
+                self._modes[channel] = _Mode.DROP
                 del self._standby[channel]
 
     # --- the fleet's StandbyFence (KAFKA_CHANNELS_REPLICAS=2) ---------------------------------
@@ -246,9 +247,11 @@ class ChannelGate:
         return list(self._standby)
 
     def stop_standing_by(self, channels: Iterable[str]) -> None:
+        # Dropped, not produced, until the pool has parted them: their owner produces
+        # them, and a line read before the PART takes effect must not reach Kafka twice.
         for channel in channels:
             if self._modes.get(channel) is _Mode.STANDBY:
-                del self._modes[channel]
+                self._modes[channel] = _Mode.DROP
                 del self._standby[channel]
 
     def freeze(self, channels: Iterable[str]) -> None:
