@@ -20,6 +20,10 @@ invalid UTF-8), parses each line once, and hands every chat line to the caller i
 `ChatLines` event per chunk, so the per-line overhead is one `parse_line` call, one string
 compare and one `list.append`. With a compiled `line_reader` (`compiled.py`) the split,
 decode and parse of a chunk is one call, and Python touches only the control lines.
+
+One module of a little over 600 lines on purpose: the states, their transition table
+(`SESSION_TRANSITIONS`), the events and the one class that moves between them are read
+together; split, each half would only make sense beside the other.
 """
 
 from __future__ import annotations
