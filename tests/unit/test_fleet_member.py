@@ -391,6 +391,7 @@ def test_status_sets_group_assignment_beside_the_reports() -> None:
             updated_at_ms=9_000,
             partitions=(0,),
             channels=("x", "y"),
+            standby=("z",),
             ready=True,
         ),
         "crashed": InstanceReport(
@@ -421,6 +422,19 @@ def test_status_sets_group_assignment_beside_the_reports() -> None:
     assert status.unassigned_channels == ["orphan"]
     text = render_status(status)
     assert "no report" in text
+    header, row_a = [line for line in text.splitlines() if line.startswith(("instance ", "a "))]
+    # The standby column says how many channels `a` stands by for (KAFKA_CHANNELS_REPLICAS=2).
+    assert header.split()[:8] == [
+        "instance",
+        "in",
+        "group",
+        "partitions",
+        "assigned",
+        "reading",
+        "releasing",
+        "standby",
+    ]
+    assert row_a.split()[:8] == ["a", "yes", "1", "2", "2", "0", "1", "yes"]
     assert "not read by any instance: 1 channels (orphan)" in text
     assert status.to_dict()["channels"] == 4
     assert "no instance is running" not in text

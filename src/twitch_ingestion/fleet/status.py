@@ -249,19 +249,20 @@ def render_status(status: FleetStatus) -> str:
         f"{sum(v.in_group for v in status.instances)} instances",
         "",
         f"{'instance':<24} {'in group':<8} {'partitions':>10} {'assigned':>8} "
-        f"{'reading':>7} {'releasing':>9} {'ready':<5} {'report age':>10}  account",
+        f"{'reading':>7} {'releasing':>9} {'standby':>7} {'ready':<5} {'report age':>10}  account",
     ]
     for view in status.instances:
         report = view.report
         reading = str(len(report.channels)) if report is not None else "-"
         releasing = str(len(report.releasing)) if report is not None else "-"
+        standby = str(len(report.standby)) if report is not None else "-"
         ready = ("yes" if report.ready else "no") if report is not None else "-"
         age = f"{view.report_age_s:.0f} s" if view.report_age_s is not None else "no report"
         login = report.login if report is not None else "-"
         lines.append(
             f"{view.instance_id:<24} {'yes' if view.in_group else 'NO':<8} "
             f"{len(view.partitions):>10} {len(view.assigned_channels):>8} {reading:>7} "
-            f"{releasing:>9} {ready:<5} {age:>10}  {login}"
+            f"{releasing:>9} {standby:>7} {ready:<5} {age:>10}  {login}"
         )
     if not any(view.in_group for view in status.instances):
         lines.append("")
