@@ -4,8 +4,8 @@ applies them: identities, marks and a fake clock in, what is produced out. No br
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
 
+from tests.support.gate import CollectedChat, line, read
 from twitch_ingestion.fleet.fence import (
     MARK_WAIT_S,
     NO_OWNER_GRACE_S,
@@ -18,7 +18,6 @@ from twitch_ingestion.fleet.fence import (
     lines_after_mark,
 )
 from twitch_ingestion.sources.irc.channel_gate import ChannelGate
-from twitch_ingestion.sources.irc.irc import IrcMessage, parse_line
 
 
 def mark(identity: str | None, channel: str = "a") -> FinalMark:
@@ -120,36 +119,8 @@ def test_marks_round_trip_and_foreign_records_are_not_marks() -> None:
 # --- the IRC gate ---------------------------------------------------------------------------
 
 
-class Collected:
-    """The encoder behind the gate: what reached it, in order."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    async def deliver(
-        self, messages: Sequence[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
-    ) -> None:
-        self.lines.extend(m.params[-1] for m in messages)
-
-    def dead_letter(self, raw: bytes, reason: str, received_at_ms: int) -> None:
-        raise AssertionError("no dead letters here")
-
-
-def line(channel: str, number: int) -> IrcMessage:
-    return parse_line(
-        f"@id={channel}-{number};tmi-sent-ts={number} :u!u@u.tmi.twitch.tv "
-        f"PRIVMSG #{channel} :{channel}{number}"
-    )
-
-
-async def read(gate: ChannelGate, *lines: IrcMessage) -> None:
-    await gate.deliver(list(lines), 0, {})
-    for _ in range(3):
-        await asyncio.sleep(0)  # let a flush run
-
-
 async def test_the_old_owner_marks_the_last_line_it_handed_on_and_drops_the_rest() -> None:
-    sink = Collected()
+    sink = CollectedChat()
     gate = ChannelGate(sink)
     await read(gate, line("a", 1), line("b", 1))
     gate.track(["a"])
@@ -160,13 +131,13 @@ async def test_the_old_owner_marks_the_last_line_it_handed_on_and_drops_the_rest
 
 
 async def test_a_channel_given_away_before_saying_anything_marks_none() -> None:
-    gate = ChannelGate(Collected())
+    gate = ChannelGate(CollectedChat())
     gate.track(["a"])
     assert gate.stop(["a"]) == {"a": None}
 
 
 async def test_the_new_owner_produces_only_what_follows_the_mark_then_goes_on() -> None:
-    sink = Collected()
+    sink = CollectedChat()
     gate = ChannelGate(sink)
     gate.hold(["a"], read_elsewhere={"a"})
     await read(gate, line("a", 2), line("b", 1), line("a", 3), line("a", 4))
@@ -179,7 +150,7 @@ async def test_the_new_owner_produces_only_what_follows_the_mark_then_goes_on() 
 
 
 async def test_a_held_channel_waits_for_its_mark_until_the_deadline() -> None:
-    sink = Collected()
+    sink = CollectedChat()
     gate = ChannelGate(sink)
     gate.hold(["a"], read_elsewhere={"a"})
     held_at = asyncio.get_running_loop().time()
@@ -192,7 +163,7 @@ async def test_a_held_channel_waits_for_its_mark_until_the_deadline() -> None:
 
 
 async def test_lines_read_while_a_window_is_flushed_queue_behind_it() -> None:
-    sink = Collected()
+    sink = CollectedChat()
     gate = ChannelGate(sink)
     gate.hold(["a"], read_elsewhere={"a"})
     await gate.deliver([line("a", 1), line("a", 2)], 0, {})
@@ -203,7 +174,7 @@ async def test_lines_read_while_a_window_is_flushed_queue_behind_it() -> None:
 
 
 async def test_a_held_channel_given_away_again_hands_on_all_it_held_and_marks_its_end() -> None:
-    sink = Collected()
+    sink = CollectedChat()
     gate = ChannelGate(sink)
     gate.hold(["a"], read_elsewhere={"a"})
     await read(gate, line("a", 1), line("a", 2))
@@ -213,7 +184,7 @@ async def test_a_held_channel_given_away_again_hands_on_all_it_held_and_marks_it
 
 
 async def test_a_channel_given_away_while_held_is_tracked_once_produced() -> None:
-    sink = Collected()
+    sink = CollectedChat()
     gate = ChannelGate(sink)
     gate.hold(["a"], read_elsewhere=set())
     await read(gate, line("a", 1))
@@ -225,7 +196,7 @@ async def test_a_channel_given_away_while_held_is_tracked_once_produced() -> Non
 
 
 async def test_a_channel_taken_back_is_produced_again() -> None:
-    sink = Collected()
+    sink = CollectedChat()
     gate = ChannelGate(sink)
     gate.track(["a"])
     gate.produce(["a"])

@@ -4,13 +4,14 @@ instance report; the `status` view; the settings. No broker."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
+from tests.support.gate import CollectedChat
 from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import ChannelSource, ConfigError, Settings, load_settings
 from twitch_ingestion.fleet.assignment import FleetMember
@@ -500,19 +501,6 @@ class FencedSource(FakeSource):
     @property
     def fence(self) -> ChannelFence | None:
         return self.gate
-
-
-class CollectedChat:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    async def deliver(
-        self, messages: Sequence[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
-    ) -> None:
-        self.lines.extend(m.params[-1] for m in messages)
-
-    def dead_letter(self, raw: bytes, reason: str, received_at_ms: int) -> None:
-        raise AssertionError("no dead letters here")
 
 
 class FakePublisher:

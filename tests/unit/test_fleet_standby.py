@@ -3,10 +3,9 @@ lines a take-over produces. Identities, reports and a fake clock in; no broker."
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-from collections.abc import Mapping, Sequence
 
+from tests.support.gate import CollectedChat, line, read
 from twitch_ingestion.fleet.fence import FinalMark
 from twitch_ingestion.fleet.standby import (
     Liveness,
@@ -22,7 +21,6 @@ from twitch_ingestion.fleet.standby import (
     takeover_start,
 )
 from twitch_ingestion.sources.irc.channel_gate import ChannelGate
-from twitch_ingestion.sources.irc.irc import IrcMessage, parse_line
 
 CHANNELS = [f"ch_{i:03d}" for i in range(300)]
 
@@ -247,39 +245,11 @@ def test_a_take_over_after_an_overflow_reports_the_gap() -> None:
 # --- the IRC gate standing by ----------------------------------------------------------------
 
 
-class Collected:
-    """The encoder behind the gate: what reached it, in order."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    async def deliver(
-        self, messages: Sequence[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
-    ) -> None:
-        self.lines.extend(m.params[-1] for m in messages)
-
-    def dead_letter(self, raw: bytes, reason: str, received_at_ms: int) -> None:
-        raise AssertionError("no dead letters here")
-
-
-def line(channel: str, number: int) -> IrcMessage:
-    return parse_line(
-        f"@id={channel}-{number};tmi-sent-ts={number} :u!u@u.tmi.twitch.tv "
-        f"PRIVMSG #{channel} :{channel}{number}"
-    )
-
-
-async def read(gate: ChannelGate, *lines: IrcMessage, at_ms: int = 0) -> None:
-    await gate.deliver(list(lines), at_ms, {})
-    for _ in range(3):
-        await asyncio.sleep(0)  # let a flush run
-
-
 CONFIG = StandbyConfig(replicas=2, window_s=60.0, window_bytes=1_000_000)
 
 
 async def test_a_standby_produces_nothing_of_its_channels() -> None:
-    sink = Collected()
+    sink = CollectedChat()
     gate = ChannelGate(sink)
     gate.stand_by(["a"], CONFIG)
     await read(gate, line("a", 1), line("b", 1), line("a", 2))
@@ -290,7 +260,7 @@ async def test_a_standby_produces_nothing_of_its_channels() -> None:
 
 
 async def test_a_take_over_produces_what_follows_kafkas_copy_then_the_channel() -> None:
-    sink = Collected()
+    sink = CollectedChat()
     gate = ChannelGate(sink)
     gate.stand_by(["a"], CONFIG)
     await read(gate, line("a", 1), line("a", 2), line("a", 3), at_ms=1_000)
@@ -306,13 +276,13 @@ async def test_a_take_over_produces_what_follows_kafkas_copy_then_the_channel() 
 
 
 async def test_a_take_over_of_a_channel_not_stood_by_does_nothing() -> None:
-    gate = ChannelGate(Collected())
+    gate = ChannelGate(CollectedChat())
     assert gate.take_over("a", set(), last_produced_ms=0, track=False) is None
     assert gate.tail_start_ms("a", None) is None
 
 
 async def test_a_standby_made_owner_is_fenced_like_any_new_owner() -> None:
-    sink = Collected()
+    sink = CollectedChat()
     gate = ChannelGate(sink)
     gate.stand_by(["a"], CONFIG)
     await read(gate, line("a", 1))
@@ -330,7 +300,7 @@ async def test_no_longer_standby_drops_the_window_and_what_is_read_until_parted(
     # The owner produces the channel: a line the standby reads between the decision and
     # its PART taking effect must not reach Kafka a second time (issue 18's rolling
     # restart with replicas 2 repeated one line this way).
-    sink = Collected()
+    sink = CollectedChat()
     gate = ChannelGate(sink)
     gate.stand_by(["a"], CONFIG)
     await read(gate, line("a", 1))
@@ -341,7 +311,7 @@ async def test_no_longer_standby_drops_the_window_and_what_is_read_until_parted(
 
 
 async def test_a_channel_no_longer_stood_by_is_produced_once_it_is_ours() -> None:
-    sink = Collected()
+    sink = CollectedChat()
     gate = ChannelGate(sink)
     gate.stand_by(["a", "b"], CONFIG)
     gate.stop_standing_by(["a", "b"])
@@ -354,7 +324,7 @@ async def test_a_channel_no_longer_stood_by_is_produced_once_it_is_ours() -> Non
 
 
 async def test_a_standby_channel_removed_from_the_fleet_is_not_produced_by_the_standby() -> None:
-    sink = Collected()
+    sink = CollectedChat()
     gate = ChannelGate(sink)
     gate.stand_by(["a"], CONFIG)
     gate.forget(["a"])
@@ -364,7 +334,7 @@ async def test_a_standby_channel_removed_from_the_fleet_is_not_produced_by_the_s
 
 
 async def test_progress_names_the_last_line_of_each_channel_produced_since_the_last_one() -> None:
-    gate = ChannelGate(Collected())
+    gate = ChannelGate(CollectedChat())
     gate.enable_progress()
     await read(gate, line("a", 1), line("b", 1), line("a", 2))
     await read(gate, line("b", 2))
@@ -376,6 +346,6 @@ async def test_progress_names_the_last_line_of_each_channel_produced_since_the_l
 
 
 async def test_without_replicas_the_gate_remembers_nothing_for_progress() -> None:
-    gate = ChannelGate(Collected())
+    gate = ChannelGate(CollectedChat())
     await read(gate, line("a", 1))
     assert gate.progress() == {}

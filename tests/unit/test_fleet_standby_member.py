@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.gate import CollectedChat
 from twitch_ingestion import component_configs as configs
 from twitch_ingestion.config import Settings, load_settings
 from twitch_ingestion.fleet.assignment import FleetMember
@@ -41,25 +42,12 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-class Chat:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    async def deliver(
-        self, messages: Sequence[IrcMessage], received_at_ms: int, room_ids: Mapping[str, str]
-    ) -> None:
-        self.lines.extend(m.params[-1] for m in messages)
-
-    def dead_letter(self, raw: bytes, reason: str, received_at_ms: int) -> None:
-        raise AssertionError("no dead letters here")
-
-
 class Source:
     """What the pool would read (every channel joined at once), behind a real gate."""
 
     def __init__(self) -> None:
         self.wanted: dict[str, None] = {}
-        self.sink = Chat()
+        self.sink = CollectedChat()
         self.gate = ChannelGate(self.sink)
 
     @property
